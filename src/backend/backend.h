@@ -1,0 +1,43 @@
+/* backend.h: a backend is a table of function pointers chosen at start. CPU always works;
+ * CUDA exists when built with nvcc and a GPU is present.
+ *
+ * Granularity: a backend implements the whole forward pass over a tl_batch (the model math
+ * lives in each backend's forward so the CUDA one can fuse ops and capture graphs); the CPU
+ * forward (backend/cpu/forward.c) is the reference the others are tested against. */
+#ifndef TL_BACKEND_H
+#define TL_BACKEND_H
+
+#include "kv/kv_cache.h"
+#include "model/model.h"
+
+typedef struct tl_backend tl_backend;
+struct tl_backend {
+    const char *name; /* "cpu" or "cuda" */
+    /* Upload / repack the model's weights once. Called before the first forward. */
+    int (*prepare)(tl_backend *be, tl_model *m, tl_error *e);
+    /* Bytes the KV pool may take by default (CPU: a fixed default; CUDA: free memory * util). */
+    size_t (*kv_default_budget)(tl_backend *be, const tl_model *m);
+    int (*kv_alloc)(tl_backend *be, tl_kv *kv, const tl_config *c, int block_size, int n_blocks, tl_dtype dtype,
+                    tl_error *e);
+    void (*kv_free)(tl_backend *be, tl_kv *kv);
+    /* One forward pass over the flat mixed batch: writes the new tokens' K/V into their blocks
+     * and fills logits (host memory, [b->n_logits, n_vocab] fp32) for b->logit_rows. */
+    int (*forward)(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *b, float *logits, tl_error *e);
+    void (*free)(tl_backend *be);
+    void *impl;
+};
+
+typedef enum { TL_ATTN_FLASH = 0, TL_ATTN_NAIVE = 1 } tl_attn_impl;
+
+/* CPU backend. n_threads <= 0: all online CPUs. */
+tl_backend *tl_backend_cpu_new(int n_threads);
+void tl_backend_cpu_set_attn(tl_backend *be, tl_attn_impl impl);
+struct tl_pool *tl_backend_cpu_pool(tl_backend *be);
+
+/* CUDA backend (device 0). Returns NULL with a message when not built with CUDA or no GPU. */
+tl_backend *tl_backend_cuda_new(float gpu_mem_util, tl_error *e);
+
+/* "cpu", "cuda" or "auto" (CUDA when available, else CPU). */
+tl_backend *tl_backend_new(const char *name, int n_threads, float gpu_mem_util, tl_error *e);
+
+#endif

@@ -1,0 +1,28 @@
+/* main.c: the tinyllm command-line tool: dispatches to subcommands. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+static const tl_cmd commands[] = {
+    {"info", cmd_info, "show a model's configuration and memory plan"},
+};
+#define N_COMMANDS (int)(sizeof commands / sizeof commands[0])
+
+static void usage(void) {
+    fprintf(stderr, "tinyllm: LLM inference and serving for the Qwen2 family\n\nusage: tinyllm COMMAND [options]\n\n");
+    for (int i = 0; i < N_COMMANDS; i++) fprintf(stderr, "  %-12s %s\n", commands[i].name, commands[i].help);
+    fprintf(stderr, "\nRun 'tinyllm COMMAND --help' for a command's options.\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
+        usage();
+        return argc < 2 ? 2 : 0;
+    }
+    for (int i = 0; i < N_COMMANDS; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "tinyllm: unknown command '%s'\n\n", argv[1]);
+    usage();
+    return 2;
+}

@@ -1,0 +1,49 @@
+/* tokenizer.h: text <-> token ids. Byte-level BPE from HF tokenizer.json (Qwen2), and a
+ * SentencePiece-style vocab from GGUF (llama). Chat templates and streaming detokenization. */
+#ifndef TL_TOKENIZER_H
+#define TL_TOKENIZER_H
+
+#include "core/core.h"
+
+typedef struct tl_tokenizer tl_tokenizer;
+
+/* path: a tokenizer.json file, or a model folder holding tokenizer.json (+ tokenizer_config.json,
+ * generation_config.json when present). */
+tl_tokenizer *tl_tokenizer_load(const char *path, tl_error *e);
+void tl_tokenizer_free(tl_tokenizer *t);
+
+int tl_tokenizer_n_vocab(const tl_tokenizer *t); /* highest id + 1 */
+/* Encodes text[0..len). parse_special: added/special tokens in the text become their ids (HF default).
+ * Returns the number of ids and sets *ids (free()), or -1 with e filled. */
+int tl_tokenizer_encode(const tl_tokenizer *t, const char *text, size_t len, bool parse_special, int32_t **ids,
+                        tl_error *e);
+/* Raw bytes of one token (after byte-level decoding); NULL for an unknown id. */
+const char *tl_tokenizer_piece(const tl_tokenizer *t, int32_t id, size_t *len);
+bool tl_tokenizer_is_special(const tl_tokenizer *t, int32_t id);
+/* Decodes ids to a malloc'd NUL-terminated string. Invalid UTF-8 becomes U+FFFD. */
+char *tl_tokenizer_decode(const tl_tokenizer *t, const int32_t *ids, int n, bool skip_special);
+
+/* Streaming: push one id, get back the bytes that are now complete UTF-8 (never a partial sequence). */
+typedef struct tl_detok tl_detok;
+tl_detok *tl_detok_new(const tl_tokenizer *t, bool skip_special);
+/* Returns a pointer to the new text (valid until the next call) and its length in *len. */
+const char *tl_detok_push(tl_detok *d, int32_t id, size_t *len);
+const char *tl_detok_flush(tl_detok *d, size_t *len); /* at end: leftovers as U+FFFD */
+void tl_detok_free(tl_detok *d);
+
+/* Special ids: -1 when absent. eos: the ids that end generation (from generation_config.json /
+ * tokenizer_config.json, e.g. <|im_end|> and <|endoftext|> for Qwen2-Instruct). */
+int tl_tokenizer_bos(const tl_tokenizer *t);
+int tl_tokenizer_eos(const tl_tokenizer *t, int32_t *ids, int max); /* returns count */
+bool tl_tokenizer_add_bos(const tl_tokenizer *t); /* prepend bos when encoding a prompt (llama GGUF) */
+
+/* Chat template (ChatML family). */
+typedef struct tl_chat_msg {
+    const char *role;    /* "system", "user", "assistant" */
+    const char *content;
+} tl_chat_msg;
+/* Renders messages with the model's template; the model's default system prompt is added when
+ * none is given. Returns a malloc'd string. */
+char *tl_chat_render(const tl_tokenizer *t, const tl_chat_msg *msgs, int n, bool add_generation_prompt);
+
+#endif
