@@ -12,6 +12,24 @@ typedef struct tl_tokenizer tl_tokenizer;
 tl_tokenizer *tl_tokenizer_load(const char *path, tl_error *e);
 void tl_tokenizer_free(tl_tokenizer *t);
 
+/* Build from arrays, as a GGUF file carries them (formats/gguf.c fills this and calls it).
+ * model "gpt2": byte-level BPE (tokens are byte-level strings, merges "a b", pre-tokenizer by `pre`);
+ * model "llama": SentencePiece style (tokens with scores, U+2581 for spaces, <0xNN> byte-fallback tokens). */
+typedef struct tl_vocab_spec {
+    const char *model;              /* tokenizer.ggml.model */
+    const char *pre;                /* tokenizer.ggml.pre (e.g. "qwen2"), or NULL */
+    int n_tokens;
+    const char *const *tokens;      /* [n_tokens] NUL-terminated UTF-8 */
+    const float *scores;            /* [n_tokens] or NULL */
+    const int32_t *token_types;     /* [n_tokens] GGUF types (1 normal 2 unknown 3 control 4 user 5 unused 6 byte) or NULL */
+    int n_merges;
+    const char *const *merges;      /* [n_merges] "a b", or NULL */
+    int bos, eos, unk, pad;         /* -1 when absent */
+    bool add_bos, add_eos;
+    const char *chat_template;      /* tokenizer.chat_template or NULL */
+} tl_vocab_spec;
+tl_tokenizer *tl_tokenizer_from_vocab(const tl_vocab_spec *s, tl_error *e);
+
 int tl_tokenizer_n_vocab(const tl_tokenizer *t); /* highest id + 1 */
 /* Encodes text[0..len). parse_special: added/special tokens in the text become their ids (HF default).
  * Returns the number of ids and sets *ids (free()), or -1 with e filled. */
