@@ -1,0 +1,248 @@
+/* matmul.c: y[n_tok, rows] = x[n_tok, cols] @ W^T for every weight dtype.
+ * The scalar reference, the scalar kernel table, and the threaded driver that picks the direct
+ * (decode) or panel (prefill) path and a kernel table by tl_cpu_isa(). See matmul_impl.h. */
+#include <math.h>
+
+#include "backend/cpu/matmul_impl.h"
+
+/* ---- reference: dequantize one row at a time, accumulate in double ---- */
+void tl_cpu_matmul_ref(const tl_tensor *w, const float *x, float *y, int n_tok) {
+    int64_t rows = w->rows, cols = w->cols;
+    float *row = tl_malloc((size_t)cols * sizeof(float));
+    for (int64_t r = 0; r < rows; r++) {
+        tl_tensor_row_f32(w, r, row);
+        for (int t = 0; t < n_tok; t++) {
+            const float *xt = x + (int64_t)t * cols;
+            double acc = 0;
+            for (int64_t k = 0; k < cols; k++) acc += (double)xt[k] * row[k];
+            y[(int64_t)t * rows + r] = (float)acc;
+        }
+    }
+    free(row);
+}
+
+/* ---- scalar kernels ---- */
+static inline float sb_load(tl_dtype t, const void *p, int64_t i) {
+    const uint16_t *h = p;
+    return t == TL_BF16 ? tl_bf16_to_f32(h[i]) : t == TL_F16 ? tl_f16_to_f32(h[i]) : ((const float *)p)[i];
+}
+
+static void deq_scalar(const tl_tensor *w, int64_t r, int64_t k0, int n, float *out) {
+    int64_t cols = w->cols;
+    switch (w->type) {
+    case TL_F32: memcpy(out, (const float *)w->data + r * cols + k0, (size_t)n * sizeof(float)); return;
+    case TL_F16:
+    case TL_BF16: {
+        const uint16_t *p = (const uint16_t *)w->data + r * cols + k0;
+        for (int i = 0; i < n; i++) out[i] = sb_load(w->type, p, i);
+        return;
+    }
+    case TL_Q4: {
+        const uint32_t *q = (const uint32_t *)w->data + r * (cols / 8);
+        int64_t ng = cols / w->group;
+        for (int i = 0; i < n; i++) {
+            int64_t k = k0 + i, g = r * ng + k / w->group;
+            int code = (int)((q[k / 8] >> (4 * (k % 8))) & 15);
+            out[i] = (float)code * sb_load(w->sb_type, w->scales, g) + sb_load(w->sb_type, w->biases, g);
+        }
+        return;
+    }
+    case TL_Q8: {
+        const int8_t *q = (const int8_t *)w->data + r * cols;
+        const float *s = (const float *)w->scales + r * (cols / w->group);
+        for (int i = 0; i < n; i++) out[i] = (float)q[k0 + i] * s[(k0 + i) / w->group];
+        return;
+    }
+    }
+    TL_ASSERT(0 && "unknown dtype");
+}
+
+static void gemm_scalar(const float *x, int64_t ldx, const float *p, int ldp, float *y, int64_t ldy, int nt, int nr,
+                        int n) {
+    for (int t = 0; t < nt; t++)
+        for (int i = 0; i < nr; i++) {
+            float acc = 0;
+            for (int k = 0; k < n; k++) acc += x[t * ldx + k] * p[(int64_t)i * ldp + k];
+            y[t * ldy + i] += acc;
+        }
+}
+
+static void dot_dense_scalar(const tl_tensor *w, int64_t r0, int64_t r1, const float *x, int64_t ldx, int nt, float *y,
+                             int64_t ldy) {
+    int64_t cols = w->cols;
+    for (int64_t r = r0; r < r1; r++)
+        for (int t = 0; t < nt; t++) {
+            float acc = 0;
+            if (w->type == TL_F32) {
+                const float *p = (const float *)w->data + r * cols;
+                for (int64_t k = 0; k < cols; k++) acc += x[t * ldx + k] * p[k];
+            } else {
+                const uint16_t *p = (const uint16_t *)w->data + r * cols;
+                for (int64_t k = 0; k < cols; k++) acc += x[t * ldx + k] * sb_load(w->type, p, k);
+            }
+            y[t * ldy + r] = acc;
+        }
+}
+
+/* Index of column k in the permuted int8 layout of tl_mm_xq (see matmul_impl.h). */
+static inline int64_t xq_index(int64_t k, int64_t cols) {
+    int64_t c = k / 64, j = k % 64, blk = j / 32, m = j % 32;
+    int odd = (int)(m & 1);
+    if (c * 64 + 64 <= cols) return c * 64 + odd * 32 + blk * 16 + m / 2;
+    return c * 64 + odd * 16 + m / 2; /* last half chunk of 32 */
+}
+
+/* The exact specification of the int8-activation Q4 product: integer sums per 32-block. */
+static void dot_q4i8_scalar(const tl_tensor *w, int64_t r0, int64_t r1, const tl_mm_xq *xq, int nt, float *y,
+                            int64_t ldy) {
+    int64_t cols = w->cols, ng = cols / w->group;
+    int bpg = w->group / TL_MM_QB;
+    for (int64_t r = r0; r < r1; r++) {
+        const uint32_t *q = (const uint32_t *)w->data + r * (cols / 8);
+        for (int t = 0; t < nt; t++) {
+            const int8_t *xqt = xq->q + (int64_t)t * cols;
+            const float *dt = xq->d + (int64_t)t * (cols / TL_MM_QB);
+            const float *gs = xq->gsum + (int64_t)t * ng;
+            float acc = 0;
+            for (int64_t g = 0; g < ng; g++) {
+                float sg = sb_load(w->sb_type, w->scales, r * ng + g), bg = sb_load(w->sb_type, w->biases, r * ng + g);
+                float part = 0;
+                for (int b = 0; b < bpg; b++) {
+                    int64_t k0 = g * w->group + (int64_t)b * TL_MM_QB;
+                    int32_t isum = 0;
+                    for (int64_t k = k0; k < k0 + TL_MM_QB; k++)
+                        isum += (int32_t)((q[k / 8] >> (4 * (k % 8))) & 15) * xqt[xq_index(k, cols)];
+                    part += (float)isum * dt[k0 / TL_MM_QB];
+                }
+                acc += sg * part + bg * gs[g];
+            }
+            y[t * ldy + r] = acc;
+        }
+    }
+}
+
+const tl_mm_kernels tl_mm_scalar = {"scalar", deq_scalar, gemm_scalar, dot_dense_scalar, dot_q4i8_scalar};
+
+const tl_mm_kernels *tl_mm_for_isa(tl_isa isa) {
+    (void)isa; /* SIMD tables land next */
+    return &tl_mm_scalar;
+}
+
+/* ---- activation quantization for the int8 path ---- */
+void tl_mm_quantize_x(const float *x, int n_tok, int64_t cols, int group, tl_mm_xq *xq) {
+    int64_t nb = cols / TL_MM_QB, ng = cols / group;
+    for (int t = 0; t < n_tok; t++) {
+        const float *xt = x + (int64_t)t * cols;
+        int8_t *qt = xq->q + (int64_t)t * cols;
+        for (int64_t b = 0; b < nb; b++) {
+            float amax = 0;
+            for (int i = 0; i < TL_MM_QB; i++) amax = fmaxf(amax, fabsf(xt[b * TL_MM_QB + i]));
+            float d = amax / 127.0f, id = amax > 0 ? 127.0f / amax : 0.0f;
+            xq->d[t * nb + b] = d;
+            for (int i = 0; i < TL_MM_QB; i++) {
+                int64_t k = b * TL_MM_QB + i;
+                qt[xq_index(k, cols)] = (int8_t)lrintf(xt[k] * id);
+            }
+        }
+        for (int64_t g = 0; g < ng; g++) {
+            float s = 0;
+            for (int i = 0; i < group; i++) s += xt[g * group + i];
+            xq->gsum[t * ng + g] = s;
+        }
+    }
+    xq->cols = cols;
+    xq->group = group;
+}
+
+/* ---- threaded driver ---- */
+enum { MODE_DENSE, MODE_Q4I8, MODE_PANEL };
+
+typedef struct {
+    const tl_mm_kernels *k;
+    const tl_tensor *w;
+    const float *x; /* [n_tok, cols] */
+    float *y;       /* [n_tok, rows] */
+    int n_tok, mode, rpt;
+    int64_t rows, cols;
+    const tl_mm_xq *xq;
+} mm_ctx;
+
+static void task_direct(void *arg, int task, int thread) {
+    const mm_ctx *c = arg;
+    int64_t r0 = (int64_t)task * c->rpt, r1 = TL_MIN(c->rows, r0 + c->rpt);
+    for (int t0 = 0; t0 < c->n_tok; t0 += TL_MM_DIRECT_T) {
+        int nt = TL_MIN(TL_MM_DIRECT_T, c->n_tok - t0);
+        float *yt = c->y + (int64_t)t0 * c->rows;
+        if (c->mode == MODE_DENSE) {
+            c->k->dot_dense(c->w, r0, r1, c->x + (int64_t)t0 * c->cols, c->cols, nt, yt, c->rows);
+        } else {
+            tl_mm_xq v = *c->xq;
+            v.q += (int64_t)t0 * c->cols;
+            v.d += (int64_t)t0 * (c->cols / TL_MM_QB);
+            v.gsum += (int64_t)t0 * (c->cols / v.group);
+            c->k->dot_q4i8(c->w, r0, r1, &v, nt, yt, c->rows);
+        }
+    }
+    (void)thread;
+}
+
+static void task_panel(void *arg, int task, int thread) {
+    const mm_ctx *c = arg;
+    _Alignas(64) float panel[TL_MM_RB * TL_MM_KC]; /* [TL_MM_RB rows, TL_MM_KC cols] fp32 */
+    int64_t r0 = (int64_t)task * c->rpt, r1 = TL_MIN(c->rows, r0 + c->rpt);
+    int nr = (int)(r1 - r0);
+    for (int t = 0; t < c->n_tok; t++) memset(c->y + t * c->rows + r0, 0, (size_t)nr * sizeof(float));
+    for (int64_t kc = 0; kc < c->cols; kc += TL_MM_KC) {
+        int n = (int)TL_MIN((int64_t)TL_MM_KC, c->cols - kc);
+        for (int i = 0; i < nr; i++) c->k->dequant(c->w, r0 + i, kc, n, panel + i * TL_MM_KC);
+        c->k->gemm(c->x + kc, c->cols, panel, TL_MM_KC, c->y + r0, c->rows, c->n_tok, nr, n);
+    }
+    (void)thread;
+}
+
+static bool q4_simd_ok(const tl_tensor *w) {
+    return (w->group == 32 || w->group == 64 || w->group == 128) && w->cols % w->group == 0 &&
+           (w->sb_type == TL_F16 || w->sb_type == TL_BF16);
+}
+
+void tl_mm_run(const tl_mm_kernels *k, tl_mm_q4_path q4, const tl_tensor *w, const float *x, float *y, int n_tok,
+               tl_pool *pool) {
+    TL_ASSERT(w->rows > 0 && w->cols > 0 && n_tok >= 0);
+    if (n_tok == 0) return;
+    mm_ctx c = {.k = k, .w = w, .x = x, .y = y, .n_tok = n_tok, .rows = w->rows, .cols = w->cols};
+    if (w->type == TL_Q4 || w->type == TL_Q8) TL_ASSERT(w->group > 0 && w->cols % w->group == 0);
+    if (w->type == TL_Q4 && !q4_simd_ok(w)) k = c.k = &tl_mm_scalar; /* odd group/sb type: plain code */
+    bool small = n_tok <= TL_MM_DIRECT_T;
+    if (w->type == TL_Q4 && small && q4 != TL_MM_Q4_F32 && w->group % TL_MM_QB == 0)
+        c.mode = MODE_Q4I8;
+    else if ((w->type == TL_F32 || w->type == TL_F16 || w->type == TL_BF16) && small)
+        c.mode = MODE_DENSE;
+    else
+        c.mode = MODE_PANEL;
+
+    int nth = pool ? tl_pool_size(pool) : 1;
+    if (c.mode == MODE_PANEL) {
+        c.rpt = TL_MM_RB;
+    } else { /* ~8 tasks per thread for balance, at least 4 rows each */
+        int64_t rpt = TL_CDIV(c.rows, (int64_t)nth * 8);
+        c.rpt = (int)TL_MIN((int64_t)256, TL_MAX((int64_t)4, (rpt + 3) & ~(int64_t)3));
+    }
+    tl_mm_xq xq = {0};
+    void *buf = NULL;
+    if (c.mode == MODE_Q4I8) {
+        size_t nq = (size_t)n_tok * (size_t)c.cols, nb = nq / TL_MM_QB, ng = nq / (size_t)w->group;
+        buf = tl_aligned_alloc(nq + (nb + ng) * sizeof(float) + 64);
+        xq.d = buf;
+        xq.gsum = xq.d + nb;
+        xq.q = (int8_t *)(xq.gsum + ng);
+        tl_mm_quantize_x(x, n_tok, c.cols, w->group, &xq);
+        c.xq = &xq;
+    }
+    int n_tasks = (int)TL_CDIV(c.rows, (int64_t)c.rpt);
+    tl_pool_run(pool, c.mode == MODE_PANEL ? task_panel : task_direct, &c, n_tasks);
+    if (buf) tl_aligned_free(buf);
+}
+
+void tl_cpu_matmul(const tl_tensor *w, const float *x, float *y, int n_tok, tl_pool *pool) {
+    tl_mm_run(tl_mm_for_isa(tl_cpu_isa()), TL_MM_Q4_AUTO, w, x, y, n_tok, pool);
+}

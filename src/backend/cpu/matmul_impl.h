@@ -1,0 +1,65 @@
+/* matmul_impl.h: private contract between the matmul driver (matmul.c) and its per-ISA kernel
+ * tables (matmul.c scalar, matmul_avx2.c, matmul_avx512.c). Not part of any public API; tests
+ * and benchmarks include it to force a tier or a path.
+ *
+ * y[n_tok, rows] = x[n_tok, cols] @ W^T. Two ways through:
+ *  - "direct" (small n_tok, decode): the kernel streams each weight row once for a tile of up to
+ *    TL_MM_DIRECT_T tokens; dense types dot fp32 x with the row; Q4 dots int8-quantized x
+ *    (tl_mm_xq) with the 4-bit codes using integer multiply-adds.
+ *  - "panel" (prefill, batched, Q8): a block of rows is dequantized to fp32 in a panel of
+ *    TL_MM_KC columns at a time, then an fp32 register-blocked micro-GEMM runs all tokens over it. */
+#ifndef TL_MATMUL_IMPL_H
+#define TL_MATMUL_IMPL_H
+
+#include "backend/cpu/cpu_ops.h"
+#include "core/cpu.h"
+
+#define TL_MM_DIRECT_T 4 /* tokens per direct-kernel tile */
+#define TL_MM_KC 256     /* panel columns */
+#define TL_MM_RB 24      /* panel rows per task (multiple of the micro-kernel's 3 rows) */
+#define TL_MM_QB 32      /* activation quantization block (int8 path) */
+
+/* Activations quantized for the Q4 int8 path. Per token, per 64-column chunk, the 64 int8 values
+ * are stored permuted to match the nibble order of 32 packed bytes of MLX codes:
+ * [block0 even cols (16), block1 even (16), block0 odd (16), block1 odd (16)], where block b is
+ * the b-th 32-column quantization block of the chunk. A last 32-column block (cols % 64 == 32)
+ * is stored [even (16), odd (16)]. x[k] ~= q[k] * d[k/32]. */
+typedef struct tl_mm_xq {
+    int8_t *q;    /* [n_tok, cols] permuted as above */
+    float *d;     /* [n_tok, cols/32] block scales (max|x| / 127) */
+    float *gsum;  /* [n_tok, cols/group] sum of the (unquantized) x over each weight group */
+    int64_t cols;
+    int group;
+} tl_mm_xq;
+
+typedef struct tl_mm_kernels {
+    const char *name;
+    /* out[0..n) = W[r, k0..k0+n) as fp32. k0 is a multiple of TL_MM_KC (so of the group). */
+    void (*dequant)(const tl_tensor *w, int64_t r, int64_t k0, int n, float *out);
+    /* y[t*ldy + i] += sum_{k<n} x[t*ldx + k] * p[i*ldp + k] for t < nt, i < nr. */
+    void (*gemm)(const float *x, int64_t ldx, const float *p, int ldp, float *y, int64_t ldy, int nt, int nr, int n);
+    /* Dense (F32/F16/BF16) weights, rows [r0, r1), nt <= TL_MM_DIRECT_T tokens:
+     * y[t*ldy + r] = x[t*ldx ..] . W[r]. */
+    void (*dot_dense)(const tl_tensor *w, int64_t r0, int64_t r1, const float *x, int64_t ldx, int nt, float *y,
+                      int64_t ldy);
+    /* Q4 weights with int8 activations, rows [r0, r1), nt <= TL_MM_DIRECT_T (token t's data in xq
+     * at row t): y[t*ldy + r] = sum_g s[r,g] * sum_{k in g} q[r,k]*xq[t,k]*d[t,k/32] + b[r,g]*gsum[t,g]. */
+    void (*dot_q4i8)(const tl_tensor *w, int64_t r0, int64_t r1, const tl_mm_xq *xq, int nt, float *y,
+                     int64_t ldy);
+} tl_mm_kernels;
+
+extern const tl_mm_kernels tl_mm_scalar, tl_mm_avx2, tl_mm_avx512;
+const tl_mm_kernels *tl_mm_for_isa(tl_isa isa);
+
+/* Path for Q4 weights at small n_tok: int8 activations (default, faster; see docs/QUANT.md) or
+ * fp32 FMA on dequantized groups (the panel path). */
+typedef enum { TL_MM_Q4_AUTO = 0, TL_MM_Q4_I8 = 1, TL_MM_Q4_F32 = 2 } tl_mm_q4_path;
+
+/* The driver with an explicit kernel table and Q4 path (tl_cpu_matmul uses tl_cpu_isa() + AUTO). */
+void tl_mm_run(const tl_mm_kernels *k, tl_mm_q4_path q4, const tl_tensor *w, const float *x, float *y, int n_tok,
+               tl_pool *pool);
+
+/* Quantize x[n_tok, cols] into xq (buffers allocated by the caller with the sizes above). */
+void tl_mm_quantize_x(const float *x, int n_tok, int64_t cols, int group, tl_mm_xq *xq);
+
+#endif

@@ -1,0 +1,235 @@
+/* test_matmul.c: tl_cpu_matmul_ref against products computed here from the generating fp32
+ * values, then every kernel tier (scalar, AVX2, AVX-512 where cpuid has it) and path (direct,
+ * panel, Q4 int8/fp32) against the reference, on ragged shapes with outliers, threaded and not. */
+#include "backend/cpu/matmul_impl.h"
+#include "core/cpu.h"
+#include "core/pool.h"
+#include "tl_test.h"
+
+static unsigned long long seed = 42;
+
+/* Random fp32 value in [-1, 1) with ~1% outliers of magnitude up to 30. */
+static float rnd_outlier(void) {
+    float v = tl_t_randf(&seed);
+    if (tl_t_rng(&seed) % 100 == 0) v *= 30.0f;
+    return v;
+}
+
+/* A weight of the given dtype plus the exact fp32 values it stands for (truth[rows*cols]). */
+typedef struct {
+    tl_tensor t;
+    float *truth;
+    float *cs; /* Q4: code * scale (the part the int8 path multiplies by quantized x) */
+} wt;
+
+static wt make_weight(tl_dtype type, int64_t rows, int64_t cols, int group, tl_dtype sb) {
+    wt w = {0};
+    w.t.type = type;
+    w.t.rows = rows;
+    w.t.cols = cols;
+    w.truth = malloc((size_t)(rows * cols) * sizeof(float));
+    if (type == TL_F32 || type == TL_F16 || type == TL_BF16) {
+        size_t es = type == TL_F32 ? 4 : 2;
+        w.t.data = malloc((size_t)(rows * cols) * es);
+        for (int64_t i = 0; i < rows * cols; i++) {
+            float v = rnd_outlier();
+            if (type == TL_F32) {
+                ((float *)w.t.data)[i] = v;
+                w.truth[i] = v;
+            } else if (type == TL_F16) {
+                uint16_t h = tl_f32_to_f16(v);
+                ((uint16_t *)w.t.data)[i] = h;
+                w.truth[i] = tl_f16_to_f32(h);
+            } else {
+                uint16_t h = tl_f32_to_bf16(v);
+                ((uint16_t *)w.t.data)[i] = h;
+                w.truth[i] = tl_bf16_to_f32(h);
+            }
+        }
+        return w;
+    }
+    w.t.group = group;
+    int64_t ng = rows * (cols / group);
+    if (type == TL_Q4) {
+        w.t.sb_type = sb;
+        w.cs = malloc((size_t)(rows * cols) * sizeof(float));
+        w.t.data = calloc((size_t)(rows * cols / 8), 4);
+        w.t.scales = malloc((size_t)ng * 2);
+        w.t.biases = malloc((size_t)ng * 2);
+        float *s = malloc((size_t)ng * sizeof(float)), *b = malloc((size_t)ng * sizeof(float));
+        for (int64_t g = 0; g < ng; g++) {
+            float sv = (tl_t_randf(&seed) + 1.2f) * 0.05f, bv = rnd_outlier() * 0.5f;
+            if (tl_t_rng(&seed) % 50 == 0) sv *= 20.0f; /* an outlier group */
+            uint16_t hs = sb == TL_F16 ? tl_f32_to_f16(sv) : tl_f32_to_bf16(sv);
+            uint16_t hb = sb == TL_F16 ? tl_f32_to_f16(bv) : tl_f32_to_bf16(bv);
+            ((uint16_t *)w.t.scales)[g] = hs;
+            ((uint16_t *)w.t.biases)[g] = hb;
+            s[g] = sb == TL_F16 ? tl_f16_to_f32(hs) : tl_bf16_to_f32(hs);
+            b[g] = sb == TL_F16 ? tl_f16_to_f32(hb) : tl_bf16_to_f32(hb);
+        }
+        uint32_t *q = w.t.data;
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t k = 0; k < cols; k++) {
+                uint32_t code = (uint32_t)(tl_t_rng(&seed) & 15);
+                q[(r * cols + k) / 8] |= code << (4 * (k % 8)); /* lowest bits first */
+                int64_t g = r * (cols / group) + k / group;
+                w.truth[r * cols + k] = (float)code * s[g] + b[g];
+                w.cs[r * cols + k] = (float)code * s[g];
+            }
+        free(s);
+        free(b);
+    } else { /* Q8 */
+        w.t.data = malloc((size_t)(rows * cols));
+        w.t.scales = malloc((size_t)ng * sizeof(float));
+        for (int64_t g = 0; g < ng; g++) ((float *)w.t.scales)[g] = (tl_t_randf(&seed) + 1.1f) * 0.01f;
+        for (int64_t i = 0; i < rows * cols; i++) {
+            int8_t v = (int8_t)((int)(tl_t_rng(&seed) % 255) - 127);
+            ((int8_t *)w.t.data)[i] = v;
+            w.truth[i] = (float)v * ((float *)w.t.scales)[i / group];
+        }
+    }
+    return w;
+}
+
+static void free_weight(wt *w) {
+    free(w->t.data);
+    free(w->t.scales);
+    free(w->t.biases);
+    free(w->truth);
+    free(w->cs);
+}
+
+/* Analytic bound of the int8-activation error of output (t, r): each x[k] is off by at most
+ * half a step of its 32-block, max|x_block| / 254, and multiplies code*scale. */
+static double i8_bound(const wt *w, const float *x, int t, int64_t r) {
+    int64_t cols = w->t.cols;
+    double b = 0;
+    for (int64_t k0 = 0; k0 < cols; k0 += 32) {
+        float amax = 0;
+        for (int k = 0; k < 32; k++) amax = fmaxf(amax, fabsf(x[t * cols + k0 + k]));
+        for (int k = 0; k < 32; k++) b += fabs(w->cs[r * cols + k0 + k]) * amax / 254.0;
+    }
+    return b;
+}
+
+static float *rand_x(int n_tok, int64_t cols) {
+    float *x = malloc((size_t)(n_tok * cols) * sizeof(float));
+    for (int64_t i = 0; i < n_tok * cols; i++) x[i] = rnd_outlier();
+    return x;
+}
+
+/* Runs every available tier/path on (w, x) and compares with the reference. */
+static void check_all(wt *w, const float *x, int n_tok, tl_pool *pool, const char *what) {
+    int64_t rows = w->t.rows, cols = w->t.cols;
+    size_t ny = (size_t)(n_tok * rows);
+    float *ref = malloc(ny * sizeof(float)), *y = malloc(ny * sizeof(float)), *exp = malloc(ny * sizeof(float));
+    float *yi8 = malloc(ny * sizeof(float));
+    /* expected from the generating values, in double */
+    for (int t = 0; t < n_tok; t++)
+        for (int64_t r = 0; r < rows; r++) {
+            double acc = 0;
+            for (int64_t k = 0; k < cols; k++) acc += (double)x[t * cols + k] * w->truth[r * cols + k];
+            exp[t * rows + r] = (float)acc;
+        }
+    tl_cpu_matmul_ref(&w->t, x, ref, n_tok);
+    double e = tl_rel_err(ref, exp, ny);
+    CHECK(e < 1e-6, "%s n_tok=%d: reference vs truth rel err %g", what, n_tok, e);
+
+    tl_isa best = tl_cpu_isa();
+    bool q4 = w->t.type == TL_Q4;
+    for (int isa = 0; isa <= (int)best; isa++) {
+        const tl_mm_kernels *k = tl_mm_for_isa((tl_isa)isa);
+        for (int path = 0; path < (q4 ? 3 : 1); path++) {
+            for (size_t i = 0; i < ny; i++) y[i] = NAN;
+            tl_mm_run(k, (tl_mm_q4_path)path, &w->t, x, y, n_tok, pool);
+            bool i8 = q4 && path != TL_MM_Q4_F32 && n_tok <= TL_MM_DIRECT_T;
+            /* fp32 paths: summation order only. int8 activations: x rounded to 1/254 of its block max. */
+            if (!i8) {
+                e = tl_rel_err(y, ref, ny);
+                CHECK(e < 2e-5, "%s n_tok=%d isa=%s path=%d: rel err %g", what, n_tok, k->name, path, e);
+            } else {
+                int bad = 0;
+                for (int t = 0; t < n_tok; t++)
+                    for (int64_t r = 0; r < rows; r++) {
+                        double d = fabs((double)y[t * rows + r] - ref[t * rows + r]);
+                        if (!(d <= i8_bound(w, x, t, r) * 1.001 + 1e-5 * fabs(ref[t * rows + r]) + 1e-6)) bad++;
+                    }
+                CHECK(bad == 0, "%s n_tok=%d isa=%s: %d outputs past the int8 error bound", what, n_tok, k->name, bad); /* the SIMD int8 kernels must match the scalar int8 specification tightly */
+                tl_mm_run(&tl_mm_scalar, TL_MM_Q4_I8, &w->t, x, yi8, n_tok, NULL);
+                e = tl_rel_err(y, yi8, ny);
+                CHECK(e < 2e-5, "%s n_tok=%d isa=%s: int8 path vs scalar int8 spec rel err %g", what, n_tok, k->name,
+                      e);
+            }
+        }
+    }
+    free(ref);
+    free(y);
+    free(exp);
+    free(yi8);
+}
+
+int main(void) {
+    tl_pool *pool = tl_pool_create(3);
+    printf("best ISA here: %s\n", tl_isa_name(tl_cpu_isa()));
+    if (tl_cpu_isa() < TL_ISA_AVX512) printf("SKIP AVX-512 kernels: cpuid reports no AVX-512 (F/BW/VL/DQ/VNNI/BF16)\n");
+    if (tl_cpu_isa() < TL_ISA_AVX2) printf("SKIP AVX2 kernels: not available or capped by TL_CPU\n");
+
+    const int ntoks[] = {1, 2, 3, 4, 5, 7, 13};
+    const tl_dtype dense[] = {TL_F32, TL_F16, TL_BF16};
+    for (int d = 0; d < 3; d++) {
+        /* ragged: rows not a multiple of anything, cols with a tail past the panel width */
+        wt w = make_weight(dense[d], 37, 300, 0, TL_F32);
+        for (int i = 0; i < 7; i++) {
+            float *x = rand_x(ntoks[i], w.t.cols);
+            check_all(&w, x, ntoks[i], i % 2 ? pool : NULL, tl_dtype_name(dense[d]));
+            free(x);
+        }
+        free_weight(&w);
+        wt w1 = make_weight(dense[d], 5, 7, 0, TL_F32); /* tiny, odd */
+        float *x = rand_x(6, 7);
+        check_all(&w1, x, 1, pool, "tiny");
+        check_all(&w1, x, 6, pool, "tiny");
+        free(x);
+        free_weight(&w1);
+    }
+    const int groups[] = {32, 64, 128};
+    for (int gi = 0; gi < 3; gi++)
+        for (int sbi = 0; sbi < 2; sbi++) {
+            int g = groups[gi];
+            tl_dtype sb = sbi ? TL_BF16 : TL_F16;
+            /* cols = 11 groups of 32 (odd number of 64-chunks), 5 of 64, 3 of 128: tails everywhere */
+            int64_t cols = g == 32 ? 352 : g == 64 ? 320 : 384;
+            wt w = make_weight(TL_Q4, 29, cols, g, sb);
+            char what[64];
+            snprintf(what, sizeof what, "q4 g%d %s", g, tl_dtype_name(sb));
+            for (int i = 0; i < 7; i++) {
+                float *x = rand_x(ntoks[i], cols);
+                check_all(&w, x, ntoks[i], i % 2 ? pool : NULL, what);
+                free(x);
+            }
+            free_weight(&w);
+        }
+    for (int gi = 0; gi < 3; gi++) {
+        wt w = make_weight(TL_Q8, 19, 384, groups[gi], TL_F32);
+        for (int i = 0; i < 7; i += 3) {
+            float *x = rand_x(ntoks[i], 384);
+            check_all(&w, x, ntoks[i], pool, "q8");
+            free(x);
+        }
+        free_weight(&w);
+    }
+    /* a zero activation row must give exactly zero for the int8 path (amax = 0 block scale) */
+    {
+        wt w = make_weight(TL_Q4, 8, 64, 32, TL_F16);
+        float x[64] = {0}, y[8];
+        for (int isa = 0; isa <= (int)tl_cpu_isa(); isa++) {
+            tl_mm_run(tl_mm_for_isa((tl_isa)isa), TL_MM_Q4_I8, &w.t, x, y, 1, NULL);
+            int nz = 0;
+            for (int i = 0; i < 8; i++) nz += y[i] != 0.0f;
+            CHECK(nz == 0, "zero x gives %d non-zero outputs", nz);
+        }
+        free_weight(&w);
+    }
+    tl_pool_free(pool);
+    TL_TEST_END();
+}
