@@ -105,6 +105,7 @@ typedef struct tl_load_opts {
     tl_dtype dummy_dtype;          /* dtype of dummy: weights (TL_BF16 default) */
     uint64_t dummy_seed;
     bool quiet;                    /* no progress bar */
+    const char *tokenizer_path;    /* tokenizer.json or folder overriding the model's own (NULL: the model's) */
 } tl_load_opts;
 
 /* path: a HF folder, a .gguf file, or "dummy:qwen2-0.5b|1.5b|7b|72b" (also "dummy:tiny"). */
@@ -117,6 +118,8 @@ int tl_load_gguf(tl_model *m, const char *file, const tl_load_opts *o, tl_error 
 int tl_load_dummy(tl_model *m, const char *spec, const tl_load_opts *o, tl_error *e);
 /* Checks every tensor's shape against cfg; names the tensor on mismatch. */
 int tl_model_check_shapes(const tl_model *m, tl_error *e);
+/* Bytes of one tensor's data (+ scales/biases). */
+size_t tl_tensor_bytes(const tl_tensor *t);
 /* Bytes of all weights (counting lm_head once when tied). */
 size_t tl_model_weight_bytes(const tl_model *m);
 
