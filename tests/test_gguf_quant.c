@@ -2,6 +2,7 @@
  * layout (quant/ggml_types.h); expected values are worked out here from the spec, not by the code
  * under test (literals for a few elements, an independent formula for the rest). */
 #include "quant/ggml_types.h"
+#include "backend/cpu/cpu_ops.h"
 #include "tl_test.h"
 
 /* fp16 bit patterns: 0.125 0x3000, 0.25 0x3400, 0.5 0x3800, 1.0 0x3c00, 2.0 0x4000, -1.0 0xbc00 */
@@ -156,6 +157,65 @@ static void test_plain_and_sizes(void) {
     CHECK(tl_ggml_dequant_ref(TL_GGML_Q4_0, h, y, 16) == -1, "partial block refused");
 }
 
+/* Random blocks (random codes, sane fp16 scales) of each type, converted to tinyllm layouts: the
+ * exact paths must reproduce the dequantized values bit for bit, the others within a bound. */
+static void test_convert(void) {
+    static const struct {
+        uint32_t type;
+        int d_off[2]; /* byte offsets of fp16 scale fields to overwrite (-1: none) */
+        double max_rel_rms;
+        tl_dtype want;
+    } cases[] = {
+        {TL_GGML_Q8_0, {0, -1}, 0, TL_Q8},   {TL_GGML_Q4_0, {0, -1}, 0, TL_Q4},
+        {TL_GGML_Q4_1, {0, 2}, 0, TL_Q4},    {TL_GGML_Q4_K, {0, 2}, 2e-3, TL_Q4},
+        {TL_GGML_Q5_0, {0, -1}, 1e-2, TL_Q8}, {TL_GGML_Q5_1, {0, 2}, 1e-2, TL_Q8},
+        {TL_GGML_Q5_K, {0, 2}, 1e-2, TL_Q8}, {TL_GGML_Q6_K, {208, -1}, 1e-2, TL_Q8},
+    };
+    unsigned long long rng = 42;
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        tl_ggml_type_info ti = tl_ggml_type_get(cases[c].type);
+        int64_t rows = 3, cols = 512, nb = rows * cols / ti.block_elems;
+        uint8_t *src = malloc((size_t)(nb * ti.block_bytes));
+        for (int64_t i = 0; i < nb * ti.block_bytes; i++) src[i] = (uint8_t)tl_t_rng(&rng);
+        for (int64_t b = 0; b < nb; b++)
+            for (int k = 0; k < 2; k++)
+                if (cases[c].d_off[k] >= 0) {
+                    float v = tl_t_randf(&rng) * 0.01f;
+                    put16(src + b * ti.block_bytes + cases[c].d_off[k], tl_f32_to_f16(v));
+                }
+        tl_tensor t;
+        tl_ggml_conv_err err;
+        tl_error e = {{0}};
+        int rc = tl_ggml_convert(cases[c].type, src, rows, cols, &t, &err, &e);
+        CHECK(rc == 0, "%s: %s", ti.name, e.msg);
+        if (rc) continue;
+        CHECK(t.type == cases[c].want && t.rows == rows && t.cols == cols && t.group == 32, "%s layout", ti.name);
+        /* independent measurement: exact values vs the converted tensor's rows */
+        float exact[512], got[512];
+        double se = 0, sr = 0, mx = 0;
+        for (int64_t r = 0; r < rows; r++) {
+            tl_ggml_dequant_ref(cases[c].type, src + r * (cols / ti.block_elems) * ti.block_bytes, exact, cols);
+            tl_tensor_row_f32(&t, r, got);
+            for (int k = 0; k < cols; k++) {
+                double d = fabs((double)got[k] - exact[k]);
+                mx = d > mx ? d : mx;
+                se += d * d, sr += (double)exact[k] * exact[k];
+            }
+        }
+        double rel = sqrt(se / sr);
+        if (cases[c].max_rel_rms == 0) CHECK(mx == 0, "%s should convert exactly: max abs %g", ti.name, mx);
+        else CHECK(rel <= cases[c].max_rel_rms && rel > 0, "%s rel rms %g", ti.name, rel);
+        CHECK(fabs(err.max_abs - mx) <= 1e-12 && fabs(err.rel_rms - rel) <= 1e-9, "%s reported error %g/%g vs %g/%g",
+              ti.name, err.max_abs, err.rel_rms, mx, rel);
+        printf("convert %-5s -> %s: max abs %.3g, rel rms %.3g\n", ti.name, tl_dtype_name(t.type), mx, rel);
+        tl_aligned_free(t.owned);
+        free(src);
+    }
+    tl_tensor t;
+    tl_error e = {{0}};
+    CHECK(tl_ggml_convert(TL_GGML_Q2_K, NULL, 1, 256, &t, NULL, &e) == -1 && strstr(e.msg, "cannot be converted"));
+}
+
 int main(void) {
     test_q4_0();
     test_q4_1();
@@ -166,5 +226,6 @@ int main(void) {
     test_q5_k();
     test_q6_k();
     test_plain_and_sizes();
+    test_convert();
     TL_TEST_END();
 }

@@ -1,6 +1,9 @@
 /* ggml_types.c: GGUF tensor type table and scalar dequantizers (see ggml_types.h for layouts). */
 #include "quant/ggml_types.h"
 
+#include <inttypes.h>
+#include <math.h>
+
 _Static_assert(sizeof(uint16_t) == 2, "fp16 is two bytes");
 
 tl_ggml_type_info tl_ggml_type_get(uint32_t type) {
@@ -185,5 +188,124 @@ int tl_ggml_dequant_ref(uint32_t type, const void *src, float *dst, int64_t n) {
     default: return -1;
     }
     for (int64_t b = 0; b < n / t.block_elems; b++) f(p + b * t.block_bytes, dst + b * t.block_elems);
+    return 0;
+}
+
+/* ---- conversion to tinyllm layouts ---- */
+
+#include "backend/cpu/cpu_ops.h"
+
+#define CONV_GROUP 32
+
+bool tl_ggml_convertible(uint32_t type) {
+    switch (type) {
+    case TL_GGML_Q8_0: case TL_GGML_Q4_0: case TL_GGML_Q4_1: case TL_GGML_Q4_K:
+    case TL_GGML_Q5_0: case TL_GGML_Q5_1: case TL_GGML_Q5_K: case TL_GGML_Q6_K: return true;
+    }
+    return false;
+}
+
+/* 4-bit codes of one block (block_elems of them) and the float scale/bias of each group of 32. */
+static void q4_block(uint32_t type, const uint8_t *b, uint8_t *code, float *sc, float *bi) {
+    if (type == TL_GGML_Q4_0 || type == TL_GGML_Q4_1) {
+        const uint8_t *qs = b + (type == TL_GGML_Q4_0 ? 2 : 4);
+        for (int j = 0; j < 16; j++) code[j] = qs[j] & 15, code[j + 16] = qs[j] >> 4;
+        sc[0] = h2f(b);
+        bi[0] = type == TL_GGML_Q4_0 ? -8.0f * sc[0] : h2f(b + 2);
+        return;
+    }
+    float d = h2f(b), dmin = h2f(b + 2); /* Q4_K */
+    const uint8_t *qs = b + 16;
+    for (int i = 0; i < 4; i++)
+        for (int l = 0; l < 32; l++) code[64 * i + l] = qs[32 * i + l] & 15, code[64 * i + 32 + l] = qs[32 * i + l] >> 4;
+    for (int j = 0; j < 8; j++) {
+        int s, m;
+        tl_ggml_k_scale_min(b + 4, j, &s, &m);
+        sc[j] = d * (float)s;
+        bi[j] = -dmin * (float)m;
+    }
+}
+
+int tl_ggml_convert(uint32_t type, const void *src, int64_t rows, int64_t cols, tl_tensor *out, tl_ggml_conv_err *err,
+                    tl_error *e) {
+    tl_ggml_type_info ti = tl_ggml_type_get(type);
+    if (!ti.name || !tl_ggml_convertible(type))
+        return tl_errf(e, "ggml type %s (%u) cannot be converted", ti.name ? ti.name : "unknown", type);
+    if (rows <= 0 || cols <= 0 || cols % ti.block_elems || cols % CONV_GROUP)
+        return tl_errf(e, "%s tensor [%" PRId64 ", %" PRId64 "]: bad shape for conversion", ti.name, rows, cols);
+    const uint8_t *p = src;
+    int64_t nb = cols / ti.block_elems, ng = cols / CONV_GROUP, row_bytes = nb * ti.block_bytes;
+    bool q4 = type == TL_GGML_Q4_0 || type == TL_GGML_Q4_1 || type == TL_GGML_Q4_K;
+    memset(out, 0, sizeof *out);
+    out->rows = rows, out->cols = cols, out->group = CONV_GROUP;
+    size_t n = (size_t)rows * (size_t)cols, nsb = (size_t)rows * (size_t)ng;
+    size_t data_bytes = q4 ? n / 2 : n, sb_bytes = q4 ? nsb * 2 : nsb * 4;
+    data_bytes = (data_bytes + 63) & ~(size_t)63;
+    sb_bytes = (sb_bytes + 63) & ~(size_t)63;
+    uint8_t *base = tl_aligned_alloc(data_bytes + sb_bytes * (q4 ? 2 : 1));
+    out->owned = base, out->data = base, out->scales = base + data_bytes;
+    float *exact = tl_malloc((size_t)cols * sizeof(float)), *conv = tl_malloc((size_t)cols * sizeof(float));
+    if (q4) {
+        out->type = TL_Q4, out->sb_type = TL_F16, out->biases = base + data_bytes + sb_bytes;
+        uint8_t *code = tl_malloc((size_t)cols);
+        float *sc = tl_malloc((size_t)ng * sizeof(float)), *bi = tl_malloc((size_t)ng * sizeof(float));
+        int gpb = ti.block_elems / CONV_GROUP;
+        for (int64_t r = 0; r < rows; r++) {
+            const uint8_t *rowp = p + r * row_bytes;
+            for (int64_t b = 0; b < nb; b++)
+                q4_block(type, rowp + b * ti.block_bytes, code + b * ti.block_elems, sc + b * gpb, bi + b * gpb);
+            uint32_t *q = (uint32_t *)out->data + r * (cols / 8);
+            for (int64_t k = 0; k < cols; k += 8) {
+                uint32_t wd = 0;
+                for (int i = 0; i < 8; i++) wd |= (uint32_t)code[k + i] << (4 * i);
+                q[k / 8] = wd;
+            }
+            uint16_t *s16 = (uint16_t *)out->scales + r * ng, *b16 = (uint16_t *)out->biases + r * ng;
+            for (int64_t g = 0; g < ng; g++) s16[g] = tl_f32_to_f16(sc[g]), b16[g] = tl_f32_to_f16(bi[g]);
+        }
+        free(code), free(sc), free(bi);
+    } else {
+        out->type = TL_Q8, out->sb_type = TL_F32;
+        for (int64_t r = 0; r < rows; r++) {
+            const uint8_t *rowp = p + r * row_bytes;
+            int8_t *q = (int8_t *)out->data + r * cols;
+            float *s = (float *)out->scales + r * ng;
+            if (type == TL_GGML_Q8_0) { /* copy codes and scales: exact */
+                for (int64_t b = 0; b < nb; b++) {
+                    s[b] = h2f(rowp + b * 34);
+                    memcpy(q + b * 32, rowp + b * 34 + 2, 32);
+                }
+                continue;
+            }
+            tl_ggml_dequant_ref(type, rowp, exact, cols);
+            for (int64_t g = 0; g < ng; g++) {
+                const float *x = exact + g * CONV_GROUP;
+                float amax = 0;
+                for (int i = 0; i < CONV_GROUP; i++) amax = fmaxf(amax, fabsf(x[i]));
+                float sg = amax / 127.0f, inv = sg > 0 ? 1.0f / sg : 0.0f;
+                s[g] = sg;
+                for (int i = 0; i < CONV_GROUP; i++) {
+                    float v = roundf(x[i] * inv);
+                    q[g * CONV_GROUP + i] = (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v);
+                }
+            }
+        }
+    }
+    if (err) {
+        double se = 0, sr = 0;
+        memset(err, 0, sizeof *err);
+        for (int64_t r = 0; r < rows; r++) {
+            tl_ggml_dequant_ref(type, p + r * row_bytes, exact, cols);
+            tl_tensor_row_f32(out, r, conv);
+            for (int64_t k = 0; k < cols; k++) {
+                double d = fabs((double)conv[k] - exact[k]);
+                if (d > err->max_abs || d != d) err->max_abs = d != d ? INFINITY : d;
+                err->max_ref = fmax(err->max_ref, fabs((double)exact[k]));
+                se += d * d, sr += (double)exact[k] * exact[k];
+            }
+        }
+        err->rel_rms = sr > 0 ? sqrt(se / sr) : sqrt(se);
+    }
+    free(exact), free(conv);
     return 0;
 }

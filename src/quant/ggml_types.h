@@ -19,6 +19,7 @@
 #define TL_GGML_TYPES_H
 
 #include "core/core.h"
+#include "model/model.h"
 
 typedef enum {
     TL_GGML_F32 = 0,
@@ -58,5 +59,21 @@ int tl_ggml_dequant_ref(uint32_t type, const void *src, float *dst, int64_t n);
 
 /* Q4_K / Q5_K: the 6-bit scale and min of sub-block j (0..7) from the packed scales[12]. */
 void tl_ggml_k_scale_min(const uint8_t *scales, int j, int *sc, int *mn);
+
+/* Conversion of a quantized ggml matrix [rows, cols] (row-major, cols a multiple of the block)
+ * into tinyllm's layouts (model.h), group 32, in one owned tl_aligned_alloc block (out->owned):
+ *   Q8_0            -> TL_Q8: same int8 codes, fp32 scale = d                       (exact)
+ *   Q4_0, Q4_1      -> TL_Q4: same 4-bit codes, f16 scale d, bias -8d or m          (exact)
+ *   Q4_K            -> TL_Q4: same codes, f16 scale d*sc, bias -dmin*mn per 32      (f16 rounding)
+ *   Q5_0, Q5_1, Q5_K, Q6_K -> TL_Q8: requantized from the exact values, scale max|w|/127 per 32
+ * err (may be NULL): filled with the error of the result against tl_ggml_dequant_ref's values. */
+typedef struct tl_ggml_conv_err {
+    double max_abs;   /* max |converted - exact| */
+    double max_ref;   /* max |exact| */
+    double rel_rms;   /* sqrt(sum (converted - exact)^2 / sum exact^2) */
+} tl_ggml_conv_err;
+bool tl_ggml_convertible(uint32_t type);
+int tl_ggml_convert(uint32_t type, const void *src, int64_t rows, int64_t cols, tl_tensor *out, tl_ggml_conv_err *err,
+                    tl_error *e);
 
 #endif
