@@ -9,7 +9,6 @@
 /* Functions of modules landing in parallel (quant/, formats/gguf, tokenizer/): weak references
  * until they land, so this file links on its own. TODO(lead): drop once all have landed. */
 int tl_model_quantize(tl_model *m, int group, bool progress, tl_error *e) __attribute__((weak));
-#pragma weak tl_load_gguf
 #pragma weak tl_tokenizer_free
 #pragma weak tl_tokenizer_eos
 #pragma weak tl_tokenizer_load
@@ -40,7 +39,7 @@ tl_model *tl_model_load(const char *path, const tl_load_opts *opts, tl_error *e)
     } else if (S_ISDIR(st.st_mode)) {
         rc = tl_load_hf(m, path, opts, e);
     } else if (ends_with(path, ".gguf")) {
-        rc = tl_load_gguf ? tl_load_gguf(m, path, opts, e) : tl_errf(e, "%s: this build has no GGUF reader", path);
+        rc = tl_load_gguf(m, path, opts, e);
     } else {
         rc = tl_errf(e, "%s: not a model folder or a .gguf file", path);
     }
