@@ -6,6 +6,8 @@
 
 static const tl_cmd commands[] = {
     {"info", cmd_info, "show a model's configuration and memory plan"},
+    {"tokenize", cmd_tokenize, "print the token ids of a text (JSON array)"},
+    {"detokenize", cmd_detokenize, "print the text of token ids"},
 };
 #define N_COMMANDS (int)(sizeof commands / sizeof commands[0])
 

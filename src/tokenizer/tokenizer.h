@@ -27,6 +27,7 @@ typedef struct tl_vocab_spec {
     int bos, eos, unk, pad;         /* -1 when absent */
     bool add_bos, add_eos;
     const char *chat_template;      /* tokenizer.chat_template or NULL */
+    bool no_space_prefix;           /* llama: tokenizer.ggml.add_space_prefix == false (default: add) */
 } tl_vocab_spec;
 tl_tokenizer *tl_tokenizer_from_vocab(const tl_vocab_spec *s, tl_error *e);
 
@@ -35,13 +36,22 @@ int tl_tokenizer_n_vocab(const tl_tokenizer *t); /* highest id + 1 */
  * Returns the number of ids and sets *ids (free()), or -1 with e filled. */
 int tl_tokenizer_encode(const tl_tokenizer *t, const char *text, size_t len, bool parse_special, int32_t **ids,
                         tl_error *e);
+/* Encodes a prompt as a model expects it: parse_special, and bos first when tl_tokenizer_add_bos()
+ * (tl_tokenizer_encode never adds bos). Same return as tl_tokenizer_encode. */
+int tl_tokenizer_encode_prompt(const tl_tokenizer *t, const char *text, size_t len, int32_t **ids, tl_error *e);
 /* Raw bytes of one token (after byte-level decoding); NULL for an unknown id. */
 const char *tl_tokenizer_piece(const tl_tokenizer *t, int32_t id, size_t *len);
 bool tl_tokenizer_is_special(const tl_tokenizer *t, int32_t id);
 /* Decodes ids to a malloc'd NUL-terminated string. Invalid UTF-8 becomes U+FFFD. */
 char *tl_tokenizer_decode(const tl_tokenizer *t, const int32_t *ids, int n, bool skip_special);
+/* The same, with the length in *len (the text may hold U+0000). */
+char *tl_tokenizer_decode_n(const tl_tokenizer *t, const int32_t *ids, int n, bool skip_special, size_t *len);
 
-/* Streaming: push one id, get back the bytes that are now complete UTF-8 (never a partial sequence). */
+/* Streaming: push one id, get back the bytes that are now complete UTF-8 (never a partial sequence).
+ * Invalid bytes come out as U+FFFD as soon as they are known to be invalid. Concatenated outputs of
+ * push..flush equal tl_tokenizer_decode of the same ids, except that decode of a llama (SentencePiece)
+ * vocab drops the leading space of the first token, which a stream of continuation tokens must keep;
+ * both drop it after a pushed bos (push bos first when generating from bos). */
 typedef struct tl_detok tl_detok;
 tl_detok *tl_detok_new(const tl_tokenizer *t, bool skip_special);
 /* Returns a pointer to the new text (valid until the next call) and its length in *len. */
