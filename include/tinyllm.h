@@ -39,6 +39,7 @@ tinyllm *tinyllm_load(const tinyllm_params *p, char *err, size_t errlen);
 void tinyllm_free(tinyllm *t);
 const char *tinyllm_model_name(const tinyllm *t);
 int tinyllm_has_tokenizer(const tinyllm *t);
+int tinyllm_n_vocab(const tinyllm *t);
 
 /* Text -> ids (malloc'd, caller frees). chat: wrap text as one user message with the model's chat
  * template (default system prompt included). Returns the count or -1. */

@@ -5,6 +5,7 @@
 #include "engine/sampler.h"
 #include "model/session.h"
 #include "tokenizer/tokenizer.h"
+#include "tokenizer/tok_weak.h"
 
 struct tinyllm {
     tl_model *m;
@@ -57,6 +58,7 @@ void tinyllm_free(tinyllm *t) {
 
 const char *tinyllm_model_name(const tinyllm *t) { return t->m->name; }
 int tinyllm_has_tokenizer(const tinyllm *t) { return t->m->tok != NULL; }
+int tinyllm_n_vocab(const tinyllm *t) { return t->m->cfg.n_vocab; }
 const char *tinyllm_last_error(const tinyllm *t) { return t->err.msg; }
 
 char *tinyllm_chat_prompt(tinyllm *t, const char *const *roles, const char *const *contents, int n) {

@@ -101,7 +101,7 @@ int cmd_generate(int argc, char **argv) {
                         "(use --tokens IDS or --tokenizer PATH)\n", tinyllm_model_name(t));
         n = 16;
         ids = malloc(n * sizeof(int32_t));
-        for (int i = 0; i < n; i++) ids[i] = 100 + 37 * i;
+        for (int i = 0; i < n; i++) ids[i] = (100 + 37 * i) % tinyllm_n_vocab(t);
     } else {
         if (!prompt) prompt = "Hello";
         if (raw) {
