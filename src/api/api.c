@@ -5,7 +5,6 @@
 #include "engine/sampler.h"
 #include "model/session.h"
 #include "tokenizer/tokenizer.h"
-#include "tokenizer/tok_weak.h"
 
 struct tinyllm {
     tl_model *m;

@@ -9,7 +9,6 @@
 #include "cli/common.h"
 #include "model/session.h"
 #include "tokenizer/tokenizer.h"
-#include "tokenizer/tok_weak.h"
 
 #define SCORE_CHUNK 64
 
