@@ -1,0 +1,547 @@
+/* cuda_backend.c: the CUDA backend (host side, C): weights uploaded once (INT4 kept as INT4, q/k/v and
+ * gate/up fused into one matrix each), the KV pool in device memory sized from free memory, and the
+ * forward pass over a flat mixed batch with every activation on the device: the batch metadata goes up
+ * in one copy per step, the logits of the rows that need them come back at the end.
+ *
+ * Matrix products: INT4 with <= 16 rows -> tl_cu_q4_gemv (decode); otherwise the INT4 matrix is
+ * dequantized to bf16 in row chunks and multiplied by cuBLAS (bf16 in, fp32 out) -- a first step toward
+ * a fused INT4 tensor-core kernel; dequantizing costs ~2.5 bytes/weight of traffic against the GEMM's
+ * O(n_tok) FLOPs per weight, a few % at prefill sizes. Non-INT4 weights are held in bf16 (cuBLAS). */
+#ifdef TL_HAVE_CUDA
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+#include <math.h>
+
+#include "backend/backend.h"
+#include "backend/cpu/cpu_ops.h" /* tl_tensor_row_f32 */
+#include "backend/cuda/cuda_ops.h"
+
+#define CU_MAX_TOK_DEFAULT 4096   /* activation arena sized for this many tokens per forward (grows) */
+#define CU_LOGIT_CHUNK 256        /* lm_head rows per pass: bounds the device logits buffer */
+#define CU_DEQ_ELEMS (64u << 20)  /* dequantize scratch: 64M bf16 (128 MiB) */
+#define CU_MAX_ALLOCS 4096
+
+typedef struct cu_mat {
+    int64_t rows, cols;
+    int is_q4;
+    tl_cu_q4 q;        /* is_q4 */
+    uint16_t *bf16;    /* !is_q4: [rows, cols] */
+    float *bias;       /* [rows] or NULL */
+} cu_mat;
+
+typedef struct cu_layer {
+    float *attn_norm, *ffn_norm; /* [n_embd] */
+    cu_mat qkv;                  /* [(n_head + 2 n_head_kv) head_dim, n_embd] */
+    cu_mat o;                    /* [n_embd, n_head head_dim] */
+    cu_mat gu;                   /* [2 n_ff, n_embd]: gate rows then up rows */
+    cu_mat down;                 /* [n_embd, n_ff] */
+} cu_layer;
+
+typedef struct cu_impl {
+    float util;
+    cudaStream_t st;
+    cublasHandle_t blas;
+    int n_sm;
+    char dev_name[256];
+    const tl_model *m;     /* prepared model */
+    cu_layer *layers;
+    cu_mat embd, lm_head;
+    float *out_norm;
+    size_t weight_bytes;
+    void *allocs[CU_MAX_ALLOCS];
+    int n_allocs;
+    /* activations for max_tok tokens */
+    int max_tok;
+    void *act;             /* one block, carved below */
+    float *x, *xn, *qkv, *att, *tmp, *gu, *hb, *lx, *logits, *partial;
+    uint16_t *xbf, *deq;
+    int max_split;
+    /* batch metadata: host (pinned) and device copies */
+    int32_t *meta_h, *meta_d;
+    size_t meta_cap;
+} cu_impl;
+
+#define CUCHK(e, call)                                                                                  \
+    do {                                                                                                \
+        cudaError_t err_ = (call);                                                                      \
+        if (err_ != cudaSuccess) return tl_errf(e, "cuda: %s: %s (%s:%d)", #call, cudaGetErrorString(err_), \
+                                                __FILE__, __LINE__);                                    \
+    } while (0)
+
+static int dev_alloc(cu_impl *ci, void **p, size_t n, const char *what, tl_error *e) {
+    if (ci->n_allocs >= CU_MAX_ALLOCS) return tl_errf(e, "cuda: too many allocations");
+    if (cudaMalloc(p, n ? n : 1) != cudaSuccess) {
+        cudaGetLastError();
+        size_t fr = 0, tot = 0;
+        cudaMemGetInfo(&fr, &tot);
+        return tl_errf(e, "cuda: out of device memory allocating %s (%.2f GiB; %.2f of %.2f GiB free): the model "
+                          "does not fit on this GPU",
+                       what, n / 1073741824.0, fr / 1073741824.0, tot / 1073741824.0);
+    }
+    ci->allocs[ci->n_allocs++] = *p;
+    return 0;
+}
+
+static size_t q4_bytes(int64_t rows, int64_t cols, int group) {
+    return (size_t)rows * cols / 2 + (size_t)rows * (cols / group) * 4;
+}
+
+/* Uploads tensors ts[0..n) (same cols) stacked by rows into one device matrix; biases likewise
+ * (bs may be NULL or hold tensors with data == NULL: no bias). INT4 stays INT4 when all parts are
+ * INT4 with one group size and scale dtype; anything else becomes bf16. */
+static int upload_cat(cu_impl *ci, const tl_tensor *const *ts, const tl_tensor *const *bs, int n, cu_mat *out,
+                      const char *name, tl_error *e) {
+    memset(out, 0, sizeof *out);
+    int64_t cols = ts[0]->cols, rows = 0;
+    int all_q4 = 1;
+    for (int i = 0; i < n; i++) {
+        if (ts[i]->cols != cols) return tl_errf(e, "cuda: %s: parts have different widths", name);
+        if (!ts[i]->data) return tl_errf(e, "cuda: %s: no data", name);
+        rows += ts[i]->rows;
+        if (ts[i]->type != TL_Q4 || ts[i]->group != ts[0]->group || ts[i]->sb_type != ts[0]->sb_type ||
+            (ts[i]->sb_type != TL_F16 && ts[i]->sb_type != TL_BF16) || cols % 32 ||
+            (ts[i]->group != 32 && ts[i]->group != 64 && ts[i]->group != 128))
+            all_q4 = 0;
+    }
+    out->rows = rows;
+    out->cols = cols;
+    if (all_q4) {
+        int g = ts[0]->group;
+        size_t ng_row = (size_t)(cols / g);
+        out->is_q4 = 1;
+        out->q = (tl_cu_q4){.rows = rows, .cols = cols, .group = g, .sb_bf16 = ts[0]->sb_type == TL_BF16};
+        void *codes, *sb;
+        if (dev_alloc(ci, &codes, (size_t)rows * cols / 2, name, e) ||
+            dev_alloc(ci, &sb, (size_t)rows * ng_row * 4, name, e))
+            return -1;
+        size_t r0 = 0;
+        for (int i = 0; i < n; i++) {
+            size_t nr = (size_t)ts[i]->rows;
+            CUCHK(e, cudaMemcpy((char *)codes + r0 * cols / 2, ts[i]->data, nr * cols / 2, cudaMemcpyHostToDevice));
+            uint32_t *tmp = tl_malloc(nr * ng_row * 4);
+            tl_cu_q4_pack_sb(ts[i]->scales, ts[i]->biases, nr * ng_row, tmp);
+            cudaError_t err = cudaMemcpy((uint32_t *)sb + r0 * ng_row, tmp, nr * ng_row * 4, cudaMemcpyHostToDevice);
+            free(tmp);
+            CUCHK(e, err);
+            r0 += nr;
+        }
+        out->q.codes = codes;
+        out->q.sb = sb;
+        ci->weight_bytes += q4_bytes(rows, cols, g);
+    } else {
+        void *d;
+        if (dev_alloc(ci, &d, (size_t)rows * cols * 2, name, e)) return -1;
+        size_t r0 = 0;
+        float *row = tl_malloc((size_t)cols * 4);
+        uint16_t *buf = tl_malloc((size_t)cols * 2 * 256);
+        for (int i = 0; i < n; i++) {
+            if (ts[i]->type == TL_BF16) {
+                CUCHK(e, cudaMemcpy((uint16_t *)d + r0 * cols, ts[i]->data, (size_t)ts[i]->rows * cols * 2,
+                                    cudaMemcpyHostToDevice));
+            } else {
+                for (int64_t r = 0; r < ts[i]->rows; r += 256) {
+                    int64_t nr = TL_MIN(256, ts[i]->rows - r);
+                    for (int64_t k = 0; k < nr; k++) {
+                        tl_tensor_row_f32(ts[i], r + k, row);
+                        for (int64_t c = 0; c < cols; c++) buf[k * cols + c] = tl_f32_to_bf16(row[c]);
+                    }
+                    CUCHK(e, cudaMemcpy((uint16_t *)d + (r0 + r) * cols, buf, (size_t)nr * cols * 2,
+                                        cudaMemcpyHostToDevice));
+                }
+            }
+            r0 += (size_t)ts[i]->rows;
+        }
+        free(row);
+        free(buf);
+        out->bf16 = d;
+        ci->weight_bytes += (size_t)rows * cols * 2;
+    }
+    int has_bias = 0;
+    for (int i = 0; bs && i < n; i++) has_bias |= bs[i] && bs[i]->data;
+    if (has_bias) {
+        float *hb = tl_calloc((size_t)rows, 4);
+        size_t r0 = 0;
+        for (int i = 0; i < n; i++) {
+            if (bs[i] && bs[i]->data) {
+                if (bs[i]->type != TL_F32 || bs[i]->cols * bs[i]->rows != ts[i]->rows) {
+                    free(hb);
+                    return tl_errf(e, "cuda: %s: bias must be f32 [%lld]", name, (long long)ts[i]->rows);
+                }
+                memcpy(hb + r0, bs[i]->data, (size_t)ts[i]->rows * 4);
+            }
+            r0 += (size_t)ts[i]->rows;
+        }
+        void *d;
+        int r = dev_alloc(ci, &d, (size_t)rows * 4, name, e);
+        if (!r && cudaMemcpy(d, hb, (size_t)rows * 4, cudaMemcpyHostToDevice) != cudaSuccess)
+            r = tl_errf(e, "cuda: %s: bias upload failed", name);
+        free(hb);
+        if (r) return -1;
+        out->bias = d;
+        ci->weight_bytes += (size_t)rows * 4;
+    }
+    return 0;
+}
+
+static int upload_vec(cu_impl *ci, const tl_tensor *t, int64_t n, float **out, const char *name, tl_error *e) {
+    if (!t->data || t->type != TL_F32 || t->rows * t->cols != n) return tl_errf(e, "cuda: %s must be f32 [%lld]", name, (long long)n);
+    if (dev_alloc(ci, (void **)out, (size_t)n * 4, name, e)) return -1;
+    CUCHK(e, cudaMemcpy(*out, t->data, (size_t)n * 4, cudaMemcpyHostToDevice));
+    ci->weight_bytes += (size_t)n * 4;
+    return 0;
+}
+
+static void release_model(cu_impl *ci) {
+    for (int i = 0; i < ci->n_allocs; i++) cudaFree(ci->allocs[i]);
+    ci->n_allocs = 0;
+    free(ci->layers);
+    ci->layers = NULL;
+    ci->m = NULL;
+    ci->weight_bytes = 0;
+    if (ci->act) cudaFree(ci->act);
+    ci->act = NULL;
+    ci->max_tok = 0;
+}
+
+/* Activation arena for n_tok tokens: x, xn, tmp [T, n_embd]; qkv [T, qkv rows]; att [T, n_head hd];
+ * gu [T, 2 n_ff]; hb [T, n_ff]; xbf bf16 [T, max(n_embd, n_ff, n_head hd)]; lx [LCH, n_embd];
+ * logits [LCH, n_vocab]; attention partials; dequantize scratch. */
+static int ensure_act(cu_impl *ci, const tl_config *c, int n_tok, tl_error *e) {
+    if (n_tok <= ci->max_tok) return 0;
+    if (ci->act) cudaFree(ci->act);
+    ci->act = NULL;
+    int T = TL_MAX(n_tok, ci->max_tok ? 2 * ci->max_tok : 0);
+    T = TL_MAX(T, 16);
+    const size_t E = c->n_embd, QD = (size_t)c->n_head * c->head_dim, RW = QD + 2 * (size_t)c->n_head_kv * c->head_dim;
+    const size_t F = c->n_ff, W = TL_MAX(TL_MAX(E, F), QD);
+    ci->max_split = 16;
+    size_t part_tok = TL_MIN((size_t)T, 64); /* splits only happen with few tokens */
+    size_t floats = (size_t)T * (3 * E + RW + QD + 3 * F) + CU_LOGIT_CHUNK * (E + (size_t)c->n_vocab) +
+                    part_tok * c->n_head * ci->max_split * (c->head_dim + 2);
+    size_t bytes = floats * 4 + (size_t)T * W * 2 + (size_t)CU_DEQ_ELEMS * 2 + 64 * 16;
+    void *p;
+    if (cudaMalloc(&p, bytes) != cudaSuccess) {
+        cudaGetLastError();
+        ci->max_tok = 0;
+        return tl_errf(e, "cuda: out of device memory for activations of %d tokens (%.2f GiB)", T, bytes / 1073741824.0);
+    }
+    ci->act = p;
+    char *q = p;
+#define CARVE(ptr, n, type)                                \
+    do {                                                   \
+        ptr = (type *)q;                                   \
+        q += (((size_t)(n) * sizeof(type)) + 255) & ~255ul; \
+    } while (0)
+    CARVE(ci->x, (size_t)T * E, float);
+    CARVE(ci->xn, (size_t)T * E, float);
+    CARVE(ci->tmp, (size_t)T * E, float);
+    CARVE(ci->qkv, (size_t)T * RW, float);
+    CARVE(ci->att, (size_t)T * QD, float);
+    CARVE(ci->gu, (size_t)T * 2 * F, float);
+    CARVE(ci->hb, (size_t)T * F, float);
+    CARVE(ci->lx, (size_t)CU_LOGIT_CHUNK * E, float);
+    CARVE(ci->logits, (size_t)CU_LOGIT_CHUNK * c->n_vocab, float);
+    CARVE(ci->partial, part_tok * c->n_head * ci->max_split * (c->head_dim + 2), float);
+    CARVE(ci->xbf, (size_t)T * W, uint16_t);
+    CARVE(ci->deq, (size_t)CU_DEQ_ELEMS, uint16_t);
+#undef CARVE
+    TL_ASSERT((size_t)(q - (char *)p) <= bytes);
+    ci->max_tok = T;
+    return 0;
+}
+
+static int cu_prepare(tl_backend *be, tl_model *m, tl_error *e) {
+    cu_impl *ci = be->impl;
+    if (ci->m == m) return 0;
+    release_model(ci);
+    const tl_config *c = &m->cfg;
+    if (c->head_dim != 16 && c->head_dim != 32 && c->head_dim != 64 && c->head_dim != 128)
+        return tl_errf(e, "cuda: head_dim %d not supported (16, 32, 64, 128)", c->head_dim);
+    if (c->n_head_kv <= 0 || c->n_head % c->n_head_kv || c->n_head / c->n_head_kv > 8)
+        return tl_errf(e, "cuda: %d query heads per kv head not supported (at most 8)",
+                       c->n_head_kv > 0 ? c->n_head / c->n_head_kv : 0);
+    size_t fr = 0, tot = 0;
+    CUCHK(e, cudaMemGetInfo(&fr, &tot));
+    size_t need = tl_model_weight_bytes(m);
+    double t0 = tl_now();
+    ci->layers = tl_calloc((size_t)c->n_layer, sizeof(cu_layer));
+    for (int l = 0; l < c->n_layer; l++) {
+        const tl_layer *L = &m->w.layers[l];
+        cu_layer *D = &ci->layers[l];
+        const tl_tensor *qkv[3] = {&L->wq, &L->wk, &L->wv}, *qkvb[3] = {&L->bq, &L->bk, &L->bv};
+        const tl_tensor *gu[2] = {&L->w_gate, &L->w_up};
+        const tl_tensor *o[1] = {&L->wo}, *down[1] = {&L->w_down};
+        if (upload_vec(ci, &L->attn_norm, c->n_embd, &D->attn_norm, "attn_norm", e) ||
+            upload_vec(ci, &L->ffn_norm, c->n_embd, &D->ffn_norm, "ffn_norm", e) ||
+            upload_cat(ci, qkv, qkvb, 3, &D->qkv, "wq/wk/wv", e) || upload_cat(ci, o, NULL, 1, &D->o, "wo", e) ||
+            upload_cat(ci, gu, NULL, 2, &D->gu, "w_gate/w_up", e) ||
+            upload_cat(ci, down, NULL, 1, &D->down, "w_down", e)) {
+            tl_error e2;
+            snprintf(e2.msg, sizeof e2.msg, "%s", e ? e->msg : "");
+            release_model(ci);
+            return tl_errf(e, "%s (layer %d; weights need about %.2f GiB, %.2f GiB were free)", e2.msg, l,
+                           need / 1073741824.0, fr / 1073741824.0);
+        }
+    }
+    const tl_tensor *emb[1] = {&m->w.tok_embd}, *lm[1] = {&m->w.lm_head};
+    int tied = c->tied_embd || m->w.lm_head.data == m->w.tok_embd.data;
+    if (upload_cat(ci, emb, NULL, 1, &ci->embd, "tok_embd", e) ||
+        (!tied && upload_cat(ci, lm, NULL, 1, &ci->lm_head, "lm_head", e)) ||
+        upload_vec(ci, &m->w.out_norm, c->n_embd, &ci->out_norm, "out_norm", e)) {
+        release_model(ci);
+        return -1;
+    }
+    if (tied) ci->lm_head = ci->embd;
+    if (ensure_act(ci, c, CU_MAX_TOK_DEFAULT, e)) {
+        release_model(ci);
+        return -1;
+    }
+    ci->m = m;
+    CUCHK(e, cudaMemGetInfo(&fr, &tot));
+    tl_info("cuda: %s: weights %.2f GiB on the device (%s) in %.1f s; %.2f of %.2f GiB free", ci->dev_name,
+            ci->weight_bytes / 1073741824.0, ci->layers[0].qkv.is_q4 ? "int4" : "bf16", tl_now() - t0,
+            fr / 1073741824.0, tot / 1073741824.0);
+    return 0;
+}
+
+/* KV budget: util * total memory, minus what is already in use (weights, activations, others). */
+static size_t cu_kv_default_budget(tl_backend *be, const tl_model *m) {
+    cu_impl *ci = be->impl;
+    size_t fr = 0, tot = 0;
+    if (cudaMemGetInfo(&fr, &tot) != cudaSuccess) return 0;
+    double want = (double)tot * ci->util - (double)(tot - fr);
+    size_t b = want > 0 ? (size_t)want : 0;
+    tl_info("cuda: KV budget %.2f GiB (--gpu-mem-util %.2f of %.2f GiB, %.2f GiB in use)", b / 1073741824.0,
+            ci->util, tot / 1073741824.0, (tot - fr) / 1073741824.0);
+    return b;
+}
+
+static int cu_kv_alloc(tl_backend *be, tl_kv *kv, const tl_config *c, int block_size, int n_blocks, tl_dtype dt,
+                       tl_error *e) {
+    memset(kv, 0, sizeof *kv);
+    if (dt != TL_F32 && dt != TL_F16 && dt != TL_BF16) return tl_errf(e, "kv cache dtype must be f32, f16 or bf16");
+    if (block_size <= 0 || n_blocks <= 0) return tl_errf(e, "kv cache: need block_size > 0 and n_blocks > 0");
+    size_t half = tl_kv_block_bytes(c, block_size, dt) / 2 * (size_t)n_blocks;
+    void *k = NULL, *v = NULL;
+    if (cudaMalloc(&k, half) != cudaSuccess || cudaMalloc(&v, half) != cudaSuccess) {
+        cudaGetLastError();
+        if (k) cudaFree(k);
+        size_t fr = 0, tot = 0;
+        cudaMemGetInfo(&fr, &tot);
+        return tl_errf(e, "cuda: KV pool of %.2f GiB (%d blocks) does not fit: %.2f GiB free", 2.0 * half / 1073741824.0,
+                       n_blocks, fr / 1073741824.0);
+    }
+    kv->n_layer = c->n_layer;
+    kv->n_head_kv = c->n_head_kv;
+    kv->head_dim = c->head_dim;
+    kv->block_size = block_size;
+    kv->n_blocks = n_blocks;
+    kv->dtype = dt;
+    kv->k = k;
+    kv->v = v;
+    kv->bytes = 2 * half;
+    tl_info("cuda: KV pool %.2f GiB: %d blocks of %d tokens (%s)", kv->bytes / 1073741824.0, n_blocks, block_size,
+            tl_dtype_name(dt));
+    return 0;
+}
+
+static void cu_kv_free(tl_backend *be, tl_kv *kv) {
+    if (kv->k) cudaFree(kv->k);
+    if (kv->v) cudaFree(kv->v);
+    kv->k = kv->v = NULL;
+}
+
+/* y[n, W.rows] = x[n, W.cols] @ W^T (+ bias) */
+static int matmul(cu_impl *ci, const cu_mat *W, const float *x, float *y, int n, tl_error *e) {
+    if (n <= 0) return 0;
+    if (W->is_q4 && n <= 16) return tl_cu_q4_gemv(&W->q, x, W->bias, y, n, ci->st, e);
+    if (tl_cu_f32_to_bf16(x, ci->xbf, (size_t)n * W->cols, ci->st, e)) return -1;
+    const float one = 1.f, zero = 0.f;
+    int64_t chunk = W->is_q4 ? TL_MAX(1, (int64_t)CU_DEQ_ELEMS / W->cols) : W->rows;
+    for (int64_t r0 = 0; r0 < W->rows; r0 += chunk) {
+        int64_t nr = TL_MIN(chunk, W->rows - r0);
+        const uint16_t *A = W->bf16 + r0 * W->cols;
+        if (W->is_q4) {
+            if (tl_cu_q4_dequant_bf16(&W->q, r0, nr, ci->deq, ci->st, e)) return -1;
+            A = ci->deq;
+        }
+        cublasStatus_t s = cublasGemmEx(ci->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)nr, n, (int)W->cols, &one, A,
+                                        CUDA_R_16BF, (int)W->cols, ci->xbf, CUDA_R_16BF, (int)W->cols, &zero, y + r0,
+                                        CUDA_R_32F, (int)W->rows, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+        if (s != CUBLAS_STATUS_SUCCESS) return tl_errf(e, "cuda: cublasGemmEx failed (status %d)", (int)s);
+    }
+    if (W->bias) return tl_cu_add_bias(y, W->bias, n, (int)W->rows, ci->st, e);
+    return 0;
+}
+
+/* Checks the batch and lays out its metadata (host, pinned): tokens, pos, slot, ctx, bt_off [T] each,
+ * logit_rows [n_logits], then the block tables. Returns the number of int32 written, or -1. */
+static int64_t build_meta(cu_impl *ci, const tl_config *c, const tl_kv *kv, const tl_batch *b, int *max_ctx,
+                          tl_error *e) {
+    const int T = b->n_tok, bs = kv->block_size;
+    int64_t n_bt = 0;
+    for (int s = 0; s < b->n_seq; s++) {
+        const tl_batch_seq *q = &b->seqs[s];
+        if (q->tok_start < 0 || q->n_new < 0 || q->n_past < 0 || q->tok_start + q->n_new > T)
+            return tl_errf(e, "batch: sequence %d out of range", s);
+        n_bt += TL_CDIV(q->n_past + q->n_new, bs);
+    }
+    size_t need = (size_t)5 * T + (size_t)b->n_logits + (size_t)n_bt;
+    if (need > ci->meta_cap) {
+        if (ci->meta_h) cudaFreeHost(ci->meta_h);
+        if (ci->meta_d) cudaFree(ci->meta_d);
+        ci->meta_h = NULL, ci->meta_d = NULL, ci->meta_cap = 0;
+        size_t cap = need * 2 + 4096;
+        if (cudaMallocHost((void **)&ci->meta_h, cap * 4) != cudaSuccess ||
+            cudaMalloc((void **)&ci->meta_d, cap * 4) != cudaSuccess) {
+            cudaGetLastError();
+            return tl_errf(e, "cuda: cannot allocate batch metadata");
+        }
+        ci->meta_cap = cap;
+    }
+    int32_t *tok = ci->meta_h, *pos = tok + T, *slot = pos + T, *ctx = slot + T, *off = ctx + T, *lr = off + T,
+            *bt = lr + b->n_logits;
+    for (int t = 0; t < T; t++) {
+        if (b->tokens[t] < 0 || b->tokens[t] >= c->n_vocab)
+            return tl_errf(e, "token id %d out of range [0, %d)", b->tokens[t], c->n_vocab);
+        tok[t] = b->tokens[t];
+        pos[t] = b->pos[t];
+        ctx[t] = -1;
+    }
+    int64_t used = 0;
+    *max_ctx = 0;
+    for (int s = 0; s < b->n_seq; s++) {
+        const tl_batch_seq *q = &b->seqs[s];
+        int nb = TL_CDIV(q->n_past + q->n_new, bs);
+        for (int i = 0; i < nb; i++) {
+            if (q->block_table[i] < 0 || q->block_table[i] >= kv->n_blocks)
+                return tl_errf(e, "batch: sequence %d: block %d out of the pool (%d blocks)", s, q->block_table[i],
+                               kv->n_blocks);
+            bt[used + i] = q->block_table[i];
+        }
+        for (int j = 0; j < q->n_new; j++) {
+            int t = q->tok_start + j, p = q->n_past + j;
+            slot[t] = q->block_table[p / bs] * bs + p % bs;
+            ctx[t] = p + 1;
+            off[t] = (int32_t)used;
+        }
+        *max_ctx = TL_MAX(*max_ctx, q->n_past + q->n_new);
+        used += nb;
+    }
+    for (int t = 0; t < T; t++)
+        if (ctx[t] < 0) return tl_errf(e, "batch: token %d belongs to no sequence", t);
+    for (int i = 0; i < b->n_logits; i++) {
+        if (b->logit_rows[i] < 0 || b->logit_rows[i] >= T) return tl_errf(e, "batch: logit row %d out of range", b->logit_rows[i]);
+        lr[i] = b->logit_rows[i];
+    }
+    return (int64_t)need;
+}
+
+static int cu_forward(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *b, float *logits, tl_error *e) {
+    cu_impl *ci = be->impl;
+    const tl_config *c = &m->cfg;
+    const int T = b->n_tok, E = c->n_embd, hd = c->head_dim;
+    if (T <= 0) return 0;
+    if (ci->m != m && cu_prepare(be, (tl_model *)m, e)) return -1;
+    if (kv->n_head_kv != c->n_head_kv || kv->head_dim != hd || kv->n_layer != c->n_layer)
+        return tl_errf(e, "cuda: KV pool shape does not match the model");
+    if (ensure_act(ci, c, T, e)) return -1;
+    int max_ctx = 0;
+    int64_t nmeta = build_meta(ci, c, kv, b, &max_ctx, e);
+    if (nmeta < 0) return -1;
+    CUCHK(e, cudaMemcpyAsync(ci->meta_d, ci->meta_h, (size_t)nmeta * 4, cudaMemcpyHostToDevice, ci->st));
+    const int32_t *d_tok = ci->meta_d, *d_pos = d_tok + T, *d_slot = d_pos + T, *d_ctx = d_slot + T,
+                  *d_off = d_ctx + T, *d_lr = d_off + T, *d_bt = d_lr + b->n_logits;
+    const int QD = c->n_head * hd, RW = QD + 2 * c->n_head_kv * hd;
+    const size_t esz = kv->dtype == TL_F32 ? 4 : 2;
+    const size_t layer_bytes = (size_t)kv->n_blocks * kv->n_head_kv * kv->block_size * hd * esz;
+    cudaStream_t st = ci->st;
+
+    if (tl_cu_embed(ci->embd.is_q4 ? &ci->embd.q : NULL, ci->embd.bf16, c->n_vocab, E, d_tok, T, ci->x, st, e))
+        return -1;
+    for (int l = 0; l < c->n_layer; l++) {
+        const cu_layer *L = &ci->layers[l];
+        /* the previous layer's down_proj output (tmp) joins the residual inside the norm */
+        if (tl_cu_rmsnorm(ci->x, l ? ci->tmp : NULL, L->attn_norm, ci->xn, T, E, c->rms_eps, st, e) ||
+            matmul(ci, &L->qkv, ci->xn, ci->qkv, T, e))
+            return -1;
+        void *kc = (char *)kv->k + (size_t)l * layer_bytes, *vc = (char *)kv->v + (size_t)l * layer_bytes;
+        tl_cu_rope_args ra = {.qkv = ci->qkv, .n_tok = T, .n_head = c->n_head, .n_head_kv = c->n_head_kv,
+                              .head_dim = hd, .pos = d_pos, .slot = d_slot, .theta = c->rope_theta,
+                              .neox = c->rope == TL_ROPE_NEOX, .kcache = kc, .vcache = vc, .kv_dtype = kv->dtype,
+                              .block_size = kv->block_size};
+        tl_cu_attn_args aa = {.q = ci->qkv, .q_stride = RW, .out = ci->att, .n_tok = T, .n_head = c->n_head,
+                              .n_head_kv = c->n_head_kv, .head_dim = hd, .scale = 1.0f / sqrtf((float)hd),
+                              .kcache = kc, .vcache = vc, .kv_dtype = kv->dtype, .block_size = kv->block_size,
+                              .ctx_len = d_ctx, .bt_off = d_off, .bt = d_bt, .partial = ci->partial,
+                              .max_split = T <= 64 ? ci->max_split : 1, .max_ctx = max_ctx, .n_sm = ci->n_sm};
+        if (tl_cu_rope_kv_write(&ra, st, e) || tl_cu_attention(&aa, st, e) || matmul(ci, &L->o, ci->att, ci->tmp, T, e) ||
+            tl_cu_rmsnorm(ci->x, ci->tmp, L->ffn_norm, ci->xn, T, E, c->rms_eps, st, e) ||
+            matmul(ci, &L->gu, ci->xn, ci->gu, T, e) || tl_cu_silu_mul(ci->gu, ci->hb, T, c->n_ff, st, e) ||
+            matmul(ci, &L->down, ci->hb, ci->tmp, T, e))
+            return -1;
+    }
+    /* last residual add + final norm (all rows; cheap), then lm_head on the logit rows in chunks */
+    if (tl_cu_rmsnorm(ci->x, ci->tmp, ci->out_norm, ci->xn, T, E, c->rms_eps, st, e)) return -1;
+    for (int i0 = 0; i0 < b->n_logits; i0 += CU_LOGIT_CHUNK) {
+        int n = TL_MIN(CU_LOGIT_CHUNK, b->n_logits - i0);
+        if (tl_cu_gather_rows(ci->xn, d_lr + i0, n, E, ci->lx, st, e) || matmul(ci, &ci->lm_head, ci->lx, ci->logits, n, e))
+            return -1;
+        CUCHK(e, cudaMemcpyAsync(logits + (size_t)i0 * c->n_vocab, ci->logits, (size_t)n * c->n_vocab * 4,
+                                 cudaMemcpyDeviceToHost, st));
+    }
+    CUCHK(e, cudaStreamSynchronize(st));
+    return 0;
+}
+
+static void cu_free(tl_backend *be) {
+    cu_impl *ci = be->impl;
+    release_model(ci);
+    if (ci->meta_h) cudaFreeHost(ci->meta_h);
+    if (ci->meta_d) cudaFree(ci->meta_d);
+    if (ci->blas) cublasDestroy(ci->blas);
+    if (ci->st) cudaStreamDestroy(ci->st);
+    free(ci);
+    free(be);
+}
+
+tl_backend *tl_backend_cuda_new(float gpu_mem_util, tl_error *e) {
+    int n = 0;
+    cudaError_t err = cudaGetDeviceCount(&n);
+    if (err != cudaSuccess || n == 0) {
+        cudaGetLastError();
+        tl_errf(e, "no CUDA device (%s)", err != cudaSuccess ? cudaGetErrorString(err) : "0 devices");
+        return NULL;
+    }
+    if (gpu_mem_util <= 0.f || gpu_mem_util > 1.f) gpu_mem_util = 0.9f;
+    cu_impl *ci = tl_calloc(1, sizeof *ci);
+    ci->util = gpu_mem_util;
+    struct cudaDeviceProp prop;
+    if (cudaSetDevice(0) != cudaSuccess || cudaGetDeviceProperties(&prop, 0) != cudaSuccess ||
+        cudaStreamCreateWithFlags(&ci->st, cudaStreamNonBlocking) != cudaSuccess) {
+        tl_errf(e, "cuda: cannot initialize device 0: %s", cudaGetErrorString(cudaGetLastError()));
+        free(ci);
+        return NULL;
+    }
+    if (cublasCreate(&ci->blas) != CUBLAS_STATUS_SUCCESS || cublasSetStream(ci->blas, ci->st) != CUBLAS_STATUS_SUCCESS) {
+        tl_errf(e, "cuda: cublasCreate failed");
+        cudaStreamDestroy(ci->st);
+        free(ci);
+        return NULL;
+    }
+    ci->n_sm = prop.multiProcessorCount;
+    snprintf(ci->dev_name, sizeof ci->dev_name, "%s", prop.name);
+    tl_backend *be = tl_calloc(1, sizeof *be);
+    be->name = "cuda";
+    be->prepare = cu_prepare;
+    be->kv_default_budget = cu_kv_default_budget;
+    be->kv_alloc = cu_kv_alloc;
+    be->kv_free = cu_kv_free;
+    be->forward = cu_forward;
+    be->free = cu_free;
+    be->impl = ci;
+    return be;
+}
+#else
+typedef int tl_cuda_backend_unused; /* built without CUDA: see backend/cuda_stub.c */
+#endif

@@ -1,0 +1,96 @@
+/* cuda_ops.h: the CUDA backend's kernels behind C entry points (launchers in *.cu). All pointers are
+ * device pointers; every launcher is asynchronous on `st` and returns 0, or -1 with e filled (bad shape,
+ * launch failure). Activations are fp32 row-major; weights are INT4 (tl_cu_q4) or bf16.
+ * Each launcher has a scalar CPU reference it is tested against (tests/gpu/test_cuda_ops.c). */
+#ifndef TL_CUDA_OPS_H
+#define TL_CUDA_OPS_H
+
+#include <cuda_runtime_api.h>
+
+#if defined(__cplusplus) && !defined(_Noreturn)
+#define _Noreturn [[noreturn]] /* core.h is C11; this header is also read by the .cu files */
+#endif
+#ifdef __cplusplus
+extern "C" {
+#endif
+#include "core/core.h"
+
+
+/* An INT4 matrix on the device, MLX affine group-wise: w = q * scale + bias.
+ * codes: [rows, cols/8] uint32, 8 codes per word, lowest nibble first (the MLX order is kept: a warp
+ *        reading one row moves 16 bytes per lane, 512 contiguous bytes per load, already coalesced).
+ * sb:    [rows, cols/group] uint32 = (scale | bias << 16), the two 16-bit values interleaved at upload
+ *        so one 4-byte load fetches both; sb_bf16: 1 bf16, 0 fp16. */
+typedef struct tl_cu_q4 {
+    int64_t rows, cols;
+    int group; /* 32, 64 or 128 */
+    int sb_bf16;
+    const uint32_t *codes;
+    const uint32_t *sb;
+} tl_cu_q4;
+
+/* Interleaves host scales/biases ([rows*ngroups] 16-bit each) into sb pairs (host -> host). */
+void tl_cu_q4_pack_sb(const uint16_t *scales, const uint16_t *biases, size_t n, uint32_t *out);
+
+/* y[n_tok, rows] = x[n_tok, cols] @ W^T (+ bias[rows] if non-NULL); n_tok in 1..16 (decode / small batch). */
+int tl_cu_q4_gemv(const tl_cu_q4 *w, const float *x, const float *bias, float *y, int n_tok, cudaStream_t st,
+                  tl_error *e);
+/* out[nr, cols] bf16 = rows r0 .. r0+nr of W, dequantized (prefill path: then cuBLAS bf16). */
+int tl_cu_q4_dequant_bf16(const tl_cu_q4 *w, int64_t r0, int64_t nr, uint16_t *out, cudaStream_t st, tl_error *e);
+/* y[n] bf16 = x[n] fp32 (round to nearest even). */
+int tl_cu_f32_to_bf16(const float *x, uint16_t *y, size_t n, cudaStream_t st, tl_error *e);
+/* y[n_tok, n] += bias[n] */
+int tl_cu_add_bias(float *y, const float *bias, int n_tok, int n, cudaStream_t st, tl_error *e);
+
+/* y[n_tok, n] = x / sqrt(mean(x^2) + eps) * w. If d != NULL, first x += d (residual add, x updated). */
+int tl_cu_rmsnorm(float *x, const float *d, const float *w, float *y, int n_tok, int n, float eps, cudaStream_t st,
+                  tl_error *e);
+/* out[n_tok, n_ff] = silu(gu[t, i]) * gu[t, n_ff + i]   (gu: [n_tok, 2*n_ff], gate then up) */
+int tl_cu_silu_mul(const float *gu, float *out, int n_tok, int n_ff, cudaStream_t st, tl_error *e);
+/* out[n_tok, n_embd] = rows ids[] of an INT4 (q4 != NULL) or bf16 ([n_vocab, n_embd]) embedding. */
+int tl_cu_embed(const tl_cu_q4 *q4, const uint16_t *bf16, int64_t n_vocab, int n_embd, const int32_t *ids,
+                int n_tok, float *out, cudaStream_t st, tl_error *e);
+/* out[n, cols] = rows idx[n] of x[*, cols] */
+int tl_cu_gather_rows(const float *x, const int32_t *idx, int n, int cols, float *out, cudaStream_t st, tl_error *e);
+
+/* RoPE on q and k inside qkv ([n_tok, (n_head + 2*n_head_kv) * head_dim]: q heads, k heads, v heads),
+ * in place, then writes k and v of each token into the paged cache at slot[t] (= block * block_size + row).
+ * kcache, vcache: this layer's [n_blocks][n_head_kv][block_size][head_dim] of kv_dtype (TL_F32/F16/BF16). */
+typedef struct tl_cu_rope_args {
+    float *qkv;
+    int n_tok, n_head, n_head_kv, head_dim;
+    const int32_t *pos;  /* [n_tok] rotary positions */
+    const int32_t *slot; /* [n_tok] KV slots */
+    float theta;
+    int neox;            /* 1: x[i] with x[i + d/2]; 0: x[2i] with x[2i+1] */
+    void *kcache, *vcache;
+    int kv_dtype, block_size;
+} tl_cu_rope_args;
+int tl_cu_rope_kv_write(const tl_cu_rope_args *a, cudaStream_t st, tl_error *e);
+
+/* Paged attention for every new token (its K/V already written), causal within its sequence:
+ * token t sees context positions 0 .. ctx_len[t]-1 of its sequence, read through its block table.
+ * The context is split over thread blocks (flash-decoding) when there are few tokens; partials are
+ * merged by a second kernel. q: inside qkv (row stride q_stride floats); out: [n_tok, n_head*head_dim]. */
+typedef struct tl_cu_attn_args {
+    const float *q;
+    int q_stride;
+    float *out;
+    int n_tok, n_head, n_head_kv, head_dim;
+    float scale;
+    const void *kcache, *vcache; /* this layer, as in tl_cu_rope_args */
+    int kv_dtype, block_size;
+    const int32_t *ctx_len;      /* [n_tok] */
+    const int32_t *bt_off;       /* [n_tok] offset of the token's block table in bt */
+    const int32_t *bt;           /* flat block tables */
+    float *partial;              /* scratch: [n_tok * n_head * max_split * (head_dim + 2)] floats */
+    int max_split;               /* splits allowed by the scratch (1: no split) */
+    int max_ctx;                 /* upper bound of ctx_len (host side, picks the split count) */
+    int n_sm;                    /* multiprocessors (split heuristic) */
+} tl_cu_attn_args;
+int tl_cu_attention(const tl_cu_attn_args *a, cudaStream_t st, tl_error *e);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,15 @@
+# GPU tests and benchmarks (need a GPU to run; never part of the default ctest). Included from the top
+# CMakeLists.txt when -DTL_GPU_TESTS=ON and CUDA was found; scripts/gpu.sh builds and runs them.
+file(GLOB TL_GPU_TEST_SRC CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/tests/gpu/test_*.c)
+foreach(t ${TL_GPU_TEST_SRC})
+  get_filename_component(name ${t} NAME_WE)
+  add_executable(gpu_${name} ${t})
+  target_include_directories(gpu_${name} PRIVATE ${CMAKE_SOURCE_DIR}/tests)
+  target_link_libraries(gpu_${name} PRIVATE tinyllm_static)
+endforeach()
+file(GLOB TL_GPU_BENCH_SRC CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/bench/gpu/bench_*.c)
+foreach(b ${TL_GPU_BENCH_SRC})
+  get_filename_component(name ${b} NAME_WE)
+  add_executable(gpu_${name} ${b})
+  target_link_libraries(gpu_${name} PRIVATE tinyllm_static CUDA::cublas)
+endforeach()

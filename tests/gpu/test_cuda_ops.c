@@ -1,0 +1,318 @@
+/* test_cuda_ops.c (GPU only: built with -DTL_GPU_TESTS=ON, run by scripts/gpu.sh): every CUDA kernel
+ * against the CPU scalar reference on random data with outliers, at edge shapes. Outputs are poisoned
+ * with NaN before each launch so an unwritten element fails. */
+#include <cuda_runtime_api.h>
+#include <math.h>
+
+#include "backend/cpu/cpu_ops.h"
+#include "backend/cuda/cuda_ops.h"
+#include "tl_test.h"
+
+static unsigned long long seed = 42;
+
+#define CU(x)                                                                                  \
+    do {                                                                                       \
+        cudaError_t err_ = (x);                                                                \
+        if (err_ != cudaSuccess) {                                                             \
+            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(err_)); \
+            exit(2);                                                                           \
+        }                                                                                      \
+    } while (0)
+
+static void *dup_dev(const void *h, size_t n) {
+    void *d;
+    CU(cudaMalloc(&d, n ? n : 1));
+    if (n) CU(cudaMemcpy(d, h, n, cudaMemcpyHostToDevice));
+    return d;
+}
+static void *dev_nan(size_t n) { /* device buffer filled with NaN bytes (0xff) */
+    void *d;
+    CU(cudaMalloc(&d, n ? n : 1));
+    CU(cudaMemset(d, 0xff, n ? n : 1));
+    return d;
+}
+static void get(void *h, const void *d, size_t n) {
+    CU(cudaDeviceSynchronize());
+    CU(cudaMemcpy(h, d, n, cudaMemcpyDeviceToHost));
+}
+/* random floats in [-1, 1) with a few outliers of +-amp */
+static float *rand_vec(size_t n, float amp) {
+    float *v = tl_malloc(n * sizeof(float) + 4);
+    for (size_t i = 0; i < n; i++) {
+        v[i] = tl_t_randf(&seed);
+        if (tl_t_rng(&seed) % 97 == 0) v[i] *= amp;
+    }
+    return v;
+}
+
+/* ---- INT4 GEMV and dequantize, against tl_cpu_matmul_ref / tl_tensor_row_f32 ---- */
+static void test_q4(int rows, int cols, int group, int n_tok, tl_dtype sbt) {
+    size_t nw = (size_t)rows * cols / 8, ng = (size_t)rows * cols / group;
+    uint32_t *codes = tl_malloc(nw * 4);
+    uint16_t *sc = tl_malloc(ng * 2), *bi = tl_malloc(ng * 2);
+    for (size_t i = 0; i < nw; i++) codes[i] = (uint32_t)tl_t_rng(&seed);
+    for (size_t i = 0; i < ng; i++) {
+        float s = 0.01f + 0.05f * fabsf(tl_t_randf(&seed)), b = -8 * s + 0.01f * tl_t_randf(&seed);
+        if (i % 37 == 0) s *= 20, b *= 20; /* outlier groups */
+        sc[i] = sbt == TL_BF16 ? tl_f32_to_bf16(s) : tl_f32_to_f16(s);
+        bi[i] = sbt == TL_BF16 ? tl_f32_to_bf16(b) : tl_f32_to_f16(b);
+    }
+    tl_tensor w = {.type = TL_Q4, .rows = rows, .cols = cols, .data = codes, .group = group, .sb_type = sbt,
+                   .scales = sc, .biases = bi};
+    float *x = rand_vec((size_t)n_tok * cols, 30.f), *bias = rand_vec(rows, 1.f);
+    float *want = tl_malloc((size_t)n_tok * rows * 4), *got = tl_malloc((size_t)n_tok * rows * 4);
+    tl_cpu_matmul_ref(&w, x, want, n_tok);
+    for (int t = 0; t < n_tok; t++)
+        for (int r = 0; r < rows; r++) want[(size_t)t * rows + r] += bias[r];
+
+    uint32_t *sb = tl_malloc(ng * 4);
+    tl_cu_q4_pack_sb(sc, bi, ng, sb);
+    tl_cu_q4 dw = {.rows = rows, .cols = cols, .group = group, .sb_bf16 = sbt == TL_BF16};
+    dw.codes = dup_dev(codes, nw * 4);
+    dw.sb = dup_dev(sb, ng * 4);
+    float *dx = dup_dev(x, (size_t)n_tok * cols * 4), *db = dup_dev(bias, rows * 4);
+    float *dy = dev_nan((size_t)n_tok * rows * 4);
+    tl_error e = {{0}};
+    CHECK(tl_cu_q4_gemv(&dw, dx, db, dy, n_tok, 0, &e) == 0, "%s", e.msg);
+    get(got, dy, (size_t)n_tok * rows * 4);
+    double err = tl_rel_err(got, want, (size_t)n_tok * rows);
+    CHECK(err < 2e-5, "q4 gemv %dx%d g%d n_tok %d %s: rel err %.3g", rows, cols, group, n_tok, tl_dtype_name(sbt), err);
+
+    /* dequantize rows [r0, r0+nr) to bf16: each element within one bf16 rounding of the reference */
+    int r0 = rows / 3, nr = rows - r0;
+    uint16_t *dq = dev_nan((size_t)nr * cols * 2), *hq = tl_malloc((size_t)nr * cols * 2);
+    CHECK(tl_cu_q4_dequant_bf16(&dw, r0, nr, dq, 0, &e) == 0, "%s", e.msg);
+    get(hq, dq, (size_t)nr * cols * 2);
+    float *row = tl_malloc((size_t)cols * 4);
+    int bad = 0;
+    for (int r = 0; r < nr && !bad; r++) {
+        tl_tensor_row_f32(&w, r0 + r, row);
+        for (int i = 0; i < cols; i++) {
+            float g = tl_bf16_to_f32(hq[(size_t)r * cols + i]);
+            if (!(fabsf(g - row[i]) <= fabsf(row[i]) * (1.f / 128) + 1e-6f)) bad++;
+        }
+    }
+    CHECK(bad == 0, "q4 dequant %dx%d g%d: %d elements off", rows, cols, group, bad);
+    cudaFree((void *)dw.codes), cudaFree((void *)dw.sb), cudaFree(dx), cudaFree(db), cudaFree(dy), cudaFree(dq);
+    free(codes), free(sc), free(bi), free(sb), free(x), free(bias), free(want), free(got), free(hq), free(row);
+}
+
+static void test_q4_errors(void) {
+    tl_cu_q4 w = {.rows = 4, .cols = 96, .group = 48};
+    tl_error e = {{0}};
+    CHECK(tl_cu_q4_gemv(&w, NULL, NULL, NULL, 1, 0, &e) == -1 && strstr(e.msg, "group"), "%s", e.msg);
+    w.group = 32;
+    CHECK(tl_cu_q4_gemv(&w, NULL, NULL, NULL, 17, 0, &e) == -1 && strstr(e.msg, "n_tok"), "%s", e.msg);
+    w.cols = 100;
+    CHECK(tl_cu_q4_dequant_bf16(&w, 0, 1, NULL, 0, &e) == -1, "%s", e.msg);
+}
+
+/* ---- RMSNorm (+ residual), SiLU*mul, embed ---- */
+static void test_small_ops(int n_tok, int n) {
+    tl_error e = {{0}};
+    float *x = rand_vec((size_t)n_tok * n, 50.f), *d = rand_vec((size_t)n_tok * n, 5.f), *w = rand_vec(n, 3.f);
+    float *want = tl_malloc((size_t)n_tok * n * 4), *got = tl_malloc((size_t)n_tok * n * 4);
+    float *xs = tl_malloc((size_t)n_tok * n * 4);
+    float *dx = dup_dev(x, (size_t)n_tok * n * 4), *dd = dup_dev(d, (size_t)n_tok * n * 4), *dw = dup_dev(w, n * 4);
+    float *dy = dev_nan((size_t)n_tok * n * 4);
+    tl_cpu_rmsnorm(x, w, want, n_tok, n, 1e-6f);
+    CHECK(tl_cu_rmsnorm(dx, NULL, dw, dy, n_tok, n, 1e-6f, 0, &e) == 0, "%s", e.msg);
+    get(got, dy, (size_t)n_tok * n * 4);
+    CHECK(tl_rel_err(got, want, (size_t)n_tok * n) < 1e-5, "rmsnorm %d x %d: %.3g", n_tok, n,
+          tl_rel_err(got, want, (size_t)n_tok * n));
+    for (size_t i = 0; i < (size_t)n_tok * n; i++) xs[i] = x[i] + d[i];
+    tl_cpu_rmsnorm(xs, w, want, n_tok, n, 1e-6f);
+    CHECK(tl_cu_rmsnorm(dx, dd, dw, dy, n_tok, n, 1e-6f, 0, &e) == 0, "%s", e.msg);
+    get(got, dy, (size_t)n_tok * n * 4);
+    CHECK(tl_rel_err(got, want, (size_t)n_tok * n) < 1e-5, "add+rmsnorm: %.3g", tl_rel_err(got, want, (size_t)n_tok * n));
+    get(got, dx, (size_t)n_tok * n * 4);
+    CHECK(tl_rel_err(got, xs, (size_t)n_tok * n) == 0, "residual add not written back");
+
+    /* silu_mul: gu [n_tok, 2n] (gate, up) */
+    float *gu = rand_vec((size_t)n_tok * 2 * n, 10.f), *g = tl_malloc((size_t)n_tok * n * 4),
+          *u = tl_malloc((size_t)n_tok * n * 4);
+    for (int t = 0; t < n_tok; t++)
+        for (int i = 0; i < n; i++) g[(size_t)t * n + i] = gu[(size_t)t * 2 * n + i], u[(size_t)t * n + i] = gu[(size_t)t * 2 * n + n + i];
+    tl_cpu_silu_mul(g, u, (size_t)n_tok * n);
+    float *dgu = dup_dev(gu, (size_t)n_tok * 2 * n * 4);
+    CU(cudaMemset(dy, 0xff, (size_t)n_tok * n * 4));
+    CHECK(tl_cu_silu_mul(dgu, dy, n_tok, n, 0, &e) == 0, "%s", e.msg);
+    get(got, dy, (size_t)n_tok * n * 4);
+    CHECK(tl_rel_err(got, g, (size_t)n_tok * n) < 1e-6, "silu_mul: %.3g", tl_rel_err(got, g, (size_t)n_tok * n));
+    cudaFree(dx), cudaFree(dd), cudaFree(dw), cudaFree(dy), cudaFree(dgu);
+    free(x), free(d), free(w), free(want), free(got), free(xs), free(gu), free(g), free(u);
+}
+
+static void test_embed(int n_vocab, int n_embd, int group) {
+    tl_error e = {{0}};
+    size_t nw = (size_t)n_vocab * n_embd / 8, ng = (size_t)n_vocab * n_embd / group;
+    uint32_t *codes = tl_malloc(nw * 4), *sb = tl_malloc(ng * 4);
+    uint16_t *sc = tl_malloc(ng * 2), *bi = tl_malloc(ng * 2);
+    for (size_t i = 0; i < nw; i++) codes[i] = (uint32_t)tl_t_rng(&seed);
+    for (size_t i = 0; i < ng; i++) sc[i] = tl_f32_to_f16(0.1f * tl_t_randf(&seed)), bi[i] = tl_f32_to_f16(tl_t_randf(&seed));
+    tl_tensor w = {.type = TL_Q4, .rows = n_vocab, .cols = n_embd, .data = codes, .group = group, .sb_type = TL_F16,
+                   .scales = sc, .biases = bi};
+    int32_t ids[5] = {0, n_vocab - 1, 3, 3, n_vocab / 2};
+    float *want = tl_malloc(5 * (size_t)n_embd * 4), *got = tl_malloc(5 * (size_t)n_embd * 4);
+    tl_cpu_embed(&w, ids, 5, want);
+    tl_cu_q4_pack_sb(sc, bi, ng, sb);
+    tl_cu_q4 dw = {.rows = n_vocab, .cols = n_embd, .group = group, .sb_bf16 = 0};
+    dw.codes = dup_dev(codes, nw * 4);
+    dw.sb = dup_dev(sb, ng * 4);
+    int32_t *dids = dup_dev(ids, sizeof ids);
+    float *dout = dev_nan(5 * (size_t)n_embd * 4);
+    CHECK(tl_cu_embed(&dw, NULL, n_vocab, n_embd, dids, 5, dout, 0, &e) == 0, "%s", e.msg);
+    get(got, dout, 5 * (size_t)n_embd * 4);
+    CHECK(tl_rel_err(got, want, 5 * (size_t)n_embd) < 1e-6, "embed q4: %.3g", tl_rel_err(got, want, 5 * (size_t)n_embd));
+    /* gather rows 4, 1 of the embedded rows */
+    int32_t idx[2] = {4, 1};
+    int32_t *didx = dup_dev(idx, sizeof idx);
+    float *dg = dev_nan(2 * (size_t)n_embd * 4);
+    CHECK(tl_cu_gather_rows(dout, didx, 2, n_embd, dg, 0, &e) == 0, "%s", e.msg);
+    get(got, dg, 2 * (size_t)n_embd * 4);
+    CHECK(!memcmp(got, want + 4 * (size_t)n_embd, (size_t)n_embd * 4) && !memcmp(got + n_embd, want + n_embd, (size_t)n_embd * 4),
+          "gather_rows");
+    cudaFree((void *)dw.codes), cudaFree((void *)dw.sb), cudaFree(dids), cudaFree(dout), cudaFree(didx), cudaFree(dg);
+    free(codes), free(sb), free(sc), free(bi), free(want), free(got);
+}
+
+/* ---- RoPE + paged KV write, then attention: a mixed batch against tl_cpu_rope/kv_write/attn_naive ---- */
+typedef struct {
+    int n_past, n_new;
+} seq_shape;
+
+static size_t esz(tl_dtype t) { return t == TL_F32 ? 4 : 2; }
+
+static void test_attention(int n_head, int n_head_kv, int hd, tl_dtype kvt, int bs, const seq_shape *ss, int n_seq,
+                           int neox) {
+    tl_error e = {{0}};
+    tl_config c = {.n_layer = 2, .n_head = n_head, .n_head_kv = n_head_kv, .head_dim = hd};
+    int n_tok = 0, nblk = 0;
+    for (int s = 0; s < n_seq; s++) n_tok += ss[s].n_new, nblk += (ss[s].n_past + ss[s].n_new + bs - 1) / bs;
+    nblk += 3;
+    tl_kv kv;
+    CHECK(tl_kv_init_host(&kv, &c, bs, nblk, kvt, &e) == 0, "%s", e.msg);
+    /* random history in every block (both layers), so attention reads real data */
+    size_t half = kv.bytes / 2;
+    for (size_t i = 0; i < half / esz(kvt); i++) {
+        float a = tl_t_randf(&seed) * 2, b = tl_t_randf(&seed);
+        if (kvt == TL_F32) ((float *)kv.k)[i] = a, ((float *)kv.v)[i] = b;
+        else if (kvt == TL_BF16) ((uint16_t *)kv.k)[i] = tl_f32_to_bf16(a), ((uint16_t *)kv.v)[i] = tl_f32_to_bf16(b);
+        else ((uint16_t *)kv.k)[i] = tl_f32_to_f16(a), ((uint16_t *)kv.v)[i] = tl_f32_to_f16(b);
+    }
+    /* block tables: a shuffled assignment of blocks; batch metadata */
+    int32_t *perm = tl_malloc(nblk * 4);
+    for (int i = 0; i < nblk; i++) perm[i] = i;
+    for (int i = nblk - 1; i > 0; i--) {
+        int j = (int)(tl_t_rng(&seed) % (unsigned)(i + 1)), t = perm[i];
+        perm[i] = perm[j], perm[j] = t;
+    }
+    tl_batch_seq seqs[8];
+    int32_t *tokens = tl_calloc(n_tok, 4), *pos = tl_malloc(n_tok * 4), *slot = tl_malloc(n_tok * 4);
+    int32_t *ctx = tl_malloc(n_tok * 4), *btoff = tl_malloc(n_tok * 4);
+    int tok = 0, used = 0, max_ctx = 0;
+    for (int s = 0; s < n_seq; s++) {
+        int nb = (ss[s].n_past + ss[s].n_new + bs - 1) / bs;
+        seqs[s] = (tl_batch_seq){.tok_start = tok, .n_new = ss[s].n_new, .n_past = ss[s].n_past, .block_table = perm + used};
+        for (int j = 0; j < ss[s].n_new; j++, tok++) {
+            int p = ss[s].n_past + j;
+            pos[tok] = p;
+            slot[tok] = perm[used + p / bs] * bs + p % bs;
+            ctx[tok] = p + 1;
+            btoff[tok] = used;
+            if (p + 1 > max_ctx) max_ctx = p + 1;
+        }
+        used += nb;
+    }
+    tl_batch b = {.n_tok = n_tok, .tokens = tokens, .pos = pos, .n_seq = n_seq, .seqs = seqs};
+    const int QD = n_head * hd, KVD = n_head_kv * hd, RW = QD + 2 * KVD;
+    float *qkv = rand_vec((size_t)n_tok * RW, 4.f);
+    float *q = tl_malloc((size_t)n_tok * QD * 4), *k = tl_malloc((size_t)n_tok * KVD * 4), *v = tl_malloc((size_t)n_tok * KVD * 4);
+    for (int t = 0; t < n_tok; t++) {
+        memcpy(q + (size_t)t * QD, qkv + (size_t)t * RW, QD * 4);
+        memcpy(k + (size_t)t * KVD, qkv + (size_t)t * RW + QD, KVD * 4);
+        memcpy(v + (size_t)t * KVD, qkv + (size_t)t * RW + QD + KVD, KVD * 4);
+    }
+    /* device copies: the cache (before the write), qkv, metadata */
+    const int layer = 1;
+    size_t lay = half / 2; /* bytes of one layer of k (n_layer = 2) */
+    void *dk = dup_dev(kv.k, half), *dv = dup_dev(kv.v, half);
+    float *dqkv = dup_dev(qkv, (size_t)n_tok * RW * 4);
+    int32_t *dpos = dup_dev(pos, n_tok * 4), *dslot = dup_dev(slot, n_tok * 4), *dctx = dup_dev(ctx, n_tok * 4),
+            *dbtoff = dup_dev(btoff, n_tok * 4), *dbt = dup_dev(perm, nblk * 4);
+    /* CPU reference */
+    tl_cpu_rope(q, k, pos, n_tok, n_head, n_head_kv, hd, 1e6f, neox ? TL_ROPE_NEOX : TL_ROPE_NORM);
+    tl_cpu_kv_write(&kv, layer, &b, k, v);
+    float *want = tl_malloc((size_t)n_tok * QD * 4), *got = tl_malloc((size_t)n_tok * QD * 4);
+    tl_attn_args aa = {.kv = &kv, .layer = layer, .batch = &b, .q = q, .out = want, .n_head = n_head,
+                       .scale = 1.0f / sqrtf((float)hd)};
+    tl_attn_naive(&aa, NULL);
+    /* GPU */
+    tl_cu_rope_args ra = {.qkv = dqkv, .n_tok = n_tok, .n_head = n_head, .n_head_kv = n_head_kv, .head_dim = hd,
+                          .pos = dpos, .slot = dslot, .theta = 1e6f, .neox = neox, .kcache = (char *)dk + lay,
+                          .vcache = (char *)dv + lay, .kv_dtype = kvt, .block_size = bs};
+    CHECK(tl_cu_rope_kv_write(&ra, 0, &e) == 0, "%s", e.msg);
+    /* q after rope equals the CPU's; the cache equals the CPU's cache byte for byte (f32) or nearly */
+    float *gqkv = tl_malloc((size_t)n_tok * RW * 4);
+    get(gqkv, dqkv, (size_t)n_tok * RW * 4);
+    double qerr = 0;
+    for (int t = 0; t < n_tok; t++) qerr = fmax(qerr, tl_rel_err(gqkv + (size_t)t * RW, q + (size_t)t * QD, QD));
+    CHECK(qerr < 1e-6, "rope q: %.3g", qerr);
+    char *gk = tl_malloc(half), *gv = tl_malloc(half);
+    get(gk, dk, half);
+    get(gv, dv, half);
+    size_t diff = 0;
+    for (size_t i = 0; i < half; i++) diff += gk[i] != ((char *)kv.k)[i] || gv[i] != ((char *)kv.v)[i];
+    CHECK(diff * 1000 <= half / 100, "kv write: %zu of %zu bytes differ", diff, half); /* rounding ties only */
+
+    size_t part_floats = (size_t)n_tok * n_head * 16 * (hd + 2);
+    float *dpart = dev_nan(part_floats * 4), *dout = dev_nan((size_t)n_tok * QD * 4);
+    for (int split = 0; split < 2; split++) {
+        tl_cu_attn_args at = {.q = dqkv, .q_stride = RW, .out = dout, .n_tok = n_tok, .n_head = n_head,
+                              .n_head_kv = n_head_kv, .head_dim = hd, .scale = 1.0f / sqrtf((float)hd),
+                              .kcache = (char *)dk + lay, .vcache = (char *)dv + lay, .kv_dtype = kvt,
+                              .block_size = bs, .ctx_len = dctx, .bt_off = dbtoff, .bt = dbt, .partial = dpart,
+                              .max_split = split ? 16 : 1, .max_ctx = max_ctx, .n_sm = 132};
+        CU(cudaMemset(dout, 0xff, (size_t)n_tok * QD * 4));
+        CHECK(tl_cu_attention(&at, 0, &e) == 0, "%s", e.msg);
+        get(got, dout, (size_t)n_tok * QD * 4);
+        double err = tl_rel_err(got, want, (size_t)n_tok * QD);
+        CHECK(err < 2e-5, "attention h%d/%d hd%d %s bs%d split %d: rel err %.3g", n_head, n_head_kv, hd,
+              tl_dtype_name(kvt), bs, split, err);
+    }
+    cudaFree(dk), cudaFree(dv), cudaFree(dqkv), cudaFree(dpos), cudaFree(dslot), cudaFree(dctx), cudaFree(dbtoff);
+    cudaFree(dbt), cudaFree(dpart), cudaFree(dout);
+    tl_kv_free_host(&kv);
+    free(perm), free(tokens), free(pos), free(slot), free(ctx), free(btoff), free(qkv), free(q), free(k), free(v);
+    free(want), free(got), free(gqkv), free(gk), free(gv);
+}
+
+int main(void) {
+    int dev = 0;
+    if (cudaGetDeviceCount(&dev) != cudaSuccess || dev == 0) {
+        printf("no CUDA device: skipped\n");
+        return 0;
+    }
+    test_q4_errors();
+    const int toks[] = {1, 2, 3, 4, 5, 8, 9, 16};
+    for (int i = 0; i < 8; i++) test_q4(37, 896, 64, toks[i], i % 2 ? TL_BF16 : TL_F16);
+    test_q4(1, 32, 32, 1, TL_F16);
+    test_q4(4608, 3584, 64, 1, TL_F16);
+    test_q4(1000, 4864, 128, 7, TL_BF16);
+    test_q4(333, 18944 / 8, 32, 16, TL_F16);
+    test_small_ops(1, 896);
+    test_small_ops(7, 3584);
+    test_small_ops(3, 100);
+    test_embed(1000, 896, 64);
+    const seq_shape mix[] = {{20, 37}, {1000, 1}, {0, 1}, {5, 2}};
+    const seq_shape dec[] = {{3000, 1}};
+    const seq_shape pre[] = {{0, 300}};
+    test_attention(28, 4, 128, TL_BF16, 16, mix, 4, 1);
+    test_attention(28, 4, 128, TL_BF16, 16, dec, 1, 1);
+    test_attention(14, 2, 64, TL_F32, 16, mix, 4, 1);
+    test_attention(14, 2, 64, TL_F16, 32, pre, 1, 0);
+    test_attention(4, 2, 16, TL_F32, 16, mix, 4, 1);
+    test_attention(8, 8, 32, TL_BF16, 8, mix, 4, 0);
+    test_attention(64, 8, 128, TL_BF16, 16, dec, 1, 1);
+    TL_TEST_END();
+}
