@@ -5,6 +5,9 @@
 #include "cli/cli.h"
 
 static const tl_cmd commands[] = {
+    {"generate", cmd_generate, "generate a completion for a prompt"},
+    {"chat", cmd_chat, "interactive multi-turn chat in the terminal"},
+    {"score", cmd_score, "teacher-forced top-K log-probabilities and perplexity of a token sequence"},
     {"info", cmd_info, "show a model's configuration and memory plan"},
     {"tokenize", cmd_tokenize, "print the token ids of a text (JSON array)"},
     {"detokenize", cmd_detokenize, "print the text of token ids"},

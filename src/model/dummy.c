@@ -58,15 +58,23 @@ static void fill_matrix(tl_tensor *t, int64_t rows, int64_t cols, tl_dtype dt, i
     t->type = dt;
     size_t es = dt == TL_F32 ? 4 : 2;
     void *d = tl_aligned_alloc(n * es + 64);
+    /* each 16 random bits index a table of values in [-a, a): a few ns per weight even for 72B */
+    float *tf = tl_malloc(65536 * sizeof(float));
+    uint16_t *th = tl_malloc(65536 * sizeof(uint16_t));
+    for (int r = 0; r < 65536; r++) {
+        tf[r] = ((float)r / 32768.0f - 1.0f) * a;
+        th[r] = dt == TL_BF16 ? tl_f32_to_bf16(tf[r]) : tl_f32_to_f16(tf[r]);
+    }
     for (size_t i = 0; i < n; i += 4) {
         uint64_t r = rng_next(&s);
         for (int j = 0; j < 4 && i + j < n; j++) {
-            float v = ((float)((r >> (16 * j)) & 0xffff) / 32768.0f - 1.0f) * a;
-            if (dt == TL_F32) ((float *)d)[i + j] = v;
-            else if (dt == TL_BF16) ((uint16_t *)d)[i + j] = tl_f32_to_bf16(v);
-            else ((uint16_t *)d)[i + j] = tl_f32_to_f16(v);
+            unsigned k = (unsigned)((r >> (16 * j)) & 0xffff);
+            if (dt == TL_F32) ((float *)d)[i + j] = tf[k];
+            else ((uint16_t *)d)[i + j] = th[k];
         }
     }
+    free(tf);
+    free(th);
     t->data = t->owned = d;
 }
 

@@ -8,7 +8,6 @@
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
 
-#pragma weak tl_tokenizer_load /* until tokenizer/ lands */
 
 static int st_to_dtype(tl_st_dtype t, tl_dtype *out) {
     switch (t) {
@@ -146,9 +145,7 @@ out:
         snprintf(tpath, sizeof tpath, "%s/tokenizer.json", dir);
         if (access(tpath, R_OK) == 0) tp = dir;
     }
-    if (tp && !tl_tokenizer_load) {
-        tl_warn("this build has no tokenizer: token ids only");
-    } else if (tp) {
+    if (tp) {
         tl_error te;
         m->tok = tl_tokenizer_load(tp, &te);
         if (!m->tok) return tl_errf(e, "%s", te.msg);

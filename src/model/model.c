@@ -4,14 +4,9 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 
+#include "quant/int4.h"
 #include "tokenizer/tokenizer.h"
 
-/* Functions of modules landing in parallel (quant/, formats/gguf, tokenizer/): weak references
- * until they land, so this file links on its own. TODO(lead): drop once all have landed. */
-int tl_model_quantize(tl_model *m, int group, bool progress, tl_error *e) __attribute__((weak));
-#pragma weak tl_tokenizer_free
-#pragma weak tl_tokenizer_eos
-#pragma weak tl_tokenizer_load
 
 static bool ends_with(const char *s, const char *suf) {
     size_t n = strlen(s), k = strlen(suf);
@@ -45,19 +40,12 @@ tl_model *tl_model_load(const char *path, const tl_load_opts *opts, tl_error *e)
     }
     if (rc == 0) rc = tl_model_check_shapes(m, e);
     if (rc == 0 && opts->tokenizer_path && !m->tok) { /* dummy/GGUF/folder without one: use the given one */
-        if (!tl_tokenizer_load) {
-            rc = tl_errf(e, "this build has no tokenizer");
-        } else {
-            m->tok = tl_tokenizer_load(opts->tokenizer_path, e);
-            if (!m->tok) rc = -1;
-        }
+        m->tok = tl_tokenizer_load(opts->tokenizer_path, e);
+        if (!m->tok) rc = -1;
     }
-    if (rc == 0 && m->cfg.n_eos == 0 && m->tok && tl_tokenizer_eos) m->cfg.n_eos = tl_tokenizer_eos(m->tok, m->cfg.eos_ids, TL_MAX_EOS);
+    if (rc == 0 && m->cfg.n_eos == 0 && m->tok) m->cfg.n_eos = tl_tokenizer_eos(m->tok, m->cfg.eos_ids, TL_MAX_EOS);
     if (rc == 0 && opts->quant_bits == 4 && m->w.layers[0].wq.type != TL_Q4) {
-        if (!tl_model_quantize)
-            rc = tl_errf(e, "--quant int4: this build has no INT4 quantizer");
-        else
-            rc = tl_model_quantize(m, opts->group_size ? opts->group_size : 64, !opts->quiet, e);
+        rc = tl_model_quantize(m, opts->group_size ? opts->group_size : 64, !opts->quiet, e);
     }
     if (rc != 0) {
         tl_model_free(m);
@@ -88,7 +76,7 @@ void tl_model_free(tl_model *m) {
     for (int i = 0; i < m->n_maps; i++)
         if (m->maps[i].addr) munmap(m->maps[i].addr, m->maps[i].len);
     free(m->maps);
-    if (m->tok && tl_tokenizer_free) tl_tokenizer_free(m->tok);
+    if (m->tok) tl_tokenizer_free(m->tok);
     free(m->path);
     free(m);
 }

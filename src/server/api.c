@@ -353,11 +353,11 @@ static json_t *token_str(const tl_api_resp *r, int32_t id, json_t **bytes) {
     json_t *s = json_stringn(p, n);
     if (!s) { /* not valid UTF-8 on its own (part of a multi-byte character) */
         tl_strbuf b = {0};
-        tl_strbuf_append(&b, "", 0);
+        tl_strbuf_append(&b, "bytes:", 6);
         for (size_t i = 0; i < n; i++) {
             char x[16];
             unsigned char c = (unsigned char)p[i];
-            int k = c < 0x80 ? snprintf(x, sizeof x, "%c", c) : snprintf(x, sizeof x, "bytes:\\x%02x", c);
+            int k = c < 0x80 && c >= 0x20 ? snprintf(x, sizeof x, "%c", c) : snprintf(x, sizeof x, "\\x%02x", c);
             tl_strbuf_append(&b, x, (size_t)k);
         }
         s = json_string(b.p);

@@ -94,9 +94,9 @@ void tl_metrics_render(const tl_server_counters *c, const tl_engine_stats *es, b
     gauge(out, "tinyllm_running_seqs", "Sequences running in the engine.", "gauge", es->n_running);
     gauge(out, "tinyllm_kv_blocks_total", "KV cache blocks in the pool.", "gauge", es->kv_blocks_total);
     gauge(out, "tinyllm_kv_blocks_used", "KV cache blocks held by running sequences.", "gauge", es->kv_blocks_used);
-    gauge(out, "tinyllm_kv_blocks_cached", "Free KV blocks still holding a cached prefix.", "gauge",
+    gauge(out, "tinyllm_kv_blocks_cached", "Unused KV blocks still holding a cached prefix (reusable, evictable).", "gauge",
           es->kv_blocks_cached);
-    gauge(out, "tinyllm_kv_blocks_free", "KV cache blocks free (including cached ones).", "gauge",
+    gauge(out, "tinyllm_kv_blocks_free", "KV cache blocks free and holding no cached prefix.", "gauge",
           es->kv_blocks_free);
     gauge(out, "tinyllm_kv_blocks_peak", "Most KV blocks used at once.", "gauge", es->kv_blocks_peak);
     gauge(out, "tinyllm_prefix_cache_queries_total", "Prompt blocks looked up in the prefix cache.", "counter",

@@ -146,6 +146,7 @@ typedef struct tl_server_opts {
     tl_engine_opts eng;
     const char *backend;       /* "cpu", "cuda", "auto" */
     int n_threads;
+    float gpu_mem_util;        /* CUDA: fraction of free memory (default 0.9) */
     size_t max_body;           /* request body bytes at most (default 4 MiB) */
     int max_connections;       /* default 256 */
     int conn_timeout_s;        /* idle connection timeout (default 60) */

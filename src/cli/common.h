@@ -1,0 +1,33 @@
+/* common.h: option parsing and model loading shared by the CLI commands. */
+#ifndef TL_CLI_COMMON_H
+#define TL_CLI_COMMON_H
+
+#include "backend/backend.h"
+#include "engine/engine.h"
+#include "model/model.h"
+
+typedef struct cli_model_opts {
+    const char *model;      /* -m */
+    const char *tokenizer;  /* --tokenizer */
+    const char *backend;    /* --backend cpu|cuda|auto */
+    int threads;            /* --threads */
+    int quant_bits, group;  /* --quant int4[:G] */
+    float gpu_util;         /* --gpu-mem-util */
+} cli_model_opts;
+
+void cli_model_opts_default(cli_model_opts *o);
+/* If argv[*i] is a model option, consumes it (and its value), returns 1; 0 if not one; -1 on a bad value. */
+int cli_parse_model_opt(cli_model_opts *o, int argc, char **argv, int *i);
+/* If argv[*i] is a sampling option (--temp --top-p --top-k --min-p --repeat-penalty --presence-penalty
+ * --frequency-penalty --seed), consumes it. */
+int cli_parse_sampling_opt(tl_sampling *s, int argc, char **argv, int *i);
+extern const char *cli_model_help;
+extern const char *cli_sampling_help;
+/* Loads the model and creates the backend; prints what it did to stderr. NULL + message on failure. */
+tl_model *cli_load(const cli_model_opts *o, tl_backend **be, double *load_s);
+/* Prints how to get a model when -m is missing. */
+void cli_no_model_hint(const char *cmd);
+/* Parses "1,2,3" or "[1, 2, 3]" into ids (malloc'd). Returns count or -1. */
+int cli_parse_ids(const char *s, int32_t **ids);
+
+#endif
