@@ -152,8 +152,9 @@ int cmd_detokenize(int argc, char **argv) {
             fprintf(stderr, "tinyllm: IDS must be like 1,2,3 or [1, 2, 3]: '%s'\n", o.arg);
             rc = 2;
         } else {
-            char *s = tl_tokenizer_decode(t, ids, n, o.skip_special);
-            fputs(s, stdout);
+            size_t len;
+            char *s = tl_tokenizer_decode_n(t, ids, n, o.skip_special, &len);
+            fwrite(s, 1, len, stdout);
             free(s);
             free(ids);
         }
@@ -168,8 +169,9 @@ int cmd_detokenize(int argc, char **argv) {
                 rc = 1;
                 break;
             }
-            char *s = tl_tokenizer_decode(t, ids, n, o.skip_special);
-            json_t *js = json_string(s);
+            size_t len;
+            char *s = tl_tokenizer_decode_n(t, ids, n, o.skip_special, &len);
+            json_t *js = json_stringn(s, len);
             char *dump = js ? json_dumps(js, JSON_ENCODE_ANY) : NULL;
             puts(dump ? dump : "null");
             free(dump);

@@ -153,7 +153,11 @@ static int load_json_file(const char *path, json_t **out, bool must, tl_error *e
     *out = NULL;
     if (stat(path, &st) != 0) return must ? tl_errf(e, "%s: no such file", path) : 0;
     json_error_t je;
-    json_t *root = json_load_file(path, 0, &je);
+    size_t len;
+    char *text = tl_read_file(path, &len, e); /* json_load_file reads with getc: 2x slower */
+    if (!text) return -1;
+    json_t *root = json_loadb(text, len, 0, &je);
+    free(text);
     if (!root) return tl_errf(e, "%s: invalid JSON at line %d column %d: %s", path, je.line, je.column, je.text);
     if (!json_is_object(root)) {
         json_decref(root);

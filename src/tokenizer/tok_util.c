@@ -144,20 +144,19 @@ char *tl_tok_utf8_sanitize(const char *s, size_t n, size_t *out_len) {
 
 static bool byte_is_printable(int b) { return (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255); }
 
+/* The 68 non-printable bytes (0-32, 127-160, 173) take 256, 257, ... in byte order. */
 uint32_t tl_tok_byte_to_cp(int b) {
     if (byte_is_printable(b)) return (uint32_t)b;
-    int k = 0; /* the non-printable bytes take 256, 257, ... in byte order */
-    for (int i = 0; i < b; i++) k += !byte_is_printable(i);
-    return 256u + (uint32_t)k;
+    if (b <= 32) return 256u + (uint32_t)b;
+    if (b <= 160) return 256u + 33u + (uint32_t)(b - 127);
+    return 256u + 67u; /* 173 */
 }
 
 int tl_tok_cp_to_byte(uint32_t cp) {
     if (cp < 256) return byte_is_printable((int)cp) ? (int)cp : -1;
-    if (cp >= 256 + 68) return -1; /* 68 non-printable bytes */
+    if (cp >= 256 + 68) return -1;
     int k = (int)(cp - 256);
-    for (int b = 0; b < 256; b++)
-        if (!byte_is_printable(b) && k-- == 0) return b;
-    return -1;
+    return k < 33 ? k : k < 67 ? 127 + (k - 33) : 173;
 }
 
 int tl_tok_utf8_decode(const unsigned char *s, size_t n, uint32_t *cp) {
