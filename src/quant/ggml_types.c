@@ -234,10 +234,12 @@ int tl_ggml_convert(uint32_t type, const void *src, int64_t rows, int64_t cols, 
     if (rows <= 0 || cols <= 0 || cols % ti.block_elems || cols % CONV_GROUP)
         return tl_errf(e, "%s tensor [%" PRId64 ", %" PRId64 "]: bad shape for conversion", ti.name, rows, cols);
     const uint8_t *p = src;
-    int64_t nb = cols / ti.block_elems, ng = cols / CONV_GROUP, row_bytes = nb * ti.block_bytes;
+    /* Q6_K: 16 sub-blocks of 16 with an int8 scale each -> group 16, exact */
+    int group = type == TL_GGML_Q6_K ? 16 : CONV_GROUP;
+    int64_t nb = cols / ti.block_elems, ng = cols / group, row_bytes = nb * ti.block_bytes;
     bool q4 = type == TL_GGML_Q4_0 || type == TL_GGML_Q4_1 || type == TL_GGML_Q4_K;
     memset(out, 0, sizeof *out);
-    out->rows = rows, out->cols = cols, out->group = CONV_GROUP;
+    out->rows = rows, out->cols = cols, out->group = group;
     size_t n = (size_t)rows * (size_t)cols, nsb = (size_t)rows * (size_t)ng;
     size_t data_bytes = q4 ? n / 2 : n, sb_bytes = q4 ? nsb * 2 : nsb * 4;
     data_bytes = (data_bytes + 63) & ~(size_t)63;
@@ -274,6 +276,32 @@ int tl_ggml_convert(uint32_t type, const void *src, int64_t rows, int64_t cols, 
                 for (int64_t b = 0; b < nb; b++) {
                     s[b] = h2f(rowp + b * 34);
                     memcpy(q + b * 32, rowp + b * 34 + 2, 32);
+                }
+                continue;
+            }
+            if (type == TL_GGML_Q5_0) { /* codes q - 16 in [-16, 15], scale d: exact */
+                for (int64_t b = 0; b < nb; b++) {
+                    const uint8_t *blk = rowp + b * 22, *qs = blk + 6;
+                    uint32_t qh = le32(blk + 2);
+                    s[b] = h2f(blk);
+                    for (int j = 0; j < 16; j++) {
+                        q[b * 32 + j] = (int8_t)(((qs[j] & 15) | (int)(((qh >> j) & 1) << 4)) - 16);
+                        q[b * 32 + j + 16] = (int8_t)(((qs[j] >> 4) | (int)(((qh >> (j + 16)) & 1) << 4)) - 16);
+                    }
+                }
+                continue;
+            }
+            if (type == TL_GGML_Q6_K) { /* codes q - 32 in [-32, 31], scale d * sc per 16: exact */
+                for (int64_t b = 0; b < nb; b++) {
+                    const uint8_t *blk = rowp + b * 210;
+                    float d = h2f(blk + 208);
+                    uint8_t one[210];
+                    memcpy(one, blk, 210);
+                    memset(one + 192, 1, 16); /* unit scales and d = 1 give the codes themselves */
+                    one[208] = 0x00, one[209] = 0x3c;
+                    deq_q6_k(one, exact);
+                    for (int i = 0; i < 256; i++) q[b * 256 + i] = (int8_t)exact[i];
+                    for (int j = 0; j < 16; j++) s[b * 16 + j] = d * (float)(int8_t)blk[192 + j];
                 }
                 continue;
             }

@@ -61,11 +61,13 @@ int tl_ggml_dequant_ref(uint32_t type, const void *src, float *dst, int64_t n);
 void tl_ggml_k_scale_min(const uint8_t *scales, int j, int *sc, int *mn);
 
 /* Conversion of a quantized ggml matrix [rows, cols] (row-major, cols a multiple of the block)
- * into tinyllm's layouts (model.h), group 32, in one owned tl_aligned_alloc block (out->owned):
+ * into tinyllm's layouts (model.h), group 32 (16 for Q6_K), in one owned tl_aligned_alloc block (out->owned):
  *   Q8_0            -> TL_Q8: same int8 codes, fp32 scale = d                       (exact)
  *   Q4_0, Q4_1      -> TL_Q4: same 4-bit codes, f16 scale d, bias -8d or m          (exact)
  *   Q4_K            -> TL_Q4: same codes, f16 scale d*sc, bias -dmin*mn per 32      (f16 rounding)
- *   Q5_0, Q5_1, Q5_K, Q6_K -> TL_Q8: requantized from the exact values, scale max|w|/127 per 32
+ *   Q5_0            -> TL_Q8: codes q - 16, fp32 scale d                            (exact)
+ *   Q6_K            -> TL_Q8 with group 16: codes q - 32, fp32 scale d * sc         (exact)
+ *   Q5_1, Q5_K      -> TL_Q8: requantized from the exact values, scale max|w|/127 per 32
  * err (may be NULL): filled with the error of the result against tl_ggml_dequant_ref's values. */
 typedef struct tl_ggml_conv_err {
     double max_abs;   /* max |converted - exact| */
