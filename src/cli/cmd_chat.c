@@ -3,6 +3,7 @@
  * turn costs only its new tokens. Commands: /reset clears the history, /quit (or EOF) leaves. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "cli/common.h"
@@ -67,6 +68,7 @@ int cmd_chat(int argc, char **argv) {
     tinyllm *t = tinyllm_load(&p, err, sizeof err);
     if (!t) {
         fprintf(stderr, "tinyllm: %s\n", err);
+        if (strncmp(mo.model, "dummy:", 6) && access(mo.model, F_OK) != 0) cli_no_model_hint("chat");
         return 1;
     }
     if (!tinyllm_has_tokenizer(t)) {

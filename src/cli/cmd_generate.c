@@ -2,6 +2,7 @@
  * Uses the public API (include/tinyllm.h): the CLI is the library's first user. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "cli/common.h"
@@ -83,6 +84,7 @@ int cmd_generate(int argc, char **argv) {
     tinyllm *t = tinyllm_load(&p, err, sizeof err);
     if (!t) {
         fprintf(stderr, "tinyllm: %s\n", err);
+        if (strncmp(mo.model, "dummy:", 6) && access(mo.model, F_OK) != 0) cli_no_model_hint("generate");
         return 1;
     }
     fprintf(stderr, "loaded %s in %.2f s\n", tinyllm_model_name(t), tl_now() - t0);

@@ -4,6 +4,7 @@
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "tokenizer/tokenizer.h"
 
@@ -115,7 +116,7 @@ int cli_parse_sampling_opt(tl_sampling *s, int argc, char **argv, int *i) {
 
 void cli_no_model_hint(const char *cmd) {
     fprintf(stderr,
-            "tinyllm %s: no model given (-m PATH).\n\n"
+            "tinyllm %s: needs a model (-m PATH).\n\n"
             "Get a model folder from Hugging Face, for example:\n"
             "  huggingface-cli download Qwen/Qwen2-0.5B-Instruct --local-dir Qwen2-0.5B-Instruct\n"
             "  tinyllm %s -m Qwen2-0.5B-Instruct\n\n"
@@ -131,6 +132,7 @@ tl_model *cli_load(const cli_model_opts *o, tl_backend **be, double *load_s) {
     tl_model *m = tl_model_load(o->model, &lo, &e);
     if (!m) {
         fprintf(stderr, "tinyllm: %s\n", e.msg);
+        if (strncmp(o->model, "dummy:", 6) && access(o->model, F_OK) != 0) cli_no_model_hint("chat");
         return NULL;
     }
     *be = tl_backend_new(o->backend, o->threads, o->gpu_util, &e);
