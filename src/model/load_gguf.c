@@ -15,9 +15,6 @@
 #include "quant/ggml_types.h"
 #include "tokenizer/tokenizer.h"
 
-/* The tokenizer module lands in parallel: a weak reference until it does (TODO: drop then). */
-#pragma weak tl_tokenizer_from_vocab
-
 typedef struct loader {
     tl_gguf *g;
     tl_model *m;
@@ -281,14 +278,11 @@ static int load_tokenizer(loader *L) {
     sp.pad = token_id(L, "tokenizer.ggml.padding_token_id", n_tok);
     sp.add_bos = get_bool(g, "tokenizer.ggml.add_bos_token", !strcmp(sp.model, "llama"));
     sp.add_eos = get_bool(g, "tokenizer.ggml.add_eos_token", false);
+    sp.no_space_prefix = !get_bool(g, "tokenizer.ggml.add_space_prefix", true);
     sp.chat_template = tmpl;
     int rc = 0;
-    if (!tl_tokenizer_from_vocab) {
-        tl_warn("gguf: this build has no GGUF tokenizer: loading without one");
-    } else {
-        L->m->tok = tl_tokenizer_from_vocab(&sp, L->e);
-        if (!L->m->tok) rc = -1;
-    }
+    L->m->tok = tl_tokenizer_from_vocab(&sp, L->e);
+    if (!L->m->tok) rc = -1;
     free_strs(tokens, n_tok);
     free_strs(merges, n_merges);
     free(model), free(pre), free(tmpl), free(scores), free(types);
