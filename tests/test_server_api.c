@@ -149,13 +149,15 @@ static void test_valid(void) {
         CHECK(r.stream && r.include_usage);
         CHECK(r.logprobs && r.top_logprobs == 3 && r.s.n_logprobs == 3);
         CHECK(r.user && !strcmp(r.user, "u1"));
+        CHECK(r.temperature_given && r.top_p_given && r.top_k_given && r.repetition_penalty_given);
     }
     tl_api_req_free(&r);
 
     /* defaults */
     rc = parse("{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}", TL_API_CHAT, &r, &param, &e);
     CHECK(rc == 0 && r.max_tokens == -1 && r.s.temperature == 1.0f && r.s.top_p == 1.0f && !r.stream &&
-          !r.logprobs && r.s.n_logprobs == 0 && r.n_stop == 0 && !r.model && !r.seed_given);
+          !r.logprobs && r.s.n_logprobs == 0 && r.n_stop == 0 && !r.model && !r.seed_given &&
+          !r.temperature_given && !r.top_p_given && !r.top_k_given && !r.repetition_penalty_given);
     tl_api_req_free(&r);
 
     /* completions: string, ["string"], token ids, logprobs as an int, stop as a string */

@@ -232,6 +232,10 @@ int tl_api_parse(const char *body, size_t len, tl_api_kind kind, tl_api_req *r, 
     if (get_num(root, "presence_penalty", -2, 2, false, &r->s.presence_penalty, param, e)) goto fail;
     if (get_num(root, "frequency_penalty", -2, 2, false, &r->s.frequency_penalty, param, e)) goto fail;
     if (get_num(root, "repetition_penalty", 0, 10, true, &r->s.repetition_penalty, param, e)) goto fail;
+    r->temperature_given = field(root, "temperature") != NULL;
+    r->top_p_given = field(root, "top_p") != NULL;
+    r->top_k_given = field(root, "top_k") != NULL;
+    r->repetition_penalty_given = field(root, "repetition_penalty") != NULL;
     if ((v = field(root, "seed"))) {
         if (!json_is_integer(v)) BAD("seed", "'seed' must be an integer");
         r->s.seed = (uint64_t)json_integer_value(v);

@@ -408,6 +408,12 @@ enum MHD_Result tl_srv_gen_start(srv *s, struct MHD_Connection *c, tl_api_kind k
 
     tl_req_params p = {0};
     p.s = g->req.s;
+    /* fields the request left out take the model folder's generation_config.json defaults (as vLLM) */
+    const tl_gen_defaults *gd = &s->m->gen;
+    if (!g->req.temperature_given && gd->temperature > 0) p.s.temperature = gd->temperature;
+    if (!g->req.top_p_given && gd->top_p > 0 && gd->top_p < 1) p.s.top_p = gd->top_p;
+    if (!g->req.top_k_given && gd->top_k > 0) p.s.top_k = gd->top_k;
+    if (!g->req.repetition_penalty_given && gd->repetition_penalty > 0) p.s.repetition_penalty = gd->repetition_penalty;
     if (!g->req.seed_given) p.s.seed = seed;
     p.max_tokens = max_tokens;
     p.stop_ids = s->eos;

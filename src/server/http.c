@@ -358,11 +358,20 @@ static int n_gens(srv *s) {
     return n;
 }
 
-static void wait_gens(srv *s, double secs) {
+/* Waits up to secs for every request to end; a further SIGINT/SIGTERM (in *sigs) cuts it short. */
+static void wait_gens(srv *s, double secs, const sigset_t *sigs) {
     double t_end = tl_now() + secs;
     while (n_gens(s) > 0 && tl_now() < t_end) {
         struct timespec ts = {0, 20 * 1000 * 1000};
-        nanosleep(&ts, NULL);
+        if (sigs) {
+            int r = sigtimedwait(sigs, NULL, &ts);
+            if (r == SIGINT || r == SIGTERM) {
+                fprintf(stderr, "serve: second signal: not waiting any longer\n");
+                return;
+            }
+        } else {
+            nanosleep(&ts, NULL);
+        }
     }
 }
 
@@ -445,10 +454,10 @@ int tl_server_run(const tl_server_opts *opts) {
     lfd = MHD_quiesce_daemon(s->d); /* no new connections */
     if (state == 1) {
         pthread_join(lt, NULL);
-        wait_gens(s, s->o.shutdown_grace_s);
+        wait_gens(s, s->o.shutdown_grace_s, &set);
         if (n_gens(s)) fprintf(stderr, "serve: cancelling %d request(s)\n", n_gens(s));
         tl_engine_stop(s->en); /* cancels what remains: each gets its final CANCELLED event */
-        wait_gens(s, 2);
+        wait_gens(s, 2, NULL);
         ret = 0;
     } else if (state == 0) {
         pthread_detach(lt); /* still loading: the process exits under it */
@@ -457,7 +466,7 @@ int tl_server_run(const tl_server_opts *opts) {
         pthread_join(lt, NULL); /* load failed */
     }
     tl_srv_gen_abort_all(s);
-    wait_gens(s, 1);
+    wait_gens(s, 1, NULL);
     atomic_store(&w.stop, true);
     pthread_join(wt, NULL);
     MHD_stop_daemon(s->d);

@@ -26,6 +26,8 @@ typedef struct tl_api_req {
     int max_tokens;           /* -1: not given (up to the context limit) */
     tl_sampling s;            /* sampling (engine.h); temperature default 1 as in OpenAI */
     bool seed_given;
+    /* which sampling fields the request set (the rest may take the model's generation_config.json defaults) */
+    bool temperature_given, top_p_given, top_k_given, repetition_penalty_given;
     char *stop[TL_API_MAX_STOP];
     int n_stop;
     bool stream, include_usage;
