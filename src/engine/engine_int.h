@@ -1,0 +1,85 @@
+/* engine_int.h: the engine's private state, shared by engine.c (requests, threads, stats) and
+ * sched.c (one step: schedule, batch, forward, sample, finish). Not a public interface. */
+#ifndef TL_ENGINE_INT_H
+#define TL_ENGINE_INT_H
+
+#include <pthread.h>
+
+#include "engine/engine.h"
+#include "engine/sampler.h"
+#include "kv/block_manager.h"
+
+typedef struct tl_seq {
+    int64_t id;
+    tl_req_params p;         /* p.stop_ids points at stop_ids below */
+    int32_t *stop_ids;       /* [p.n_stop_ids] */
+    tl_token_cb cb;
+    void *user;
+    int32_t *tokens;         /* [cap] prompt then generated ids */
+    int n_tokens, cap;
+    int n_prompt, n_generated;
+    int n_computed;          /* tokens whose K/V are in the cache (positions 0..n_computed-1) */
+    int n_cached;            /* prompt tokens served by the prefix cache at first admission */
+    bool admitted_once;
+    tl_bm_seq bt;            /* block table */
+    uint64_t rng;
+    double t_add, t_first;
+    int sched_n;             /* tokens scheduled this step (0: not scheduled) */
+    bool done;               /* finished during this step's postprocessing */
+    struct tl_seq *next;     /* incoming list link */
+} tl_seq;
+
+/* A double-ended queue of waiting sequences (preempted ones go to the front). */
+typedef struct tl_seq_deque {
+    tl_seq **a;
+    int head, n, cap;
+} tl_seq_deque;
+
+struct tl_engine {
+    tl_model *m;
+    tl_backend *be;
+    tl_engine_opts o;
+    int n_vocab, n_ctx, bs, max_blocks_per_seq;
+    tl_kv kv;
+    tl_block_manager *bm;
+    tl_sampler sp;
+
+    /* owned by the stepping thread */
+    tl_seq **running;        /* [max_seqs] in admission order (oldest first) */
+    int n_running;
+    tl_seq_deque waiting;
+    int32_t *b_tokens, *b_pos, *b_rows; /* [max_batch_tokens] */
+    tl_batch_seq *b_seqs;    /* [max_seqs] */
+    tl_seq **b_owner;        /* [max_seqs] sequence of each batch entry */
+    float *logits;           /* [max_seqs, n_vocab] */
+    int64_t n_preempted, prompt_tokens, generated_tokens, steps;
+    int64_t *cancel_local;   /* [cap_cancel] copy of the cancel requests taken this step */
+
+    /* shared, under mu */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    tl_seq *in_head, *in_tail; /* requests added since the last step */
+    int n_incoming;
+    int64_t *cancel_ids;
+    int n_cancel, cap_cancel;
+    int64_t next_id;
+    int n_live;              /* added and not yet finished */
+    tl_engine_stats st;      /* snapshot at the end of the last step */
+    bool thread_on, stop_req;
+    pthread_t th;
+};
+
+/* sched.c */
+int tl_engine_step_locked_out(tl_engine *en); /* one step; takes mu only briefly */
+/* Final event (token -1), then releases the blocks and frees s; the caller has taken s out of
+ * running / waiting. */
+void tl_engine_finish(tl_engine *en, tl_seq *s, tl_finish why, const char *msg);
+void tl_engine_publish(tl_engine *en); /* stats snapshot under mu */
+void tl_seq_free(tl_seq *s);
+void tl_deque_push_back(tl_seq_deque *d, tl_seq *s);
+void tl_deque_push_front(tl_seq_deque *d, tl_seq *s);
+tl_seq *tl_deque_pop_front(tl_seq_deque *d);
+tl_seq *tl_deque_get(const tl_seq_deque *d, int i);
+void tl_deque_remove(tl_seq_deque *d, int i);
+
+#endif

@@ -1,0 +1,330 @@
+/* sched.c: one engine step.
+ *   1. intake: requests added and cancels asked for since the last step (under mu, briefly)
+ *   2. schedule within max_batch_tokens / max_seqs: running decodes (oldest first), then running
+ *      prefills, then admissions from the waiting queue (prefix-cache hit first, then a chunk of at
+ *      most prefill_chunk tokens). When blocks run out, the newest running sequence not yet scheduled
+ *      this step is preempted (blocks released, back to the front of the queue, recomputed later).
+ *   3. one forward over the flat batch; logits only for sequences whose last token was computed
+ *   4. per sequence: register newly full blocks in the prefix cache, sample, emit, finish.
+ * A sequence is tokens[0..n_tokens) (prompt then generated); K/V exist for positions < n_computed.
+ * Each step computes tokens[n_computed .. n_computed + k); when that reaches n_tokens the next token
+ * is sampled. Prefill, decode and recompute after preemption are the same operation. */
+#include "engine/engine_int.h"
+
+/* ---- waiting deque (ring buffer, amortized growth) ---- */
+static void deque_grow(tl_seq_deque *d) {
+    int cap = d->cap ? 2 * d->cap : 64;
+    tl_seq **a = tl_malloc((size_t)cap * sizeof *a);
+    for (int i = 0; i < d->n; i++) a[i] = d->a[(d->head + i) % d->cap];
+    free(d->a);
+    d->a = a;
+    d->cap = cap;
+    d->head = 0;
+}
+
+void tl_deque_push_back(tl_seq_deque *d, tl_seq *s) {
+    if (d->n == d->cap) deque_grow(d);
+    d->a[(d->head + d->n++) % d->cap] = s;
+}
+
+void tl_deque_push_front(tl_seq_deque *d, tl_seq *s) {
+    if (d->n == d->cap) deque_grow(d);
+    d->head = (d->head + d->cap - 1) % d->cap;
+    d->a[d->head] = s;
+    d->n++;
+}
+
+tl_seq *tl_deque_pop_front(tl_seq_deque *d) {
+    if (d->n == 0) return NULL;
+    tl_seq *s = d->a[d->head];
+    d->head = (d->head + 1) % d->cap;
+    d->n--;
+    return s;
+}
+
+tl_seq *tl_deque_get(const tl_seq_deque *d, int i) { return d->a[(d->head + i) % d->cap]; }
+
+void tl_deque_remove(tl_seq_deque *d, int i) {
+    for (int j = i; j + 1 < d->n; j++) d->a[(d->head + j) % d->cap] = d->a[(d->head + j + 1) % d->cap];
+    d->n--;
+}
+
+/* ---- events and finishing ---- */
+static int emit(tl_seq *s, tl_token_event *ev, int32_t tok, tl_finish fin, const char *err) {
+    ev->req_id = s->id;
+    ev->token = tok;
+    ev->finish = fin;
+    ev->n_prompt = s->n_prompt;
+    ev->n_generated = s->n_generated;
+    ev->n_cached = s->n_cached;
+    ev->t_first_token = s->t_first;
+    ev->error = err;
+    return s->cb ? s->cb(ev, s->user) : 0;
+}
+
+static void retire(tl_engine *en, tl_seq *s) {
+    tl_bm_deallocate(en->bm, &s->bt);
+    tl_seq_free(s);
+    pthread_mutex_lock(&en->mu);
+    en->n_live--;
+    pthread_mutex_unlock(&en->mu);
+}
+
+void tl_engine_finish(tl_engine *en, tl_seq *s, tl_finish why, const char *msg) {
+    tl_token_event ev;
+    memset(&ev, 0, sizeof ev);
+    emit(s, &ev, -1, why, msg);
+    retire(en, s);
+}
+
+static void running_remove(tl_engine *en, int i) {
+    memmove(en->running + i, en->running + i + 1, (size_t)(en->n_running - i - 1) * sizeof *en->running);
+    en->n_running--;
+}
+
+static void preempt(tl_engine *en, int i) {
+    tl_seq *s = en->running[i];
+    running_remove(en, i);
+    tl_bm_deallocate(en->bm, &s->bt);
+    s->n_computed = 0;
+    s->sched_n = 0;
+    tl_deque_push_front(&en->waiting, s);
+    en->n_preempted++;
+}
+
+static void fail_too_big(tl_engine *en, tl_seq *s, int n_tokens) {
+    char msg[256];
+    int nb = tl_bm_num_blocks(en->bm);
+    snprintf(msg, sizeof msg,
+             "request needs KV cache for %d tokens but the pool holds %d tokens (%d blocks of %d); "
+             "give the engine more KV memory (--kv-cache-mem) or lower max_tokens",
+             n_tokens, nb * en->bs, nb, en->bs);
+    tl_engine_finish(en, s, TL_FINISH_ERROR, msg);
+}
+
+/* ---- 1. intake ---- */
+static void intake(tl_engine *en) {
+    pthread_mutex_lock(&en->mu);
+    tl_seq *in = en->in_head;
+    en->in_head = en->in_tail = NULL;
+    en->n_incoming = 0;
+    int nc = en->n_cancel;
+    if (nc) {
+        en->cancel_local = tl_realloc(en->cancel_local, (size_t)en->cap_cancel * sizeof *en->cancel_local);
+        memcpy(en->cancel_local, en->cancel_ids, (size_t)nc * sizeof *en->cancel_ids);
+        en->n_cancel = 0;
+    }
+    pthread_mutex_unlock(&en->mu);
+    for (tl_seq *s = in, *n; s; s = n) {
+        n = s->next;
+        s->next = NULL;
+        tl_deque_push_back(&en->waiting, s);
+    }
+    for (int c = 0; c < nc; c++) {
+        int64_t id = en->cancel_local[c];
+        for (int i = 0; i < en->n_running; i++)
+            if (en->running[i]->id == id) {
+                tl_seq *s = en->running[i];
+                running_remove(en, i);
+                tl_engine_finish(en, s, TL_FINISH_CANCELLED, NULL);
+                break;
+            }
+        for (int i = 0; i < en->waiting.n; i++)
+            if (tl_deque_get(&en->waiting, i)->id == id) {
+                tl_seq *s = tl_deque_get(&en->waiting, i);
+                tl_deque_remove(&en->waiting, i);
+                tl_engine_finish(en, s, TL_FINISH_CANCELLED, NULL);
+                break;
+            }
+    }
+}
+
+/* ---- 2. schedule ---- */
+/* Newest running sequence not scheduled this step, other than `self`; -1 if none. */
+static int pick_victim(const tl_engine *en, const tl_seq *self) {
+    for (int i = en->n_running - 1; i >= 0; i--)
+        if (en->running[i] != self && en->running[i]->sched_n == 0) return i;
+    return -1;
+}
+
+static int schedule(tl_engine *en) {
+    int budget = en->o.max_batch_tokens, nb = 0, pool_tokens = tl_bm_num_blocks(en->bm) * en->bs;
+    bool preempted = false;
+    for (int pass = 0; pass < 2; pass++) { /* 0: decodes, 1: prefills in progress */
+        for (int i = 0; i < en->n_running && budget > 0; i++) {
+            tl_seq *s = en->running[i];
+            int remain = s->n_tokens - s->n_computed;
+            if (s->sched_n || (pass == 0) != (remain == 1)) continue;
+            int k = TL_MIN(TL_MIN(remain, en->o.prefill_chunk), budget);
+            bool dropped = false;
+            while (!tl_bm_can_append(en->bm, &s->bt, s->n_computed + k)) {
+                int fit = (s->bt.n_blocks + tl_bm_num_allocatable(en->bm)) * en->bs - s->n_computed;
+                if (fit >= 1 && fit < k) { /* a shorter prefill chunk fits in what is free */
+                    k = fit;
+                    continue;
+                }
+                int v = pick_victim(en, s);
+                if (v >= 0) {
+                    preempt(en, v);
+                    preempted = true;
+                    if (v < i) i--;
+                    continue;
+                }
+                running_remove(en, i--);
+                dropped = true;
+                if (s->n_computed + 1 > pool_tokens) {
+                    fail_too_big(en, s, s->n_computed + 1);
+                } else { /* others scheduled this step hold the blocks: wait for them */
+                    tl_bm_deallocate(en->bm, &s->bt);
+                    s->n_computed = 0;
+                    tl_deque_push_front(&en->waiting, s);
+                    en->n_preempted++;
+                    preempted = true;
+                }
+                break;
+            }
+            if (dropped) continue;
+            TL_ASSERT(tl_bm_append(en->bm, &s->bt, s->n_computed + k) == 0);
+            s->sched_n = k;
+            budget -= k;
+            en->b_owner[nb++] = s;
+        }
+    }
+    /* admissions: FIFO, none in a step that had to preempt */
+    while (!preempted && budget > 0 && en->n_running < en->o.max_seqs && en->waiting.n > 0) {
+        tl_seq *s = tl_deque_get(&en->waiting, 0);
+        if (s->n_tokens > pool_tokens) {
+            tl_deque_pop_front(&en->waiting);
+            fail_too_big(en, s, s->n_tokens);
+            continue;
+        }
+        int from_cached = 0;
+        int hit = tl_bm_peek_prefix(en->bm, s->tokens, s->n_tokens, &from_cached);
+        int avail = tl_bm_num_allocatable(en->bm) - from_cached;
+        int k = TL_MIN(TL_MIN(s->n_tokens - hit, en->o.prefill_chunk), budget);
+        if (TL_CDIV(hit + k, en->bs) - hit / en->bs > avail) {
+            k = (hit / en->bs + avail) * en->bs - hit;
+            if (k < 1) break; /* wait for blocks to come back */
+        }
+        tl_deque_pop_front(&en->waiting);
+        int got = tl_bm_allocate_prefix(en->bm, &s->bt, s->tokens, s->n_tokens);
+        TL_ASSERT(got == hit);
+        TL_ASSERT(tl_bm_append(en->bm, &s->bt, hit + k) == 0);
+        s->n_computed = hit;
+        if (!s->admitted_once) {
+            s->admitted_once = true;
+            s->n_cached = TL_MIN(hit, s->n_prompt);
+            en->prompt_tokens += s->n_prompt;
+        }
+        en->running[en->n_running++] = s;
+        s->sched_n = k;
+        budget -= k;
+        en->b_owner[nb++] = s;
+    }
+    return nb;
+}
+
+/* ---- 4. after the forward: one sequence's new token ---- */
+static void postprocess(tl_engine *en, tl_seq *s, const float *logits) {
+    tl_token_event ev;
+    memset(&ev, 0, sizeof ev);
+    int32_t tok = tl_sampler_sample(&en->sp, &s->p.s, logits, s->tokens, s->n_tokens, s->n_prompt, &s->rng, &ev);
+    TL_ASSERT(s->n_tokens < s->cap);
+    s->tokens[s->n_tokens++] = tok;
+    s->n_generated++;
+    en->generated_tokens++;
+    if (s->n_generated == 1) s->t_first = tl_now() - s->t_add;
+    tl_finish fin = TL_FINISH_NONE;
+    const tl_config *c = &en->m->cfg;
+    if (!s->p.ignore_eos)
+        for (int i = 0; i < c->n_eos; i++)
+            if (tok == c->eos_ids[i]) fin = TL_FINISH_STOP;
+    for (int i = 0; i < s->p.n_stop_ids; i++)
+        if (tok == s->p.stop_ids[i]) fin = TL_FINISH_STOP;
+    if (fin == TL_FINISH_NONE &&
+        ((s->p.max_tokens > 0 && s->n_generated >= s->p.max_tokens) || s->n_tokens >= en->n_ctx))
+        fin = TL_FINISH_LENGTH;
+    int stop = emit(s, &ev, tok, fin, NULL);
+    if (fin == TL_FINISH_NONE && stop) {
+        memset(&ev, 0, sizeof ev);
+        emit(s, &ev, -1, TL_FINISH_STOP, NULL);
+        fin = TL_FINISH_STOP;
+    }
+    s->done = fin != TL_FINISH_NONE;
+}
+
+void tl_engine_publish(tl_engine *en) {
+    tl_bm_stats b;
+    tl_bm_stats_get(en->bm, &b);
+    pthread_mutex_lock(&en->mu);
+    tl_engine_stats *st = &en->st;
+    st->n_running = en->n_running;
+    st->n_waiting = en->waiting.n;
+    st->kv_blocks_total = tl_bm_num_blocks(en->bm);
+    st->kv_blocks_used = b.n_used;
+    st->kv_blocks_cached = b.n_cached;
+    st->kv_blocks_free = b.n_free;
+    st->kv_blocks_peak = b.peak_used;
+    st->prefix_queries = b.queries;
+    st->prefix_hits = b.hits;
+    st->n_preempted = en->n_preempted;
+    st->prompt_tokens = en->prompt_tokens;
+    st->generated_tokens = en->generated_tokens;
+    st->steps = en->steps;
+    pthread_mutex_unlock(&en->mu);
+}
+
+int tl_engine_step_locked_out(tl_engine *en) {
+    intake(en);
+    int nb = schedule(en);
+    if (nb > 0) {
+        /* ---- 3. the flat batch and one forward ---- */
+        int n_tok = 0, n_rows = 0;
+        for (int j = 0; j < nb; j++) {
+            tl_seq *s = en->b_owner[j];
+            int k = s->sched_n;
+            en->b_seqs[j] = (tl_batch_seq){
+                .tok_start = n_tok, .n_new = k, .n_past = s->n_computed, .block_table = s->bt.blocks};
+            for (int t = 0; t < k; t++) {
+                en->b_tokens[n_tok + t] = s->tokens[s->n_computed + t];
+                en->b_pos[n_tok + t] = s->n_computed + t;
+            }
+            n_tok += k;
+            if (s->n_computed + k == s->n_tokens) en->b_rows[n_rows++] = n_tok - 1;
+        }
+        TL_ASSERT(n_tok <= en->o.max_batch_tokens && n_rows <= en->o.max_seqs);
+        tl_batch b = {.n_tok = n_tok, .tokens = en->b_tokens, .pos = en->b_pos, .n_seq = nb, .seqs = en->b_seqs,
+                      .n_logits = n_rows, .logit_rows = en->b_rows};
+        tl_error e = {{0}};
+        int rc = en->be->forward(en->be, en->m, &en->kv, &b, en->logits, &e);
+        en->steps++;
+        int row = 0;
+        for (int j = 0; j < nb; j++) {
+            tl_seq *s = en->b_owner[j];
+            if (rc) { /* the backend failed: every sequence of this batch ends with its message */
+                tl_token_event ev;
+                memset(&ev, 0, sizeof ev);
+                emit(s, &ev, -1, TL_FINISH_ERROR, e.msg[0] ? e.msg : "forward pass failed");
+                s->done = true;
+                continue;
+            }
+            s->n_computed += s->sched_n;
+            s->sched_n = 0;
+            tl_bm_commit(en->bm, &s->bt, s->tokens, s->n_computed);
+            if (s->n_computed == s->n_tokens) postprocess(en, s, en->logits + (size_t)row++ * en->n_vocab);
+        }
+        int w = 0; /* retire finished sequences, keeping admission order */
+        for (int i = 0; i < en->n_running; i++) {
+            tl_seq *s = en->running[i];
+            s->sched_n = 0;
+            if (s->done) retire(en, s);
+            else en->running[w++] = s;
+        }
+        en->n_running = w;
+    }
+    tl_engine_publish(en);
+    pthread_mutex_lock(&en->mu);
+    int live = en->n_live;
+    pthread_mutex_unlock(&en->mu);
+    return live;
+}

@@ -1,0 +1,123 @@
+/* fake_backend.h: a tl_backend for engine tests whose "model" is a hash of the whole token history,
+ * read back from the paged KV cache. Each forward writes (token, position) of every new token into
+ * its block row, then for each logit row re-reads positions 0..p of that sequence through its block
+ * table. Wrong block tables, positions, chunk boundaries or prefix-cache hits give wrong logits (or a
+ * forward error), so the engine's scheduling is checked against a direct reference computed from the
+ * token ids alone (fake_ref_greedy), never by the engine itself. Included by tests only. */
+#ifndef TL_FAKE_BACKEND_H
+#define TL_FAKE_BACKEND_H
+
+#include "backend/backend.h"
+
+typedef struct fake_stats {
+    int64_t forwards, tokens, logit_rows;
+    int max_n_seq, max_n_tok;
+} fake_stats;
+
+static uint64_t fake_mix(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+static uint64_t fake_step_hash(uint64_t h, int32_t tok, int pos) {
+    return fake_mix(h ^ ((uint64_t)(tok + 1) * 0x9e3779b97f4a7c15ULL + (uint64_t)pos));
+}
+static float fake_logit(uint64_t h, int v) { return (float)(fake_mix(h * 31 + (uint64_t)v) >> 40) * (8.0f / 16777216.0f); }
+
+/* The reference: greedy continuation of prompt computed from the ids alone. Stops at any of stop[]
+ * (included) unless n_stop == 0. Returns the number of tokens written. */
+static int fake_ref_greedy(const int32_t *prompt, int n_prompt, int n_vocab, int max_new, const int32_t *stop,
+                           int n_stop, int32_t *out) {
+    uint64_t h = 0;
+    for (int i = 0; i < n_prompt; i++) h = fake_step_hash(h, prompt[i], i);
+    int n = 0;
+    while (n < max_new) {
+        int best = 0;
+        for (int v = 1; v < n_vocab; v++)
+            if (fake_logit(h, v) > fake_logit(h, best)) best = v;
+        out[n++] = best;
+        bool stopped = false;
+        for (int s = 0; s < n_stop; s++) stopped |= best == stop[s];
+        if (stopped) break;
+        h = fake_step_hash(h, best, n_prompt + n - 1);
+    }
+    return n;
+}
+
+static int fake_forward(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *b, float *logits, tl_error *e) {
+    fake_stats *st = be->impl;
+    int bs = kv->block_size, V = m->cfg.n_vocab;
+    float *K = kv->k;
+    st->forwards++;
+    st->tokens += b->n_tok;
+    st->logit_rows += b->n_logits;
+    if (b->n_seq > st->max_n_seq) st->max_n_seq = b->n_seq;
+    if (b->n_tok > st->max_n_tok) st->max_n_tok = b->n_tok;
+    int expect_start = 0;
+    for (int s = 0; s < b->n_seq; s++) { /* write (token, position) into each new token's block row */
+        const tl_batch_seq *q = &b->seqs[s];
+        if (q->tok_start != expect_start || q->n_new < 1) return tl_errf(e, "fake: seq %d not contiguous", s);
+        expect_start += q->n_new;
+        for (int j = 0; j < q->n_new; j++) {
+            int t = q->tok_start + j, p = q->n_past + j;
+            if (b->pos[t] != p) return tl_errf(e, "fake: token %d has position %d, expected %d", t, b->pos[t], p);
+            int blk = q->block_table[p / bs];
+            if (blk < 0 || blk >= kv->n_blocks) return tl_errf(e, "fake: bad block %d", blk);
+            float *row = K + tl_kv_offset(kv, 0, blk, 0, p % bs);
+            row[0] = (float)b->tokens[t];
+            row[1] = (float)p;
+        }
+    }
+    if (expect_start != b->n_tok) return tl_errf(e, "fake: seqs cover %d of %d tokens", expect_start, b->n_tok);
+    for (int i = 0; i < b->n_logits; i++) {
+        int r = b->logit_rows[i];
+        if (r < 0 || r >= b->n_tok || (i > 0 && r <= b->logit_rows[i - 1])) return tl_errf(e, "fake: bad logit rows");
+        const tl_batch_seq *q = NULL;
+        for (int s = 0; s < b->n_seq; s++)
+            if (r >= b->seqs[s].tok_start && r < b->seqs[s].tok_start + b->seqs[s].n_new) q = &b->seqs[s];
+        int p = b->pos[r];
+        uint64_t h = 0;
+        for (int x = 0; x <= p; x++) { /* the history as the cache holds it */
+            const float *row = K + tl_kv_offset(kv, 0, q->block_table[x / bs], 0, x % bs);
+            if (!(row[1] == (float)x))
+                return tl_errf(e, "fake: KV of position %d holds position %g (block table or prefix hit wrong)", x,
+                               (double)row[1]);
+            h = fake_step_hash(h, (int32_t)row[0], x);
+        }
+        for (int v = 0; v < V; v++) logits[(size_t)i * V + v] = fake_logit(h, v);
+    }
+    return 0;
+}
+
+static size_t fake_budget(tl_backend *be, const tl_model *m) { return (size_t)64 << 20; }
+static int fake_kv_alloc(tl_backend *be, tl_kv *kv, const tl_config *c, int bs, int nb, tl_dtype dt, tl_error *e) {
+    int rc = tl_kv_init_host(kv, c, bs, nb, dt, e);
+    if (!rc) memset(kv->k, 0xff, kv->bytes / 2); /* NaN: reading an unwritten row fails loudly */
+    return rc;
+}
+static void fake_kv_free(tl_backend *be, tl_kv *kv) { tl_kv_free_host(kv); }
+
+static void fake_backend_init(tl_backend *be, fake_stats *st) {
+    memset(be, 0, sizeof *be);
+    memset(st, 0, sizeof *st);
+    be->name = "fake";
+    be->kv_default_budget = fake_budget;
+    be->kv_alloc = fake_kv_alloc;
+    be->kv_free = fake_kv_free;
+    be->forward = fake_forward;
+    be->impl = st;
+}
+
+/* A model that is only a config: vocabulary, context, one layer of one KV head of width 2. */
+static void fake_model_init(tl_model *m, int n_vocab, int n_ctx) {
+    memset(m, 0, sizeof *m);
+    m->cfg.n_vocab = n_vocab;
+    m->cfg.n_ctx = n_ctx;
+    m->cfg.n_layer = 1;
+    m->cfg.n_head = m->cfg.n_head_kv = 1;
+    m->cfg.head_dim = m->cfg.n_embd = 2;
+    m->cfg.bos_id = -1;
+    snprintf(m->name, sizeof m->name, "fake");
+}
+
+#endif

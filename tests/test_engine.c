@@ -1,0 +1,421 @@
+/* test_engine.c: the scheduler and engine loop on the fake backend (tests/fake_backend.h), whose logits
+ * are a hash of the history read back from the paged KV cache. Every request's tokens are compared
+ * with a reference computed from the token ids alone, across batch compositions, arrival steps,
+ * chunk sizes, block sizes, prefix-cache hits and preemption (tiny pools); plus stop rules, limits,
+ * cancellation, bad input, and the background thread. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <unistd.h>
+
+#include "engine/engine.h"
+#include "fake_backend.h"
+#include "kv/block_manager.h"
+#include "tl_test.h"
+
+#define NV 61
+#define MAXR 24
+#define MAXP 96
+#define MAXO 64
+
+typedef struct req {
+    int32_t prompt[MAXP];
+    int n_prompt, max_tokens, add_step;
+    tl_req_params p;
+    int64_t id;
+    int32_t out[MAXO + 4];
+    int n_out, n_final, n_after_final, n_cached, stop_after;
+    tl_finish fin;
+    char err[256];
+    atomic_int done;
+} req;
+
+static int on_token(const tl_token_event *ev, void *user) {
+    req *r = user;
+    if (r->n_final) r->n_after_final++;
+    if (ev->token >= 0 && r->n_out < MAXO + 4) r->out[r->n_out++] = ev->token;
+    if (ev->finish != TL_FINISH_NONE) {
+        r->n_final++;
+        r->fin = ev->finish;
+        r->n_cached = ev->n_cached;
+        if (ev->error) snprintf(r->err, sizeof r->err, "%s", ev->error);
+        atomic_store(&r->done, 1);
+    }
+    return r->stop_after > 0 && r->n_out >= r->stop_after;
+}
+
+static void req_init(req *r, int n_prompt, int max_tokens, int add_step) {
+    memset(r, 0, sizeof *r);
+    r->n_prompt = n_prompt;
+    r->max_tokens = max_tokens;
+    r->add_step = add_step;
+    tl_sampling_default(&r->p.s);
+    r->p.max_tokens = max_tokens;
+}
+
+/* Runs reqs through a fresh engine, adding each at its step. Returns the engine's final stats. */
+static tl_engine_stats run(tl_model *m, const tl_engine_opts *o, req *rs, int n, fake_stats *fs_out) {
+    tl_backend be;
+    fake_stats fs;
+    fake_backend_init(&be, &fs);
+    tl_error e = {{0}};
+    tl_engine *en = tl_engine_new(m, &be, o, &e);
+    TL_ASSERT(en);
+    int added = 0, live = 0;
+    for (int step = 0; added < n || live > 0; step++) {
+        for (int i = 0; i < n; i++)
+            if (rs[i].add_step == step) {
+                rs[i].id = tl_engine_add(en, rs[i].prompt, rs[i].n_prompt, &rs[i].p, on_token, &rs[i], &e);
+                CHECK(rs[i].id > 0, "add: %s", e.msg);
+                added++;
+            }
+        live = tl_engine_step(en);
+        TL_ASSERT(step < 100000);
+    }
+    tl_engine_stats st;
+    tl_engine_stats_get(en, &st);
+    CHECK(st.kv_blocks_used == 0 && st.kv_blocks_free + st.kv_blocks_cached == st.kv_blocks_total,
+          "blocks leaked: used %d free %d cached %d of %d", st.kv_blocks_used, st.kv_blocks_free, st.kv_blocks_cached,
+          st.kv_blocks_total);
+    tl_engine_free(en);
+    if (fs_out) *fs_out = fs;
+    return st;
+}
+
+/* Each request must have produced exactly the reference greedy tokens and one final event. */
+static int check_greedy(req *rs, int n, const char *what) {
+    int bad = 0;
+    for (int i = 0; i < n; i++) {
+        int32_t ref[MAXO];
+        int nr = fake_ref_greedy(rs[i].prompt, rs[i].n_prompt, NV, rs[i].max_tokens, NULL, 0, ref);
+        bool ok = rs[i].n_out == nr && !memcmp(ref, rs[i].out, sizeof(int32_t) * nr) && rs[i].n_final == 1 &&
+                  rs[i].n_after_final == 0 && rs[i].fin == TL_FINISH_LENGTH;
+        if (!ok && bad++ < 3)
+            fprintf(stderr, "%s: request %d (prompt %d): %d tokens vs %d, finish %d, finals %d, err '%s'\n", what, i,
+                    rs[i].n_prompt, rs[i].n_out, nr, rs[i].fin, rs[i].n_final, rs[i].err);
+    }
+    return bad;
+}
+
+/* A mix: prompts of 1..70 tokens, a third sharing a 40-token system prompt, arriving over 10 steps. */
+static void make_mix(req *rs, int n, unsigned long long seed) {
+    unsigned long long r = seed;
+    int32_t sys[40];
+    for (int i = 0; i < 40; i++) sys[i] = (int32_t)(tl_t_rng(&r) % NV);
+    for (int i = 0; i < n; i++) {
+        int np = 1 + (int)(tl_t_rng(&r) % 70), mt = 1 + (int)(tl_t_rng(&r) % 20);
+        req_init(&rs[i], np, mt, (int)(tl_t_rng(&r) % 10));
+        bool shared = i % 3 == 0 && np > 40;
+        for (int j = 0; j < np; j++) rs[i].prompt[j] = shared && j < 40 ? sys[j] : (int32_t)(tl_t_rng(&r) % NV);
+    }
+}
+
+static void test_invariance(tl_model *m) {
+    typedef struct {
+        int mbt, chunk, bs, pool_blocks, max_seqs;
+        bool no_prefix;
+    } cfg;
+    const cfg cfgs[] = {
+        {2048, 0, 16, 0, 64, false}, /* everything in one step */
+        {2048, 0, 16, 0, 64, true},
+        {32, 7, 4, 0, 64, false},    /* chunked: 7-token pieces over 4-token blocks */
+        {16, 5, 3, 0, 8, false},
+        {64, 1, 16, 0, 64, false},   /* one token at a time */
+        {48, 13, 4, 24, 64, false},  /* tiny pool: 96 tokens for requests up to 90 -> preemption */
+        {48, 13, 4, 24, 64, true},
+        {200, 0, 8, 12, 4, false},   /* 96 tokens, unchunked */
+    };
+    for (int c = 0; c < (int)(sizeof cfgs / sizeof cfgs[0]); c++)
+        for (unsigned long long seed = 1; seed <= 3; seed++) {
+            static req rs[MAXR];
+            make_mix(rs, MAXR, seed * 7 + (unsigned long long)c);
+            tl_engine_opts o;
+            tl_engine_opts_default(&o);
+            o.max_batch_tokens = cfgs[c].mbt;
+            o.prefill_chunk = cfgs[c].chunk;
+            o.block_size = cfgs[c].bs;
+            o.max_seqs = cfgs[c].max_seqs;
+            o.no_prefix_cache = cfgs[c].no_prefix;
+            if (cfgs[c].pool_blocks) o.kv_mem = (size_t)cfgs[c].pool_blocks * tl_kv_block_bytes(&m->cfg, o.block_size, TL_F32);
+            fake_stats fs;
+            tl_engine_stats st = run(m, &o, rs, MAXR, &fs);
+            char what[64];
+            snprintf(what, sizeof what, "config %d seed %llu", c, seed);
+            CHECK(check_greedy(rs, MAXR, what) == 0, "%s", what);
+            int64_t gen = 0;
+            for (int i = 0; i < MAXR; i++) gen += rs[i].n_out;
+            CHECK(fs.logit_rows == gen, "%s: logits for %lld rows, %lld tokens sampled", what, (long long)fs.logit_rows,
+                  (long long)gen);
+            CHECK(fs.max_n_tok <= cfgs[c].mbt && fs.max_n_seq <= cfgs[c].max_seqs);
+            CHECK(st.generated_tokens == gen);
+            if (cfgs[c].pool_blocks) CHECK(st.n_preempted > 0, "%s: the tiny pool should preempt", what);
+            if (!cfgs[c].no_prefix && !cfgs[c].pool_blocks && cfgs[c].chunk != 1) /* 1: nothing completes early enough */
+                CHECK(st.prefix_hits > 0, "%s: shared system prompts should hit the cache", what);
+            if (cfgs[c].no_prefix) CHECK(st.prefix_hits == 0);
+        }
+}
+
+/* The prefix cache skips recomputation: a repeated 64-token prompt computes only its last block. */
+static void test_prefix_skip(tl_model *m) {
+    static req rs[2];
+    for (int i = 0; i < 2; i++) {
+        req_init(&rs[i], 64, 3, i * 20); /* the second arrives after the first finished */
+        for (int j = 0; j < 64; j++) rs[i].prompt[j] = (j * 7 + 3) % NV;
+    }
+    tl_engine_opts o;
+    tl_engine_opts_default(&o);
+    fake_stats fs;
+    run(m, &o, rs, 2, &fs);
+    CHECK(check_greedy(rs, 2, "prefix skip") == 0);
+    CHECK(rs[0].n_cached == 0 && rs[1].n_cached == 48, "cached %d %d", rs[0].n_cached, rs[1].n_cached);
+    /* first: 64 + 2 decodes; second: 16 (the last block, recomputed for its logits) + 2 */
+    CHECK(fs.tokens == 66 + 18, "computed %lld tokens", (long long)fs.tokens);
+}
+
+/* Seeded sampling: the same seed gives the same tokens alone and batched with others. */
+static void test_seeded(tl_model *m) {
+    static req alone[1], mixed[MAXR];
+    make_mix(mixed, MAXR, 99);
+    for (int i = 0; i < MAXR; i++) {
+        mixed[i].p.s.temperature = 0.9f;
+        mixed[i].p.s.top_p = 0.95f;
+        mixed[i].p.s.top_k = 20;
+        mixed[i].p.s.seed = 1000 + (uint64_t)i;
+    }
+    tl_engine_opts o;
+    tl_engine_opts_default(&o);
+    o.max_batch_tokens = 24;
+    o.prefill_chunk = 9;
+    o.block_size = 4;
+    run(m, &o, mixed, MAXR, NULL);
+    int bad = 0, differs = 0;
+    for (int i = 0; i < MAXR; i++) {
+        alone[0] = mixed[i];
+        alone[0].n_out = alone[0].n_final = 0;
+        alone[0].add_step = 0;
+        tl_engine_opts o1;
+        tl_engine_opts_default(&o1);
+        run(m, &o1, alone, 1, NULL);
+        bad += alone[0].n_out != mixed[i].n_out || memcmp(alone[0].out, mixed[i].out, sizeof(int32_t) * mixed[i].n_out);
+        int32_t ref[MAXO];
+        int nr = fake_ref_greedy(mixed[i].prompt, mixed[i].n_prompt, NV, mixed[i].max_tokens, NULL, 0, ref);
+        differs += nr != mixed[i].n_out || memcmp(ref, mixed[i].out, sizeof(int32_t) * nr);
+    }
+    CHECK(bad == 0, "%d seeded requests differ alone vs batched", bad);
+    CHECK(differs > 0, "sampling at temperature 0.9 never left the greedy path");
+}
+
+static void test_stops(tl_model *m) {
+    int32_t prompt[5] = {1, 2, 3, 4, 5}, ref[40];
+    int nr = fake_ref_greedy(prompt, 5, NV, 40, NULL, 0, ref);
+    int32_t stop_tok = ref[5];
+    int first = 0;
+    while (ref[first] != stop_tok) first++; /* its first occurrence */
+    tl_engine_opts o;
+    tl_engine_opts_default(&o);
+    static req r[4];
+    for (int i = 0; i < 4; i++) {
+        req_init(&r[i], 5, 40, 0);
+        memcpy(r[i].prompt, prompt, sizeof prompt);
+    }
+    r[0].p.stop_ids = &stop_tok; /* stop id */
+    r[0].p.n_stop_ids = 1;
+    r[2].stop_after = 3;         /* callback asks to stop */
+    tl_model m2 = *m;            /* EOS from the model config */
+    m2.cfg.eos_ids[0] = stop_tok;
+    m2.cfg.n_eos = 1;
+    r[3].p.ignore_eos = true;
+    run(&m2, &o, r, 4, NULL);
+    CHECK(r[0].fin == TL_FINISH_STOP && r[0].n_out == first + 1 && r[0].out[first] == stop_tok, "stop id: %d tokens",
+          r[0].n_out);
+    CHECK(r[1].fin == TL_FINISH_STOP && r[1].n_out == first + 1, "eos: finish %d after %d", r[1].fin, r[1].n_out);
+    CHECK(r[2].fin == TL_FINISH_STOP && r[2].n_out == 3 && r[2].n_final == 1 && r[2].n_after_final == 0,
+          "callback stop: %d tokens", r[2].n_out);
+    CHECK(r[3].fin == TL_FINISH_LENGTH && r[3].n_out == nr && !memcmp(r[3].out, ref, sizeof(int32_t) * nr),
+          "ignore_eos");
+
+    /* context limit: n_ctx 40, prompt 30 -> 10 tokens, LENGTH */
+    tl_model m3 = *m;
+    m3.cfg.n_ctx = 40;
+    static req c[1];
+    req_init(&c[0], 30, 100, 0);
+    for (int j = 0; j < 30; j++) c[0].prompt[j] = j;
+    run(&m3, &o, c, 1, NULL);
+    CHECK(c[0].fin == TL_FINISH_LENGTH && c[0].n_out == 10, "context limit: %d tokens", c[0].n_out);
+}
+
+/* A request that can never fit ends with an error; others carry on. */
+static void test_too_big(tl_model *m) {
+    static req r[3];
+    req_init(&r[0], 20, 5, 0);  /* prompt larger than the pool */
+    req_init(&r[1], 10, 20, 0); /* grows past the pool while decoding */
+    req_init(&r[2], 3, 3, 0);
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < r[i].n_prompt; j++) r[i].prompt[j] = (j + i) % NV;
+    tl_engine_opts o;
+    tl_engine_opts_default(&o);
+    o.block_size = 4;
+    o.kv_mem = 4 * tl_kv_block_bytes(&m->cfg, 4, TL_F32); /* 16 tokens */
+    run(m, &o, r, 3, NULL);
+    CHECK(r[0].fin == TL_FINISH_ERROR && strstr(r[0].err, "pool holds 16 tokens"), "err '%s'", r[0].err);
+    CHECK(r[1].fin == TL_FINISH_ERROR && r[1].n_out == 7, "computed 16 positions, sampled 7, then failed: %d, '%s'", r[1].n_out,
+          r[1].err);
+    CHECK(check_greedy(&r[2], 1, "small request beside") == 0);
+}
+
+static void test_cancel(tl_model *m) {
+    tl_backend be;
+    fake_stats fs;
+    fake_backend_init(&be, &fs);
+    tl_engine_opts o;
+    tl_engine_opts_default(&o);
+    o.max_seqs = 2;
+    o.block_size = 4;
+    tl_error e = {{0}};
+    tl_engine *en = tl_engine_new(m, &be, &o, &e);
+    static req r[4];
+    for (int i = 0; i < 4; i++) {
+        req_init(&r[i], 9, 30, 0);
+        for (int j = 0; j < 9; j++) r[i].prompt[j] = (j * 3 + i) % NV;
+        r[i].id = tl_engine_add(en, r[i].prompt, 9, &r[i].p, on_token, &r[i], &e);
+    }
+    tl_engine_cancel(en, r[3].id); /* still in the intake list */
+    tl_engine_step(en);
+    tl_engine_step(en);
+    tl_engine_cancel(en, r[1].id); /* running */
+    tl_engine_cancel(en, r[2].id); /* waiting (max_seqs 2) */
+    tl_engine_cancel(en, 12345);   /* unknown: ignored */
+    tl_engine_step(en);
+    tl_engine_stats st;
+    tl_engine_stats_get(en, &st);
+    CHECK(st.n_running == 1 && st.n_waiting == 0, "running %d waiting %d", st.n_running, st.n_waiting);
+    tl_engine_run_until_idle(en);
+    tl_engine_cancel(en, r[0].id); /* finished: ignored */
+    tl_engine_step(en);
+    CHECK(r[1].fin == TL_FINISH_CANCELLED && r[1].n_out == 2 && r[1].n_final == 1, "running cancel: %d tokens",
+          r[1].n_out);
+    CHECK(r[2].fin == TL_FINISH_CANCELLED && r[2].n_out == 0 && r[2].n_final == 1);
+    CHECK(r[3].fin == TL_FINISH_CANCELLED && r[3].n_out == 0 && r[3].n_final == 1);
+    CHECK(check_greedy(&r[0], 1, "beside cancels") == 0);
+    tl_engine_stats_get(en, &st);
+    CHECK(st.kv_blocks_used == 0 && st.n_running == 0);
+    tl_engine_free(en);
+}
+
+static void test_bad_input(tl_model *m) {
+    tl_backend be;
+    fake_stats fs;
+    fake_backend_init(&be, &fs);
+    tl_engine_opts o;
+    tl_engine_opts_default(&o);
+    o.max_queue = 2;
+    tl_error e = {{0}};
+    tl_engine *en = tl_engine_new(m, &be, &o, &e);
+    int32_t p[3] = {1, 2, 3}, badp[2] = {1, NV};
+    tl_req_params rp;
+    memset(&rp, 0, sizeof rp);
+    tl_sampling_default(&rp.s);
+    CHECK(tl_engine_add(en, p, 0, &rp, NULL, NULL, &e) == -1 && strstr(e.msg, "empty"));
+    static int32_t big[300];
+    CHECK(tl_engine_add(en, big, m->cfg.n_ctx, &rp, NULL, NULL, &e) == -1 && strstr(e.msg, "too long"));
+    CHECK(tl_engine_add(en, badp, 2, &rp, NULL, NULL, &e) == -1 && strstr(e.msg, "vocabulary"), "%s", e.msg);
+    rp.s.temperature = -1;
+    CHECK(tl_engine_add(en, p, 3, &rp, NULL, NULL, &e) == -1 && strstr(e.msg, "temperature"));
+    rp.s.temperature = 0;
+    rp.s.top_p = 0;
+    CHECK(tl_engine_add(en, p, 3, &rp, NULL, NULL, &e) == -1 && strstr(e.msg, "top_p"));
+    rp.s.top_p = 1;
+    rp.s.n_logprobs = 21;
+    CHECK(tl_engine_add(en, p, 3, &rp, NULL, NULL, &e) == -1 && strstr(e.msg, "logprobs"));
+    rp.s.n_logprobs = 0;
+    rp.max_tokens = 2;
+    CHECK(tl_engine_add(en, p, 3, &rp, NULL, NULL, &e) > 0);
+    CHECK(tl_engine_add(en, p, 3, &rp, NULL, NULL, &e) > 0);
+    CHECK(tl_engine_add(en, p, 3, &rp, NULL, NULL, &e) == -1 && !strncmp(e.msg, "queue full", 10), "%s", e.msg);
+    tl_engine_run_until_idle(en);
+    CHECK(tl_engine_add(en, p, 3, NULL, NULL, NULL, &e) > 0, "the queue drained; NULL params are defaults");
+    tl_engine_run_until_idle(en);
+    tl_engine_free(en);
+}
+
+/* The background thread: requests added and cancelled from several threads. */
+typedef struct {
+    tl_engine *en;
+    req *rs;
+    int n;
+} adder;
+
+static void *add_thread(void *arg) {
+    adder *a = arg;
+    tl_error e = {{0}};
+    for (int i = 0; i < a->n; i++) {
+        a->rs[i].id = tl_engine_add(a->en, a->rs[i].prompt, a->rs[i].n_prompt, &a->rs[i].p, on_token, &a->rs[i], &e);
+        if (i % 4 == 3) tl_engine_cancel(a->en, a->rs[i].id);
+        usleep(200);
+    }
+    return NULL;
+}
+
+static void test_thread(tl_model *m) {
+    tl_backend be;
+    fake_stats fs;
+    fake_backend_init(&be, &fs);
+    tl_engine_opts o;
+    tl_engine_opts_default(&o);
+    o.max_batch_tokens = 40;
+    o.block_size = 4;
+    o.kv_mem = 40 * tl_kv_block_bytes(&m->cfg, 4, TL_F32);
+    tl_error e = {{0}};
+    tl_engine *en = tl_engine_new(m, &be, &o, &e);
+    CHECK(tl_engine_start(en, &e) == 0);
+    static req rs[4][8];
+    pthread_t th[4];
+    adder ad[4];
+    for (int t = 0; t < 4; t++) {
+        make_mix(rs[t], 8, 500 + (unsigned long long)t);
+        ad[t] = (adder){en, rs[t], 8};
+        pthread_create(&th[t], NULL, add_thread, &ad[t]);
+    }
+    for (int t = 0; t < 4; t++) pthread_join(th[t], NULL);
+    for (int wait = 0; wait < 2000; wait++) { /* up to 20 s */
+        int done = 0;
+        for (int t = 0; t < 4; t++)
+            for (int i = 0; i < 8; i++) done += atomic_load(&rs[t][i].done);
+        if (done == 32) break;
+        usleep(10000);
+    }
+    tl_engine_stop(en);
+    int bad = 0;
+    for (int t = 0; t < 4; t++)
+        for (int i = 0; i < 8; i++) {
+            req *r = &rs[t][i];
+            if (r->n_final != 1) bad++;
+            else if (r->fin != TL_FINISH_CANCELLED) bad += check_greedy(r, 1, "threaded");
+        }
+    CHECK(bad == 0, "%d threaded requests wrong", bad);
+    tl_engine_stats st;
+    tl_engine_stats_get(en, &st);
+    CHECK(st.kv_blocks_used == 0 && st.n_running == 0 && st.n_waiting == 0);
+    /* stop cancels what remains */
+    CHECK(tl_engine_start(en, &e) == 0);
+    static req late[1];
+    req_init(&late[0], 5, 60, 0);
+    tl_engine_add(en, late[0].prompt, 5, &late[0].p, on_token, &late[0], &e);
+    tl_engine_stop(en);
+    CHECK(late[0].n_final == 1 && (late[0].fin == TL_FINISH_CANCELLED || late[0].fin == TL_FINISH_LENGTH));
+    tl_engine_free(en);
+}
+
+int main(void) {
+    tl_log_set_level(TL_LOG_WARN);
+    tl_model m;
+    fake_model_init(&m, NV, 256);
+    test_invariance(&m);
+    test_prefix_skip(&m);
+    test_seeded(&m);
+    test_stops(&m);
+    test_too_big(&m);
+    test_cancel(&m);
+    test_bad_input(&m);
+    test_thread(&m);
+    TL_TEST_END();
+}
