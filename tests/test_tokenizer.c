@@ -379,7 +379,7 @@ static void test_regressions(tl_tokenizer *const *toks) {
     int n = 0, ok = 0;
     while (getline(&line, &cap, f) > 0) {
         if (line[0] != '{') continue;
-        json_t *c = json_loads(line, 0, NULL);
+        json_t *c = json_loads(line, JSON_ALLOW_NUL, NULL);
         json_t *ids = json_object_get(c, "ids"), *tx = json_object_get(c, "text");
         int which = (int)json_integer_value(json_object_get(c, "tok"));
         int nw = (int)json_array_size(ids);

@@ -6,12 +6,13 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "formats/gguf.h"
 #include "tokenizer/tokenizer.h"
 
 static void tok_usage(void) {
     fprintf(stderr,
             "usage: tinyllm tokenize -m PATH [--chat] [--no-special] [--no-bos] [--lines] [TEXT]\n"
-            "  PATH: a model folder or a tokenizer.json. Prints the ids as a JSON array.\n"
+            "  PATH: a model folder, a tokenizer.json or a .gguf file. Prints the ids as a JSON array.\n"
             "  --chat        wrap TEXT as one user message in the model's chat template (+ generation prompt)\n"
             "  --no-special  special tokens in TEXT are plain text (default: they become their ids)\n"
             "  --no-bos      never prepend bos (default: when the vocab asks for it)\n"
@@ -48,7 +49,15 @@ static int parse(int argc, char **argv, opts *o) {
 
 static tl_tokenizer *open_tok(const char *path) {
     tl_error e = {{0}};
-    tl_tokenizer *t = tl_tokenizer_load(path, &e);
+    size_t n = strlen(path);
+    tl_tokenizer *t = NULL;
+    if (n > 5 && !strcmp(path + n - 5, ".gguf")) {
+        tl_gguf *g = tl_gguf_open(path, &e);
+        if (g) t = tl_tokenizer_from_gguf(g, &e);
+        tl_gguf_free(g);
+    } else {
+        t = tl_tokenizer_load(path, &e);
+    }
     if (!t) fprintf(stderr, "tinyllm: %s\n", e.msg);
     return t;
 }

@@ -30,6 +30,10 @@ typedef struct tl_vocab_spec {
     bool no_space_prefix;           /* llama: tokenizer.ggml.add_space_prefix == false (default: add) */
 } tl_vocab_spec;
 tl_tokenizer *tl_tokenizer_from_vocab(const tl_vocab_spec *s, tl_error *e);
+/* Reads a GGUF file's tokenizer.* keys (formats/gguf.h) and calls tl_tokenizer_from_vocab, with
+ * llama.cpp's defaults (llama: add_bos and add_space_prefix unless the file says otherwise). */
+struct tl_gguf;
+tl_tokenizer *tl_tokenizer_from_gguf(const struct tl_gguf *g, tl_error *e);
 
 int tl_tokenizer_n_vocab(const tl_tokenizer *t); /* highest id + 1 */
 /* Encodes text[0..len). parse_special: added/special tokens in the text become their ids (HF default).
