@@ -82,4 +82,9 @@ bool tl_gguf_arr_int(const tl_gguf_kv *kv, uint64_t i, int64_t *out);
 bool tl_gguf_arr_float(const tl_gguf_kv *kv, uint64_t i, double *out);
 bool tl_gguf_arr_str(const tl_gguf_kv *kv, uint64_t i, tl_gguf_str *out);
 
+/* The tokenizer a GGUF file carries (tokenizer.ggml.*: model gpt2 or llama; implemented in
+ * model/load_gguf.c). Returns 0 with *out NULL when the file has no token list, -1 on error. */
+struct tl_tokenizer;
+int tl_gguf_tokenizer(const tl_gguf *g, struct tl_tokenizer **out, tl_error *e);
+
 #endif

@@ -56,9 +56,9 @@ static int get_float(loader *L, const char *suffix, double dflt, float *out) {
     return 0;
 }
 /* A token id key: -1 when absent or out of [0, n_vocab) (files write 0xffffffff for "none"). */
-static int token_id(loader *L, const char *key, int n_vocab) {
+static int token_id(const tl_gguf *g, const char *key, int n_vocab) {
     int64_t v;
-    if (!tl_gguf_kv_int(tl_gguf_find(L->g, key), &v) || v < 0 || v >= n_vocab) return -1;
+    if (!tl_gguf_kv_int(tl_gguf_find(g, key), &v) || v < 0 || v >= n_vocab) return -1;
     return (int)v;
 }
 
@@ -98,12 +98,12 @@ static int read_config(loader *L, tl_config *c) {
     if (!emb) return tl_errf(L->e, "gguf: missing tensor token_embd.weight");
     c->n_vocab = tok && tok->type == TL_GGUF_ARRAY ? (int)TL_MIN(tok->arr_n, INT32_MAX) : (int)TL_MIN(emb->ne[1], INT32_MAX);
     if (c->n_vocab <= 0) return tl_errf(L->e, "gguf: empty vocabulary");
-    c->bos_id = token_id(L, "tokenizer.ggml.bos_token_id", c->n_vocab);
+    c->bos_id = token_id(L->g, "tokenizer.ggml.bos_token_id", c->n_vocab);
     c->n_eos = 0;
     static const char *eos_keys[] = {"tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id",
                                      "tokenizer.ggml.eom_token_id"};
     for (int i = 0; i < 3; i++) {
-        int id = token_id(L, eos_keys[i], c->n_vocab);
+        int id = token_id(L->g, eos_keys[i], c->n_vocab);
         bool dup = false;
         for (int j = 0; j < c->n_eos; j++) dup |= c->eos_ids[j] == id;
         if (id >= 0 && !dup) c->eos_ids[c->n_eos++] = id;
@@ -237,15 +237,11 @@ static bool get_bool(const tl_gguf *g, const char *key, bool dflt) {
     return tl_gguf_kv_int(tl_gguf_find(g, key), &v) ? v != 0 : dflt;
 }
 
-/* Builds the tokenizer; a file without tokenizer.ggml.tokens loads without one. */
-static int load_tokenizer(loader *L) {
-    const tl_gguf *g = L->g;
+int tl_gguf_tokenizer(const tl_gguf *g, struct tl_tokenizer **out, tl_error *e) {
+    *out = NULL;
     int n_tok = 0, n_merges = 0;
     char **tokens = str_array(tl_gguf_find(g, "tokenizer.ggml.tokens"), &n_tok);
-    if (!tokens) {
-        tl_warn("gguf: no tokenizer.ggml.tokens: loading without a tokenizer");
-        return 0;
-    }
+    if (!tokens) return 0;
     tl_vocab_spec sp = {0};
     char *model = dup_str(tl_gguf_find(g, "tokenizer.ggml.model"));
     char *pre = dup_str(tl_gguf_find(g, "tokenizer.ggml.pre"));
@@ -272,17 +268,17 @@ static int load_tokenizer(loader *L) {
     sp.token_types = types;
     sp.n_merges = n_merges;
     sp.merges = (const char *const *)merges;
-    sp.bos = token_id(L, "tokenizer.ggml.bos_token_id", n_tok);
-    sp.eos = token_id(L, "tokenizer.ggml.eos_token_id", n_tok);
-    sp.unk = token_id(L, "tokenizer.ggml.unknown_token_id", n_tok);
-    sp.pad = token_id(L, "tokenizer.ggml.padding_token_id", n_tok);
+    sp.bos = token_id(g, "tokenizer.ggml.bos_token_id", n_tok);
+    sp.eos = token_id(g, "tokenizer.ggml.eos_token_id", n_tok);
+    sp.unk = token_id(g, "tokenizer.ggml.unknown_token_id", n_tok);
+    sp.pad = token_id(g, "tokenizer.ggml.padding_token_id", n_tok);
     sp.add_bos = get_bool(g, "tokenizer.ggml.add_bos_token", !strcmp(sp.model, "llama"));
     sp.add_eos = get_bool(g, "tokenizer.ggml.add_eos_token", false);
     sp.no_space_prefix = !get_bool(g, "tokenizer.ggml.add_space_prefix", true);
     sp.chat_template = tmpl;
     int rc = 0;
-    L->m->tok = tl_tokenizer_from_vocab(&sp, L->e);
-    if (!L->m->tok) rc = -1;
+    *out = tl_tokenizer_from_vocab(&sp, e);
+    if (!*out) rc = -1;
     free_strs(tokens, n_tok);
     free_strs(merges, n_merges);
     free(model), free(pre), free(tmpl), free(scores), free(types);
@@ -301,7 +297,8 @@ int tl_load_gguf(tl_model *m, const char *file, const tl_load_opts *o, tl_error 
     loader L = {.g = g, .m = m, .e = e, .measure = lv && atoi(lv) >= TL_LOG_DEBUG};
     int rc = read_config(&L, &m->cfg);
     if (!rc) rc = load_weights(&L);
-    if (!rc) rc = load_tokenizer(&L);
+    if (!rc) rc = tl_gguf_tokenizer(g, &m->tok, e);
+    if (!rc && !m->tok) tl_warn("gguf: no tokenizer.ggml.tokens: loading without a tokenizer");
     if (!rc && !m->name[0]) {
         tl_gguf_str s;
         const char *base = strrchr(file, '/');
