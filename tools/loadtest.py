@@ -51,9 +51,10 @@ class Server:
     """Runs `tinyllm serve` on a free loopback port; collects its stderr."""
 
     def __init__(self, extra=(), model="dummy:tiny", tokenizer=None, wait_ready=True, timeout=120):
-        tok = tokenizer or shared("assets/qwen2.5-tokenizer")
-        self.cmd = [find_bin(), "serve", "-m", model, "--tokenizer", tok, "--port", "0",
-                    "--kv-cache-mem", "64M"] + list(extra)
+        tok = shared("assets/qwen2.5-tokenizer") if tokenizer is None else tokenizer
+        self.cmd = [find_bin(), "serve", "-m", model, "--port", "0", "--kv-cache-mem", "64M"] + list(extra)
+        if tok:  # "" : the model's own
+            self.cmd += ["--tokenizer", tok]
         self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.log = []
         self.port = None

@@ -11,6 +11,7 @@ static const tl_cmd commands[] = {
     {"info", cmd_info, "show a model's configuration and memory plan"},
     {"tokenize", cmd_tokenize, "print the token ids of a text (JSON array)"},
     {"detokenize", cmd_detokenize, "print the text of token ids"},
+    {"serve", cmd_serve, "OpenAI-compatible HTTP server"},
 };
 #define N_COMMANDS (int)(sizeof commands / sizeof commands[0])
 
