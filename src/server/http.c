@@ -327,6 +327,16 @@ static void *loader(void *arg) {
     s->en = tl_engine_new(s->m, s->be, &o->eng, &e);
     if (!s->en) goto fail;
     if (tl_engine_start(s->en, &e)) goto fail;
+    /* A request must fit the KV pool as well as the context: the smaller is the limit we announce
+     * (max_model_len) and check (400 before admission, rather than an engine error after a 200). */
+    tl_engine_stats es;
+    tl_engine_stats_get(s->en, &es);
+    int64_t pool_tokens = (int64_t)es.kv_blocks_total * (o->eng.block_size > 0 ? o->eng.block_size : 16);
+    if (pool_tokens > 0 && pool_tokens < s->n_ctx) {
+        tl_warn("serve: the KV pool holds %lld tokens, fewer than the model's context (%d): requests are limited to "
+                "%lld tokens (raise --kv-cache-mem for more)", (long long)pool_tokens, s->n_ctx, (long long)pool_tokens);
+        s->n_ctx = (int)pool_tokens;
+    }
     tl_info("serve: model %s loaded in %.1f s (context %d tokens); ready", s->served_name, tl_now() - t0, s->n_ctx);
     atomic_store(&s->ready, 1);
     return NULL;

@@ -337,6 +337,39 @@ def test_real_model():
         check(srv.stop() == 0, "stories server exits cleanly")
     finally:
         srv.kill()
+    # A KV pool of 51 blocks (816 tokens, under the 2048-token context): the limit announced and checked is
+    # the pool's; 12 concurrent greedy requests force preemption and must still each give llama2.c's text.
+    srv = lt.Server(model=lt.shared("assets/stories260K/stories260K.gguf"), tokenizer="",
+                    extra=["--threads", "1", "--served-model-name", "stories", "--kv-cache-mem", "1M"])
+    try:
+        st, body = lt.post(srv.url, "/v1/completions", {"prompt": "Once upon a time " * 250, "max_tokens": 10})
+        err = (json.loads(body).get("error") or {}) if st == 400 else {}
+        check(st == 400 and err.get("code") == "context_length_exceeded" and err.get("max_context_length") == 816,
+              "request larger than the KV pool -> 400 before admission: %d %s" % (st, body[:300]))
+        st, body = lt.get(srv.url, "/v1/models")
+        check(json.loads(body)["data"][0]["max_model_len"] == 816, "max_model_len is the pool's limit")
+        outs = [None] * 12
+
+        def one(i):
+            try:
+                outs[i] = lt.post(srv.url, "/v1/completions", {"prompt": prompt, "max_tokens": 150 + 5 * i,
+                                                              "temperature": 0}, timeout=120)
+            except OSError as e:
+                outs[i] = (-1, repr(e))
+
+        ths = [threading.Thread(target=one, args=(i,)) for i in range(12)]
+        for t in ths:
+            t.start()
+        for t in ths:
+            t.join(150)
+        texts = [json.loads(b)["choices"][0]["text"] if st == 200 else None for st, b in outs]
+        check(all(t is not None and len(t) > 100 and cont.startswith(t) for t in texts),
+              "12 concurrent greedy requests under preemption equal llama2.c's text: %r" % texts[:2])
+        m, idle = lt.wait_idle(srv.url, 10)
+        check(idle and m["tinyllm_preemptions_total"] > 0, "preempted (%s) and idle after" % m.get("tinyllm_preemptions_total"))
+        check(srv.stop() == 0, "small-pool server exits cleanly")
+    finally:
+        srv.kill()
 
 
 def test_shutdown():
