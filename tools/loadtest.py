@@ -171,6 +171,8 @@ def one_request(url, model, i, args, rng, headers):
     disconnect = rng.random() < args.disconnect
     body = {"model": model, "max_tokens": rng.randint(max(1, args.max_tokens // 2), args.max_tokens),
             "temperature": rng.choice([0.0, 0.7, 1.0]), "seed": i, "stream": stream}
+    if stream:
+        body["stream_options"] = {"include_usage": True}
     words = " ".join(rng.choice(["alpha", "beta", "gamma", "delta", "tiny", "model"]) for _ in range(rng.randint(2, 40)))
     if chat:
         body["messages"] = [{"role": "user", "content": "Request %d: %s" % (i, words)}]
@@ -220,10 +222,14 @@ def one_request(url, model, i, args, rng, headers):
                 done = True
                 break
             ev = json.loads(line[6:])
+            if ev.get("usage"):
+                res["n_tokens"] = ev["usage"]["completion_tokens"]
             if "error" in ev:
                 res["outcome"] = "error"
                 res["body"] = line[:300]
                 return res
+            if not ev["choices"]:
+                continue
             n_chunks += 1
             if n_chunks == 2 or (n_chunks == 1 and not chat):
                 res["t_first"] = now - t0
@@ -286,6 +292,8 @@ def run(url, model, args, headers=None, log=print):
                                                                  args.max_tokens, wall))
     log("  outcomes: %s; disconnect counted by the server: %d (clients that planned one: %d, some finished first)"
         % (json.dumps(by, sort_keys=True), disc, n_disc))
+    n_tok = sum(r.get("n_tokens", 0) for r in results if r["outcome"] == "completed")
+    log("  completed requests generated %d tokens: %.1f tok/s over the wall time" % (n_tok, n_tok / wall))
     log("  TTFT (streamed)  p50 %.3f  p90 %.3f  p99 %.3f s (n=%d)" % (pct(ttft, 50), pct(ttft, 90), pct(ttft, 99), len(ttft)))
     log("  inter-chunk      p50 %.3f  p90 %.3f  p99 %.3f s (n=%d)" % (pct(gaps, 50), pct(gaps, 90), pct(gaps, 99), len(gaps)))
     log("  end-to-end       p50 %.3f  p90 %.3f  p99 %.3f s (n=%d)" % (pct(e2e, 50), pct(e2e, 90), pct(e2e, 99), len(e2e)))

@@ -15,6 +15,8 @@
 #include "server/server_int.h"
 
 typedef struct conn {
+    double t0;
+    char what[96];  /* "POST /v1/completions" for the access log */
     tl_strbuf body;
     bool too_big;
     int status;     /* status queued; 0 none yet */
@@ -274,6 +276,8 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
     if (!cn) {
         cn = tl_calloc(1, sizeof *cn);
         *con_cls = cn;
+        cn->t0 = tl_now();
+        snprintf(cn->what, sizeof cn->what, "%.8s %.80s", method, url);
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (cl && strtoull(cl, NULL, 10) > s->o.max_body) { /* refuse before reading it */
             cn->status = 413;
@@ -300,6 +304,7 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls, enum 
     int status = cn->status; /* 0: no response was queued (client left before the end) */
     if (cn->g && tl_srv_gen_conn_done(cn->g, toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)) status = 499;
     tl_srv_count_status(s, status ? status : 499);
+    tl_debug("serve: %s %d %.3f s", cn->what, status ? status : 499, tl_now() - cn->t0); /* TL_LOG=3 */
     tl_strbuf_free(&cn->body);
     free(cn);
     *con_cls = NULL;
