@@ -4,9 +4,12 @@
  * rows are all G = n_head / n_head_kv query heads of kv head g for each of its tokens
  * (row m = (j - j0) * G + hh), so each K/V tile is read from the paged cache once per item and
  * used by M = (j1 - j0) * G rows; no K/V is ever copied per query head.
- * For each key tile of BK keys (gathered through the block table into fp32, K transposed):
- *   S = Q K^T (Q pre-scaled); causal mask (token j at position P + j sees keys 0..P+j);
- *   online softmax per row (running max m and sum l in fp32); acc = acc * exp(m_old - m) + P V.
+ * The item's query rows are transposed once (QT [head_dim][M], pre-scaled); for each key tile of
+ * BK keys (row pointers through the block table: straight into an fp32 cache, or a converted
+ * copy of the tile for f16/bf16):
+ *   S^T = K QT (vectorized over the M rows); causal mask (token j at position P + j sees keys
+ *   0..P+j) on diagonal tiles only; online softmax per row (running max m and sum l in fp32,
+ *   vectorized over rows); acc = acc * exp(m_old - m) + P V.
  * Key tiles past the last token's position are never visited (fully masked tiles are skipped).
  * Memory: per thread a few tiles (O(BK * head_dim + M * head_dim)), never n x n scores.
  *
@@ -20,7 +23,8 @@
 
 enum {
     BK = 64,          /* keys per tile */
-    M_TARGET = 64,    /* query rows per tile (tokens x heads of one group) */
+    M_TARGET = 128,   /* query rows per tile (tokens x heads of one group) */
+    MPAD_MAX = 16,    /* the widest tier's row padding */
     SPLIT_MIN = 256,  /* shortest key chunk worth a split of its own */
 };
 
@@ -50,8 +54,9 @@ typedef struct {
 } plan;
 
 static size_t thread_floats(int max_m, int hd) {
-    /* Qt[M][hd] + KT[hd][BK] + Vt[BK][hd] + S[M][BK] + acc[M][hd] + m[M] + l[M] + row[hd] */
-    return (size_t)max_m * hd * 2 + (size_t)BK * hd * 2 + (size_t)max_m * BK + 2 * (size_t)max_m + hd;
+    /* QT[hd][Mp] + ST[BK][Mp] + acc[Mp][hd] + Kbuf[BK][hd] + Vbuf[BK][hd] + m, l, corr [Mp] */
+    size_t mp = (size_t)TL_CDIV(max_m, MPAD_MAX) * MPAD_MAX;
+    return mp * hd * 2 + (size_t)BK * mp + (size_t)BK * hd * 2 + 3 * mp;
 }
 
 /* Builds the work list. n_threads: how many threads will take items. */
@@ -129,57 +134,54 @@ static void item_task(void *vctx, int task, int thread) {
     const tl_kv *kv = a->kv;
     const tl_batch_seq *sq = &a->batch->seqs[it->s];
     const int hd = kv->head_dim, bs = kv->block_size, G = pl->G, n_head = a->n_head, P = sq->n_past;
-    const int M = (it->j1 - it->j0) * G, g = it->g;
+    const int M = (it->j1 - it->j0) * G, Mp = TL_CDIV(M, K->mpad) * K->mpad, g = it->g;
+    const size_t mpmax = (size_t)TL_CDIV(pl->max_m, MPAD_MAX) * MPAD_MAX;
     const size_t esz = kv->dtype == TL_F32 ? 4 : 2;
-    float *Qt = pl->scratch + pl->per_thread * (size_t)thread;
-    float *KT = Qt + (size_t)pl->max_m * hd, *Vt = KT + (size_t)BK * hd, *S = Vt + (size_t)BK * hd;
-    float *acc = S + (size_t)pl->max_m * BK, *mrow = acc + (size_t)pl->max_m * hd, *lrow = mrow + pl->max_m;
-    float *tmp = lrow + pl->max_m;
+    float *QT = pl->scratch + pl->per_thread * (size_t)thread;
+    float *ST = QT + mpmax * hd, *acc = ST + (size_t)BK * mpmax, *Kbuf = acc + mpmax * hd;
+    float *Vbuf = Kbuf + (size_t)BK * hd, *mrow = Vbuf + (size_t)BK * hd, *lrow = mrow + mpmax, *corr = lrow + mpmax;
+    const float *krow[BK], *vrow[BK];
 
-    for (int m = 0; m < M; m++) { /* gather + pre-scale the tile's query rows */
-        int t = sq->tok_start + it->j0 + m / G, h = g * G + m % G;
-        const float *q = a->q + ((size_t)t * n_head + h) * hd;
-        for (int d = 0; d < hd; d++) Qt[(size_t)m * hd + d] = q[d] * a->scale;
+    for (int m = 0; m < Mp; m++) { /* the tile's query rows, transposed and pre-scaled */
         mrow[m] = -INFINITY;
         lrow[m] = 0;
+        if (m >= M) {
+            for (int d = 0; d < hd; d++) QT[(size_t)d * Mp + m] = 0;
+            continue;
+        }
+        int t = sq->tok_start + it->j0 + m / G, h = g * G + m % G;
+        const float *q = a->q + ((size_t)t * n_head + h) * hd;
+        for (int d = 0; d < hd; d++) QT[(size_t)d * Mp + m] = q[d] * a->scale;
     }
     memset(acc, 0, sizeof(float) * (size_t)M * hd);
     const char *kbase = kv->k, *vbase = kv->v;
     for (int kt = it->k0; kt < it->k1; kt += BK) {
-        const int nk = TL_MIN(BK, it->k1 - kt), nkp = TL_CDIV(nk, K->kpad) * K->kpad;
-        for (int i = 0; i < nk; i++) { /* gather the key/value tile through the block table */
-            int p = kt + i;
+        const int nk = TL_MIN(BK, it->k1 - kt);
+        for (int c = 0; c < nk; c++) { /* the key/value tile through the block table */
+            int p = kt + c;
             size_t off = tl_kv_offset(kv, a->layer, sq->block_table[p / bs], g, p % bs) * esz;
-            K->load(tmp, kbase + off, hd, kv->dtype);
-            for (int d = 0; d < hd; d++) KT[(size_t)d * BK + i] = tmp[d];
-            K->load(Vt + (size_t)i * hd, vbase + off, hd, kv->dtype);
-        }
-        for (int i = nk; i < nkp; i++) {
-            for (int d = 0; d < hd; d++) KT[(size_t)d * BK + i] = 0;
-            memset(Vt + (size_t)i * hd, 0, sizeof(float) * hd);
-        }
-        K->qk(Qt, KT, S, M, nkp, hd, BK, BK);
-        for (int m = 0; m < M; m++) {
-            float *srow = S + (size_t)m * BK;
-            /* visible keys of this row in the tile: positions kt .. P + j */
-            int lim = TL_MIN(nk, P + it->j0 + m / G - kt + 1);
-            if (lim <= 0) { /* row fully masked in this tile */
-                memset(srow, 0, sizeof(float) * nkp);
-                continue;
-            }
-            float mx = mrow[m];
-            for (int c = 0; c < lim; c++) mx = srow[c] > mx ? srow[c] : mx;
-            for (int c = lim; c < nkp; c++) srow[c] = -INFINITY;
-            float corr = expf(mrow[m] - mx); /* 0 on the first visible tile */
-            float sum = K->expsum(srow, nkp, mx);
-            lrow[m] = lrow[m] * corr + sum;
-            mrow[m] = mx;
-            if (corr != 1.0f) {
-                float *ar = acc + (size_t)m * hd;
-                for (int d = 0; d < hd; d++) ar[d] *= corr;
+            if (kv->dtype == TL_F32) {
+                krow[c] = (const float *)(kbase + off);
+                vrow[c] = (const float *)(vbase + off);
+            } else {
+                K->load(Kbuf + (size_t)c * hd, kbase + off, hd, kv->dtype);
+                K->load(Vbuf + (size_t)c * hd, vbase + off, hd, kv->dtype);
+                krow[c] = Kbuf + (size_t)c * hd;
+                vrow[c] = Vbuf + (size_t)c * hd;
             }
         }
-        K->pv(acc, S, Vt, M, nkp, hd, BK);
+        K->qk(krow, nk, QT, Mp, hd, ST, Mp);
+        if (kt + nk - 1 > P + it->j0) /* diagonal tile: row m (token j0 + m/G) sees keys <= P + j */
+            for (int c = 0; c < nk; c++)
+                for (int m = 0; m < M; m++)
+                    if (kt + c > P + it->j0 + m / G) ST[(size_t)c * Mp + m] = -INFINITY;
+        K->softmax(ST, nk, Mp, Mp, mrow, lrow, corr);
+        for (int m = 0; m < M; m++)
+            if (corr[m] != 1.0f) {
+                float *ar = acc + (size_t)m * hd, cm = corr[m];
+                for (int d = 0; d < hd; d++) ar[d] *= cm;
+            }
+        K->pv(acc, M, ST, Mp, vrow, nk, hd);
     }
     if (it->part < 0) { /* whole key range: normalize into out */
         for (int m = 0; m < M; m++) {
@@ -228,7 +230,7 @@ static const tl_flash_kern *pick(tl_isa isa, int hd) {
     const tl_flash_kern *k = isa == TL_ISA_AVX512 ? tl_flash_kern_avx512()
                              : isa == TL_ISA_AVX2 ? tl_flash_kern_avx2()
                                                   : tl_flash_kern_scalar();
-    if (hd % k->dpad || BK % k->kpad) k = tl_flash_kern_scalar();
+    if (hd % k->dpad || MPAD_MAX % k->mpad) k = tl_flash_kern_scalar();
     return k;
 }
 

@@ -17,23 +17,26 @@ size_t tl_attn_flash_scratch_bytes(const tl_attn_args *a, int n_threads);
  * falls back to the best one the CPU has). */
 void tl_attn_flash_isa(const tl_attn_args *a, tl_pool *pool, tl_isa isa);
 
-/* The tier-specific inner kernels of the flash driver (flash.c). Tiles are fp32 and contiguous:
- *   Q  [M][head_dim]         the tile's query rows (pre-scaled)
- *   KT [head_dim][ldk]       the key tile transposed; columns [nk, nkp) are zero
- *   V  [nkp][head_dim]       the value tile; rows [nk, nkp) are zero
- *   S  [M][lds]              scores, then probabilities
- *   acc[M][head_dim]         running output rows
- * nkp is nk rounded up to kpad; a tier is used only when head_dim % dpad == 0. */
+/* The tier-specific inner kernels of the flash driver (flash.c). Per key tile of nk keys:
+ *   krow[c], vrow[c]  pointers to the tile's K and V rows [head_dim] fp32 (straight into an fp32
+ *                     cache; into a converted copy for f16/bf16)
+ *   QT [head_dim][ldq] the item's query rows transposed and pre-scaled; columns [M, Mp) are zero
+ *   ST [nk][ldq]      scores of key c for row m at ST[c * ldq + m], then probabilities
+ *   acc[M][head_dim]  running output rows
+ * Mp = M rounded up to mpad; a tier is used only when head_dim % dpad == 0. */
 typedef struct tl_flash_kern {
     const char *name;
-    int kpad, dpad;
-    /* S[M][0..nkp) = Q @ KT */
-    void (*qk)(const float *Q, const float *KT, float *S, int M, int nkp, int hd, int ldk, int lds);
-    /* acc[M][hd] += S[M][0..nkp) @ V */
-    void (*pv)(float *acc, const float *S, const float *V, int M, int nkp, int hd, int lds);
-    /* x[i] = exp(x[i] - m) for i < n (exp(-inf) = 0); returns the sum */
-    float (*expsum)(float *x, int n, float m);
-    /* dst[n] = src[n] (f32, f16 or bf16) as fp32 */
+    int mpad, dpad;
+    /* ST[c][m] = krow[c] . QT[:, m] for c < nk, m < Mp */
+    void (*qk)(const float *const *krow, int nk, const float *QT, int Mp, int hd, float *ST, int ldq);
+    /* Online softmax over the tile for every row m < Mp (masked scores are -inf): with
+     * mx = max(mrow[m], max_c ST[c][m]): ST[c][m] = exp(ST[c][m] - mx), corr[m] = exp(mrow[m] - mx),
+     * lrow[m] = lrow[m] * corr[m] + sum_c ST[c][m], mrow[m] = mx. A row still without any visible
+     * key keeps mrow = -inf, lrow = 0 and gets zeros. */
+    void (*softmax)(float *ST, int nk, int Mp, int ldq, float *mrow, float *lrow, float *corr);
+    /* acc[m][:] += sum_c ST[c][m] * vrow[c][:] for m < M */
+    void (*pv)(float *acc, int M, const float *ST, int ldq, const float *const *vrow, int nk, int hd);
+    /* dst[n] = src[n] (f16 or bf16) as fp32 */
     void (*load)(float *dst, const void *src, int n, tl_dtype t);
 } tl_flash_kern;
 const tl_flash_kern *tl_flash_kern_scalar(void);

@@ -1,5 +1,5 @@
 /* flash_avx2.c: AVX2/FMA/F16C flash inner kernels (see flash.h for the tiles; flash_scalar.c is
- * the reference). Register blocking: 4 query rows x 16 columns (2 ymm) = 8 accumulators. */
+ * the reference). Register blocking 4 x 16 (2 ymm): qk 4 keys x 16 query rows, pv 4 rows x 16 of head_dim. */
 #include <immintrin.h>
 #include <math.h>
 
@@ -7,43 +7,50 @@
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
-/* S[r][c..c+16) for R rows (R = 1..4, a constant after inlining) */
-ALWAYS_INLINE void qk_block(const float *Q, const float *KT, float *S, int R, int c, int hd, int ldk, int lds) {
+/* ST[c + r][m .. m + NV*8) for R keys (R = 1..4, NV = 1..2: constants after inlining) */
+ALWAYS_INLINE void qk_block(const float *const *kr, int R, const float *QT, int m, int NV, int hd, int Mp,
+                            float *ST, int ldq) {
     __m256 acc[4][2];
     for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
     for (int d = 0; d < hd; d++) {
-        __m256 k0 = _mm256_loadu_ps(KT + (size_t)d * ldk + c), k1 = _mm256_loadu_ps(KT + (size_t)d * ldk + c + 8);
+        __m256 q0 = _mm256_loadu_ps(QT + (size_t)d * Mp + m), q1 = NV > 1 ? _mm256_loadu_ps(QT + (size_t)d * Mp + m + 8) : q0;
         for (int r = 0; r < R; r++) {
-            __m256 q = _mm256_broadcast_ss(Q + (size_t)r * hd + d);
-            acc[r][0] = _mm256_fmadd_ps(q, k0, acc[r][0]);
-            acc[r][1] = _mm256_fmadd_ps(q, k1, acc[r][1]);
+            __m256 k = _mm256_broadcast_ss(kr[r] + d);
+            acc[r][0] = _mm256_fmadd_ps(k, q0, acc[r][0]);
+            if (NV > 1) acc[r][1] = _mm256_fmadd_ps(k, q1, acc[r][1]);
         }
     }
     for (int r = 0; r < R; r++) {
-        _mm256_storeu_ps(S + (size_t)r * lds + c, acc[r][0]);
-        _mm256_storeu_ps(S + (size_t)r * lds + c + 8, acc[r][1]);
+        _mm256_storeu_ps(ST + (size_t)r * ldq + m, acc[r][0]);
+        if (NV > 1) _mm256_storeu_ps(ST + (size_t)r * ldq + m + 8, acc[r][1]);
     }
 }
 
-static void qk(const float *Q, const float *KT, float *S, int M, int nkp, int hd, int ldk, int lds) {
-    int m = 0;
-    for (; m + 4 <= M; m += 4)
-        for (int c = 0; c < nkp; c += 16) qk_block(Q + (size_t)m * hd, KT, S + (size_t)m * lds, 4, c, hd, ldk, lds);
-    for (; m < M; m++)
-        for (int c = 0; c < nkp; c += 16) qk_block(Q + (size_t)m * hd, KT, S + (size_t)m * lds, 1, c, hd, ldk, lds);
+static void qk(const float *const *krow, int nk, const float *QT, int Mp, int hd, float *ST, int ldq) {
+    for (int m = 0; m < Mp; m += 16) {
+        int c = 0;
+        if (m + 16 <= Mp) {
+            for (; c + 4 <= nk; c += 4) qk_block(krow + c, 4, QT, m, 2, hd, Mp, ST + (size_t)c * ldq, ldq);
+            for (; c < nk; c++) qk_block(krow + c, 1, QT, m, 2, hd, Mp, ST + (size_t)c * ldq, ldq);
+        } else { /* the last 8 rows */
+            for (; c + 4 <= nk; c += 4) qk_block(krow + c, 4, QT, m, 1, hd, Mp, ST + (size_t)c * ldq, ldq);
+            for (; c < nk; c++) qk_block(krow + c, 1, QT, m, 1, hd, Mp, ST + (size_t)c * ldq, ldq);
+        }
+    }
 }
 
-/* acc[r][d..d+16) += sum_c S[r][c] V[c][d..d+16) for R rows */
-ALWAYS_INLINE void pv_block(float *acc, const float *S, const float *V, int R, int d, int nkp, int hd, int lds) {
+/* acc[m + r][d .. d + 16) += sum_c ST[c][m + r] vrow[c][d ..] for R rows */
+ALWAYS_INLINE void pv_block(float *acc, int R, const float *ST, int ldq, const float *const *vrow, int nk, int d,
+                            int hd) {
     __m256 a[4][2];
     for (int r = 0; r < R; r++) {
         a[r][0] = _mm256_loadu_ps(acc + (size_t)r * hd + d);
         a[r][1] = _mm256_loadu_ps(acc + (size_t)r * hd + d + 8);
     }
-    for (int c = 0; c < nkp; c++) {
-        __m256 v0 = _mm256_loadu_ps(V + (size_t)c * hd + d), v1 = _mm256_loadu_ps(V + (size_t)c * hd + d + 8);
+    for (int c = 0; c < nk; c++) {
+        __m256 v0 = _mm256_loadu_ps(vrow[c] + d), v1 = _mm256_loadu_ps(vrow[c] + d + 8);
         for (int r = 0; r < R; r++) {
-            __m256 p = _mm256_broadcast_ss(S + (size_t)r * lds + c);
+            __m256 p = _mm256_broadcast_ss((ST + (size_t)c * ldq + r));
             a[r][0] = _mm256_fmadd_ps(p, v0, a[r][0]);
             a[r][1] = _mm256_fmadd_ps(p, v1, a[r][1]);
         }
@@ -54,12 +61,12 @@ ALWAYS_INLINE void pv_block(float *acc, const float *S, const float *V, int R, i
     }
 }
 
-static void pv(float *acc, const float *S, const float *V, int M, int nkp, int hd, int lds) {
+static void pv(float *acc, int M, const float *ST, int ldq, const float *const *vrow, int nk, int hd) {
     int m = 0;
     for (; m + 4 <= M; m += 4)
-        for (int d = 0; d < hd; d += 16) pv_block(acc + (size_t)m * hd, S + (size_t)m * lds, V, 4, d, nkp, hd, lds);
+        for (int d = 0; d < hd; d += 16) pv_block(acc + (size_t)m * hd, 4, ST + m, ldq, vrow, nk, d, hd);
     for (; m < M; m++)
-        for (int d = 0; d < hd; d += 16) pv_block(acc + (size_t)m * hd, S + (size_t)m * lds, V, 1, d, nkp, hd, lds);
+        for (int d = 0; d < hd; d += 16) pv_block(acc + (size_t)m * hd, 1, ST + m, ldq, vrow, nk, d, hd);
 }
 
 /* exp(x) for 8 lanes, Cephes-style: 2^n * p(r), r = x - n ln2, |rel err| ~ 2 ulp on [-87, 88];
@@ -82,20 +89,23 @@ static inline __m256 exp8(__m256 x) {
     return _mm256_and_ps(_mm256_mul_ps(y, _mm256_castsi256_ps(n)), keep);
 }
 
-static float expsum(float *x, int n, float m) {
-    __m256 vm = _mm256_set1_ps(m), vs = _mm256_setzero_ps();
-    int i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm));
-        _mm256_storeu_ps(x + i, e);
-        vs = _mm256_add_ps(vs, e);
+static void softmax(float *ST, int nk, int Mp, int ldq, float *mrow, float *lrow, float *corr) {
+    const __m256 ninf = _mm256_set1_ps(-INFINITY);
+    for (int m = 0; m < Mp; m += 8) {
+        __m256 mo = _mm256_loadu_ps(mrow + m), mx = mo, sum = _mm256_setzero_ps();
+        for (int c = 0; c < nk; c++) mx = _mm256_max_ps(mx, _mm256_loadu_ps(ST + (size_t)c * ldq + m));
+        /* rows without any visible key yet: subtract 0 so that exp(-inf) = 0, never NaN */
+        __m256 base = _mm256_andnot_ps(_mm256_cmp_ps(mx, ninf, _CMP_EQ_OQ), mx);
+        for (int c = 0; c < nk; c++) {
+            __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(ST + (size_t)c * ldq + m), base));
+            _mm256_storeu_ps(ST + (size_t)c * ldq + m, e);
+            sum = _mm256_add_ps(sum, e);
+        }
+        __m256 cr = exp8(_mm256_sub_ps(mo, base));
+        _mm256_storeu_ps(corr + m, cr);
+        _mm256_storeu_ps(lrow + m, _mm256_fmadd_ps(_mm256_loadu_ps(lrow + m), cr, sum));
+        _mm256_storeu_ps(mrow + m, mx);
     }
-    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(vs), _mm256_extractf128_ps(vs, 1));
-    s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-    s4 = _mm_add_ss(s4, _mm_movehdup_ps(s4));
-    float sum = _mm_cvtss_f32(s4);
-    for (; i < n; i++) sum += (x[i] = expf(x[i] - m));
-    return sum;
 }
 
 static void load(float *dst, const void *src, int n, tl_dtype t) {
@@ -115,6 +125,6 @@ static void load(float *dst, const void *src, int n, tl_dtype t) {
 }
 
 const tl_flash_kern *tl_flash_kern_avx2(void) {
-    static const tl_flash_kern k = {"avx2", 16, 16, qk, pv, expsum, load};
+    static const tl_flash_kern k = {"avx2", 8, 16, qk, softmax, pv, load};
     return &k;
 }

@@ -1,5 +1,5 @@
 /* flash_avx512.c: AVX-512F flash inner kernels (see flash.h for the tiles; flash_scalar.c is the
- * reference). Register blocking: 4 query rows x 32 columns (2 zmm) = 8 accumulators. Selected only
+ * reference). Register blocking 4 x 32 (2 zmm): qk 4 keys x 32 query rows, pv 4 rows x 32 of head_dim. Selected only
  * when cpuid reports the AVX-512 tier (core/cpu.h). */
 #include <immintrin.h>
 #include <math.h>
@@ -8,41 +8,50 @@
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
-ALWAYS_INLINE void qk_block(const float *Q, const float *KT, float *S, int R, int c, int hd, int ldk, int lds) {
+/* ST[c + r][m .. m + NV*16) for R keys (R = 1..4, NV = 1..2: constants after inlining) */
+ALWAYS_INLINE void qk_block(const float *const *kr, int R, const float *QT, int m, int NV, int hd, int Mp,
+                            float *ST, int ldq) {
     __m512 acc[4][2];
     for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
     for (int d = 0; d < hd; d++) {
-        __m512 k0 = _mm512_loadu_ps(KT + (size_t)d * ldk + c), k1 = _mm512_loadu_ps(KT + (size_t)d * ldk + c + 16);
+        __m512 q0 = _mm512_loadu_ps(QT + (size_t)d * Mp + m), q1 = NV > 1 ? _mm512_loadu_ps(QT + (size_t)d * Mp + m + 16) : q0;
         for (int r = 0; r < R; r++) {
-            __m512 q = _mm512_set1_ps(Q[(size_t)r * hd + d]);
-            acc[r][0] = _mm512_fmadd_ps(q, k0, acc[r][0]);
-            acc[r][1] = _mm512_fmadd_ps(q, k1, acc[r][1]);
+            __m512 k = _mm512_set1_ps(*(kr[r] + d));
+            acc[r][0] = _mm512_fmadd_ps(k, q0, acc[r][0]);
+            if (NV > 1) acc[r][1] = _mm512_fmadd_ps(k, q1, acc[r][1]);
         }
     }
     for (int r = 0; r < R; r++) {
-        _mm512_storeu_ps(S + (size_t)r * lds + c, acc[r][0]);
-        _mm512_storeu_ps(S + (size_t)r * lds + c + 16, acc[r][1]);
+        _mm512_storeu_ps(ST + (size_t)r * ldq + m, acc[r][0]);
+        if (NV > 1) _mm512_storeu_ps(ST + (size_t)r * ldq + m + 16, acc[r][1]);
     }
 }
 
-static void qk(const float *Q, const float *KT, float *S, int M, int nkp, int hd, int ldk, int lds) {
-    int m = 0;
-    for (; m + 4 <= M; m += 4)
-        for (int c = 0; c < nkp; c += 32) qk_block(Q + (size_t)m * hd, KT, S + (size_t)m * lds, 4, c, hd, ldk, lds);
-    for (; m < M; m++)
-        for (int c = 0; c < nkp; c += 32) qk_block(Q + (size_t)m * hd, KT, S + (size_t)m * lds, 1, c, hd, ldk, lds);
+static void qk(const float *const *krow, int nk, const float *QT, int Mp, int hd, float *ST, int ldq) {
+    for (int m = 0; m < Mp; m += 32) {
+        int c = 0;
+        if (m + 32 <= Mp) {
+            for (; c + 4 <= nk; c += 4) qk_block(krow + c, 4, QT, m, 2, hd, Mp, ST + (size_t)c * ldq, ldq);
+            for (; c < nk; c++) qk_block(krow + c, 1, QT, m, 2, hd, Mp, ST + (size_t)c * ldq, ldq);
+        } else { /* the last 16 rows */
+            for (; c + 4 <= nk; c += 4) qk_block(krow + c, 4, QT, m, 1, hd, Mp, ST + (size_t)c * ldq, ldq);
+            for (; c < nk; c++) qk_block(krow + c, 1, QT, m, 1, hd, Mp, ST + (size_t)c * ldq, ldq);
+        }
+    }
 }
 
-ALWAYS_INLINE void pv_block(float *acc, const float *S, const float *V, int R, int d, int nkp, int hd, int lds) {
+/* acc[m + r][d .. d + 32) += sum_c ST[c][m + r] vrow[c][d ..] for R rows */
+ALWAYS_INLINE void pv_block(float *acc, int R, const float *ST, int ldq, const float *const *vrow, int nk, int d,
+                            int hd) {
     __m512 a[4][2];
     for (int r = 0; r < R; r++) {
         a[r][0] = _mm512_loadu_ps(acc + (size_t)r * hd + d);
         a[r][1] = _mm512_loadu_ps(acc + (size_t)r * hd + d + 16);
     }
-    for (int c = 0; c < nkp; c++) {
-        __m512 v0 = _mm512_loadu_ps(V + (size_t)c * hd + d), v1 = _mm512_loadu_ps(V + (size_t)c * hd + d + 16);
+    for (int c = 0; c < nk; c++) {
+        __m512 v0 = _mm512_loadu_ps(vrow[c] + d), v1 = _mm512_loadu_ps(vrow[c] + d + 16);
         for (int r = 0; r < R; r++) {
-            __m512 p = _mm512_set1_ps(S[(size_t)r * lds + c]);
+            __m512 p = _mm512_set1_ps(*((ST + (size_t)c * ldq + r)));
             a[r][0] = _mm512_fmadd_ps(p, v0, a[r][0]);
             a[r][1] = _mm512_fmadd_ps(p, v1, a[r][1]);
         }
@@ -53,12 +62,12 @@ ALWAYS_INLINE void pv_block(float *acc, const float *S, const float *V, int R, i
     }
 }
 
-static void pv(float *acc, const float *S, const float *V, int M, int nkp, int hd, int lds) {
+static void pv(float *acc, int M, const float *ST, int ldq, const float *const *vrow, int nk, int hd) {
     int m = 0;
     for (; m + 4 <= M; m += 4)
-        for (int d = 0; d < hd; d += 32) pv_block(acc + (size_t)m * hd, S + (size_t)m * lds, V, 4, d, nkp, hd, lds);
+        for (int d = 0; d < hd; d += 32) pv_block(acc + (size_t)m * hd, 4, ST + m, ldq, vrow, nk, d, hd);
     for (; m < M; m++)
-        for (int d = 0; d < hd; d += 32) pv_block(acc + (size_t)m * hd, S + (size_t)m * lds, V, 1, d, nkp, hd, lds);
+        for (int d = 0; d < hd; d += 32) pv_block(acc + (size_t)m * hd, 1, ST + m, ldq, vrow, nk, d, hd);
 }
 
 /* Same polynomial as flash_avx2.c's exp8; lanes below -87 give exactly 0. */
@@ -81,17 +90,23 @@ static inline __m512 exp16(__m512 x) {
     return _mm512_maskz_mov_ps(keep, _mm512_mul_ps(y, _mm512_castsi512_ps(n)));
 }
 
-static float expsum(float *x, int n, float m) {
-    __m512 vm = _mm512_set1_ps(m), vs = _mm512_setzero_ps();
-    int i = 0;
-    for (; i + 16 <= n; i += 16) {
-        __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(x + i), vm));
-        _mm512_storeu_ps(x + i, e);
-        vs = _mm512_add_ps(vs, e);
+static void softmax(float *ST, int nk, int Mp, int ldq, float *mrow, float *lrow, float *corr) {
+    const __m512 ninf = _mm512_set1_ps(-INFINITY);
+    for (int m = 0; m < Mp; m += 16) {
+        __m512 mo = _mm512_loadu_ps(mrow + m), mx = mo, sum = _mm512_setzero_ps();
+        for (int c = 0; c < nk; c++) mx = _mm512_max_ps(mx, _mm512_loadu_ps(ST + (size_t)c * ldq + m));
+        /* rows without any visible key yet: subtract 0 so that exp(-inf) = 0, never NaN */
+        __m512 base = _mm512_mask_mov_ps(mx, _mm512_cmp_ps_mask(mx, ninf, _CMP_EQ_OQ), _mm512_setzero_ps());
+        for (int c = 0; c < nk; c++) {
+            __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(ST + (size_t)c * ldq + m), base));
+            _mm512_storeu_ps(ST + (size_t)c * ldq + m, e);
+            sum = _mm512_add_ps(sum, e);
+        }
+        __m512 cr = exp16(_mm512_sub_ps(mo, base));
+        _mm512_storeu_ps(corr + m, cr);
+        _mm512_storeu_ps(lrow + m, _mm512_fmadd_ps(_mm512_loadu_ps(lrow + m), cr, sum));
+        _mm512_storeu_ps(mrow + m, mx);
     }
-    float sum = _mm512_reduce_add_ps(vs);
-    for (; i < n; i++) sum += (x[i] = expf(x[i] - m));
-    return sum;
 }
 
 static void load(float *dst, const void *src, int n, tl_dtype t) {
@@ -112,6 +127,6 @@ static void load(float *dst, const void *src, int n, tl_dtype t) {
 }
 
 const tl_flash_kern *tl_flash_kern_avx512(void) {
-    static const tl_flash_kern k = {"avx512", 32, 32, qk, pv, expsum, load};
+    static const tl_flash_kern k = {"avx512", 16, 32, qk, softmax, pv, load};
     return &k;
 }
