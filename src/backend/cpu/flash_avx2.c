@@ -1,5 +1,6 @@
 /* flash_avx2.c: AVX2/FMA/F16C flash inner kernels (see flash.h for the tiles; flash_scalar.c is
- * the reference). Register blocking 4 x 16 (2 ymm): qk 4 keys x 16 query rows, pv 4 rows x 16 of head_dim. */
+ * the reference). Register blocking 6 x 16 (2 ymm, 12 accumulators): qk 6 keys x 16 query rows, pv 6 rows x 16 of
+ * head_dim (then 3-wide and 1-wide remainders). */
 #include <immintrin.h>
 #include <math.h>
 
@@ -7,10 +8,10 @@
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
-/* ST[c + r][m .. m + NV*8) for R keys (R = 1..4, NV = 1..2: constants after inlining) */
+/* ST[c + r][m .. m + NV*8) for R keys (R = 1..6, NV = 1..2: constants after inlining) */
 ALWAYS_INLINE void qk_block(const float *const *kr, int R, const float *QT, int m, int NV, int hd, int Mp,
                             float *ST, int ldq) {
-    __m256 acc[4][2];
+    __m256 acc[6][2];
     for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
     for (int d = 0; d < hd; d++) {
         __m256 q0 = _mm256_loadu_ps(QT + (size_t)d * Mp + m), q1 = NV > 1 ? _mm256_loadu_ps(QT + (size_t)d * Mp + m + 8) : q0;
@@ -30,10 +31,12 @@ static void qk(const float *const *krow, int nk, const float *QT, int Mp, int hd
     for (int m = 0; m < Mp; m += 16) {
         int c = 0;
         if (m + 16 <= Mp) {
-            for (; c + 4 <= nk; c += 4) qk_block(krow + c, 4, QT, m, 2, hd, Mp, ST + (size_t)c * ldq, ldq);
+            for (; c + 6 <= nk; c += 6) qk_block(krow + c, 6, QT, m, 2, hd, Mp, ST + (size_t)c * ldq, ldq);
+            for (; c + 3 <= nk; c += 3) qk_block(krow + c, 3, QT, m, 2, hd, Mp, ST + (size_t)c * ldq, ldq);
             for (; c < nk; c++) qk_block(krow + c, 1, QT, m, 2, hd, Mp, ST + (size_t)c * ldq, ldq);
         } else { /* the last 8 rows */
-            for (; c + 4 <= nk; c += 4) qk_block(krow + c, 4, QT, m, 1, hd, Mp, ST + (size_t)c * ldq, ldq);
+            for (; c + 6 <= nk; c += 6) qk_block(krow + c, 6, QT, m, 1, hd, Mp, ST + (size_t)c * ldq, ldq);
+            for (; c + 3 <= nk; c += 3) qk_block(krow + c, 3, QT, m, 1, hd, Mp, ST + (size_t)c * ldq, ldq);
             for (; c < nk; c++) qk_block(krow + c, 1, QT, m, 1, hd, Mp, ST + (size_t)c * ldq, ldq);
         }
     }
@@ -42,7 +45,7 @@ static void qk(const float *const *krow, int nk, const float *QT, int Mp, int hd
 /* acc[m + r][d .. d + 16) += sum_c ST[c][m + r] vrow[c][d ..] for R rows */
 ALWAYS_INLINE void pv_block(float *acc, int R, const float *ST, int ldq, const float *const *vrow, int nk, int d,
                             int hd) {
-    __m256 a[4][2];
+    __m256 a[6][2];
     for (int r = 0; r < R; r++) {
         a[r][0] = _mm256_loadu_ps(acc + (size_t)r * hd + d);
         a[r][1] = _mm256_loadu_ps(acc + (size_t)r * hd + d + 8);
@@ -63,8 +66,10 @@ ALWAYS_INLINE void pv_block(float *acc, int R, const float *ST, int ldq, const f
 
 static void pv(float *acc, int M, const float *ST, int ldq, const float *const *vrow, int nk, int hd) {
     int m = 0;
-    for (; m + 4 <= M; m += 4)
-        for (int d = 0; d < hd; d += 16) pv_block(acc + (size_t)m * hd, 4, ST + m, ldq, vrow, nk, d, hd);
+    for (; m + 6 <= M; m += 6)
+        for (int d = 0; d < hd; d += 16) pv_block(acc + (size_t)m * hd, 6, ST + m, ldq, vrow, nk, d, hd);
+    for (; m + 3 <= M; m += 3)
+        for (int d = 0; d < hd; d += 16) pv_block(acc + (size_t)m * hd, 3, ST + m, ldq, vrow, nk, d, hd);
     for (; m < M; m++)
         for (int d = 0; d < hd; d += 16) pv_block(acc + (size_t)m * hd, 1, ST + m, ldq, vrow, nk, d, hd);
 }

@@ -1,5 +1,6 @@
 /* flash_avx512.c: AVX-512F flash inner kernels (see flash.h for the tiles; flash_scalar.c is the
- * reference). Register blocking 4 x 32 (2 zmm): qk 4 keys x 32 query rows, pv 4 rows x 32 of head_dim. Selected only
+ * reference). Register blocking 8 x 32 (2 zmm, 16 accumulators): qk 8 keys x 32 query rows, pv 8 rows x 32 of
+ * head_dim (then 4-wide and 1-wide remainders). Selected only
  * when cpuid reports the AVX-512 tier (core/cpu.h). */
 #include <immintrin.h>
 #include <math.h>
@@ -8,10 +9,10 @@
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
-/* ST[c + r][m .. m + NV*16) for R keys (R = 1..4, NV = 1..2: constants after inlining) */
+/* ST[c + r][m .. m + NV*16) for R keys (R = 1..8, NV = 1..2: constants after inlining) */
 ALWAYS_INLINE void qk_block(const float *const *kr, int R, const float *QT, int m, int NV, int hd, int Mp,
                             float *ST, int ldq) {
-    __m512 acc[4][2];
+    __m512 acc[8][2];
     for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
     for (int d = 0; d < hd; d++) {
         __m512 q0 = _mm512_loadu_ps(QT + (size_t)d * Mp + m), q1 = NV > 1 ? _mm512_loadu_ps(QT + (size_t)d * Mp + m + 16) : q0;
@@ -31,9 +32,11 @@ static void qk(const float *const *krow, int nk, const float *QT, int Mp, int hd
     for (int m = 0; m < Mp; m += 32) {
         int c = 0;
         if (m + 32 <= Mp) {
+            for (; c + 8 <= nk; c += 8) qk_block(krow + c, 8, QT, m, 2, hd, Mp, ST + (size_t)c * ldq, ldq);
             for (; c + 4 <= nk; c += 4) qk_block(krow + c, 4, QT, m, 2, hd, Mp, ST + (size_t)c * ldq, ldq);
             for (; c < nk; c++) qk_block(krow + c, 1, QT, m, 2, hd, Mp, ST + (size_t)c * ldq, ldq);
         } else { /* the last 16 rows */
+            for (; c + 8 <= nk; c += 8) qk_block(krow + c, 8, QT, m, 1, hd, Mp, ST + (size_t)c * ldq, ldq);
             for (; c + 4 <= nk; c += 4) qk_block(krow + c, 4, QT, m, 1, hd, Mp, ST + (size_t)c * ldq, ldq);
             for (; c < nk; c++) qk_block(krow + c, 1, QT, m, 1, hd, Mp, ST + (size_t)c * ldq, ldq);
         }
@@ -43,7 +46,7 @@ static void qk(const float *const *krow, int nk, const float *QT, int Mp, int hd
 /* acc[m + r][d .. d + 32) += sum_c ST[c][m + r] vrow[c][d ..] for R rows */
 ALWAYS_INLINE void pv_block(float *acc, int R, const float *ST, int ldq, const float *const *vrow, int nk, int d,
                             int hd) {
-    __m512 a[4][2];
+    __m512 a[8][2];
     for (int r = 0; r < R; r++) {
         a[r][0] = _mm512_loadu_ps(acc + (size_t)r * hd + d);
         a[r][1] = _mm512_loadu_ps(acc + (size_t)r * hd + d + 16);
@@ -64,6 +67,8 @@ ALWAYS_INLINE void pv_block(float *acc, int R, const float *ST, int ldq, const f
 
 static void pv(float *acc, int M, const float *ST, int ldq, const float *const *vrow, int nk, int hd) {
     int m = 0;
+    for (; m + 8 <= M; m += 8)
+        for (int d = 0; d < hd; d += 32) pv_block(acc + (size_t)m * hd, 8, ST + m, ldq, vrow, nk, d, hd);
     for (; m + 4 <= M; m += 4)
         for (int d = 0; d < hd; d += 32) pv_block(acc + (size_t)m * hd, 4, ST + m, ldq, vrow, nk, d, hd);
     for (; m < M; m++)
