@@ -12,7 +12,7 @@ static const char *models[] = {"qwen2-tied-gqa2-hd64", "qwen2-untied-gqa1-hd64-b
 
 enum { BS = 16, N_SEQ = 3, N_STEP = 2, MAX_TOK = 512 };
 /* new tokens per (step, sequence): step 0 prefills, step 1 mixes a decode and two chunks */
-static const int n_new[N_STEP][N_SEQ] = {{300, 37, 1}, {1, 20, 129}};
+static const int n_new[N_STEP][N_SEQ] = {{150, 37, 1}, {1, 20, 70}};
 
 /* Runs both steps; logits[step] gets every token's logits [n_tok, n_vocab]. */
 static int run(tl_backend *be, const tl_model *m, tl_kv *kv, int32_t bt[N_SEQ][64], const int32_t *ids,
