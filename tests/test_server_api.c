@@ -94,6 +94,13 @@ static void test_malformed(void) {
         {TL_API_CHAT, "{\"messages\": [{\"role\":\"user\",\"content\":\"hi\"}], \"prompt\": \"x\"}", "prompt"},
         {TL_API_CHAT, "{\"messages\": [{\"role\":\"user\",\"content\":\"h\\u0000i\"}]}", NULL},
         {TL_API_CHAT, "{\"messages\": [{\"role\":\"user\",\"content\":\"\xff\xfe\"}]}", NULL},
+        {TL_API_CHAT, "{\"messages\": [{\"role\":\"user\",\"content\":\"hi\"}], \"logit_bias\": {\"5\": 10}}",
+         "logit_bias"},
+        {TL_API_CHAT, "{\"messages\": [{\"role\":\"user\",\"content\":\"hi\"}], \"tools\": [{\"type\":\"function\"}]}",
+         "tools"},
+        {TL_API_CHAT,
+         "{\"messages\": [{\"role\":\"user\",\"content\":\"hi\"}], \"response_format\": {\"type\":\"json_object\"}}",
+         "response_format"},
         {TL_API_COMPLETION, "{}", "prompt"},
         {TL_API_COMPLETION, "{\"prompt\": 5}", "prompt"},
         {TL_API_COMPLETION, "{\"prompt\": []}", "prompt"},
@@ -130,7 +137,8 @@ static void test_valid(void) {
         "\"max_completion_tokens\":7,\"temperature\":0,\"top_p\":0.5,\"top_k\":-1,\"min_p\":0.1,"
         "\"presence_penalty\":0.5,\"frequency_penalty\":-0.5,\"repetition_penalty\":1.1,\"seed\":-3,"
         "\"stop\":[\"END\",\"\",\"\\n\\n\"],\"stream\":true,\"stream_options\":{\"include_usage\":true},"
-        "\"logprobs\":true,\"top_logprobs\":3,\"user\":\"u1\",\"n\":1,\"unknown_field\":{\"x\":1},\"tools\":null}";
+        "\"logprobs\":true,\"top_logprobs\":3,\"user\":\"u1\",\"n\":1,\"unknown_field\":{\"x\":1},\"tools\":null,"
+        "\"logit_bias\":{},\"tools\":[],\"response_format\":{\"type\":\"text\"}}";
     int rc = parse(body, TL_API_CHAT, &r, &param, &e);
     CHECK(rc == 0, "%s", e.msg);
     if (rc == 0) {

@@ -256,6 +256,18 @@ int tl_api_parse(const char *body, size_t len, tl_api_kind kind, tl_api_req *r, 
     r->s.n_logprobs = r->logprobs ? TL_MAX(r->top_logprobs, 1) : 0;
     if (get_bool(root, "echo", &r->echo, param, e)) goto fail;
     if (r->echo) BAD("echo", "'echo' is not supported");
+    /* Features that change what the output means are refused rather than silently ignored. */
+    if ((v = field(root, "logit_bias")) && (!json_is_object(v) || json_object_size(v)))
+        BAD("logit_bias", "'logit_bias' is not supported");
+    if ((v = field(root, "tools")) && (!json_is_array(v) || json_array_size(v)))
+        BAD("tools", "'tools' (function calling) is not supported");
+    if ((v = field(root, "functions")) && (!json_is_array(v) || json_array_size(v)))
+        BAD("functions", "'functions' is not supported");
+    if ((v = field(root, "response_format"))) {
+        json_t *ty = json_is_object(v) ? json_object_get(v, "type") : NULL;
+        if (!json_is_string(ty) || strcmp(json_string_value(ty), "text"))
+            BAD("response_format", "only 'response_format': {\"type\": \"text\"} is supported");
+    }
     if ((v = field(root, "user"))) {
         if (!json_is_string(v)) BAD("user", "'user' must be a string");
         r->user = tl_strdup(json_string_value(v));

@@ -291,7 +291,7 @@ def test_overload_and_disconnect(url):
     t0 = time.time()
     m, idle = lt.wait_idle(url, 10)
     dt = time.time() - t0
-    check(idle and dt < 3, "blocks freed after a mid-wait disconnect (%.2f s)" % dt)
+    check(idle and dt < 5, "blocks freed after a mid-wait disconnect (%.2f s)" % dt)
     check(m["tinyllm_client_disconnects_total"] - m0["tinyllm_client_disconnects_total"] == 2,
           "two disconnects counted: %s" % m["tinyllm_client_disconnects_total"])
     check(m['tinyllm_requests_total{status="429"}'] >= 1 and m['tinyllm_requests_total{status="499"}'] >= 2,
