@@ -3,6 +3,7 @@
  * under test (literals for a few elements, an independent formula for the rest). */
 #include "quant/ggml_types.h"
 #include "backend/cpu/cpu_ops.h"
+#include "core/pool.h"
 #include "tl_test.h"
 
 /* fp16 bit patterns: 0.125 0x3000, 0.25 0x3400, 0.5 0x3800, 1.0 0x3c00, 2.0 0x4000, -1.0 0xbc00 */
@@ -186,7 +187,7 @@ static void test_convert(void) {
         tl_tensor t;
         tl_ggml_conv_err err;
         tl_error e = {{0}};
-        int rc = tl_ggml_convert(cases[c].type, src, rows, cols, &t, &err, &e);
+        int rc = tl_ggml_convert(cases[c].type, src, rows, cols, &t, &err, NULL, &e);
         CHECK(rc == 0, "%s: %s", ti.name, e.msg);
         if (rc) continue;
         CHECK(t.type == cases[c].want && t.rows == rows && t.cols == cols && t.group == (cases[c].type == TL_GGML_Q6_K ? 16 : 32), "%s layout", ti.name);
@@ -208,12 +209,33 @@ static void test_convert(void) {
         CHECK(fabs(err.max_abs - mx) <= 1e-12 && fabs(err.rel_rms - rel) <= 1e-9, "%s reported error %g/%g vs %g/%g",
               ti.name, err.max_abs, err.rel_rms, mx, rel);
         printf("convert %-5s -> %s: max abs %.3g, rel rms %.3g\n", ti.name, tl_dtype_name(t.type), mx, rel);
+        /* the same tensor and error report when rows are split over 2 threads */
+        int64_t rows2 = 40;
+        uint8_t *src2 = malloc((size_t)(rows2 * cols / ti.block_elems * ti.block_bytes));
+        for (int64_t i = 0; i < rows2; i++)
+            memcpy(src2 + i * (cols / ti.block_elems) * ti.block_bytes, src + (i % rows) * (cols / ti.block_elems) * ti.block_bytes,
+                   (size_t)((cols / ti.block_elems) * ti.block_bytes));
+        tl_tensor t1, t2;
+        tl_ggml_conv_err e1, e2;
+        tl_pool *pool = tl_pool_create(2);
+        CHECK(tl_ggml_convert(cases[c].type, src2, rows2, cols, &t1, &e1, NULL, &e) == 0 &&
+              tl_ggml_convert(cases[c].type, src2, rows2, cols, &t2, &e2, pool, &e) == 0);
+        bool same = true;
+        float r1[512], r2[512];
+        for (int64_t r = 0; r < rows2 && same; r++) {
+            tl_tensor_row_f32(&t1, r, r1), tl_tensor_row_f32(&t2, r, r2);
+            same = !memcmp(r1, r2, sizeof r1);
+        }
+        CHECK(same && e1.max_abs == e2.max_abs && e1.rel_rms == e2.rel_rms, "%s: threaded conversion differs", ti.name);
+        tl_pool_free(pool);
+        tl_aligned_free(t1.owned), tl_aligned_free(t2.owned);
+        free(src2);
         tl_aligned_free(t.owned);
         free(src);
     }
     tl_tensor t;
     tl_error e = {{0}};
-    CHECK(tl_ggml_convert(TL_GGML_Q2_K, NULL, 1, 256, &t, NULL, &e) == -1 && strstr(e.msg, "cannot be converted"));
+    CHECK(tl_ggml_convert(TL_GGML_Q2_K, NULL, 1, 256, &t, NULL, NULL, &e) == -1 && strstr(e.msg, "cannot be converted"));
 }
 
 int main(void) {

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """make_gguf_corpus.py: writes the fuzz seed corpus fuzz/corpus/gguf/: tiny GGUF files made here
 (never copies of shared assets): complete llama / qwen2 models of a few hundred weights in F32,
-F16, Q8_0, Q4_0, Q4_K and Q6_K, a tied-output model with a SentencePiece-style vocab, and a
+F16, Q8_0, Q4_0, Q5_1, Q4_K, Q5_K and Q6_K, a tied-output model with a SentencePiece-style vocab, and a
 metadata-only file with every value type.  Deterministic (seeded).
 usage: tools/make_gguf_corpus.py [OUT_DIR]"""
 import os
@@ -9,7 +9,7 @@ import random
 import struct
 import sys
 
-BLOCK = {0: (1, 4), 1: (1, 2), 2: (32, 18), 8: (32, 34), 12: (256, 144), 14: (256, 210)}
+BLOCK = {0: (1, 4), 1: (1, 2), 2: (32, 18), 7: (32, 24), 8: (32, 34), 12: (256, 144), 13: (256, 176), 14: (256, 210)}
 
 
 def s_(x):
@@ -50,7 +50,7 @@ class Writer:
             if gtype == 1:
                 raw = b''.join(struct.pack('<e', rnd.uniform(-0.1, 0.1)) for _ in range(n))
             else:  # keep fp16 scales small and finite
-                offs = {2: [0], 8: [0], 12: [0, 2], 14: [208]}[gtype]
+                offs = {2: [0], 7: [0, 2], 8: [0], 12: [0, 2], 13: [0, 2], 14: [208]}[gtype]
                 for b in range(nbytes // bb):
                     for o in offs:
                         raw[b * bb + o:b * bb + o + 2] = struct.pack('<e', rnd.uniform(1e-4, 1e-3))
@@ -72,7 +72,7 @@ def model(arch, gtype, tied=False, vocab=False, seed=1, n_embd=32, n_ff=64, vers
     n_head, n_kv, n_vocab = 2, 1, 16
     hd = n_embd // n_head
     small = gtype  # type of matrices whose input dim is not a multiple of 256
-    if gtype in (12, 14):  # k-quants need rows of 256: wide n_embd, narrow heads and n_ff
+    if gtype in (12, 13, 14):  # k-quants need rows of 256: wide n_embd, narrow heads and n_ff
         n_embd, n_ff, hd, small = 256, 32, 16, 8
     w = Writer()
     w.str('general.architecture', arch)
@@ -138,6 +138,8 @@ def main():
         'llama_q4_0.gguf': model('llama', 2),
         'qwen2_q4_k.gguf': model('qwen2', 12, tied=True),
         'llama_q6_k.gguf': model('llama', 14, tied=True),
+        'llama_q5_k.gguf': model('llama', 13, seed=3),
+        'qwen2_q5_1.gguf': model('qwen2', 7, seed=4),
         'metadata_only.gguf': metadata_only(),
     }
     for name, data in files.items():

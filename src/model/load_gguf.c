@@ -10,6 +10,7 @@
 #include <math.h>
 #include <sys/mman.h>
 
+#include "core/pool.h"
 #include "formats/gguf.h"
 #include "model/model.h"
 #include "quant/ggml_types.h"
@@ -23,6 +24,7 @@ typedef struct loader {
     int n_conv;                     /* tensors converted */
     double worst_rel_rms, worst_max_abs;
     char worst_name[96];
+    tl_pool *pool;                  /* for conversions; created on the first one */
     tl_error *e;
 } loader;
 
@@ -148,7 +150,8 @@ static int load_tensor(loader *L, const char *name, int64_t rows, int64_t cols, 
         return 0;
     }
     tl_ggml_conv_err err, *pe = L->measure ? &err : NULL;
-    if (tl_ggml_convert(gt->type, gt->data, rows, cols, t, pe, L->e)) return -1;
+    if (!L->pool) L->pool = tl_pool_create(0);
+    if (tl_ggml_convert(gt->type, gt->data, rows, cols, t, pe, L->pool, L->e)) return -1;
     L->n_conv++;
     if (pe) {
         tl_debug("gguf: %-28s %-5s -> %s: max abs err %.3g (max |w| %.3g), rel rms %.3g", name, ti.name,
@@ -316,6 +319,7 @@ int tl_load_gguf(tl_model *m, const char *file, const tl_load_opts *o, tl_error 
         tl_debug("gguf: %s: %s, %d layers, n_embd %d, %d/%d heads, n_ff %d, vocab %d, loaded in %.2f s", file, L.arch,
                  m->cfg.n_layer, m->cfg.n_embd, m->cfg.n_head, m->cfg.n_head_kv, m->cfg.n_ff, m->cfg.n_vocab,
                  tl_now() - t0);
+    tl_pool_free(L.pool);
     tl_gguf_free(g);
     return rc;
 }

@@ -194,6 +194,7 @@ int tl_ggml_dequant_ref(uint32_t type, const void *src, float *dst, int64_t n) {
 /* ---- conversion to tinyllm layouts ---- */
 
 #include "backend/cpu/cpu_ops.h"
+#include "core/pool.h"
 
 #define CONV_GROUP 32
 
@@ -226,114 +227,150 @@ static void q4_block(uint32_t type, const uint8_t *b, uint8_t *code, float *sc, 
     }
 }
 
+typedef struct conv_ctx {
+    uint32_t type;
+    tl_ggml_type_info ti;
+    const uint8_t *src;
+    int64_t rows, cols, nb, ng, row_bytes;
+    bool q4;
+    tl_tensor *out;
+    double *stats; /* [n_tasks][4]: max abs err, max |exact|, sum err^2, sum exact^2; NULL: don't measure */
+} conv_ctx;
+
+#define CONV_ROWS_PER_TASK 16
+
+static int8_t round_i8(float v) { /* round half away from zero into [-127, 127]; NaN (a garbage scale) -> 0 */
+    if (!(v == v)) return 0;
+    v = v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v;
+    return (int8_t)(int)(v + (v >= 0 ? 0.5f : -0.5f));
+}
+
+/* Converts row r into c->out; exact, conv: [cols] scratch; code: [cols]; sc, bi: [ng]. */
+static void conv_row(const conv_ctx *c, int64_t r, float *exact, uint8_t *code, float *sc, float *bi) {
+    const tl_ggml_type_info ti = c->ti;
+    const uint8_t *rowp = c->src + r * c->row_bytes;
+    int64_t nb = c->nb, ng = c->ng, cols = c->cols;
+    tl_tensor *out = c->out;
+    if (c->q4) {
+        int gpb = ti.block_elems / CONV_GROUP;
+        for (int64_t b = 0; b < nb; b++)
+            q4_block(c->type, rowp + b * ti.block_bytes, code + b * ti.block_elems, sc + b * gpb, bi + b * gpb);
+        uint32_t *q = (uint32_t *)out->data + r * (cols / 8);
+        for (int64_t k = 0; k < cols; k += 8) {
+            uint32_t wd = 0;
+            for (int i = 0; i < 8; i++) wd |= (uint32_t)code[k + i] << (4 * i);
+            q[k / 8] = wd;
+        }
+        uint16_t *s16 = (uint16_t *)out->scales + r * ng, *b16 = (uint16_t *)out->biases + r * ng;
+        for (int64_t g = 0; g < ng; g++) s16[g] = tl_f32_to_f16(sc[g]), b16[g] = tl_f32_to_f16(bi[g]);
+        return;
+    }
+    int8_t *q = (int8_t *)out->data + r * cols;
+    float *s = (float *)out->scales + r * ng;
+    if (c->type == TL_GGML_Q8_0) { /* copy codes and scales: exact */
+        for (int64_t b = 0; b < nb; b++) {
+            s[b] = h2f(rowp + b * 34);
+            memcpy(q + b * 32, rowp + b * 34 + 2, 32);
+        }
+    } else if (c->type == TL_GGML_Q5_0) { /* codes q - 16 in [-16, 15], scale d: exact */
+        for (int64_t b = 0; b < nb; b++) {
+            const uint8_t *blk = rowp + b * 22, *qs = blk + 6;
+            uint32_t qh = le32(blk + 2);
+            s[b] = h2f(blk);
+            for (int j = 0; j < 16; j++) {
+                q[b * 32 + j] = (int8_t)(((qs[j] & 15) | (int)(((qh >> j) & 1) << 4)) - 16);
+                q[b * 32 + j + 16] = (int8_t)(((qs[j] >> 4) | (int)(((qh >> (j + 16)) & 1) << 4)) - 16);
+            }
+        }
+    } else if (c->type == TL_GGML_Q6_K) { /* codes q - 32 in [-32, 31], scale d * sc per 16: exact */
+        for (int64_t b = 0; b < nb; b++) {
+            const uint8_t *blk = rowp + b * 210;
+            float d = h2f(blk + 208);
+            uint8_t one[210];
+            memcpy(one, blk, 210);
+            memset(one + 192, 1, 16); /* unit scales and d = 1 give the codes themselves */
+            one[208] = 0x00, one[209] = 0x3c;
+            deq_q6_k(one, exact);
+            for (int i = 0; i < 256; i++) q[b * 256 + i] = (int8_t)exact[i];
+            for (int j = 0; j < 16; j++) s[b * 16 + j] = d * (float)(int8_t)blk[192 + j];
+        }
+    } else { /* Q5_1, Q5_K: requantize the exact values, scale max|w|/127 per group */
+        tl_ggml_dequant_ref(c->type, rowp, exact, cols);
+        for (int64_t g = 0; g < ng; g++) {
+            const float *x = exact + g * CONV_GROUP;
+            float amax = 0;
+            for (int i = 0; i < CONV_GROUP; i++) {
+                float a = fabsf(x[i]);
+                amax = a > amax ? a : amax; /* not fmaxf: a libm call here */
+            }
+            float sg = amax / 127.0f, inv = sg > 0 ? 1.0f / sg : 0.0f;
+            s[g] = sg;
+            for (int i = 0; i < CONV_GROUP; i++) q[g * CONV_GROUP + i] = round_i8(x[i] * inv);
+        }
+    }
+}
+
+static void conv_task(void *ctx, int task, int thread) {
+    (void)thread;
+    const conv_ctx *c = ctx;
+    int64_t r0 = (int64_t)task * CONV_ROWS_PER_TASK, r1 = TL_MIN(c->rows, r0 + CONV_ROWS_PER_TASK);
+    float *exact = tl_malloc((size_t)c->cols * sizeof(float)), *conv = tl_malloc((size_t)c->cols * sizeof(float));
+    uint8_t *code = tl_malloc((size_t)c->cols);
+    float *sc = tl_malloc((size_t)c->ng * sizeof(float)), *bi = tl_malloc((size_t)c->ng * sizeof(float));
+    double *st = c->stats ? c->stats + 4 * (size_t)task : NULL;
+    for (int64_t r = r0; r < r1; r++) {
+        conv_row(c, r, exact, code, sc, bi);
+        if (!st) continue;
+        tl_ggml_dequant_ref(c->type, c->src + r * c->row_bytes, exact, c->cols);
+        tl_tensor_row_f32(c->out, r, conv);
+        for (int64_t k = 0; k < c->cols; k++) {
+            double d = fabs((double)conv[k] - exact[k]);
+            if (d > st[0] || d != d) st[0] = d != d ? INFINITY : d;
+            st[1] = fmax(st[1], fabs((double)exact[k]));
+            st[2] += d * d, st[3] += (double)exact[k] * exact[k];
+        }
+    }
+    free(exact), free(conv), free(code), free(sc), free(bi);
+}
+
 int tl_ggml_convert(uint32_t type, const void *src, int64_t rows, int64_t cols, tl_tensor *out, tl_ggml_conv_err *err,
-                    tl_error *e) {
+                    tl_pool *pool, tl_error *e) {
     tl_ggml_type_info ti = tl_ggml_type_get(type);
     if (!ti.name || !tl_ggml_convertible(type))
         return tl_errf(e, "ggml type %s (%u) cannot be converted", ti.name ? ti.name : "unknown", type);
     if (rows <= 0 || cols <= 0 || cols % ti.block_elems || cols % CONV_GROUP)
         return tl_errf(e, "%s tensor [%" PRId64 ", %" PRId64 "]: bad shape for conversion", ti.name, rows, cols);
-    const uint8_t *p = src;
     /* Q6_K: 16 sub-blocks of 16 with an int8 scale each -> group 16, exact */
     int group = type == TL_GGML_Q6_K ? 16 : CONV_GROUP;
-    int64_t nb = cols / ti.block_elems, ng = cols / group, row_bytes = nb * ti.block_bytes;
-    bool q4 = type == TL_GGML_Q4_0 || type == TL_GGML_Q4_1 || type == TL_GGML_Q4_K;
+    conv_ctx c = {.type = type, .ti = ti, .src = src, .rows = rows, .cols = cols, .nb = cols / ti.block_elems,
+                  .ng = cols / group, .q4 = type == TL_GGML_Q4_0 || type == TL_GGML_Q4_1 || type == TL_GGML_Q4_K,
+                  .out = out};
+    c.row_bytes = c.nb * ti.block_bytes;
     memset(out, 0, sizeof *out);
     out->rows = rows, out->cols = cols, out->group = group;
-    size_t n = (size_t)rows * (size_t)cols, nsb = (size_t)rows * (size_t)ng;
-    size_t data_bytes = q4 ? n / 2 : n, sb_bytes = q4 ? nsb * 2 : nsb * 4;
+    size_t n = (size_t)rows * (size_t)cols, nsb = (size_t)rows * (size_t)c.ng;
+    size_t data_bytes = c.q4 ? n / 2 : n, sb_bytes = c.q4 ? nsb * 2 : nsb * 4;
     data_bytes = (data_bytes + 63) & ~(size_t)63;
     sb_bytes = (sb_bytes + 63) & ~(size_t)63;
-    uint8_t *base = tl_aligned_alloc(data_bytes + sb_bytes * (q4 ? 2 : 1));
+    uint8_t *base = tl_aligned_alloc(data_bytes + sb_bytes * (c.q4 ? 2 : 1));
     out->owned = base, out->data = base, out->scales = base + data_bytes;
-    float *exact = tl_malloc((size_t)cols * sizeof(float)), *conv = tl_malloc((size_t)cols * sizeof(float));
-    if (q4) {
-        out->type = TL_Q4, out->sb_type = TL_F16, out->biases = base + data_bytes + sb_bytes;
-        uint8_t *code = tl_malloc((size_t)cols);
-        float *sc = tl_malloc((size_t)ng * sizeof(float)), *bi = tl_malloc((size_t)ng * sizeof(float));
-        int gpb = ti.block_elems / CONV_GROUP;
-        for (int64_t r = 0; r < rows; r++) {
-            const uint8_t *rowp = p + r * row_bytes;
-            for (int64_t b = 0; b < nb; b++)
-                q4_block(type, rowp + b * ti.block_bytes, code + b * ti.block_elems, sc + b * gpb, bi + b * gpb);
-            uint32_t *q = (uint32_t *)out->data + r * (cols / 8);
-            for (int64_t k = 0; k < cols; k += 8) {
-                uint32_t wd = 0;
-                for (int i = 0; i < 8; i++) wd |= (uint32_t)code[k + i] << (4 * i);
-                q[k / 8] = wd;
-            }
-            uint16_t *s16 = (uint16_t *)out->scales + r * ng, *b16 = (uint16_t *)out->biases + r * ng;
-            for (int64_t g = 0; g < ng; g++) s16[g] = tl_f32_to_f16(sc[g]), b16[g] = tl_f32_to_f16(bi[g]);
-        }
-        free(code), free(sc), free(bi);
-    } else {
-        out->type = TL_Q8, out->sb_type = TL_F32;
-        for (int64_t r = 0; r < rows; r++) {
-            const uint8_t *rowp = p + r * row_bytes;
-            int8_t *q = (int8_t *)out->data + r * cols;
-            float *s = (float *)out->scales + r * ng;
-            if (type == TL_GGML_Q8_0) { /* copy codes and scales: exact */
-                for (int64_t b = 0; b < nb; b++) {
-                    s[b] = h2f(rowp + b * 34);
-                    memcpy(q + b * 32, rowp + b * 34 + 2, 32);
-                }
-                continue;
-            }
-            if (type == TL_GGML_Q5_0) { /* codes q - 16 in [-16, 15], scale d: exact */
-                for (int64_t b = 0; b < nb; b++) {
-                    const uint8_t *blk = rowp + b * 22, *qs = blk + 6;
-                    uint32_t qh = le32(blk + 2);
-                    s[b] = h2f(blk);
-                    for (int j = 0; j < 16; j++) {
-                        q[b * 32 + j] = (int8_t)(((qs[j] & 15) | (int)(((qh >> j) & 1) << 4)) - 16);
-                        q[b * 32 + j + 16] = (int8_t)(((qs[j] >> 4) | (int)(((qh >> (j + 16)) & 1) << 4)) - 16);
-                    }
-                }
-                continue;
-            }
-            if (type == TL_GGML_Q6_K) { /* codes q - 32 in [-32, 31], scale d * sc per 16: exact */
-                for (int64_t b = 0; b < nb; b++) {
-                    const uint8_t *blk = rowp + b * 210;
-                    float d = h2f(blk + 208);
-                    uint8_t one[210];
-                    memcpy(one, blk, 210);
-                    memset(one + 192, 1, 16); /* unit scales and d = 1 give the codes themselves */
-                    one[208] = 0x00, one[209] = 0x3c;
-                    deq_q6_k(one, exact);
-                    for (int i = 0; i < 256; i++) q[b * 256 + i] = (int8_t)exact[i];
-                    for (int j = 0; j < 16; j++) s[b * 16 + j] = d * (float)(int8_t)blk[192 + j];
-                }
-                continue;
-            }
-            tl_ggml_dequant_ref(type, rowp, exact, cols);
-            for (int64_t g = 0; g < ng; g++) {
-                const float *x = exact + g * CONV_GROUP;
-                float amax = 0;
-                for (int i = 0; i < CONV_GROUP; i++) amax = fmaxf(amax, fabsf(x[i]));
-                float sg = amax / 127.0f, inv = sg > 0 ? 1.0f / sg : 0.0f;
-                s[g] = sg;
-                for (int i = 0; i < CONV_GROUP; i++) {
-                    float v = roundf(x[i] * inv);
-                    q[g * CONV_GROUP + i] = (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v);
-                }
-            }
-        }
-    }
-    if (err) {
+    out->type = c.q4 ? TL_Q4 : TL_Q8;
+    out->sb_type = c.q4 ? TL_F16 : TL_F32;
+    if (c.q4) out->biases = base + data_bytes + sb_bytes;
+    int n_tasks = (int)TL_CDIV(rows, (int64_t)CONV_ROWS_PER_TASK);
+    if (err) c.stats = tl_calloc((size_t)n_tasks * 4, sizeof(double));
+    tl_pool_run(pool, conv_task, &c, n_tasks);
+    if (err) { /* combined in task order: the same result for any number of threads */
         double se = 0, sr = 0;
         memset(err, 0, sizeof *err);
-        for (int64_t r = 0; r < rows; r++) {
-            tl_ggml_dequant_ref(type, p + r * row_bytes, exact, cols);
-            tl_tensor_row_f32(out, r, conv);
-            for (int64_t k = 0; k < cols; k++) {
-                double d = fabs((double)conv[k] - exact[k]);
-                if (d > err->max_abs || d != d) err->max_abs = d != d ? INFINITY : d;
-                err->max_ref = fmax(err->max_ref, fabs((double)exact[k]));
-                se += d * d, sr += (double)exact[k] * exact[k];
-            }
+        for (int t = 0; t < n_tasks; t++) {
+            const double *st = c.stats + 4 * (size_t)t;
+            err->max_abs = st[0] != st[0] || st[0] > err->max_abs ? st[0] : err->max_abs;
+            err->max_ref = fmax(err->max_ref, st[1]);
+            se += st[2], sr += st[3];
         }
         err->rel_rms = sr > 0 ? sqrt(se / sr) : sqrt(se);
+        free(c.stats);
     }
-    free(exact), free(conv);
     return 0;
 }

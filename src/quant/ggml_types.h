@@ -75,7 +75,9 @@ typedef struct tl_ggml_conv_err {
     double rel_rms;   /* sqrt(sum (converted - exact)^2 / sum exact^2) */
 } tl_ggml_conv_err;
 bool tl_ggml_convertible(uint32_t type);
+struct tl_pool;
+/* pool: rows are split over its threads (NULL: the caller's thread); the result is the same. */
 int tl_ggml_convert(uint32_t type, const void *src, int64_t rows, int64_t cols, tl_tensor *out, tl_ggml_conv_err *err,
-                    tl_error *e);
+                    struct tl_pool *pool, tl_error *e);
 
 #endif
