@@ -12,6 +12,7 @@ static const tl_cmd commands[] = {
     {"tokenize", cmd_tokenize, "print the token ids of a text (JSON array)"},
     {"detokenize", cmd_detokenize, "print the text of token ids"},
     {"serve", cmd_serve, "OpenAI-compatible HTTP server"},
+    {"bench", cmd_bench, "offline serving throughput: many requests through the batching engine"},
 };
 #define N_COMMANDS (int)(sizeof commands / sizeof commands[0])
 

@@ -45,7 +45,8 @@ typedef enum {
 typedef struct tl_token_event {
     int64_t req_id;
     int32_t token;            /* the new token, or -1 on a final event that carries no token */
-    float logprob;            /* log-probability of token under the (unmodified) model distribution */
+    float logprob;            /* log-probability of token under the (unmodified) model distribution;
+                                 computed only when s.n_logprobs > 0 (0 otherwise: it costs a pass over n_vocab) */
     int n_top;                /* top-n alternatives when requested */
     int32_t top_ids[TL_MAX_LOGPROBS];
     float top_logprobs[TL_MAX_LOGPROBS];
@@ -55,7 +56,8 @@ typedef struct tl_token_event {
     const char *error;        /* message when finish == TL_FINISH_ERROR */
 } tl_token_event;
 
-/* Return non-zero to finish the request now (finish = STOP), e.g. when a stop string matched. */
+/* Return non-zero to finish the request now (finish = STOP), e.g. when a stop string matched. When the
+ * event itself was not final, one more event follows: token -1, finish = STOP (the request's last). */
 typedef int (*tl_token_cb)(const tl_token_event *ev, void *user);
 
 typedef struct tl_engine_opts {

@@ -98,7 +98,7 @@ static void fill_logprobs(const tl_sampling *s, const float *logits, int nv, int
     float mx = -INFINITY;
     for (int i = 0; i < nv; i++) mx = logits[i] > mx ? logits[i] : mx;
     double sum = 0;
-    for (int i = 0; i < nv; i++) sum += exp((double)logits[i] - mx);
+    for (int i = 0; i < nv; i++) sum += expf(logits[i] - mx); /* fp32 terms, fp64 sum */
     double lse = mx + log(sum);
     ev->logprob = (float)(logits[tok] - lse);
     int n = TL_MIN(TL_MIN(s->n_logprobs, TL_MAX_LOGPROBS), nv);
@@ -123,9 +123,14 @@ static void fill_logprobs(const tl_sampling *s, const float *logits, int nv, int
 int32_t tl_sampler_sample(tl_sampler *sp, const tl_sampling *s, const float *logits, const int32_t *hist, int n_hist,
                           int n_prompt, uint64_t *rng, tl_token_event *ev) {
     int nv = sp->n_vocab;
-    float *w = sp->work;
-    memcpy(w, logits, (size_t)nv * sizeof *w);
-    apply_penalties(sp, s, hist, n_hist, n_prompt);
+    bool penalties = (s->repetition_penalty != 1.0f && s->repetition_penalty > 0.0f) || s->presence_penalty != 0.0f ||
+                     s->frequency_penalty != 0.0f;
+    const float *w = logits; /* read only below; penalties work on a copy */
+    if (penalties) {
+        memcpy(sp->work, logits, (size_t)nv * sizeof *sp->work);
+        apply_penalties(sp, s, hist, n_hist, n_prompt);
+        w = sp->work;
+    }
     int32_t tok = 0;
     if (!(s->temperature > 0.0f)) { /* greedy: first maximum */
         for (int i = 1; i < nv; i++)
@@ -184,6 +189,6 @@ int32_t tl_sampler_sample(tl_sampler *sp, const tl_sampling *s, const float *log
             }
         }
     }
-    if (ev) fill_logprobs(s, logits, nv, tok, ev);
+    if (ev && s->n_logprobs > 0) fill_logprobs(s, logits, nv, tok, ev);
     return tok;
 }
