@@ -1,7 +1,8 @@
 /* bench_attention.c: flash vs naive paged attention at Qwen2-7B attention shapes (28 query heads,
  * 4 KV heads, head_dim 128, block 16) at context 1k, 4k, 16k: prefill (a chunk of new tokens at the
  * end of the context; the full causal prefill where the naive kernel finishes in reasonable time)
- * and decode (one token), time and the heap scratch each kernel allocates.
+ * and decode (one token; and a batch of 16384/ctx sequences decoding together), time and the heap
+ * scratch each kernel allocates.
  *
  * usage: bench_attention [-t threads] [-kv f32|f16|bf16] [-r reps] [-c chunk] [-full max_ctx]
  * The machine may be shared with other jobs: times are the minimum over reps. */
@@ -33,21 +34,26 @@ static float randf(void) {
     return (float)((rng >> 40) * (1.0 / 16777216.0)) * 2 - 1;
 }
 
-/* One case: a single sequence with L new tokens at offset P. */
-static void bench_case(const char *what, tl_kv *kv, int32_t *bt, int P, int L, tl_pool *pool, int reps,
-                       bool run_naive) {
-    const size_t qn = (size_t)L * N_HEAD * HEAD_DIM;
+/* One case: n_seq sequences, each with L new tokens at offset P; sequence s uses block table
+ * bt + s * bt_stride. */
+static void bench_case(const char *what, tl_kv *kv, int32_t *bt, int bt_stride, int n_seq, int P, int L,
+                       tl_pool *pool, int reps, bool run_naive) {
+    const int T = n_seq * L;
+    const size_t qn = (size_t)T * N_HEAD * HEAD_DIM;
     float *q = tl_aligned_alloc(qn * sizeof(float)), *o1 = tl_aligned_alloc(qn * sizeof(float)),
           *o2 = tl_aligned_alloc(qn * sizeof(float));
     for (size_t i = 0; i < qn; i++) q[i] = randf();
-    int32_t *pos = tl_malloc(sizeof(int32_t) * L);
-    for (int j = 0; j < L; j++) pos[j] = P + j;
-    tl_batch_seq sq = {.tok_start = 0, .n_new = L, .n_past = P, .block_table = bt};
-    tl_batch b = {.n_tok = L, .pos = pos, .n_seq = 1, .seqs = &sq};
+    int32_t *pos = tl_malloc(sizeof(int32_t) * T);
+    tl_batch_seq *sq = tl_malloc(sizeof(tl_batch_seq) * n_seq);
+    for (int s = 0; s < n_seq; s++) {
+        for (int j = 0; j < L; j++) pos[s * L + j] = P + j;
+        sq[s] = (tl_batch_seq){.tok_start = s * L, .n_new = L, .n_past = P, .block_table = bt + (size_t)s * bt_stride};
+    }
+    tl_batch b = {.n_tok = T, .pos = pos, .n_seq = n_seq, .seqs = sq};
     tl_attn_args a = {.kv = kv, .layer = 0, .batch = &b, .q = q, .n_head = N_HEAD, .scale = 1 / sqrtf(HEAD_DIM)};
     /* useful work: each (token, head) does 2 * head_dim flops per visible key for QK and for PV */
     double keys = (double)L * P + (double)L * (L + 1) / 2;
-    double flop = 4.0 * HEAD_DIM * N_HEAD * keys;
+    double flop = 4.0 * HEAD_DIM * N_HEAD * keys * n_seq;
     int nt = tl_pool_size(pool);
     a.out = o1;
     double tf = time_it(tl_attn_flash, &a, pool, reps);
@@ -69,13 +75,13 @@ static void bench_case(const char *what, tl_kv *kv, int32_t *bt, int P, int L, t
         printf(" | naive skipped (too slow here)                   scratch %8.1f KiB", sn / 1024.0);
     printf(" | n x n scores would be %.1f MiB\n", nxn / (1 << 20));
     if (L == 1) { /* decode reads the whole K/V of the layer once */
-        double bytes = 2.0 * (P + 1) * N_HEAD_KV * HEAD_DIM * (kv->dtype == TL_F32 ? 4 : 2);
+        double bytes = 2.0 * n_seq * (P + 1) * N_HEAD_KV * HEAD_DIM * (kv->dtype == TL_F32 ? 4 : 2);
         printf("         decode K/V traffic %.1f MiB: flash %.1f GB/s%s\n", bytes / (1 << 20), bytes / tf * 1e-9,
                run_naive ? "" : "");
         if (run_naive) printf("         naive %.1f GB/s\n", bytes / tn * 1e-9);
     }
     fflush(stdout);
-    tl_aligned_free(q), tl_aligned_free(o1), tl_aligned_free(o2), free(pos);
+    tl_aligned_free(q), tl_aligned_free(o1), tl_aligned_free(o2), free(pos), free(sq);
 }
 
 int main(int argc, char **argv) {
@@ -103,7 +109,8 @@ int main(int argc, char **argv) {
            reps);
     static const int ctxs[] = {1024, 4096, 16384};
     for (int ci = 0; ci < 3; ci++) {
-        int ctx = ctxs[ci], nb = TL_CDIV(ctx, BLOCK);
+        /* up to 16k tokens of context: one sequence at 16k, 4 x 4k, 16 x 1k for the batched decode */
+        int ctx = ctxs[ci], n_dec = 16384 / ctx, nb1 = TL_CDIV(ctx, BLOCK), nb = nb1 * n_dec;
         tl_config cfg = {.n_layer = 1, .n_head = N_HEAD, .n_head_kv = N_HEAD_KV, .head_dim = HEAD_DIM};
         tl_kv kv;
         tl_error e;
@@ -126,12 +133,17 @@ int main(int argc, char **argv) {
         }
         int L = TL_MIN(chunk, ctx);
         double fl_chunk = 4.0 * HEAD_DIM * N_HEAD * ((double)L * (ctx - L) + (double)L * (L + 1) / 2) * 1e-9;
-        bench_case("prefill", &kv, bt, ctx - L, L, pool, reps, fl_chunk <= naive_max_flop);
+        bench_case("prefill", &kv, bt, nb1, 1, ctx - L, L, pool, reps, fl_chunk <= naive_max_flop);
         if (ctx <= full_max && L < ctx) {
             double fl_full = 4.0 * HEAD_DIM * N_HEAD * (double)ctx * (ctx + 1) / 2 * 1e-9;
-            bench_case("full", &kv, bt, 0, ctx, pool, reps, fl_full <= naive_max_flop);
+            bench_case("full", &kv, bt, nb1, 1, 0, ctx, pool, reps, fl_full <= naive_max_flop);
         }
-        bench_case("decode", &kv, bt, ctx - 1, 1, pool, TL_MAX(reps, 5), true);
+        bench_case("decode", &kv, bt, nb1, 1, ctx - 1, 1, pool, TL_MAX(reps, 5), true);
+        if (n_dec > 1) {
+            char what[32];
+            snprintf(what, sizeof what, "decode%d", n_dec);
+            bench_case(what, &kv, bt, nb1, n_dec, ctx - 1, 1, pool, TL_MAX(reps, 5), true);
+        }
         free(bt);
         tl_kv_free_host(&kv);
     }
