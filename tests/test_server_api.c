@@ -111,6 +111,7 @@ static void test_malformed(void) {
         {TL_API_COMPLETION, "{\"prompt\": \"x\", \"logprobs\": true}", "logprobs"},
         {TL_API_COMPLETION, "{\"prompt\": \"x\", \"logprobs\": 21}", "logprobs"},
         {TL_API_COMPLETION, "{\"prompt\": \"x\", \"echo\": true}", "echo"},
+        {TL_API_COMPLETION, "{\"prompt\": \"x\", \"ignore_eos\": 1}", "ignore_eos"},
         {TL_API_COMPLETION, "{\"prompt\": \"x\", \"best_of\": 3}", "best_of"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -174,8 +175,8 @@ static void test_valid(void) {
     CHECK(rc == 0 && r.prompt && !strcmp(r.prompt, "Once upon") && r.max_tokens == 4 && r.logprobs &&
           r.top_logprobs == 2 && r.n_stop == 1, "%s", e.msg);
     tl_api_req_free(&r);
-    rc = parse("{\"prompt\":[\"abc\"]}", TL_API_COMPLETION, &r, &param, &e);
-    CHECK(rc == 0 && r.prompt && !strcmp(r.prompt, "abc"));
+    rc = parse("{\"prompt\":[\"abc\"],\"ignore_eos\":true}", TL_API_COMPLETION, &r, &param, &e);
+    CHECK(rc == 0 && r.prompt && !strcmp(r.prompt, "abc") && r.ignore_eos);
     tl_api_req_free(&r);
     rc = parse("{\"prompt\":[1,2,3],\"logprobs\":0}", TL_API_COMPLETION, &r, &param, &e);
     CHECK(rc == 0 && !r.prompt && r.n_prompt_ids == 3 && r.prompt_ids[2] == 3 && r.logprobs && r.s.n_logprobs == 1);

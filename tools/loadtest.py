@@ -166,13 +166,16 @@ def wait_idle(url, timeout=30):
 
 def one_request(url, model, i, args, rng, headers):
     """Returns a dict: outcome (completed | cancelled | rejected | error), timings."""
-    stream = rng.random() < 0.7
+    stream = rng.random() < getattr(args, "stream_frac", 0.7)
     chat = rng.random() < 0.5
     disconnect = rng.random() < args.disconnect
     body = {"model": model, "max_tokens": rng.randint(max(1, args.max_tokens // 2), args.max_tokens),
             "temperature": rng.choice([0.0, 0.7, 1.0]), "seed": i, "stream": stream}
     if stream:
         body["stream_options"] = {"include_usage": True}
+    if getattr(args, "ignore_eos", False):
+        body["ignore_eos"] = True
+        body["max_tokens"] = rng.randint(max(1, args.min_tokens), args.max_tokens)
     words = " ".join(rng.choice(["alpha", "beta", "gamma", "delta", "tiny", "model"]) for _ in range(rng.randint(2, 40)))
     if chat:
         body["messages"] = [{"role": "user", "content": "Request %d: %s" % (i, words)}]
@@ -315,6 +318,9 @@ def main():
     ap.add_argument("-c", type=int, default=48, help="concurrent clients (default 48)")
     ap.add_argument("--disconnect", type=float, default=0.2, help="fraction of clients hanging up early")
     ap.add_argument("--max-tokens", type=int, default=16)
+    ap.add_argument("--min-tokens", type=int, default=1, help="with --ignore-eos: output lengths uniform in [min, max]")
+    ap.add_argument("--ignore-eos", action="store_true", help="generate exactly max_tokens (compare with tinyllm bench)")
+    ap.add_argument("--stream-frac", type=float, default=0.7, help="fraction of streamed requests")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--idle-timeout", type=float, default=30)
     ap.add_argument("--server-args", default="--threads 2 --max-seqs 64 --max-queue 512",

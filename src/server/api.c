@@ -255,6 +255,7 @@ int tl_api_parse(const char *body, size_t len, tl_api_kind kind, tl_api_req *r, 
     if (parse_logprobs(root, r, param, e)) goto fail;
     r->s.n_logprobs = r->logprobs ? TL_MAX(r->top_logprobs, 1) : 0;
     if (get_bool(root, "echo", &r->echo, param, e)) goto fail;
+    if (get_bool(root, "ignore_eos", &r->ignore_eos, param, e)) goto fail;
     if (r->echo) BAD("echo", "'echo' is not supported");
     /* Features that change what the output means are refused rather than silently ignored. */
     if ((v = field(root, "logit_bias")) && (!json_is_object(v) || json_object_size(v)))

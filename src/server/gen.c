@@ -416,8 +416,9 @@ enum MHD_Result tl_srv_gen_start(srv *s, struct MHD_Connection *c, tl_api_kind k
     if (!g->req.repetition_penalty_given && gd->repetition_penalty > 0) p.s.repetition_penalty = gd->repetition_penalty;
     if (!g->req.seed_given) p.s.seed = seed;
     p.max_tokens = max_tokens;
-    p.stop_ids = s->eos;
-    p.n_stop_ids = s->n_eos;
+    p.ignore_eos = g->req.ignore_eos;
+    p.stop_ids = g->req.ignore_eos ? NULL : s->eos;
+    p.n_stop_ids = g->req.ignore_eos ? 0 : s->n_eos;
     int64_t eid = tl_engine_add(s->en, ids, n, &p, on_token, g, &e);
     free(ids);
     if (eid < 0) {

@@ -34,6 +34,7 @@ typedef struct tl_api_req {
     bool logprobs;            /* chat: logprobs=true; completions: logprobs=N given */
     int top_logprobs;         /* alternatives per position, 0..20 */
     bool echo;                /* completions: rejected when true (not supported) */
+    bool ignore_eos;          /* vLLM extension: generate max_tokens even past EOS (benchmarks) */
     char *user;
 } tl_api_req;
 
