@@ -215,6 +215,13 @@ int main(void) {
         seqspec s = {3001, 1};
         run_case(&c, &s, 1, pool);
     }
+    /* 5) split key ranges where some rows of a query tile see nothing of a chunk (G = 1: a tile of
+     *    128 tokens at P = 172 splits its 300 keys at 192; rows j < 20 end before that) */
+    for (int di = 0; di < 2; di++) {
+        cfgspec c = {.n_head_kv = 1, .G = 1, .head_dim = 64, .block_size = 16, .dt = DTs[di], .qamp = 1};
+        seqspec s = {172, 128};
+        run_case(&c, &s, 1, pool);
+    }
     printf("%d cases (isa %s, dtypes %s/%s/%s)\n", n_cases, tl_isa_name(tl_cpu_isa()), name_of(TL_F32),
            name_of(TL_F16), name_of(TL_BF16));
     tl_pool_free(pool);
