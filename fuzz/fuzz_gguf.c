@@ -44,7 +44,7 @@ static void touch(const tl_gguf *g) {
         const tl_gguf_tensor *t = &g->tensors[i];
         if (t->nbytes > 0) g_sink += t->data[0] + t->data[t->nbytes - 1];
         tl_ggml_type_info ti = tl_ggml_type_get(t->type);
-        if (ti.dequant && t->ne[0] > 0 && t->ne[0] <= 4096) { /* one row through the dequantizer */
+        if (ti.dequant && t->ne[0] > 0 && t->ne[0] <= 4096 && t->n_elems >= t->ne[0]) { /* a row, if any */
             float row[4096];
             if (tl_ggml_dequant_ref(t->type, t->data, row, t->ne[0]) == 0) g_sink += (uint64_t)(row[0] == row[0]);
         }
