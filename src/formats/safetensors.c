@@ -30,7 +30,7 @@ const char *tl_st_dtype_name(tl_st_dtype t) {
     return "?";
 }
 
-static int parse_header(tl_st_file *f, const char *json, size_t len, size_t data_off, tl_error *e) {
+static int parse_header(tl_st_file *f, const void *base, const char *json, size_t len, size_t data_off, tl_error *e) {
     json_error_t je;
     json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &je);
     if (!root) return tl_errf(e, "%s: bad safetensors header JSON: %s (line %d)", f->path, je.text, je.line);
@@ -78,6 +78,10 @@ static int parse_header(tl_st_file *f, const char *json, size_t len, size_t data
             }
             t->shape[i] = json_integer_value(d);
             count *= (uint64_t)t->shape[i];
+            if (count > ((unsigned __int128)1 << 64)) { /* the product would wrap 128 bits by the 4th dim */
+                rc = tl_errf(e, "%s: tensor '%s': shape has more than 2^64 elements", f->path, key);
+                break;
+            }
         }
         if (rc) break;
         json_t *b = json_array_get(offs, 0), *en = json_array_get(offs, 1);
@@ -98,12 +102,22 @@ static int parse_header(tl_st_file *f, const char *json, size_t len, size_t data
             break;
         }
         t->nbytes = end - begin;
-        t->data = (const char *)f->map + data_off + begin;
+        t->data = (const char *)base + data_off + begin;
         t->name = tl_strdup(key);
         f->n++;
     }
     json_decref(root);
     return rc;
+}
+
+/* The 8-byte length, then the header; base holds f->size bytes (f->size >= 8). */
+static int parse_file(tl_st_file *f, const void *base, tl_error *e) {
+    uint64_t n;
+    memcpy(&n, base, 8);
+    if (n > f->size - 8 || n > (100u << 20))
+        return tl_errf(e, "%s: header length %llu does not fit the file (%zu bytes): truncated or not safetensors",
+                       f->path, (unsigned long long)n, f->size);
+    return parse_header(f, base, (const char *)base + 8, (size_t)n, 8 + (size_t)n, e);
 }
 
 int tl_st_open(tl_st_file *f, const char *path, tl_error *e) {
@@ -128,18 +142,27 @@ int tl_st_open(tl_st_file *f, const char *path, tl_error *e) {
         tl_errf(e, "%s: mmap failed: %s", path, strerror(errno));
         goto fail;
     }
-    uint64_t n;
-    memcpy(&n, f->map, 8);
-    if (n > f->size - 8 || n > (100u << 20)) {
-        tl_errf(e, "%s: header length %llu does not fit the file (%zu bytes): truncated or not safetensors", path,
-                (unsigned long long)n, f->size);
-        goto fail;
-    }
-    if (parse_header(f, (const char *)f->map + 8, (size_t)n, 8 + (size_t)n, e) != 0) goto fail;
+    if (parse_file(f, f->map, e) != 0) goto fail;
     return 0;
 fail:
     tl_st_close(f);
     return -1;
+}
+
+int tl_st_parse(tl_st_file *f, const void *buf, size_t size, const char *name, tl_error *e) {
+    memset(f, 0, sizeof *f);
+    f->path = tl_strdup(name ? name : "<memory>");
+    f->size = size;
+    if (size < 8) {
+        tl_errf(e, "%s: not a safetensors file (shorter than its 8-byte header length)", f->path);
+        tl_st_close(f);
+        return -1;
+    }
+    if (parse_file(f, buf, e) != 0) {
+        tl_st_close(f);
+        return -1;
+    }
+    return 0;
 }
 
 void tl_st_close(tl_st_file *f) {

@@ -35,6 +35,9 @@ typedef struct tl_st_set {
 
 int tl_st_open(tl_st_file *f, const char *path, tl_error *e);
 void tl_st_close(tl_st_file *f);
+/* Parses a safetensors image held in memory (buf[size], borrowed: tensors point into it; f->map
+ * stays NULL). name labels messages. For fuzzing and tests; tl_st_close frees the rest. */
+int tl_st_parse(tl_st_file *f, const void *buf, size_t size, const char *name, tl_error *e);
 /* Opens dir/model.safetensors.index.json's shards if present, else dir/model.safetensors. */
 int tl_st_open_dir(tl_st_set *s, const char *dir, tl_error *e);
 void tl_st_close_set(tl_st_set *s);
