@@ -45,6 +45,9 @@ static int load_matrix(const tl_st_set *s, const char *name, int64_t rows, int64
         if (sc->n_dims != 2 || sc->shape[0] != rows || sc->shape[1] != cols / g || bi->n_dims != 2 ||
             bi->shape[0] != rows || bi->shape[1] != cols / g)
             return tl_errf(e, "tensor '%s': scales/biases must be [%lld, %lld]", ks, (long long)rows, (long long)cols / g);
+        if ((uintptr_t)t->data % 4 || (uintptr_t)sc->data % 2 || (uintptr_t)bi->data % 2)
+            return tl_errf(e, "tensor '%s': 4-bit data not aligned to its element size in the file (a safetensors "
+                              "header not padded to 8 bytes?)", key);
         out->type = TL_Q4;
         out->group = g;
         out->sb_type = st;
@@ -61,6 +64,14 @@ static int load_matrix(const tl_st_set *s, const char *name, int64_t rows, int64
                        (long long)rows, (long long)cols, t->n_dims, (long long)t->shape[0],
                        (long long)(t->n_dims > 1 ? t->shape[1] : 0));
     out->data = (void *)t->data;
+    size_t es = out->type == TL_F32 ? 4 : 2;
+    if ((uintptr_t)t->data % es) { /* kernels read elements in place: give them an aligned copy */
+        tl_warn("tensor '%s': data not aligned to its %zu-byte elements in the file (a safetensors header not "
+                "padded to 8 bytes?): copying it", key, es);
+        out->owned = tl_malloc(t->nbytes);
+        memcpy(out->owned, t->data, t->nbytes);
+        out->data = out->owned;
+    }
     return 0;
 }
 
@@ -78,10 +89,12 @@ static int load_vector(const tl_st_set *s, const char *key, int64_t n, tl_tensor
     out->rows = 1;
     out->cols = n;
     float *f = tl_malloc((size_t)n * 4);
-    for (int64_t i = 0; i < n; i++)
-        f[i] = dt == TL_F32 ? ((const float *)t->data)[i]
-                            : dt == TL_BF16 ? tl_bf16_to_f32(((const uint16_t *)t->data)[i])
-                                            : tl_f16_to_f32(((const uint16_t *)t->data)[i]);
+    const char *src = t->data; /* may be unaligned (a header not padded to 8 bytes): read by memcpy */
+    for (int64_t i = 0; i < n; i++) {
+        uint16_t h;
+        if (dt == TL_F32) memcpy(&f[i], src + 4 * i, 4);
+        else memcpy(&h, src + 2 * i, 2), f[i] = dt == TL_BF16 ? tl_bf16_to_f32(h) : tl_f16_to_f32(h);
+    }
     out->data = out->owned = f;
     return 0;
 }
