@@ -305,9 +305,34 @@ static char *dump(json_t *o) {
 
 static json_t *str_or_null(const char *s) { return s ? json_string(s) : json_null(); }
 
+/* A JSON string of s even when s is not valid UTF-8 (an error message that quotes a client's bytes,
+ * or cut one of them in half with "%.40s"): each invalid byte becomes U+FFFD. */
+static json_t *utf8_string(const char *s) {
+    json_t *j = json_string(s);
+    if (j) return j;
+    tl_strbuf b = {0};
+    tl_strbuf_append(&b, "", 0);
+    for (size_t i = 0, n = strlen(s); i < n;) {
+        unsigned char c = (unsigned char)s[i];
+        size_t l = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+        json_t *one = l && i + l <= n ? json_stringn(s + i, l) : NULL;
+        if (one) {
+            tl_strbuf_append(&b, s + i, l);
+            json_decref(one);
+            i += l;
+        } else {
+            tl_strbuf_append(&b, "\xef\xbf\xbd", 3);
+            i++;
+        }
+    }
+    j = json_string(b.p);
+    tl_strbuf_free(&b);
+    return j ? j : json_string("");
+}
+
 static json_t *error_obj(const char *message, const char *type, const char *param, const char *code) {
     json_t *err = json_object();
-    json_object_set_new(err, "message", json_string(message ? message : ""));
+    json_object_set_new(err, "message", utf8_string(message ? message : ""));
     json_object_set_new(err, "type", json_string(type ? type : "invalid_request_error"));
     json_object_set_new(err, "param", str_or_null(param));
     json_object_set_new(err, "code", str_or_null(code));
