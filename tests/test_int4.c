@@ -154,6 +154,7 @@ int main(void) {
             MK(layers[l].w_up, n_ff, n_embd);
             MK(layers[l].w_down, n_embd, n_ff);
         }
+        free(layers[1].w_down.owned); /* replaced by a narrower one (LeakSanitizer) */
         MK(layers[1].w_down, n_embd, 96); /* 96 is not a multiple of 128: stays f32 */
         float *embd_copy = malloc((size_t)(n_vocab * n_embd) * sizeof(float));
         memcpy(embd_copy, m.w.tok_embd.data, (size_t)(n_vocab * n_embd) * sizeof(float));

@@ -137,7 +137,9 @@ static void test_chat(void) {
     tl_tokenizer *t = tl_tokenizer_load(tl_shared("assets/qwen2.5-tokenizer"), &e);
     CHECK(t != NULL, "%s", e.msg);
     if (!t) return;
-    json_t *c = json_loads(slurp(tl_shared("assets/tokenizer-vectors/derived_chat_prompt.jsonl"), NULL), JSON_DISABLE_EOF_CHECK, NULL);
+    char *text = slurp(tl_shared("assets/tokenizer-vectors/derived_chat_prompt.jsonl"), NULL);
+    json_t *c = json_loads(text, JSON_DISABLE_EOF_CHECK, NULL);
+    free(text);
     CHECK(c != NULL);
     tl_chat_msg m = {"user", "Hello"};
     char *p = tl_chat_render(t, &m, 1, true);
