@@ -63,7 +63,7 @@ class Server:
         def reader():
             for line in self.proc.stderr:
                 self.log.append(line)
-                m = re.search(r"listening on http://[^:]+:(\d+)", line)
+                m = re.search(r"listening on http://.*:(\d+) ", line)
                 if m and not self.port:
                     self.port = int(m.group(1))
                     got_port.set()

@@ -441,7 +441,9 @@ int tl_server_run(const tl_server_opts *opts) {
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
     int port = di ? di->port : s->o.port;
-    fprintf(stderr, "serve: listening on http://%s:%d (model %s loading)\n", s->o.host, port, s->served_name);
+    bool v6 = strchr(s->o.host, ':') != NULL;
+    fprintf(stderr, "serve: listening on http://%s%s%s:%d (model %s loading)\n", v6 ? "[" : "", s->o.host, v6 ? "]" : "",
+            port, s->served_name);
     fflush(stderr);
 
     pthread_t lt, wt;
