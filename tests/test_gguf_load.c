@@ -24,6 +24,7 @@ typedef struct variant {
     const char *drop;      /* a tensor to leave out */
     const char *bad_shape; /* a tensor written with ne[1] + 1 */
     const char *drop_key;  /* a metadata key to leave out */
+    int n_tokens;          /* > 0: write a tokenizer.ggml.tokens list of this length */
 } variant;
 
 /* Scale fields per quantized type: byte offset and magnitude (weights end up around 0.05). */
@@ -82,6 +83,12 @@ static void write_pair(const variant *v, const char *path_q, const char *path_f)
         gw_u32(w, "tokenizer.ggml.bos_token_id", 1);
         gw_u32(w, "tokenizer.ggml.eos_token_id", 2);
         gw_u32(w, "tokenizer.ggml.eot_token_id", 3);
+        if (v->n_tokens > 0) {
+            const char **tk = malloc(sizeof *tk * (size_t)v->n_tokens);
+            for (int i = 0; i < v->n_tokens; i++) tk[i] = "x";
+            gw_arr_str(w, "tokenizer.ggml.tokens", tk, v->n_tokens);
+            free(tk);
+        }
 #undef KEY
     }
     struct { const char *name; int64_t rows, cols; bool vec; } ts[64];
@@ -250,6 +257,7 @@ int main(void) {
     expect_error((variant){.arch = "gpt2", .type = TL_GGML_F32}, "architecture 'gpt2' is not supported");
     expect_error((variant){.arch = "llama", .type = TL_GGML_F32, .drop_key = "embedding_length"}, "missing llama.embedding_length");
     expect_error((variant){.arch = "llama", .type = TL_GGML_Q2_K}, "q2_K");
+    expect_error((variant){.arch = "llama", .type = TL_GGML_F32, .n_tokens = N_VOCAB + 1}, "65 tokens but token_embd.weight has only 64 rows");
     char p[128];
     snprintf(p, sizeof p, "%s/q.gguf", g_dir), unlink(p);
     snprintf(p, sizeof p, "%s/f.gguf", g_dir), unlink(p);

@@ -94,12 +94,19 @@ static int read_config(loader *L, tl_config *c) {
     tl_gguf_str st;
     if (tl_gguf_kv_str(arch_kv(L, "rope.scaling.type"), &st) && !tl_gguf_str_eq(st, "none"))
         tl_warn("gguf: rope scaling '%.*s' is ignored", (int)TL_MIN(st.n, 32), st.p);
-    /* vocabulary: the token list, else the embedding's rows */
+    /* vocabulary: the embedding's rows; the token list may be shorter (ids past it have no text),
+     * never longer */
     const tl_gguf_kv *tok = tl_gguf_find(L->g, "tokenizer.ggml.tokens");
     const tl_gguf_tensor *emb = tl_gguf_find_tensor(L->g, "token_embd.weight");
     if (!emb) return tl_errf(L->e, "gguf: missing tensor token_embd.weight");
-    c->n_vocab = tok && tok->type == TL_GGUF_ARRAY ? (int)TL_MIN(tok->arr_n, INT32_MAX) : (int)TL_MIN(emb->ne[1], INT32_MAX);
-    if (c->n_vocab <= 0) return tl_errf(L->e, "gguf: empty vocabulary");
+    if (emb->ne[1] <= 0 || emb->ne[1] > INT32_MAX)
+        return tl_errf(L->e, "gguf: token_embd.weight has %" PRId64 " rows", emb->ne[1]);
+    c->n_vocab = (int)emb->ne[1];
+    if (tok && tok->type == TL_GGUF_ARRAY && tok->arr_n != (uint64_t)c->n_vocab) {
+        if (tok->arr_n > (uint64_t)c->n_vocab)
+            return tl_errf(L->e, "gguf: %" PRIu64 " tokens but token_embd.weight has only %d rows", tok->arr_n, c->n_vocab);
+        tl_warn("gguf: %" PRIu64 " tokens for %d embedding rows", tok->arr_n, c->n_vocab);
+    }
     c->bos_id = token_id(L->g, "tokenizer.ggml.bos_token_id", c->n_vocab);
     c->n_eos = 0;
     static const char *eos_keys[] = {"tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id",
