@@ -175,10 +175,55 @@ static void run_case(const cfgspec *c, const seqspec *ss, int n_seq, tl_pool *po
     tl_kv_free_host(&kv);
 }
 
+/* tl_cpu_kv_write's f16/bf16 rounding (every tier) against core's scalar conversions, on values
+ * that are not representable: ties, overflow to inf, f16 subnormals and underflow, NaN; head_dim
+ * 36 leaves a tail after the 8-wide loop. */
+static void test_kv_rounding(void) {
+    const int hd = 36, n_tok = 16;
+    tl_config cfg = {.n_layer = 1, .n_head = 1, .n_head_kv = 1, .head_dim = hd};
+    float *x = malloc(sizeof(float) * n_tok * hd);
+    static const float special[] = {1.00048828125f, 1.00146484375f, 65504.f, 65519.f, 65520.f, 1e5f, -7e4f,
+                                    1e-8f, 2.98023224e-8f, 3e-8f, 6.1e-5f, 1e-40f, 0.f, -0.f, 1.00390625f,
+                                    1.01171875f, 3.4e38f, -3.4e38f, NAN, INFINITY, -INFINITY};
+    const int n_special = (int)(sizeof special / sizeof special[0]);
+    for (int i = 0; i < n_tok * hd; i++) {
+        int e2 = (int)(tl_t_rng(&rng) % 60) - 40;
+        x[i] = i < n_special ? special[i] : ldexpf(tl_t_randf(&rng), e2);
+    }
+    int32_t bt[1] = {0}, pos[16];
+    for (int j = 0; j < n_tok; j++) pos[j] = j;
+    tl_batch_seq sq = {.tok_start = 0, .n_new = n_tok, .n_past = 0, .block_table = bt};
+    tl_batch b = {.n_tok = n_tok, .pos = pos, .n_seq = 1, .seqs = &sq};
+    for (int di = 1; di <= 2; di++)
+        for (int isa = TL_ISA_SCALAR; isa <= (int)tl_cpu_isa() && isa <= TL_ISA_AVX2; isa++) {
+            tl_dtype dt = di == 1 ? TL_F16 : TL_BF16;
+            tl_kv kv;
+            tl_error e;
+            CHECK(tl_kv_init_host(&kv, &cfg, 16, 1, dt, &e) == 0, "%s", e.msg);
+            setenv("TL_CPU", tl_isa_name((tl_isa)isa), 1);
+            tl_cpu_kv_write(&kv, 0, &b, x, x);
+            unsetenv("TL_CPU");
+            const uint16_t *k = kv.k, *v = kv.v;
+            int bad = 0;
+            for (int i = 0; i < n_tok * hd; i++) {
+                uint16_t want = dt == TL_F16 ? tl_f32_to_f16(x[i]) : tl_f32_to_bf16(x[i]);
+                if (k[i] != want || v[i] != want) {
+                    if (bad++ < 3) fprintf(stderr, "  %s[%s] x=%.9g: got %04x want %04x\n", tl_dtype_name(dt),
+                                           tl_isa_name((tl_isa)isa), x[i], k[i], want);
+                }
+            }
+            CHECK(bad == 0, "kv_write %s rounding [%s]: %d of %d wrong", tl_dtype_name(dt),
+                  tl_isa_name((tl_isa)isa), bad, n_tok * hd);
+            tl_kv_free_host(&kv);
+        }
+    free(x);
+}
+
 static const char *name_of(tl_dtype t) { return tl_dtype_name(t); }
 
 int main(void) {
     tl_pool *pool = tl_pool_create(3);
+    test_kv_rounding();
     static const int Ps[] = {0, 1, 15, 16, 1000}, Ls[] = {1, 2, 7, 128};
     static const int Gs[] = {1, 2, 7}, HDs[] = {64, 128};
     static const tl_dtype DTs[] = {TL_F32, TL_F16, TL_BF16};

@@ -13,6 +13,9 @@ int tl_attn_map_tokens(const tl_batch *b, int *tok_seq);
 size_t tl_attn_naive_scratch_bytes(const tl_attn_args *a, int n_threads);
 size_t tl_attn_flash_scratch_bytes(const tl_attn_args *a, int n_threads);
 
+/* dst[n] (f16 or bf16) = src[n] fp32, rounded to nearest even (kv_write_avx2.c). */
+void tl_kv_store_row_avx2(void *dst, const float *src, int n, tl_dtype t);
+
 /* tl_attn_flash with an explicit kernel tier (tests compare every tier; an unsupported tier
  * falls back to the best one the CPU has). */
 void tl_attn_flash_isa(const tl_attn_args *a, tl_pool *pool, tl_isa isa);
