@@ -215,84 +215,13 @@ static int load_weights(loader *L) {
 
 /* ---- tokenizer from tokenizer.ggml.* ---- */
 
-/* A NUL-terminated copy of each element of a string array (NULL when the key is absent). */
-static char **str_array(const tl_gguf_kv *kv, int *n) {
-    *n = 0;
-    if (!kv || kv->type != TL_GGUF_ARRAY || kv->arr_type != TL_GGUF_STRING || kv->arr_n > INT32_MAX) return NULL;
-    char **a = tl_malloc((size_t)TL_MAX(kv->arr_n, 1) * sizeof *a);
-    for (uint64_t i = 0; i < kv->arr_n; i++) {
-        tl_gguf_str s;
-        tl_gguf_arr_str(kv, i, &s);
-        a[i] = tl_malloc((size_t)s.n + 1);
-        memcpy(a[i], s.p, (size_t)s.n);
-        a[i][s.n] = 0;
-    }
-    *n = (int)kv->arr_n;
-    return a;
-}
-static void free_strs(char **a, int n) {
-    for (int i = 0; i < n; i++) free(a[i]);
-    free(a);
-}
-static char *dup_str(const tl_gguf_kv *kv) {
-    tl_gguf_str s;
-    if (!tl_gguf_kv_str(kv, &s)) return NULL;
-    char *z = tl_malloc((size_t)s.n + 1);
-    memcpy(z, s.p, (size_t)s.n);
-    z[s.n] = 0;
-    return z;
-}
-static bool get_bool(const tl_gguf *g, const char *key, bool dflt) {
-    int64_t v;
-    return tl_gguf_kv_int(tl_gguf_find(g, key), &v) ? v != 0 : dflt;
-}
-
+/* The tokenizer module reads the tokenizer.ggml.* keys (tl_tokenizer_from_gguf); a file without a
+ * token list loads without a tokenizer. */
 int tl_gguf_tokenizer(const tl_gguf *g, struct tl_tokenizer **out, tl_error *e) {
     *out = NULL;
-    int n_tok = 0, n_merges = 0;
-    char **tokens = str_array(tl_gguf_find(g, "tokenizer.ggml.tokens"), &n_tok);
-    if (!tokens) return 0;
-    tl_vocab_spec sp = {0};
-    char *model = dup_str(tl_gguf_find(g, "tokenizer.ggml.model"));
-    char *pre = dup_str(tl_gguf_find(g, "tokenizer.ggml.pre"));
-    char *tmpl = dup_str(tl_gguf_find(g, "tokenizer.chat_template"));
-    char **merges = str_array(tl_gguf_find(g, "tokenizer.ggml.merges"), &n_merges);
-    float *scores = NULL;
-    int32_t *types = NULL;
-    const tl_gguf_kv *sk = tl_gguf_find(g, "tokenizer.ggml.scores"), *tk = tl_gguf_find(g, "tokenizer.ggml.token_type");
-    double f;
-    int64_t v;
-    if (sk && sk->type == TL_GGUF_ARRAY && sk->arr_n == (uint64_t)n_tok && tl_gguf_arr_float(sk, 0, &f)) {
-        scores = tl_malloc((size_t)n_tok * sizeof *scores);
-        for (int i = 0; i < n_tok; i++) scores[i] = tl_gguf_arr_float(sk, (uint64_t)i, &f) ? (float)f : 0.0f;
-    }
-    if (tk && tk->type == TL_GGUF_ARRAY && tk->arr_n == (uint64_t)n_tok && tl_gguf_arr_int(tk, 0, &v)) {
-        types = tl_malloc((size_t)n_tok * sizeof *types);
-        for (int i = 0; i < n_tok; i++) types[i] = tl_gguf_arr_int(tk, (uint64_t)i, &v) ? (int32_t)v : 1;
-    }
-    sp.model = model ? model : "llama";
-    sp.pre = pre;
-    sp.n_tokens = n_tok;
-    sp.tokens = (const char *const *)tokens;
-    sp.scores = scores;
-    sp.token_types = types;
-    sp.n_merges = n_merges;
-    sp.merges = (const char *const *)merges;
-    sp.bos = token_id(g, "tokenizer.ggml.bos_token_id", n_tok);
-    sp.eos = token_id(g, "tokenizer.ggml.eos_token_id", n_tok);
-    sp.unk = token_id(g, "tokenizer.ggml.unknown_token_id", n_tok);
-    sp.pad = token_id(g, "tokenizer.ggml.padding_token_id", n_tok);
-    sp.add_bos = get_bool(g, "tokenizer.ggml.add_bos_token", !strcmp(sp.model, "llama"));
-    sp.add_eos = get_bool(g, "tokenizer.ggml.add_eos_token", false);
-    sp.no_space_prefix = !get_bool(g, "tokenizer.ggml.add_space_prefix", true);
-    sp.chat_template = tmpl;
-    int rc = 0;
-    *out = tl_tokenizer_from_vocab(&sp, e);
-    if (!*out) rc = -1;
-    free_strs(tokens, n_tok);
-    free_strs(merges, n_merges);
-    free(model), free(pre), free(tmpl), free(scores), free(types);
-    return rc;
+    if (!tl_gguf_find(g, "tokenizer.ggml.tokens")) return 0;
+    *out = tl_tokenizer_from_gguf(g, e);
+    return *out ? 0 : -1;
 }
 
 int tl_load_gguf(tl_model *m, const char *file, const tl_load_opts *o, tl_error *e) {
