@@ -13,9 +13,9 @@
  * Key tiles past the last token's position are never visited (fully masked tiles are skipped).
  * Memory: per thread a few tiles (O(BK * head_dim + M * head_dim)), never n x n scores.
  *
- * Flash-decoding: when the batch has too few items to keep every thread busy (decodes, short
- * chunks against a long context), each item's key range is split in chunks; each chunk leaves a
- * partial (m, l, acc) and a second pass merges them exactly:
+ * Flash-decoding: an item that alone is more than 1/(4 n_threads) of the batch's work (a lone
+ * decode against a long context, one long sequence among short ones) has its key range split in
+ * chunks; each chunk leaves a partial (m, l, acc) and a second pass merges them exactly:
  *   m* = max m_s, l = sum l_s e^(m_s - m*), out = sum acc_s e^(m_s - m*) / l. */
 #include <math.h>
 
@@ -59,6 +59,13 @@ static size_t thread_floats(int max_m, int hd) {
     return mp * hd * 2 + (size_t)BK * mp + (size_t)BK * hd * 2 + 3 * mp;
 }
 
+/* Heaviest items first, so the pool's counter hands out the long ones early. */
+static int item_cmp(const void *x, const void *y) {
+    const item *a = x, *b = y;
+    int64_t ca = (int64_t)(a->j1 - a->j0) * (a->k1 - a->k0), cb = (int64_t)(b->j1 - b->j0) * (b->k1 - b->k0);
+    return ca < cb ? 1 : ca > cb ? -1 : 0;
+}
+
 /* Builds the work list. n_threads: how many threads will take items. */
 static void plan_build(plan *pl, const tl_attn_args *a, int n_threads) {
     const tl_batch *b = a->batch;
@@ -66,10 +73,18 @@ static void plan_build(plan *pl, const tl_attn_args *a, int n_threads) {
     pl->G = a->n_head / nkv;
     pl->bq = TL_MAX(1, M_TARGET / pl->G);
     pl->max_m = pl->bq * pl->G;
-    int base = 0;
-    for (int s = 0; s < b->n_seq; s++) base += nkv * TL_CDIV(b->seqs[s].n_new, pl->bq);
-    /* splits per item so that there are about 4 items per thread */
-    int want = base >= 2 * n_threads ? 1 : TL_CDIV(4 * n_threads, TL_MAX(base, 1));
+    /* Split an item's key range when it alone is more than 1/(4 n_threads) of the batch's work
+     * (rows x visible keys): a lone decode spreads over every thread, and one long sequence among
+     * short ones does not become the tail. Chunks stay >= SPLIT_MIN keys; one thread never splits. */
+    double total = 0;
+    for (int s = 0; s < b->n_seq; s++) {
+        const tl_batch_seq *sq = &b->seqs[s];
+        for (int j0 = 0; j0 < sq->n_new; j0 += pl->bq) {
+            int j1 = TL_MIN(sq->n_new, j0 + pl->bq);
+            total += (double)nkv * (j1 - j0) * (sq->n_past + j1);
+        }
+    }
+    const double target = n_threads > 1 ? total / (4.0 * n_threads) : 0;
     int cap = 0;
     for (int pass = 0; pass < 2; pass++) {
         int ni = 0, nm = 0;
@@ -77,11 +92,16 @@ static void plan_build(plan *pl, const tl_attn_args *a, int n_threads) {
         for (int s = 0; s < b->n_seq; s++) {
             const tl_batch_seq *sq = &b->seqs[s];
             int nt = TL_CDIV(sq->n_new, pl->bq);
-            for (int t = nt - 1; t >= 0; t--) /* heaviest (latest) tiles first */
+            for (int t = nt - 1; t >= 0; t--)
                 for (int g = 0; g < nkv; g++) {
                     int j0 = t * pl->bq, j1 = TL_MIN(sq->n_new, j0 + pl->bq);
                     int vis = sq->n_past + j1; /* keys 0..P+j1-1 */
-                    int ns = TL_MIN(want, TL_CDIV(vis, SPLIT_MIN));
+                    int ns = 1;
+                    if (target > 0) {
+                        double want = ceil((double)(j1 - j0) * vis / target);
+                        ns = (int)TL_MIN(want, (double)TL_CDIV(vis, SPLIT_MIN));
+                        ns = TL_MAX(ns, 1);
+                    }
                     int chunk = ns > 1 ? TL_CDIV(TL_CDIV(vis, ns), BK) * BK : vis;
                     ns = TL_CDIV(vis, chunk);
                     int m = (j1 - j0) * pl->G;
@@ -109,6 +129,7 @@ static void plan_build(plan *pl, const tl_attn_args *a, int n_threads) {
         pl->part_len = part;
     }
     TL_ASSERT(pl->n_items == cap);
+    qsort(pl->items, (size_t)pl->n_items, sizeof(item), item_cmp);
     pl->per_thread = thread_floats(pl->max_m, hd);
 }
 
