@@ -135,6 +135,17 @@ def test_logprobs(client):
     check(ok, "greedy token is the top-1 alternative, logprob <= 0")
     ok = all(x.top_logprobs[0].logprob >= x.top_logprobs[1].logprob >= x.top_logprobs[2].logprob for x in lp)
     check(ok, "top_logprobs sorted")
+    # streamed: one entry per token over the chunks, the same values as the non-streamed answer
+    got, usage = [], None
+    for ch in client.chat.completions.create(model=MODEL, messages=MSGS, max_tokens=6, temperature=0, logprobs=True,
+                                             top_logprobs=3, stream=True, stream_options={"include_usage": True}):
+        if ch.usage:
+            usage = ch.usage
+        if ch.choices and ch.choices[0].logprobs and ch.choices[0].logprobs.content:
+            got += ch.choices[0].logprobs.content
+    check(usage is not None and len(got) == usage.completion_tokens == len(lp) and
+          all(abs(a.logprob - b.logprob) < 1e-5 and a.token == b.token for a, b in zip(got, lp)),
+          "streamed logprobs equal the non-streamed ones (%d vs %d)" % (len(got), len(lp)))
     c = client.completions.create(model=MODEL, prompt="Hello", max_tokens=5, temperature=0, logprobs=2)
     l2 = c.choices[0].logprobs
     check(len(l2.tokens) == c.usage.completion_tokens and len(l2.token_logprobs) == len(l2.tokens) and
