@@ -397,6 +397,28 @@ static void test_regressions(tl_tokenizer *const *toks) {
     CHECK(n > 0 && ok == n, "%d of %d regressions pass", ok, n);
 }
 
+/* pathological inputs stay fast: 100 KB of alternating combining marks (utf8proc's own reordering is
+ * quadratic: 27 s before tok_nfc.c), 1 MB of one letter (one 1 MB pre-token through the BPE heap) */
+static void test_pathological(const tl_tokenizer *t) {
+    size_t n = 100000;
+    char *s = malloc(1000001);
+    for (size_t i = 0; i + 4 <= n; i += 4) memcpy(s + i, "\xCC\x81\xCC\x96", 4); /* U+0301 U+0316 */
+    tl_error e;
+    int32_t *ids;
+    double t0 = tl_now();
+    int k = tl_tokenizer_encode(t, s, n, true, &ids, &e);
+    double dt = tl_now() - t0;
+    CHECK(k > 0 && dt < 5.0, "100 KB of combining marks: %d ids in %.2f s", k, dt);
+    free(ids);
+    memset(s, 'a', 1000000);
+    t0 = tl_now();
+    k = tl_tokenizer_encode(t, s, 1000000, true, &ids, &e);
+    dt = tl_now() - t0;
+    CHECK(k > 0 && dt < 5.0, "1 MB of 'a': %d ids in %.2f s", k, dt);
+    free(ids);
+    free(s);
+}
+
 int main(void) {
     tl_tokenizer *toks[2];
     for (int i = 0; i < 2; i++) {
@@ -421,6 +443,7 @@ int main(void) {
     test_roundtrip(toks[1]);
     test_stream(toks[1]);
     test_invalid_utf8(toks[0]);
+    test_pathological(toks[1]);
     test_bad_files();
     test_regressions(toks);
     for (int i = 0; i < 2; i++) tl_tokenizer_free(toks[i]);

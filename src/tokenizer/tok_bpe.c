@@ -1,10 +1,7 @@
 /* tok_bpe.c: byte-level BPE encode of one text segment (no added tokens in it), as HF tokenizers:
  * NFC (utf8proc) -> Split pre-tokenizer (the file's regex on PCRE2, UTF + UCP, JIT) -> ByteLevel ->
  * BPE merges by rank with a binary heap (HF's Word::merge_all: lowest rank first, then leftmost). */
-#include <utf8proc.h>
-
 #include "tokenizer/tok_internal.h"
-#include "tokenizer/tok_nfc_table.h"
 
 /* Pre-tokenizer patterns by GGUF tokenizer.ggml.pre (the ones llama.cpp uses for these names). */
 static const char QWEN2_RE[] = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+"
@@ -127,57 +124,11 @@ static bool is_ascii(const char *s, size_t n) {
     return true;
 }
 
-static bool nfc_inert(uint32_t cp) { /* binary search in TOK_NFC_INERT */
-    int lo = 0, hi = (int)(sizeof TOK_NFC_INERT / sizeof TOK_NFC_INERT[0]) - 1;
-    while (lo <= hi) {
-        int mid = (lo + hi) / 2;
-        if (cp < TOK_NFC_INERT[mid][0]) hi = mid - 1;
-        else if (cp > TOK_NFC_INERT[mid][1]) lo = mid + 1;
-        else return true;
-    }
-    return false;
-}
-
-/* NFC as HF tokenizers computes it: utf8proc's NFC on the runs between the code points that HF's
- * older Unicode tables do not know (those stay as they are and block reordering/composition, which is
- * what an unassigned code point does). Returns malloc'd text, length in *out_len, or NULL on error. */
-static char *nfc_hf(const char *s, size_t n, size_t *out_len, tl_error *e) {
-    char *d = tl_malloc(n * 3 + 16); /* NFC grows text by at most 3x (UAX #15) */
-    size_t o = 0, run = 0;
-    for (size_t i = 0; i <= n;) {
-        uint32_t cp = 0;
-        int k = i < n ? tl_tok_utf8_decode((const unsigned char *)s + i, n - i, &cp) : 0;
-        if (i == n || nfc_inert(cp)) {
-            if (i > run) {
-                utf8proc_uint8_t *m = NULL;
-                utf8proc_ssize_t r = utf8proc_map((const utf8proc_uint8_t *)s + run, (utf8proc_ssize_t)(i - run), &m,
-                                                  UTF8PROC_STABLE | UTF8PROC_COMPOSE);
-                if (r < 0) {
-                    free(d);
-                    tl_errf(e, "tokenizer: NFC failed: %s", utf8proc_errmsg(r));
-                    return NULL;
-                }
-                if (o + (size_t)r + 16 > n * 3 + 16) d = tl_realloc(d, o + (size_t)r + n * 3 + 16);
-                memcpy(d + o, m, (size_t)r);
-                o += (size_t)r;
-                free(m);
-            }
-            if (i == n) break;
-            memcpy(d + o, s + i, (size_t)k);
-            o += (size_t)k;
-            run = i + (size_t)k;
-        }
-        i += (size_t)k;
-    }
-    *out_len = o;
-    return d;
-}
-
 int tl_tok_bpe_encode(const tl_tokenizer *t, const char *s, size_t n, tok_ids *out, tl_error *e) {
     if (!n) return 0;
     char *norm = NULL;
     if (t->nfc && !is_ascii(s, n)) {
-        if (!(norm = nfc_hf(s, n, &n, e))) return -1;
+        if (!(norm = tl_tok_nfc(s, n, &n, e))) return -1;
         s = norm;
     }
     scratch w = {0};

@@ -111,6 +111,8 @@ static inline void tok_ids_push(tok_ids *l, int32_t id) {
     l->v[l->n++] = id;
 }
 
+/* tok_nfc.c: NFC as HF computes it (see tok_nfc_table.h); malloc'd result or NULL with e filled */
+char *tl_tok_nfc(const char *s, size_t n, size_t *out_len, tl_error *e);
 /* tok_bpe.c */
 int tl_tok_bpe_set_regex(tl_tokenizer *t, const char *pattern, tl_error *e);
 const char *tl_tok_pre_regex(const char *pre); /* GGUF tokenizer.ggml.pre -> pattern (NULL: unknown) */
