@@ -11,5 +11,6 @@ file(GLOB TL_GPU_BENCH_SRC CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/bench/gpu/bench
 foreach(b ${TL_GPU_BENCH_SRC})
   get_filename_component(name ${b} NAME_WE)
   add_executable(gpu_${name} ${b})
+  target_include_directories(gpu_${name} PRIVATE ${CMAKE_SOURCE_DIR}/tests)
   target_link_libraries(gpu_${name} PRIVATE tinyllm_static CUDA::cublas)
 endforeach()

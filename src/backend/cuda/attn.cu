@@ -191,13 +191,8 @@ template <int D> static int attn_dt(const tl_cu_attn_args *a, int n_split, cudaS
     return tl_errf(e, "cuda attention: kv dtype %d not supported", a->kv_dtype);
 }
 
-extern "C" int tl_cu_attention(const tl_cu_attn_args *a, cudaStream_t st, tl_error *e) {
-    if (a->n_tok <= 0) return 0;
-    if (a->n_head_kv <= 0 || a->n_head % a->n_head_kv) return tl_errf(e, "cuda attention: bad head counts");
-    if (a->n_head / a->n_head_kv > ATT_MAXQG)
-        return tl_errf(e, "cuda attention: %d query heads per kv head (at most %d)", a->n_head / a->n_head_kv,
-                       ATT_MAXQG);
-    /* split the context when the grid would not fill the card */
+/* split the context when the grid would not fill the card */
+extern "C" int tl_cu_attention_splits(const tl_cu_attn_args *a) {
     int n_split = 1;
     int64_t blocks = (int64_t)a->n_tok * a->n_head_kv;
     if (a->max_split > 1 && blocks < 2 * a->n_sm && a->max_ctx > 256) {
@@ -207,6 +202,16 @@ extern "C" int tl_cu_attention(const tl_cu_attn_args *a, cudaStream_t st, tl_err
         if (n_split > a->max_split) n_split = a->max_split;
         if (n_split < 1) n_split = 1;
     }
+    return n_split;
+}
+
+extern "C" int tl_cu_attention(const tl_cu_attn_args *a, cudaStream_t st, tl_error *e) {
+    if (a->n_tok <= 0) return 0;
+    if (a->n_head_kv <= 0 || a->n_head % a->n_head_kv) return tl_errf(e, "cuda attention: bad head counts");
+    if (a->n_head / a->n_head_kv > ATT_MAXQG)
+        return tl_errf(e, "cuda attention: %d query heads per kv head (at most %d)", a->n_head / a->n_head_kv,
+                       ATT_MAXQG);
+    const int n_split = tl_cu_attention_splits(a);
     int r;
     switch (a->head_dim) {
     case 16: r = attn_dt<16>(a, n_split, st, e); break;

@@ -56,6 +56,12 @@ typedef struct cu_impl {
     float *x, *xn, *qkv, *att, *tmp, *gu, *hb, *lx, *logits, *partial;
     uint16_t *xbf, *deq;
     int max_split;
+    void *gemv_ws;         /* tl_cu_q4t_ws_bytes(widest input) */
+    int no_tiled;          /* TL_CUDA_GEMV=fp32: keep the MLX layout and the CUDA-core GEMV (comparisons) */
+    int graph_ok;          /* every matrix is tiled INT4 (no cuBLAS in decode steps) and TL_CUDA_GRAPH != 0 */
+    int no_graph;
+    cudaGraphExec_t gexec; /* the captured decode step, for the shape in gkey */
+    intptr_t gkey[6];
     /* batch metadata: host (pinned) and device copies */
     int32_t *meta_h, *meta_d;
     size_t meta_cap;
@@ -90,7 +96,7 @@ static size_t q4_bytes(int64_t rows, int64_t cols, int group) {
  * (bs may be NULL or hold tensors with data == NULL: no bias). INT4 stays INT4 when all parts are
  * INT4 with one group size and scale dtype; anything else becomes bf16. */
 static int upload_cat(cu_impl *ci, const tl_tensor *const *ts, const tl_tensor *const *bs, int n, cu_mat *out,
-                      const char *name, tl_error *e) {
+                      int tiled_ok, const char *name, tl_error *e) {
     memset(out, 0, sizeof *out);
     int64_t cols = ts[0]->cols, rows = 0;
     int all_q4 = 1;
@@ -105,7 +111,35 @@ static int upload_cat(cu_impl *ci, const tl_tensor *const *ts, const tl_tensor *
     }
     out->rows = rows;
     out->cols = cols;
-    if (all_q4) {
+    if (all_q4 && tiled_ok && cols % 64 == 0 && !ci->no_tiled) { /* tensor-core layout: stack on the host, repack */
+        int g = ts[0]->group;
+        size_t ng_row = (size_t)(cols / g), wpr = (size_t)cols / 8, nt = (size_t)(rows + 15) / 16;
+        uint32_t *hc = tl_malloc((size_t)rows * wpr * 4);
+        uint16_t *hs = tl_malloc((size_t)rows * ng_row * 2), *hb = tl_malloc((size_t)rows * ng_row * 2);
+        size_t r0 = 0;
+        for (int i = 0; i < n; i++) {
+            size_t nr = (size_t)ts[i]->rows;
+            memcpy(hc + r0 * wpr, ts[i]->data, nr * wpr * 4);
+            memcpy(hs + r0 * ng_row, ts[i]->scales, nr * ng_row * 2);
+            memcpy(hb + r0 * ng_row, ts[i]->biases, nr * ng_row * 2);
+            r0 += nr;
+        }
+        uint32_t *tc = tl_malloc(nt * 16 * wpr * 4), *tsb = tl_malloc(nt * 16 * ng_row * 4);
+        int rr = tl_cu_q4t_repack(hc, hs, hb, rows, cols, g, tc, tsb);
+        free(hc), free(hs), free(hb);
+        void *codes = NULL, *sb = NULL;
+        if (!rr) rr = dev_alloc(ci, &codes, nt * 16 * wpr * 4, name, e);
+        if (!rr) rr = dev_alloc(ci, &sb, nt * 16 * ng_row * 4, name, e);
+        if (!rr && (cudaMemcpy(codes, tc, nt * 16 * wpr * 4, cudaMemcpyHostToDevice) != cudaSuccess ||
+                    cudaMemcpy(sb, tsb, nt * 16 * ng_row * 4, cudaMemcpyHostToDevice) != cudaSuccess))
+            rr = tl_errf(e, "cuda: %s: upload failed", name);
+        free(tc), free(tsb);
+        if (rr) return -1;
+        out->is_q4 = 1;
+        out->q = (tl_cu_q4){.rows = rows, .cols = cols, .group = g, .sb_bf16 = ts[0]->sb_type == TL_BF16, .tiled = 1,
+                            .codes = codes, .sb = sb};
+        ci->weight_bytes += q4_bytes(rows, cols, g);
+    } else if (all_q4) {
         int g = ts[0]->group;
         size_t ng_row = (size_t)(cols / g);
         out->is_q4 = 1;
@@ -218,7 +252,8 @@ static int ensure_act(cu_impl *ci, const tl_config *c, int n_tok, tl_error *e) {
     size_t part_tok = TL_MIN((size_t)T, 64); /* splits only happen with few tokens */
     size_t floats = (size_t)T * (3 * E + RW + QD + 3 * F) + CU_LOGIT_CHUNK * (E + (size_t)c->n_vocab) +
                     part_tok * c->n_head * ci->max_split * (c->head_dim + 2);
-    size_t bytes = floats * 4 + (size_t)T * W * 2 + (size_t)CU_DEQ_ELEMS * 2 + 64 * 16;
+    size_t ws = tl_cu_q4t_ws_bytes((int64_t)W);
+    size_t bytes = floats * 4 + (size_t)T * W * 2 + (size_t)CU_DEQ_ELEMS * 2 + ws + 64 * 16;
     void *p;
     if (cudaMalloc(&p, bytes) != cudaSuccess) {
         cudaGetLastError();
@@ -244,6 +279,7 @@ static int ensure_act(cu_impl *ci, const tl_config *c, int n_tok, tl_error *e) {
     CARVE(ci->partial, part_tok * c->n_head * ci->max_split * (c->head_dim + 2), float);
     CARVE(ci->xbf, (size_t)T * W, uint16_t);
     CARVE(ci->deq, (size_t)CU_DEQ_ELEMS, uint16_t);
+    CARVE(ci->gemv_ws, ws, char);
 #undef CARVE
     TL_ASSERT((size_t)(q - (char *)p) <= bytes);
     ci->max_tok = T;
@@ -273,9 +309,9 @@ static int cu_prepare(tl_backend *be, tl_model *m, tl_error *e) {
         const tl_tensor *o[1] = {&L->wo}, *down[1] = {&L->w_down};
         if (upload_vec(ci, &L->attn_norm, c->n_embd, &D->attn_norm, "attn_norm", e) ||
             upload_vec(ci, &L->ffn_norm, c->n_embd, &D->ffn_norm, "ffn_norm", e) ||
-            upload_cat(ci, qkv, qkvb, 3, &D->qkv, "wq/wk/wv", e) || upload_cat(ci, o, NULL, 1, &D->o, "wo", e) ||
-            upload_cat(ci, gu, NULL, 2, &D->gu, "w_gate/w_up", e) ||
-            upload_cat(ci, down, NULL, 1, &D->down, "w_down", e)) {
+            upload_cat(ci, qkv, qkvb, 3, &D->qkv, 1, "wq/wk/wv", e) || upload_cat(ci, o, NULL, 1, &D->o, 1, "wo", e) ||
+            upload_cat(ci, gu, NULL, 2, &D->gu, 1, "w_gate/w_up", e) ||
+            upload_cat(ci, down, NULL, 1, &D->down, 1, "w_down", e)) {
             tl_error e2;
             snprintf(e2.msg, sizeof e2.msg, "%s", e ? e->msg : "");
             release_model(ci);
@@ -284,22 +320,31 @@ static int cu_prepare(tl_backend *be, tl_model *m, tl_error *e) {
         }
     }
     const tl_tensor *emb[1] = {&m->w.tok_embd}, *lm[1] = {&m->w.lm_head};
+    /* the embedding keeps the row layout (lookups); lm_head gets the tiled one (a second copy when tied) */
     int tied = c->tied_embd || m->w.lm_head.data == m->w.tok_embd.data;
-    if (upload_cat(ci, emb, NULL, 1, &ci->embd, "tok_embd", e) ||
-        (!tied && upload_cat(ci, lm, NULL, 1, &ci->lm_head, "lm_head", e)) ||
+    int lm_tiled = m->w.lm_head.type == TL_Q4 && c->n_embd % 64 == 0 && !ci->no_tiled;
+    if (upload_cat(ci, emb, NULL, 1, &ci->embd, 0, "tok_embd", e) ||
+        ((!tied || lm_tiled) && upload_cat(ci, lm, NULL, 1, &ci->lm_head, 1, "lm_head", e)) ||
         upload_vec(ci, &m->w.out_norm, c->n_embd, &ci->out_norm, "out_norm", e)) {
         release_model(ci);
         return -1;
     }
-    if (tied) ci->lm_head = ci->embd;
+    if (tied && !lm_tiled) ci->lm_head = ci->embd;
     if (ensure_act(ci, c, CU_MAX_TOK_DEFAULT, e)) {
         release_model(ci);
         return -1;
     }
     ci->m = m;
+    ci->graph_ok = !ci->no_graph && ci->lm_head.is_q4 && ci->lm_head.q.tiled;
+    for (int l = 0; l < c->n_layer; l++) {
+        const cu_layer *L = &ci->layers[l];
+        ci->graph_ok &= L->qkv.q.tiled && L->o.q.tiled && L->gu.q.tiled && L->down.q.tiled && L->qkv.is_q4 &&
+                        L->o.is_q4 && L->gu.is_q4 && L->down.is_q4;
+    }
     CUCHK(e, cudaMemGetInfo(&fr, &tot));
-    tl_info("cuda: %s: weights %.2f GiB on the device (%s) in %.1f s; %.2f of %.2f GiB free", ci->dev_name,
-            ci->weight_bytes / 1073741824.0, ci->layers[0].qkv.is_q4 ? "int4" : "bf16", tl_now() - t0,
+    tl_info("cuda: %s: weights %.2f GiB on the device (%s%s) in %.1f s; %.2f of %.2f GiB free", ci->dev_name,
+            ci->weight_bytes / 1073741824.0, ci->layers[0].qkv.is_q4 ? "int4" : "bf16",
+            ci->graph_ok ? ", decode as CUDA graph" : "", tl_now() - t0,
             fr / 1073741824.0, tot / 1073741824.0);
     return 0;
 }
@@ -354,15 +399,18 @@ static void cu_kv_free(tl_backend *be, tl_kv *kv) {
 /* y[n, W.rows] = x[n, W.cols] @ W^T (+ bias) */
 static int matmul(cu_impl *ci, const cu_mat *W, const float *x, float *y, int n, tl_error *e) {
     if (n <= 0) return 0;
-    if (W->is_q4 && n <= 16) return tl_cu_q4_gemv(&W->q, x, W->bias, y, n, ci->st, e);
+    if (W->is_q4 && n <= 16)
+        return W->q.tiled ? tl_cu_q4t_gemv(&W->q, x, W->bias, y, n, ci->gemv_ws, ci->st, e)
+                          : tl_cu_q4_gemv(&W->q, x, W->bias, y, n, ci->st, e);
     if (tl_cu_f32_to_bf16(x, ci->xbf, (size_t)n * W->cols, ci->st, e)) return -1;
     const float one = 1.f, zero = 0.f;
-    int64_t chunk = W->is_q4 ? TL_MAX(1, (int64_t)CU_DEQ_ELEMS / W->cols) : W->rows;
+    int64_t chunk = W->is_q4 ? TL_MAX(16, (int64_t)CU_DEQ_ELEMS / W->cols / 16 * 16) : W->rows;
     for (int64_t r0 = 0; r0 < W->rows; r0 += chunk) {
         int64_t nr = TL_MIN(chunk, W->rows - r0);
         const uint16_t *A = W->bf16 + r0 * W->cols;
         if (W->is_q4) {
-            if (tl_cu_q4_dequant_bf16(&W->q, r0, nr, ci->deq, ci->st, e)) return -1;
+            if ((W->q.tiled ? tl_cu_q4t_dequant_bf16 : tl_cu_q4_dequant_bf16)(&W->q, r0, nr, ci->deq, ci->st, e))
+                return -1;
             A = ci->deq;
         }
         cublasStatus_t s = cublasGemmEx(ci->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)nr, n, (int)W->cols, &one, A,
@@ -437,21 +485,14 @@ static int64_t build_meta(cu_impl *ci, const tl_config *c, const tl_kv *kv, cons
     return (int64_t)need;
 }
 
-static int cu_forward(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *b, float *logits, tl_error *e) {
-    cu_impl *ci = be->impl;
+/* The kernels of one forward (metadata already on the device). logits != NULL: copy each lm_head chunk to
+ * the host as it is done; NULL (graph capture, n_logits <= CU_LOGIT_CHUNK): leave it in ci->logits. */
+static int forward_body(cu_impl *ci, const tl_model *m, tl_kv *kv, int T, int n_logits, int max_ctx, float *logits,
+                        tl_error *e) {
     const tl_config *c = &m->cfg;
-    const int T = b->n_tok, E = c->n_embd, hd = c->head_dim;
-    if (T <= 0) return 0;
-    if (ci->m != m && cu_prepare(be, (tl_model *)m, e)) return -1;
-    if (kv->n_head_kv != c->n_head_kv || kv->head_dim != hd || kv->n_layer != c->n_layer)
-        return tl_errf(e, "cuda: KV pool shape does not match the model");
-    if (ensure_act(ci, c, T, e)) return -1;
-    int max_ctx = 0;
-    int64_t nmeta = build_meta(ci, c, kv, b, &max_ctx, e);
-    if (nmeta < 0) return -1;
-    CUCHK(e, cudaMemcpyAsync(ci->meta_d, ci->meta_h, (size_t)nmeta * 4, cudaMemcpyHostToDevice, ci->st));
+    const int E = c->n_embd, hd = c->head_dim;
     const int32_t *d_tok = ci->meta_d, *d_pos = d_tok + T, *d_slot = d_pos + T, *d_ctx = d_slot + T,
-                  *d_off = d_ctx + T, *d_lr = d_off + T, *d_bt = d_lr + b->n_logits;
+                  *d_off = d_ctx + T, *d_lr = d_off + T, *d_bt = d_lr + n_logits;
     const int QD = c->n_head * hd, RW = QD + 2 * c->n_head_kv * hd;
     const size_t esz = kv->dtype == TL_F32 ? 4 : 2;
     const size_t layer_bytes = (size_t)kv->n_blocks * kv->n_head_kv * kv->block_size * hd * esz;
@@ -483,19 +524,79 @@ static int cu_forward(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_bat
     }
     /* last residual add + final norm (all rows; cheap), then lm_head on the logit rows in chunks */
     if (tl_cu_rmsnorm(ci->x, ci->tmp, ci->out_norm, ci->xn, T, E, c->rms_eps, st, e)) return -1;
-    for (int i0 = 0; i0 < b->n_logits; i0 += CU_LOGIT_CHUNK) {
-        int n = TL_MIN(CU_LOGIT_CHUNK, b->n_logits - i0);
+    for (int i0 = 0; i0 < n_logits; i0 += CU_LOGIT_CHUNK) {
+        int n = TL_MIN(CU_LOGIT_CHUNK, n_logits - i0);
         if (tl_cu_gather_rows(ci->xn, d_lr + i0, n, E, ci->lx, st, e) || matmul(ci, &ci->lm_head, ci->lx, ci->logits, n, e))
             return -1;
-        CUCHK(e, cudaMemcpyAsync(logits + (size_t)i0 * c->n_vocab, ci->logits, (size_t)n * c->n_vocab * 4,
-                                 cudaMemcpyDeviceToHost, st));
+        if (logits)
+            CUCHK(e, cudaMemcpyAsync(logits + (size_t)i0 * c->n_vocab, ci->logits, (size_t)n * c->n_vocab * 4,
+                                     cudaMemcpyDeviceToHost, st));
     }
-    CUCHK(e, cudaStreamSynchronize(st));
+    return 0;
+}
+
+static void graph_drop(cu_impl *ci) {
+    if (ci->gexec) cudaGraphExecDestroy(ci->gexec);
+    ci->gexec = NULL;
+    memset(ci->gkey, 0, sizeof ci->gkey);
+}
+
+static int cu_forward(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *b, float *logits, tl_error *e) {
+    cu_impl *ci = be->impl;
+    const tl_config *c = &m->cfg;
+    const int T = b->n_tok, hd = c->head_dim;
+    if (T <= 0) return 0;
+    if (ci->m != m) {
+        graph_drop(ci);
+        if (cu_prepare(be, (tl_model *)m, e)) return -1;
+    }
+    if (kv->n_head_kv != c->n_head_kv || kv->head_dim != hd || kv->n_layer != c->n_layer)
+        return tl_errf(e, "cuda: KV pool shape does not match the model");
+    void *act_before = ci->act;
+    if (ensure_act(ci, c, T, e)) return -1;
+    int max_ctx = 0;
+    void *meta_before = ci->meta_d;
+    int64_t nmeta = build_meta(ci, c, kv, b, &max_ctx, e);
+    if (nmeta < 0) return -1;
+    if (ci->act != act_before || ci->meta_d != meta_before) graph_drop(ci);
+    CUCHK(e, cudaMemcpyAsync(ci->meta_d, ci->meta_h, (size_t)nmeta * 4, cudaMemcpyHostToDevice, ci->st));
+    /* decode-sized steps run as a CUDA graph (one launch instead of ~13 per layer), captured once per
+     * shape: (T, n_logits, attention splits, KV pool); everything else the kernels read lives in meta_d */
+    int use_graph = ci->graph_ok && T <= 16 && b->n_logits <= 16 && b->n_logits > 0;
+    if (use_graph) {
+        tl_cu_attn_args probe = {.n_tok = T, .n_head = c->n_head, .n_head_kv = c->n_head_kv, .head_dim = hd,
+                                 .max_split = ci->max_split, .max_ctx = max_ctx, .n_sm = ci->n_sm};
+        intptr_t key[6] = {T, b->n_logits, tl_cu_attention_splits(&probe), (intptr_t)kv->k, (intptr_t)kv->dtype,
+                           kv->n_blocks};
+        if (!ci->gexec || memcmp(key, ci->gkey, sizeof key)) {
+            graph_drop(ci);
+            cudaGraph_t g;
+            CUCHK(e, cudaStreamBeginCapture(ci->st, cudaStreamCaptureModeThreadLocal));
+            int r = forward_body(ci, m, kv, T, b->n_logits, max_ctx, NULL, e);
+            cudaError_t ce = cudaStreamEndCapture(ci->st, &g);
+            if (r) return -1;
+            CUCHK(e, ce);
+            ce = cudaGraphInstantiate(&ci->gexec, g, 0);
+            cudaGraphDestroy(g);
+            if (ce != cudaSuccess) {
+                ci->gexec = NULL;
+                return tl_errf(e, "cuda: graph instantiate: %s", cudaGetErrorString(ce));
+            }
+            memcpy(ci->gkey, key, sizeof key);
+        }
+        CUCHK(e, cudaGraphLaunch(ci->gexec, ci->st));
+        CUCHK(e, cudaMemcpyAsync(logits, ci->logits, (size_t)b->n_logits * c->n_vocab * 4, cudaMemcpyDeviceToHost,
+                                 ci->st));
+    } else if (forward_body(ci, m, kv, T, b->n_logits, max_ctx, logits, e)) {
+        return -1;
+    }
+    CUCHK(e, cudaStreamSynchronize(ci->st));
     return 0;
 }
 
 static void cu_free(tl_backend *be) {
     cu_impl *ci = be->impl;
+    graph_drop(ci);
     release_model(ci);
     if (ci->meta_h) cudaFreeHost(ci->meta_h);
     if (ci->meta_d) cudaFree(ci->meta_d);
@@ -516,6 +617,10 @@ tl_backend *tl_backend_cuda_new(float gpu_mem_util, tl_error *e) {
     if (gpu_mem_util <= 0.f || gpu_mem_util > 1.f) gpu_mem_util = 0.9f;
     cu_impl *ci = tl_calloc(1, sizeof *ci);
     ci->util = gpu_mem_util;
+    const char *gv = getenv("TL_CUDA_GEMV");
+    ci->no_tiled = gv && !strcmp(gv, "fp32");
+    const char *gg = getenv("TL_CUDA_GRAPH");
+    ci->no_graph = gg && !strcmp(gg, "0");
     struct cudaDeviceProp prop;
     if (cudaSetDevice(0) != cudaSuccess || cudaGetDeviceProperties(&prop, 0) != cudaSuccess ||
         cudaStreamCreateWithFlags(&ci->st, cudaStreamNonBlocking) != cudaSuccess) {

@@ -25,6 +25,7 @@ typedef struct tl_cu_q4 {
     int64_t rows, cols;
     int group; /* 32, 64 or 128 */
     int sb_bf16;
+    int tiled; /* 1: the tensor-core layout of q4_mma.cu (codes and sb tiled by 16 rows), see there */
     const uint32_t *codes;
     const uint32_t *sb;
 } tl_cu_q4;
@@ -32,7 +33,20 @@ typedef struct tl_cu_q4 {
 /* Interleaves host scales/biases ([rows*ngroups] 16-bit each) into sb pairs (host -> host). */
 void tl_cu_q4_pack_sb(const uint16_t *scales, const uint16_t *biases, size_t n, uint32_t *out);
 
-/* y[n_tok, rows] = x[n_tok, cols] @ W^T (+ bias[rows] if non-NULL); n_tok in 1..16 (decode / small batch). */
+/* Tiled (tensor-core) layout, made on the host at upload: out_codes [ceil(rows/16) * cols/64 * 32] x uint4,
+ * out_sb [ceil(rows/16) * cols/group * 16] uint32. Needs cols % 64 == 0. Returns 0 or -1. */
+int tl_cu_q4t_repack(const uint32_t *codes, const uint16_t *scales, const uint16_t *biases, int64_t rows, int64_t cols,
+                     int group, uint32_t *out_codes, uint32_t *out_sb);
+/* Tensor-core GEMV on the tiled layout: y[n_tok, rows] = x @ W^T (+ bias), n_tok 1..16; x rounded to fp16.
+ * ws: device scratch of tl_cu_q4t_ws_bytes(cols) bytes. */
+size_t tl_cu_q4t_ws_bytes(int64_t cols);
+int tl_cu_q4t_gemv(const tl_cu_q4 *w, const float *x, const float *bias, float *y, int n_tok, void *ws, cudaStream_t st,
+                   tl_error *e);
+/* rows [r0, r0 + nr) of a tiled matrix to bf16 [nr, cols]; r0 % 16 == 0. */
+int tl_cu_q4t_dequant_bf16(const tl_cu_q4 *w, int64_t r0, int64_t nr, uint16_t *out, cudaStream_t st, tl_error *e);
+
+/* y[n_tok, rows] = x[n_tok, cols] @ W^T (+ bias[rows] if non-NULL); n_tok in 1..16 (decode / small batch).
+ * The MLX-layout CUDA-core version (fp32 math; the fallback when cols % 64 != 0). */
 int tl_cu_q4_gemv(const tl_cu_q4 *w, const float *x, const float *bias, float *y, int n_tok, cudaStream_t st,
                   tl_error *e);
 /* out[nr, cols] bf16 = rows r0 .. r0+nr of W, dequantized (prefill path: then cuBLAS bf16). */
@@ -89,6 +103,8 @@ typedef struct tl_cu_attn_args {
     int n_sm;                    /* multiprocessors (split heuristic) */
 } tl_cu_attn_args;
 int tl_cu_attention(const tl_cu_attn_args *a, cudaStream_t st, tl_error *e);
+/* How many context slices tl_cu_attention will use for these arguments (a pure function of them). */
+int tl_cu_attention_splits(const tl_cu_attn_args *a);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,346 @@
+/* bench_cuda.c: CUDA backend benchmarks against the card's own ceilings, measured in the same run:
+ * device-to-device copy bandwidth (bytes read + written) and a cuBLAS bf16 8192^3 matmul rate. Then the
+ * INT4 GEMV alone, decode (batch 1 and batched) and 4096-token prefill of a dummy model through the
+ * backend's forward. Usage: gpu_bench_cuda [model=dummy:qwen2-7b] [commit]. Prints "RESULT name value".
+ * Timings are medians; the host may be shared, the GPU is not. */
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+#include <math.h>
+
+#include "backend/backend.h"
+#include "backend/cuda/cuda_ops.h"
+#include "engine/engine.h"
+#include "tl_test.h" /* tl_t_rng */
+
+#define CU(x)                                                                                     \
+    do {                                                                                          \
+        cudaError_t err_ = (x);                                                                   \
+        if (err_ != cudaSuccess) {                                                                \
+            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(err_)); \
+            exit(2);                                                                              \
+        }                                                                                         \
+    } while (0)
+
+static int cmp_d(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+static double median(double *v, int n) {
+    qsort(v, n, sizeof *v, cmp_d);
+    return v[n / 2];
+}
+static void fill_random(void *d, size_t bytes, unsigned long long seed) {
+    size_t chunk = 64 << 20;
+    uint64_t *h = tl_malloc(chunk);
+    for (size_t off = 0; off < bytes; off += chunk) {
+        size_t n = TL_MIN(chunk, bytes - off);
+        for (size_t i = 0; i < n / 8; i++) h[i] = tl_t_rng(&seed);
+        CU(cudaMemcpy((char *)d + off, h, n, cudaMemcpyHostToDevice));
+    }
+    free(h);
+}
+
+static double copy_bw(void) { /* TB/s, read + write */
+    size_t n = (size_t)2 << 30;
+    void *a, *b;
+    CU(cudaMalloc(&a, n));
+    CU(cudaMalloc(&b, n));
+    CU(cudaMemset(a, 0x3c, n));
+    cudaEvent_t e0, e1;
+    cudaEventCreate(&e0), cudaEventCreate(&e1);
+    double t[10];
+    for (int i = -2; i < 10; i++) {
+        cudaEventRecord(e0, 0);
+        CU(cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice, 0));
+        cudaEventRecord(e1, 0);
+        CU(cudaEventSynchronize(e1));
+        float ms;
+        cudaEventElapsedTime(&ms, e0, e1);
+        if (i >= 0) t[i] = ms * 1e-3;
+    }
+    cudaFree(a), cudaFree(b);
+    return 2.0 * n / median(t, 10) / 1e12;
+}
+
+static double gemm_rate(void) { /* TFLOP/s, bf16 in/out, fp32 accumulate, random data */
+    const int N = 8192;
+    void *a, *b, *c;
+    CU(cudaMalloc(&a, (size_t)N * N * 2));
+    CU(cudaMalloc(&b, (size_t)N * N * 2));
+    CU(cudaMalloc(&c, (size_t)N * N * 2));
+    uint16_t *h = tl_malloc((size_t)N * N * 2);
+    unsigned long long s = 3;
+    for (size_t i = 0; i < (size_t)N * N; i++) h[i] = tl_f32_to_bf16(tl_t_randf(&s));
+    CU(cudaMemcpy(a, h, (size_t)N * N * 2, cudaMemcpyHostToDevice));
+    CU(cudaMemcpy(b, h, (size_t)N * N * 2, cudaMemcpyHostToDevice));
+    free(h);
+    cublasHandle_t bl;
+    cublasCreate(&bl);
+    const float one = 1, zero = 0;
+    cudaEvent_t e0, e1;
+    cudaEventCreate(&e0), cudaEventCreate(&e1);
+    double t[10];
+    for (int i = -3; i < 10; i++) {
+        cudaEventRecord(e0, 0);
+        cublasStatus_t st = cublasGemmEx(bl, CUBLAS_OP_T, CUBLAS_OP_N, N, N, N, &one, a, CUDA_R_16BF, N, b, CUDA_R_16BF,
+                                         N, &zero, c, CUDA_R_16BF, N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+        cudaEventRecord(e1, 0);
+        CU(cudaEventSynchronize(e1));
+        if (st != CUBLAS_STATUS_SUCCESS) fprintf(stderr, "cublas %d\n", (int)st), exit(2);
+        float ms;
+        cudaEventElapsedTime(&ms, e0, e1);
+        if (i >= 0) t[i] = ms * 1e-3;
+    }
+    cublasDestroy(bl);
+    cudaFree(a), cudaFree(b), cudaFree(c);
+    return 2.0 * N * N * (double)N / median(t, 10) / 1e12;
+}
+
+/* GEMV alone on 7B-shaped matrices: 4 copies rotated so L2 (50 MB) holds none between calls */
+static void gemv_bench(double copy) {
+    const int shapes[][2] = {{4608, 3584}, {3584, 3584}, {37888, 3584}, {3584, 18944}, {152064, 3584}};
+    const int toks[] = {1, 4, 16};
+    for (int si = 0; si < 5; si++) {
+        int rows = shapes[si][0], cols = shapes[si][1];
+        size_t cb = (size_t)rows * cols / 2, sb = (size_t)rows * (cols / 64) * 4;
+        tl_cu_q4 w[4];
+        for (int k = 0; k < 4; k++) {
+            void *c, *s;
+            CU(cudaMalloc(&c, cb));
+            CU(cudaMalloc(&s, sb));
+            fill_random(c, cb, 11 + k);
+            uint16_t *hs = tl_malloc(sb);
+            for (size_t i = 0; i < sb / 2; i += 2) hs[i] = tl_f32_to_f16(0.01f), hs[i + 1] = tl_f32_to_f16(-0.08f);
+            CU(cudaMemcpy(s, hs, sb, cudaMemcpyHostToDevice));
+            free(hs);
+            w[k] = (tl_cu_q4){.rows = rows, .cols = cols, .group = 64, .sb_bf16 = 0, .codes = c, .sb = s};
+        }
+        float *x, *y;
+        CU(cudaMalloc((void **)&x, (size_t)16 * cols * 4));
+        CU(cudaMalloc((void **)&y, (size_t)16 * rows * 4));
+        CU(cudaMemset(x, 0x3c, (size_t)16 * cols * 4)); /* finite values: 0x3c3c3c3c = 0.0115 */
+        void *ws;
+        CU(cudaMalloc(&ws, tl_cu_q4t_ws_bytes(cols)));
+        for (int ti = 0; ti < 6; ti++) {
+            int tiled = ti >= 3;
+            for (int k = 0; k < 4; k++) w[k].tiled = tiled; /* random codes: either layout reads the same bytes */
+            cudaEvent_t e0, e1;
+            cudaEventCreate(&e0), cudaEventCreate(&e1);
+            double t[20];
+            tl_error e = {{0}};
+            for (int i = -4; i < 20; i++) {
+                cudaEventRecord(e0, 0);
+                int r = tiled ? tl_cu_q4t_gemv(&w[(i + 8) % 4], x, NULL, y, toks[ti % 3], ws, 0, &e)
+                              : tl_cu_q4_gemv(&w[(i + 8) % 4], x, NULL, y, toks[ti % 3], 0, &e);
+                if (r) fprintf(stderr, "%s\n", e.msg), exit(2);
+                cudaEventRecord(e1, 0);
+                CU(cudaEventSynchronize(e1));
+                float ms;
+                cudaEventElapsedTime(&ms, e0, e1);
+                if (i >= 0) t[i] = ms * 1e-3;
+            }
+            double tm = median(t, 20), bw = (cb + sb) / tm / 1e12;
+            printf("gemv int4 %-4s %6d x %5d  n_tok %2d: %7.1f us  %.2f TB/s (%.0f%% of copy)\n", tiled ? "mma" : "fp32",
+                   rows, cols, toks[ti % 3], tm * 1e6, bw, 100 * bw / copy);
+            printf("RESULT gemv_%s_%dx%d_t%d_TBps %.3f\n", tiled ? "mma" : "fp32", rows, cols, toks[ti % 3], bw);
+        }
+        cudaFree(ws);
+        for (int k = 0; k < 4; k++) cudaFree((void *)w[k].codes), cudaFree((void *)w[k].sb);
+        cudaFree(x), cudaFree(y);
+    }
+}
+
+static size_t tensor_stream_bytes(const tl_tensor *t) {
+    if (!t->data) return 0;
+    if (t->type == TL_Q4) return (size_t)t->rows * t->cols / 2 + (size_t)t->rows * (t->cols / t->group) * 4;
+    return (size_t)t->rows * t->cols * (t->type == TL_F32 ? 4 : 2);
+}
+
+typedef struct {
+    tl_model *m;
+    tl_backend *be;
+    tl_kv kv;
+    int bs;
+    float *logits;
+} bctx;
+
+/* one forward over n_seq sequences, each adding n_new tokens after n_past; seq s owns blocks s*nbs.. */
+static double step(bctx *c, int n_seq, int n_new, int n_past, int nbs) {
+    int T = n_seq * n_new;
+    int32_t *tok = tl_malloc(T * 4), *pos = tl_malloc(T * 4), *lr = tl_malloc(n_seq * 4), *bt = tl_malloc((size_t)n_seq * nbs * 4);
+    tl_batch_seq *q = tl_malloc(n_seq * sizeof *q);
+    unsigned long long sd = 99 + n_past;
+    for (int s = 0; s < n_seq; s++) {
+        for (int i = 0; i < nbs; i++) bt[(size_t)s * nbs + i] = s * nbs + i;
+        q[s] = (tl_batch_seq){.tok_start = s * n_new, .n_new = n_new, .n_past = n_past, .block_table = bt + (size_t)s * nbs};
+        for (int j = 0; j < n_new; j++) tok[s * n_new + j] = (int32_t)(tl_t_rng(&sd) % 150000), pos[s * n_new + j] = n_past + j;
+        lr[s] = s * n_new + n_new - 1;
+    }
+    tl_batch b = {.n_tok = T, .tokens = tok, .pos = pos, .n_seq = n_seq, .seqs = q, .n_logits = n_seq, .logit_rows = lr};
+    tl_error e = {{0}};
+    double t0 = tl_now();
+    if (c->be->forward(c->be, c->m, &c->kv, &b, c->logits, &e)) fprintf(stderr, "forward: %s\n", e.msg), exit(2);
+    double t = tl_now() - t0;
+    free(tok), free(pos), free(lr), free(bt), free(q);
+    return t;
+}
+
+static void model_bench(const char *spec, double copy, double mm) {
+    tl_error e = {{0}};
+    tl_load_opts o = {.quant_bits = 4, .group_size = 64, .quiet = true};
+    double t0 = tl_now();
+    tl_model *m = tl_model_load(spec, &o, &e);
+    if (!m) fprintf(stderr, "%s: %s\n", spec, e.msg), exit(2);
+    printf("%s: built in %.1f s\n", spec, tl_now() - t0);
+    bctx c = {.m = m, .bs = 16};
+    c.be = tl_backend_cuda_new(0.92f, &e);
+    if (!c.be || c.be->prepare(c.be, m, &e)) fprintf(stderr, "cuda: %s\n", e.msg), exit(2);
+    const tl_config *cf = &m->cfg;
+    size_t wbytes = tensor_stream_bytes(&m->w.lm_head) + (size_t)cf->n_embd * 4;
+    double mat_params = (double)m->w.lm_head.rows * m->w.lm_head.cols;
+    for (int l = 0; l < cf->n_layer; l++) {
+        const tl_layer *L = &m->w.layers[l];
+        const tl_tensor *ts[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down, &L->bq, &L->bk, &L->bv,
+                                 &L->attn_norm, &L->ffn_norm};
+        for (int i = 0; i < 12; i++) wbytes += tensor_stream_bytes(ts[i]);
+        for (int i = 0; i < 7; i++) mat_params += (double)ts[i]->rows * ts[i]->cols;
+    }
+    size_t budget = c.be->kv_default_budget(c.be, m);
+    int nblk = tl_kv_blocks_for_budget(cf, c.bs, TL_BF16, budget);
+    int max_seq = 256, ctx_dec = 512;
+    int nbs = (4096 + 64) / c.bs + 1; /* blocks per sequence: enough for the 4096 prefill */
+    if (nblk > max_seq * ((ctx_dec + 64) / c.bs + 1)) nblk = TL_MAX(max_seq * ((ctx_dec + 64) / c.bs + 1), nbs);
+    if (c.be->kv_alloc(c.be, &c.kv, cf, c.bs, nblk, TL_BF16, &e)) fprintf(stderr, "%s\n", e.msg), exit(2);
+    c.logits = tl_malloc((size_t)max_seq * cf->n_vocab * 4);
+    printf("%s int4: %.2f GB streamed per decode token (weights), %.2f G matmul params\n", spec, wbytes / 1e9, mat_params / 1e9);
+
+    /* decode batch 1 after a 512-token prompt */
+    step(&c, 1, ctx_dec, 0, nbs);
+    double t[64];
+    for (int i = -3; i < 64; i++) {
+        double s = step(&c, 1, 1, ctx_dec + TL_MAX(i, 0), nbs);
+        if (i >= 0) t[i] = s;
+    }
+    double tm = median(t, 64);
+    size_t kvb = (size_t)(ctx_dec + 32) * cf->n_layer * cf->n_head_kv * cf->head_dim * 2 * 2;
+    double bw = (wbytes + kvb) / tm / 1e12;
+    printf("decode batch 1 (%s, ctx %d): %.2f ms/token, %.1f tok/s, %.2f TB/s = %.0f%% of copy %.2f TB/s (target 75%%)\n",
+           spec, ctx_dec, tm * 1e3, 1 / tm, bw, 100 * bw / copy, copy);
+    printf("RESULT decode_b1_tok_s %.1f\nRESULT decode_b1_pct_copy %.1f\n", 1 / tm, 100 * bw / copy);
+
+    /* prefill at 1024 and 2048 tokens: the growth past linear is attention (quadratic) */
+    for (int L = 1024; L <= 2048; L *= 2) {
+        double tq[3];
+        for (int i = 0; i < 3; i++) tq[i] = step(&c, 1, L, 0, nbs);
+        printf("prefill %d tokens: %.1f ms (%.0f tok/s)\n", L, median(tq, 3) * 1e3, L / median(tq, 3));
+    }
+    /* prefill of one 4096-token prompt (fresh positions 0..4095 each time) */
+    double tp[3];
+    for (int i = 0; i < 3; i++) tp[i] = step(&c, 1, 4096, 0, nbs);
+    double tpm = median(tp, 3);
+    double attn_flops = 4.0 * cf->n_layer * cf->n_head * cf->head_dim * (4096.0 * 4097 / 2);
+    double fl = 2.0 * 4096 * (mat_params - (double)m->w.lm_head.rows * m->w.lm_head.cols) + attn_flops;
+    printf("prefill 4096 tokens (%s): %.1f ms, %.0f tok/s, %.0f TFLOP/s = %.0f%% of cuBLAS %.0f TFLOP/s (target 60%%)\n",
+           spec, tpm * 1e3, 4096 / tpm, fl / tpm / 1e12, 100 * fl / tpm / 1e12 / mm, mm);
+    printf("RESULT prefill4096_ms %.1f\nRESULT prefill4096_pct_mm %.1f\n", tpm * 1e3, 100 * fl / tpm / 1e12 / mm);
+
+    /* batched decode: n_seq sequences at context ctx_dec each (one forward = n_seq new tokens) */
+    const int ns[] = {4, 16, 64, 256};
+    for (int k = 0; k < 4; k++) {
+        int n = ns[k];
+        int per = (ctx_dec + 64) / c.bs + 1;
+        if ((size_t)n * per > (size_t)c.kv.n_blocks) break;
+        for (int s0 = 0; s0 < 1; s0++) step(&c, n, 1, ctx_dec, per); /* warm */
+        double tb[8];
+        for (int i = 0; i < 8; i++) tb[i] = step(&c, n, 1, ctx_dec + 1 + i, per);
+        double tbm = median(tb, 8);
+        printf("decode batch %3d (ctx %d): %.2f ms/step, %.0f tok/s\n", n, ctx_dec, tbm * 1e3, n / tbm);
+        printf("RESULT decode_b%d_tok_s %.0f\n", n, n / tbm);
+    }
+    c.be->kv_free(c.be, &c.kv);
+    c.be->free(c.be);
+    free(c.logits);
+    tl_model_free(m);
+}
+
+/* Offline throughput through the continuous-batching engine (what `tinyllm bench` would run): n_req
+ * requests, prompt and output lengths uniform in [lo, hi], random token ids, ignore_eos. */
+static int count_cb(const tl_token_event *ev, void *user) {
+    if (ev->token >= 0) (*(int64_t *)user)++;
+    return 0;
+}
+static void engine_bench(const char *spec, int n_req, int lo, int hi) {
+    tl_error e = {{0}};
+    tl_load_opts o = {.quant_bits = 4, .group_size = 64, .quiet = true};
+    tl_model *m = tl_model_load(spec, &o, &e);
+    if (!m) fprintf(stderr, "%s: %s\n", spec, e.msg), exit(2);
+    tl_backend *be = tl_backend_cuda_new(0.9f, &e);
+    if (!be || be->prepare(be, m, &e)) fprintf(stderr, "cuda: %s\n", e.msg), exit(2);
+    tl_engine_opts eo;
+    tl_engine_opts_default(&eo);
+    eo.kv_dtype = TL_BF16;
+    eo.max_seqs = 256;
+    eo.max_batch_tokens = 4096;
+    tl_engine *en = tl_engine_new(m, be, &eo, &e);
+    if (!en) fprintf(stderr, "engine: %s\n", e.msg), exit(2);
+    unsigned long long sd = 2024;
+    int64_t generated = 0, want = 0, prompt_toks = 0;
+    int32_t *prompt = tl_malloc((size_t)hi * 4);
+    double t0 = tl_now();
+    for (int r = 0; r < n_req; r++) {
+        int np = lo + (int)(tl_t_rng(&sd) % (unsigned)(hi - lo + 1)), ng = lo + (int)(tl_t_rng(&sd) % (unsigned)(hi - lo + 1));
+        for (int i = 0; i < np; i++) prompt[i] = (int32_t)(tl_t_rng(&sd) % 150000);
+        tl_req_params p = {.max_tokens = ng, .ignore_eos = true};
+        tl_sampling_default(&p.s);
+        if (tl_engine_add(en, prompt, np, &p, count_cb, &generated, &e) < 0) fprintf(stderr, "add: %s\n", e.msg), exit(2);
+        want += ng, prompt_toks += np;
+    }
+    double last = t0, limit = getenv("TL_ENGINE_SECONDS") ? atof(getenv("TL_ENGINE_SECONDS")) : 200;
+    while (tl_engine_step(en) > 0) { /* progress every 10 s; stop at the time limit (partial numbers) */
+        double now = tl_now();
+        if (now - last > 10) {
+            printf("  engine: %.0f s, %lld tokens generated (%.0f tok/s so far)\n", now - t0, (long long)generated,
+                   generated / (now - t0));
+            last = now;
+        }
+        if (now - t0 > limit) {
+            printf("  engine: stopped at the %.0f s limit, %lld of %lld tokens generated\n", limit, (long long)generated,
+                   (long long)want);
+            break;
+        }
+    }
+    double dt = tl_now() - t0;
+    tl_engine_stats st;
+    tl_engine_stats_get(en, &st);
+    printf("engine %s int4: %d requests, lengths %d-%d: %lld prompt + %lld generated tokens (wanted %lld) in %.1f s: "
+           "%.0f output tok/s, %.0f total tok/s; %lld steps, %lld preempted (target 10000 output tok/s on H100)\n",
+           spec, n_req, lo, hi, (long long)prompt_toks, (long long)generated, (long long)want, dt, generated / dt,
+           (generated + prompt_toks) / dt, (long long)st.steps, (long long)st.n_preempted);
+    printf("RESULT engine_out_tok_s %.0f\n", generated / dt);
+    free(prompt);
+    tl_engine_free(en);
+    be->free(be);
+    tl_model_free(m);
+}
+
+int main(int argc, char **argv) {
+    (void)tl_t_pass, (void)tl_t_fail;
+    const char *spec = argc > 1 ? argv[1] : "dummy:qwen2-7b";
+    const char *commit = argc > 2 ? argv[2] : "?";
+    struct cudaDeviceProp p;
+    CU(cudaGetDeviceProperties(&p, 0));
+    size_t fr, tot;
+    CU(cudaMemGetInfo(&fr, &tot));
+    printf("device: %s, %d SMs, %.1f GiB; commit %s; host may be shared (timings of the GPU only)\n", p.name,
+           p.multiProcessorCount, tot / 1073741824.0, commit);
+    double copy = copy_bw(), mm = gemm_rate();
+    printf("copy bandwidth (D2D, read+write): %.2f TB/s\ncuBLAS bf16 8192^3: %.0f TFLOP/s\n", copy, mm);
+    printf("RESULT copy_TBps %.3f\nRESULT cublas_bf16_TFLOPs %.1f\n", copy, mm);
+    if (!strcmp(spec, "gemv") || strstr(spec, "7b")) gemv_bench(copy);
+    if (argc > 3 && !strcmp(argv[3], "engine")) {
+        engine_bench(spec, argc > 4 ? atoi(argv[4]) : 512, 128, 1024);
+        return 0;
+    }
+    if (strcmp(spec, "gemv")) model_bench(spec, copy, mm);
+    return 0;
+}

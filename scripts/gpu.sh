@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# gpu.sh: one command that builds, tests and benchmarks the CUDA path on a machine with an NVIDIA GPU.
+#   scripts/gpu.sh [all|test|bench|bench72|engine|full]   (all = test + bench on dummy:qwen2-7b; full = all + 72b)
+# Logs go to $OUT (or ./out). If the machine lacks the -dev libraries (jansson, pcre2, utf8proc,
+# microhttpd) or pkg-config, .deb files in $TL_DEBS (default .gpu-debs) are unpacked into a private
+# prefix (never into /). Benchmarks print the card, the commit and the card's measured ceilings.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+WHAT=${1:-all}
+OUT=${OUT:-$PWD/out}
+mkdir -p "$OUT"
+J=$(nproc)
+COMMIT=$(cat .gpu-commit 2>/dev/null || git rev-parse --short HEAD 2>/dev/null || echo unknown)
+echo "gpu.sh: $WHAT, commit $COMMIT, $(date -u +%FT%TZ)"
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv,noheader || true
+nvcc --version | tail -1
+
+EXTRA=()
+if ! pkg-config --exists jansson libpcre2-8 libutf8proc libmicrohttpd 2>/dev/null; then
+  DEBS=${TL_DEBS:-.gpu-debs}
+  PFX=/tmp/tl-deps
+  echo "gpu.sh: system -dev libraries missing; unpacking $(ls "$DEBS"/*.deb 2>/dev/null | wc -l) .debs from $DEBS into $PFX"
+  mkdir -p "$PFX"
+  for f in "$DEBS"/*.deb; do dpkg -x "$f" "$PFX"; done
+  LIB=$PFX/usr/lib/x86_64-linux-gnu
+  for pc in "$LIB"/pkgconfig/*.pc; do
+    sed -i -e "s|^prefix=.*|prefix=$PFX/usr|" -e '/^Requires.private/d' "$pc"
+  done
+  export PATH=$PFX/usr/bin:$PATH LD_LIBRARY_PATH=$LIB:${LD_LIBRARY_PATH:-}
+  export PKG_CONFIG_PATH=$LIB/pkgconfig PKG_CONFIG_LIBDIR=$LIB/pkgconfig
+  EXTRA=(-DCMAKE_EXE_LINKER_FLAGS="-Wl,--as-needed -Wl,--allow-shlib-undefined"
+         -DCMAKE_SHARED_LINKER_FLAGS="-Wl,--allow-shlib-undefined")
+fi
+
+cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DTL_GPU_TESTS=ON "${EXTRA[@]}" >"$OUT/cmake.log" 2>&1 ||
+  { tail -30 "$OUT/cmake.log"; exit 1; }
+grep 'tinyllm:' "$OUT/cmake.log"
+cmake --build build-gpu -j"$J" --target gpu_test_cuda_ops gpu_test_cuda_model gpu_bench_cuda >"$OUT/build.log" 2>&1 ||
+  { grep -E 'error|Error' "$OUT/build.log" | head -40; exit 1; }
+echo "gpu.sh: built"
+
+rc=0
+if [ "$WHAT" = all ] || [ "$WHAT" = full ] || [ "$WHAT" = test ]; then
+  for t in gpu_test_cuda_ops gpu_test_cuda_model; do
+    echo "== $t"
+    timeout 300 ./build-gpu/$t 2>&1 | tee "$OUT/$t.log" | tail -40
+    [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
+  done
+fi
+if [ "$WHAT" = all ] || [ "$WHAT" = full ] || [ "$WHAT" = bench ]; then
+  echo "== bench dummy:qwen2-7b"
+  timeout 400 ./build-gpu/gpu_bench_cuda dummy:qwen2-7b "$COMMIT" 2>&1 | tee "$OUT/bench_7b.log" || rc=1
+fi
+if [ "$WHAT" = engine ] || [ "$WHAT" = full ]; then
+  echo "== engine throughput dummy:qwen2-7b"
+  timeout 300 ./build-gpu/gpu_bench_cuda dummy:qwen2-7b "$COMMIT" engine ${TL_ENGINE_REQS:-512} 2>&1 | tee "$OUT/engine_7b.log" || rc=1
+fi
+if [ "$WHAT" = bench72 ] || [ "$WHAT" = full ]; then
+  echo "== bench dummy:qwen2-72b"
+  timeout 500 ./build-gpu/gpu_bench_cuda dummy:qwen2-72b "$COMMIT" 2>&1 | tee "$OUT/bench_72b.log" || rc=1
+fi
+echo "gpu.sh: exit $rc"
+exit $rc

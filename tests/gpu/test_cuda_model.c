@@ -1,0 +1,261 @@
+/* test_cuda_model.c (GPU only): the CUDA backend's whole forward pass against HF transformers' logits and
+ * against the CPU backend on the reference checkpoints (tests/data/hf) and dummy:tiny, as loaded (bf16 on
+ * the GPU) and quantized to INT4 (the same INT4 weights on both sides); greedy tokens equal to the CPU's or,
+ * where they part, each side's token inside the other's top-5; batch invariance of a mixed batch; bad input. */
+#include <jansson.h>
+
+#include "backend/backend.h"
+#include "model/session.h"
+#include "tl_test.h"
+
+static int read_ints(json_t *a, int32_t *out, int max) {
+    size_t i;
+    json_t *v;
+    int n = 0;
+    json_array_foreach(a, i, v) if (n < max) out[n++] = (int32_t)json_integer_value(v);
+    return n;
+}
+
+static int rank_of(const float *l, int V, int tok) { /* 0 = argmax */
+    int r = 0;
+    for (int i = 0; i < V; i++) r += l[i] > l[tok];
+    return r;
+}
+static int argmax(const float *l, int V) {
+    int b = 0;
+    for (int i = 1; i < V; i++)
+        if (l[i] > l[b]) b = i;
+    return b;
+}
+
+/* greedy on both backends, token by token; at the first difference each token must be in the other's top-5 */
+static void greedy_check(tl_model *m, tl_backend *cpu, tl_backend *gpu, const int32_t *prompt, int np, int ng,
+                         const char *name) {
+    tl_error e = {{0}};
+    tl_session *a = tl_session_new(m, cpu, 256, &e), *b = tl_session_new(m, gpu, 256, &e);
+    CHECK(a && b, "%s", e.msg);
+    if (!a || !b) return;
+    const int V = m->cfg.n_vocab;
+    CHECK(tl_session_eval(a, prompt, np, false, &e) == 0 && tl_session_eval(b, prompt, np, false, &e) == 0, "%s", e.msg);
+    int same = 0;
+    double worst = 0;
+    for (int i = 0; i < ng; i++) {
+        const float *la = tl_session_logits(a, -1), *lb = tl_session_logits(b, -1);
+        worst = fmax(worst, tl_rel_err(lb, la, V));
+        int ta = argmax(la, V), tb = argmax(lb, V);
+        if (ta != tb) {
+            int ra = rank_of(lb, V, ta), rb = rank_of(la, V, tb);
+            CHECK(ra < 5 && rb < 5, "%s: greedy step %d: cpu %d (rank %d on gpu), gpu %d (rank %d on cpu)", name, i, ta,
+                  ra, tb, rb);
+            printf("  %s: greedy parts at step %d (ranks %d/%d: inside top-5)\n", name, i, ra, rb);
+            break;
+        }
+        same++;
+        if (tl_session_eval(a, &ta, 1, false, &e) || tl_session_eval(b, &tb, 1, false, &e)) break;
+    }
+    printf("  %-34s greedy: %d of %d tokens equal to the CPU's (logits rel err up to %.2e)\n", name, same, ng, worst);
+    tl_session_free(a);
+    tl_session_free(b);
+}
+
+static void run_hf(const char *name, int quant) {
+    char dir[512], path[600], label[128];
+    snprintf(dir, sizeof dir, "tests/data/hf/%s", name);
+    snprintf(path, sizeof path, "%s/reference.json", dir);
+    snprintf(label, sizeof label, "%s%s", name, quant ? " int4" : "");
+    json_error_t je;
+    json_t *ref = json_load_file(path, 0, &je);
+    CHECK(ref != NULL, "%s: %s", path, je.text);
+    if (!ref) return;
+    int32_t toks[64], prompt[64];
+    int nt = read_ints(json_object_get(ref, "tokens"), toks, 64);
+    int np = read_ints(json_object_get(ref, "greedy_prompt"), prompt, 64);
+    int V = (int)json_integer_value(json_object_get(ref, "n_vocab"));
+    json_decref(ref);
+    snprintf(path, sizeof path, "%s/logits.f32", dir);
+    size_t len;
+    tl_error e = {{0}};
+    float *hf = (float *)tl_read_file(path, &len, &e);
+    CHECK(hf && len == (size_t)nt * V * 4, "%s: %s", path, e.msg);
+    tl_load_opts o = {.quiet = true, .quant_bits = quant};
+    tl_model *m = tl_model_load(dir, &o, &e);
+    CHECK(m != NULL, "%s: %s", dir, e.msg);
+    if (!m || !hf) {
+        free(hf);
+        return;
+    }
+    tl_backend *cpu = tl_backend_cpu_new(2), *gpu = tl_backend_cuda_new(0.5f, &e);
+    CHECK(gpu != NULL, "%s", e.msg);
+    tl_session *sc = tl_session_new(m, cpu, 256, &e), *sg = tl_session_new(m, gpu, 256, &e);
+    CHECK(sc && sg, "%s", e.msg);
+    /* 1. full forward, all logits (GPU: the prefill path, bf16 tensor-core matmuls) */
+    CHECK(tl_session_eval(sc, toks, nt, true, &e) == 0 && tl_session_eval(sg, toks, nt, true, &e) == 0, "%s", e.msg);
+    double vs_hf = 0, vs_cpu = 0;
+    for (int i = 0; i < nt; i++) {
+        vs_hf = fmax(vs_hf, tl_rel_err(tl_session_logits(sg, i), hf + (size_t)i * V, V));
+        vs_cpu = fmax(vs_cpu, tl_rel_err(tl_session_logits(sg, i), tl_session_logits(sc, i), V));
+    }
+    if (!quant) CHECK(vs_hf < 3e-2, "%s: prefill logits vs HF %.3g", label, vs_hf);
+    CHECK(vs_cpu < 3e-2, "%s: prefill logits vs CPU %.3g", label, vs_cpu);
+    /* 2. token by token (every step a decode: GEMV kernels) against the CPU's exact full forward (its panel
+     * path is fp32; its own decode path quantizes activations to int8, so it is not the reference here).
+     * Backends: the tensor-core GEMV (x in fp16) and the fp32 CUDA-core GEMV (TL_CUDA_GEMV=fp32). */
+    int all_q4 = 1;
+    for (int l = 0; l < m->cfg.n_layer; l++) {
+        const tl_layer *L = &m->w.layers[l];
+        all_q4 &= L->wq.type == TL_Q4 && L->wk.type == TL_Q4 && L->wv.type == TL_Q4 && L->wo.type == TL_Q4 &&
+                  L->w_gate.type == TL_Q4 && L->w_up.type == TL_Q4 && L->w_down.type == TL_Q4;
+    }
+    all_q4 &= m->w.lm_head.type == TL_Q4 && quant;
+    setenv("TL_CUDA_GEMV", "fp32", 1);
+    tl_backend *g32 = tl_backend_cuda_new(0.5f, &e);
+    unsetenv("TL_CUDA_GEMV");
+    tl_session *s32 = tl_session_new(m, g32, 256, &e);
+    double dec = 0, dec32 = 0;
+    tl_session_reset(sg);
+    for (int i = 0; i < nt; i++) {
+        CHECK(tl_session_eval(sg, &toks[i], 1, false, &e) == 0 && tl_session_eval(s32, &toks[i], 1, false, &e) == 0,
+              "%s", e.msg);
+        dec = fmax(dec, tl_rel_err(tl_session_logits(sg, -1), tl_session_logits(sc, i), V));
+        dec32 = fmax(dec32, tl_rel_err(tl_session_logits(s32, -1), tl_session_logits(sc, i), V));
+    }
+    CHECK(dec < (all_q4 ? 1e-2 : 5e-2), "%s: decode (mma gemv) logits vs CPU %.3g", label, dec);
+    CHECK(dec32 < (all_q4 ? 1e-4 : 5e-2), "%s: decode (fp32 gemv) logits vs CPU %.3g", label, dec32);
+    printf("  %-34s prefill vs HF %.2e, vs CPU %.2e; decode vs CPU: mma gemv %.2e, fp32 gemv %.2e%s\n", label, vs_hf,
+           vs_cpu, dec, dec32, all_q4 ? " (all int4)" : "");
+    tl_session_free(s32);
+    g32->free(g32);
+    tl_session_free(sc);
+    tl_session_free(sg);
+    greedy_check(m, cpu, gpu, prompt, np, 24, label);
+    gpu->free(gpu);
+    cpu->free(cpu);
+    tl_model_free(m);
+    free(hf);
+}
+
+/* Three sequences in one batch (two decodes, one 5-token prefill chunk) give the logits each gets alone. */
+static void batch_invariance(void) {
+    tl_error e = {{0}};
+    tl_load_opts o = {.quiet = true, .quant_bits = 4, .group_size = 32}; /* n_ff 160: group 32 */
+    tl_model *m = tl_model_load("dummy:tiny", &o, &e);
+    CHECK(m != NULL, "%s", e.msg);
+    if (!m) return;
+    tl_backend *gpu = tl_backend_cuda_new(0.5f, &e);
+    const int V = m->cfg.n_vocab, bs = 16;
+    tl_kv kv;
+    CHECK(gpu->kv_alloc(gpu, &kv, &m->cfg, bs, 64, TL_BF16, &e) == 0, "%s", e.msg);
+    /* sequence s owns blocks 16s..16s+15; histories of 40, 300, 0 tokens built alone first */
+    int32_t bt[3][16];
+    for (int s = 0; s < 3; s++)
+        for (int i = 0; i < 16; i++) bt[s][i] = 16 * s + i;
+    const int hist[3] = {40, 200, 0}, nnew[3] = {1, 1, 5};
+    int32_t toks[256], pos[256], row = 0;
+    unsigned long long sd = 7;
+    for (int i = 0; i < 256; i++) toks[i] = (int32_t)(tl_t_rng(&sd) % (unsigned)V);
+    float *alone = tl_malloc((size_t)3 * V * 4), *mixed = tl_malloc((size_t)3 * V * 4);
+    for (int s = 0; s < 3; s++) { /* history, then this step's tokens alone */
+        for (int i = 0; i < hist[s] + nnew[s]; i++) pos[i] = i;
+        if (hist[s]) {
+            tl_batch_seq q = {.tok_start = 0, .n_new = hist[s], .n_past = 0, .block_table = bt[s]};
+            tl_batch b = {.n_tok = hist[s], .tokens = toks, .pos = pos, .n_seq = 1, .seqs = &q, .n_logits = 1, .logit_rows = &row};
+            row = hist[s] - 1;
+            CHECK(gpu->forward(gpu, m, &kv, &b, mixed, &e) == 0, "%s", e.msg); /* logits unused */
+        }
+        tl_batch_seq q = {.tok_start = 0, .n_new = nnew[s], .n_past = hist[s], .block_table = bt[s]};
+        row = nnew[s] - 1;
+        tl_batch b = {.n_tok = nnew[s], .tokens = toks + hist[s], .pos = pos + hist[s], .n_seq = 1, .seqs = &q,
+                      .n_logits = 1, .logit_rows = &row};
+        CHECK(gpu->forward(gpu, m, &kv, &b, alone + (size_t)s * V, &e) == 0, "%s", e.msg);
+    }
+    /* the same step again, all three in one batch (rewrites the same KV slots with the same values) */
+    int32_t mt[7], mp[7], lr[3] = {0, 1, 6};
+    tl_batch_seq qs[3];
+    int t = 0;
+    for (int s = 0; s < 3; s++) {
+        qs[s] = (tl_batch_seq){.tok_start = t, .n_new = nnew[s], .n_past = hist[s], .block_table = bt[s]};
+        for (int i = 0; i < nnew[s]; i++, t++) mt[t] = toks[hist[s] + i], mp[t] = hist[s] + i;
+    }
+    tl_batch b = {.n_tok = 7, .tokens = mt, .pos = mp, .n_seq = 3, .seqs = qs, .n_logits = 3, .logit_rows = lr};
+    CHECK(gpu->forward(gpu, m, &kv, &b, mixed, &e) == 0, "%s", e.msg);
+    double err = tl_rel_err(mixed, alone, (size_t)3 * V);
+    CHECK(err < 1e-5, "batch invariance: mixed vs alone rel err %.3g", err);
+    printf("  batch invariance (dummy:tiny int4, 2 decodes + 5-token chunk): rel err %.2e\n", err);
+    /* bad input: a clear error, not a crash */
+    int32_t badtok = V + 5;
+    b.tokens = &badtok, b.n_tok = 1, b.n_seq = 1, b.n_logits = 0, qs[0].n_new = 1;
+    CHECK(gpu->forward(gpu, m, &kv, &b, mixed, &e) == -1 && strstr(e.msg, "out of range"), "%s", e.msg);
+    int32_t badbt[16] = {9999};
+    qs[0] = (tl_batch_seq){.tok_start = 0, .n_new = 1, .n_past = 0, .block_table = badbt};
+    b.tokens = mt;
+    CHECK(gpu->forward(gpu, m, &kv, &b, mixed, &e) == -1 && strstr(e.msg, "block"), "%s", e.msg);
+    gpu->kv_free(gpu, &kv);
+    gpu->free(gpu);
+    free(alone), free(mixed);
+    /* the same model on CPU and GPU: greedy */
+    tl_backend *cpu = tl_backend_cpu_new(2);
+    gpu = tl_backend_cuda_new(0.5f, &e);
+    int32_t prompt[8] = {1, 100, 2000, 30000, 151000, 7, 8, 9};
+    greedy_check(m, cpu, gpu, prompt, 8, 24, "dummy:tiny int4");
+    gpu->free(gpu);
+    cpu->free(cpu);
+    tl_model_free(m);
+}
+
+/* dummy:qwen2-0.5b INT4 (every matrix in the tensor-core layout): decode steps as a CUDA graph equal the
+ * same steps launched one by one (TL_CUDA_GRAPH=0), across a change of the attention split count; and
+ * greedy tokens against the CPU backend. */
+static void graph_check(void) {
+    tl_error e = {{0}};
+    tl_load_opts o = {.quiet = true, .quant_bits = 4};
+    tl_model *m = tl_model_load("dummy:qwen2-0.5b", &o, &e);
+    CHECK(m != NULL, "%s", e.msg);
+    if (!m) return;
+    tl_backend *g1 = tl_backend_cuda_new(0.5f, &e);
+    setenv("TL_CUDA_GRAPH", "0", 1);
+    tl_backend *g0 = tl_backend_cuda_new(0.5f, &e);
+    unsetenv("TL_CUDA_GRAPH");
+    tl_session *a = tl_session_new(m, g1, 1024, &e), *b = tl_session_new(m, g0, 1024, &e);
+    CHECK(a && b, "%s", e.msg);
+    const int V = m->cfg.n_vocab;
+    int32_t toks[400];
+    unsigned long long sd = 5;
+    for (int i = 0; i < 400; i++) toks[i] = (int32_t)(tl_t_rng(&sd) % 150000);
+    CHECK(tl_session_eval(a, toks, 250, false, &e) == 0 && tl_session_eval(b, toks, 250, false, &e) == 0, "%s", e.msg);
+    double worst = 0;
+    for (int i = 250; i < 300; i++) { /* contexts 251..300: the split count changes at 257 */
+        CHECK(tl_session_eval(a, &toks[i], 1, false, &e) == 0 && tl_session_eval(b, &toks[i], 1, false, &e) == 0, "%s",
+              e.msg);
+        worst = fmax(worst, tl_rel_err(tl_session_logits(a, -1), tl_session_logits(b, -1), V));
+    }
+    CHECK(worst < 1e-5, "graph vs no graph: rel err %.3g", worst);
+    printf("  dummy:qwen2-0.5b int4: CUDA-graph decode vs plain launches over 50 steps: rel err %.2e\n", worst);
+    tl_session_free(a);
+    tl_session_free(b);
+    tl_backend *cpu = tl_backend_cpu_new(0);
+    greedy_check(m, cpu, g1, toks, 24, 12, "dummy:qwen2-0.5b int4 (graph)");
+    cpu->free(cpu);
+    g1->free(g1);
+    g0->free(g0);
+    tl_model_free(m);
+}
+
+int main(void) {
+    setvbuf(stdout, NULL, _IONBF, 0);
+    tl_error e = {{0}};
+    tl_backend *probe = tl_backend_cuda_new(0.5f, &e);
+    if (!probe) {
+        printf("no CUDA device (%s): skipped\n", e.msg);
+        return 0;
+    }
+    probe->free(probe);
+    static const char *models[] = {"qwen2-tied-gqa2-hd64", "qwen2-untied-gqa1-hd64-bf16", "qwen2-gqa7-hd128-f16",
+                                   "llama-gqa2-sharded"};
+    for (int i = 0; i < 4; i++) {
+        run_hf(models[i], 0);
+        run_hf(models[i], 4);
+    }
+    batch_invariance();
+    graph_check();
+    TL_TEST_END();
+}
