@@ -353,6 +353,13 @@ static int cu_prepare(tl_backend *be, tl_model *m, tl_error *e) {
 static size_t cu_kv_default_budget(tl_backend *be, const tl_model *m) {
     cu_impl *ci = be->impl;
     size_t fr = 0, tot = 0;
+    if (ci->m != m) { /* weights first, so the budget leaves room for them */
+        tl_error e = {{0}};
+        if (cu_prepare(be, (tl_model *)m, &e)) {
+            tl_warn("cuda: %s", e.msg);
+            return 0;
+        }
+    }
     if (cudaMemGetInfo(&fr, &tot) != cudaSuccess) return 0;
     double want = (double)tot * ci->util - (double)(tot - fr);
     size_t b = want > 0 ? (size_t)want : 0;
