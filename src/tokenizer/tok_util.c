@@ -199,8 +199,10 @@ static int cmp_added(const void *pa, const void *pb) {
 void tl_tok_added_finish(tl_tokenizer *t) {
     /* drop empty contents: they can never match */
     int k = 0;
-    for (int i = 0; i < t->n_added; i++)
+    for (int i = 0; i < t->n_added; i++) {
         if (t->added[i].len > 0) t->added[k++] = t->added[i];
+        else free((void *)t->added[i].s);
+    }
     t->n_added = k;
     if (k) qsort(t->added, (size_t)k, sizeof *t->added, cmp_added);
     int j = 0;
