@@ -36,7 +36,7 @@ static void fill_matrix(tl_tensor *t, int64_t rows, int64_t cols, tl_dtype dt, i
     float a = 1.0f / sqrtf((float)cols);
     size_t n = (size_t)rows * (size_t)cols;
     uint64_t s = seed;
-    if (qbits == 4) {
+    if (qbits == 4 && cols % group == 0) { /* other widths stay in full precision, as tl_model_quantize does */
         t->type = TL_Q4;
         t->group = group;
         t->sb_type = TL_F16;
