@@ -124,24 +124,32 @@ static void dot_q4i8_scalar(const tl_tensor *w, int64_t r0, int64_t r1, const tl
 const tl_mm_kernels tl_mm_scalar = {"scalar", deq_scalar, gemm_scalar, dot_dense_scalar, dot_q4i8_scalar};
 
 const tl_mm_kernels *tl_mm_for_isa(tl_isa isa) {
-    (void)isa; /* SIMD tables land next */
+    if (isa >= TL_ISA_AVX2) return &tl_mm_avx2; /* AVX-512 table: next */
     return &tl_mm_scalar;
 }
 
 /* ---- activation quantization for the int8 path ---- */
 void tl_mm_quantize_x(const float *x, int n_tok, int64_t cols, int group, tl_mm_xq *xq) {
-    int64_t nb = cols / TL_MM_QB, ng = cols / group;
+    int64_t nb = cols / TL_MM_QB, ng = cols / group, nc = TL_CDIV(cols, 64);
     for (int t = 0; t < n_tok; t++) {
         const float *xt = x + (int64_t)t * cols;
         int8_t *qt = xq->q + (int64_t)t * cols;
-        for (int64_t b = 0; b < nb; b++) {
-            float amax = 0;
-            for (int i = 0; i < TL_MM_QB; i++) amax = fmaxf(amax, fabsf(xt[b * TL_MM_QB + i]));
-            float d = amax / 127.0f, id = amax > 0 ? 127.0f / amax : 0.0f;
-            xq->d[t * nb + b] = d;
-            for (int i = 0; i < TL_MM_QB; i++) {
-                int64_t k = b * TL_MM_QB + i;
-                qt[xq_index(k, cols)] = (int8_t)lrintf(xt[k] * id);
+        float *d8 = xq->d8 + (int64_t)t * nc * 8;
+        for (int64_t c = 0; c < nc; c++) {
+            int nblk = c * 64 + 64 <= cols ? 2 : 1; /* a last chunk may hold one 32-block */
+            for (int b = 0; b < 2; b++) {
+                float d = 0;
+                if (b < nblk) {
+                    const float *xb = xt + c * 64 + b * 32;
+                    float amax = 0;
+                    for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(xb[i]));
+                    d = amax / 127.0f;
+                    float id = amax > 0 ? 127.0f / amax : 0.0f;
+                    int8_t *qb = qt + c * 64 + b * 16; /* even columns here, odd ones nblk*16 further */
+                    for (int m = 0; m < 32; m++) qb[(m & 1) * nblk * 16 + m / 2] = (int8_t)lrintf(xb[m] * id);
+                    xq->d[t * nb + c * 2 + b] = d;
+                }
+                for (int l = 0; l < 4; l++) d8[c * 8 + b * 4 + l] = d;
             }
         }
         for (int64_t g = 0; g < ng; g++) {
@@ -180,6 +188,7 @@ static void task_direct(void *arg, int task, int thread) {
             v.q += (int64_t)t0 * c->cols;
             v.d += (int64_t)t0 * (c->cols / TL_MM_QB);
             v.gsum += (int64_t)t0 * (c->cols / v.group);
+            v.d8 += (int64_t)t0 * TL_CDIV(c->cols, 64) * 8;
             c->k->dot_q4i8(c->w, r0, r1, &v, nt, yt, c->rows);
         }
     }
@@ -231,8 +240,10 @@ void tl_mm_run(const tl_mm_kernels *k, tl_mm_q4_path q4, const tl_tensor *w, con
     void *buf = NULL;
     if (c.mode == MODE_Q4I8) {
         size_t nq = (size_t)n_tok * (size_t)c.cols, nb = nq / TL_MM_QB, ng = nq / (size_t)w->group;
-        buf = tl_aligned_alloc(nq + (nb + ng) * sizeof(float) + 64);
-        xq.d = buf;
+        size_t n8 = (size_t)n_tok * (size_t)TL_CDIV(c.cols, 64) * 8;
+        buf = tl_aligned_alloc(nq + (n8 + nb + ng) * sizeof(float) + 64);
+        xq.d8 = buf; /* first: 32-byte aligned for the SIMD loads */
+        xq.d = xq.d8 + n8;
         xq.gsum = xq.d + nb;
         xq.q = (int8_t *)(xq.gsum + ng);
         tl_mm_quantize_x(x, n_tok, c.cols, w->group, &xq);

@@ -28,6 +28,8 @@ typedef struct tl_mm_xq {
     int8_t *q;    /* [n_tok, cols] permuted as above */
     float *d;     /* [n_tok, cols/32] block scales (max|x| / 127) */
     float *gsum;  /* [n_tok, cols/group] sum of the (unquantized) x over each weight group */
+    float *d8;    /* [n_tok, ceil(cols/64) * 8] block scales spread for 8-lane SIMD: per 64-column
+                   * chunk, lanes 0-3 hold d of its first 32-block, lanes 4-7 of its second (or 0) */
     int64_t cols;
     int group;
 } tl_mm_xq;
@@ -59,7 +61,8 @@ typedef enum { TL_MM_Q4_AUTO = 0, TL_MM_Q4_I8 = 1, TL_MM_Q4_F32 = 2 } tl_mm_q4_p
 void tl_mm_run(const tl_mm_kernels *k, tl_mm_q4_path q4, const tl_tensor *w, const float *x, float *y, int n_tok,
                tl_pool *pool);
 
-/* Quantize x[n_tok, cols] into xq (buffers allocated by the caller with the sizes above). */
+/* Quantize x[n_tok, cols] into xq (buffers allocated by the caller with the sizes above).
+ * Rounding: to nearest, ties to even (lrintf), d = max|x| / 127 per 32-block. */
 void tl_mm_quantize_x(const float *x, int n_tok, int64_t cols, int group, tl_mm_xq *xq);
 
 #endif
