@@ -11,6 +11,7 @@ static const tl_cmd commands[] = {
     {"info", cmd_info, "show a model's configuration and memory plan"},
     {"tokenize", cmd_tokenize, "print the token ids of a text (JSON array)"},
     {"detokenize", cmd_detokenize, "print the text of token ids"},
+    {"quantize", cmd_quantize, "write an INT4 (MLX-layout) copy of a model as an HF folder"},
     {"serve", cmd_serve, "OpenAI-compatible HTTP server"},
     {"bench", cmd_bench, "offline serving throughput: many requests through the batching engine"},
 };

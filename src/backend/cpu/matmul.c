@@ -124,7 +124,8 @@ static void dot_q4i8_scalar(const tl_tensor *w, int64_t r0, int64_t r1, const tl
 const tl_mm_kernels tl_mm_scalar = {"scalar", deq_scalar, gemm_scalar, dot_dense_scalar, dot_q4i8_scalar};
 
 const tl_mm_kernels *tl_mm_for_isa(tl_isa isa) {
-    if (isa >= TL_ISA_AVX2) return &tl_mm_avx2; /* AVX-512 table: next */
+    if (isa >= TL_ISA_AVX512) return &tl_mm_avx512;
+    if (isa >= TL_ISA_AVX2) return &tl_mm_avx2;
     return &tl_mm_scalar;
 }
 
