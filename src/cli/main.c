@@ -1,6 +1,8 @@
 /* main.c: the tinyllm command-line tool: dispatches to subcommands. */
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 
@@ -23,7 +25,22 @@ static void usage(void) {
     fprintf(stderr, "\nRun 'tinyllm COMMAND --help' for a command's options.\n");
 }
 
+/* Weights are mmap'ed: if the model file is truncated while in use, touching a page past its new end
+ * raises SIGBUS. Say why before dying (the default action then ends the process with SIGBUS). */
+static void on_sigbus(int sig) {
+    static const char msg[] = "tinyllm: SIGBUS: a memory-mapped model file was truncated or changed on disk while "
+                              "in use; replace model files by rename, never in place (docs/SECURITY.md)\n";
+    ssize_t r = write(2, msg, sizeof msg - 1);
+    (void)r, (void)sig; /* SA_RESETHAND: the faulting access repeats and takes the default action */
+}
+
 int main(int argc, char **argv) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigbus;
+    sa.sa_flags = SA_RESETHAND;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGBUS, &sa, NULL);
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
         usage();
         return argc < 2 ? 2 : 0;
