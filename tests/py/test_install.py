@@ -18,7 +18,9 @@ with tempfile.TemporaryDirectory() as prefix:
     flags = subprocess.run(["pkg-config", "--cflags", "--libs", "tinyllm"], env=env, capture_output=True,
                            text=True, check=True).stdout.split()
     exe = os.path.join(prefix, "simple")
-    subprocess.run(["cc", "examples/simple.c", *flags, "-o", exe, f"-Wl,-rpath,{libdir}"], check=True)
+    # the sanitizer build's library needs its sanitizer runtimes (clang's) in the program too
+    cc = ["clang", "-fsanitize=address,undefined"] if os.environ.get("TL_SANITIZE") == "1" else ["cc"]
+    subprocess.run([*cc, "examples/simple.c", *flags, "-o", exe, f"-Wl,-rpath,{libdir}"], check=True)
     out = subprocess.run([exe, model], capture_output=True, text=True, timeout=60)
     ref = subprocess.run([os.path.join(prefix, "bin", "tinyllm"), "generate", "-m", model, "--tokens", "5,6,7",
                           "-n", "8", "--backend", "cpu"], capture_output=True, text=True, timeout=60)
