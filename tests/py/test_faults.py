@@ -7,7 +7,7 @@ Faults: KV pool exhaustion under load; max_tokens far beyond the context; thousa
 a 10 MB prompt (413 at the default body limit; tokenized and refused for its length with a larger
 one); invalid UTF-8 and NUL bytes in JSON and prompts; token ids that decode to invalid UTF-8;
 slowloris clients; a flood of connections beyond --max-connections; the model file replaced,
-modified or truncated while mapped. Under the sanitizer build (TL_SANITIZE=1) sizes shrink."""
+modified or truncated while mapped; a full disk while `tinyllm quantize` writes. Under the sanitizer build (TL_SANITIZE=1) sizes shrink."""
 import json
 import os
 import shutil
@@ -359,8 +359,50 @@ def test_model_file():
         shutil.rmtree(d, ignore_errors=True)
 
 
+def test_quantize_disk_full():
+    """`tinyllm quantize` when the disk fills (RLIMIT_FSIZE 64 KiB, the output needs ~370 KB): with
+    SIGXFSZ ignored, writes fail with EFBIG -> a clear error, exit 1, no output folder, no temp left;
+    with the default SIGXFSZ the process is killed mid-write -> no output folder (only a *.tmp-PID one).
+    Without the limit the output loads and generates."""
+    import resource
+    src = os.path.join(ROOT, "tests", "data", "hf", "qwen2-tied-gqa2-hd64")
+    d = tempfile.mkdtemp(prefix="tl_fault_quant_")
+    try:
+        def limit(ignore):
+            def f():
+                resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))
+                if ignore:
+                    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            return f
+
+        import subprocess
+        for ignore in (True, False):
+            out = os.path.join(d, "out%d" % ignore)
+            p = subprocess.run([lt.find_bin(), "quantize", "-m", src, "-o", out], preexec_fn=limit(ignore),
+                               capture_output=True, text=True, timeout=300)
+            left = sorted(os.listdir(d))
+            if ignore:
+                check(p.returncode == 1 and "File too large" in p.stderr and not os.path.exists(out) and not left,
+                      "quantize on a full disk: exit %s, error %r, left %s" % (p.returncode, p.stderr[-160:], left))
+            else:
+                check(p.returncode == -signal.SIGXFSZ and not os.path.exists(out) and
+                      all(".tmp-" in f for f in left),
+                      "quantize killed by SIGXFSZ: exit %s, nothing valid-looking left: %s" % (p.returncode, left))
+            print("quantize, disk full (SIGXFSZ %s): exit %s, left %s" % ("ignored" if ignore else "default", p.returncode, left))
+        out = os.path.join(d, "ok")
+        p = subprocess.run([lt.find_bin(), "quantize", "-m", src, "-o", out], capture_output=True, text=True, timeout=300)
+        g = subprocess.run([lt.find_bin(), "generate", "-m", out, "--tokens", "1,2,3", "-n", "4"], capture_output=True,
+                           text=True, timeout=300)
+        check(p.returncode == 0 and g.returncode == 0, "quantize without the limit, then generate: %s %s %r" %
+              (p.returncode, g.returncode, g.stderr[-200:]))
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def main():
     t0 = time.time()
+    test_quantize_disk_full()
+    print("quantize: %.1f s" % (time.time() - t0), flush=True)
     srv = lt.Server(extra=["--threads", "2", "--http-threads", "2"])
     try:
         st, ref = greedy(srv.url, "dummy:tiny")
