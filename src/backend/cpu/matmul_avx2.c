@@ -205,6 +205,7 @@ AI __m256i dot_i8(__m256i lo, __m256i hi, const int8_t *xq) {
 AI void q4i8_row(const tl_tensor *w, int64_t r, const tl_mm_xq *xq, float *y, int64_t ldy, float *sf, float *bf,
                  const int T) {
     int64_t cols = w->cols, G = w->group, ng = cols / G, nc = cols / 64, nc8 = TL_CDIV(cols, 64) * 8;
+    const int lg = __builtin_ctz((unsigned)G); /* G is 32, 64 or 128: shifts, not divisions, per chunk */
     sb_row(w->sb_type, w->scales, r * ng, ng, sf);
     sb_row(w->sb_type, w->biases, r * ng, ng, bf);
     const uint8_t *q = (const uint8_t *)((const uint32_t *)w->data + r * (cols / 8));
@@ -214,7 +215,7 @@ AI void q4i8_row(const tl_tensor *w, int64_t r, const tl_mm_xq *xq, float *y, in
     for (int64_t c = 0; c < nc; c++) {
         __m256i v = _mm256_loadu_si256((const __m256i *)(q + c * 32));
         __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-        __m256 s = _mm256_set_m128(_mm_broadcast_ss(sf + (c * 64 + 32) / G), _mm_broadcast_ss(sf + (c * 64) / G));
+        __m256 s = _mm256_set_m128(_mm_broadcast_ss(sf + ((c * 64 + 32) >> lg)), _mm_broadcast_ss(sf + ((c * 64) >> lg)));
         for (int t = 0; t < T; t++) {
             __m256i is = dot_i8(lo, hi, xq->q + t * cols + c * 64);
             __m256 sd = _mm256_mul_ps(s, _mm256_load_ps(xq->d8 + t * nc8 + c * 8));
