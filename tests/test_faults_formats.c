@@ -3,10 +3,12 @@
  *   model must load (aligned copies) and generate exactly what the padded file generates;
  * - a shape whose element count wraps 128-bit arithmetic must be rejected, not accepted with a
  *   tiny byte count;
- * - tl_st_parse errors name the problem. */
+ * - tl_st_parse errors name the problem;
+ * - config.json with more heads than hidden units (head_dim 0) is refused (found by fuzz_hfconfig). */
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "formats/hfconfig.h"
 #include "formats/safetensors.h"
 #include "tinyllm.h"
 #include "tl_test.h"
@@ -125,7 +127,18 @@ static void test_parse(void) {
     CHECK(tl_st_parse(&f, "\x05\0\0", 3, "mem", &e) == -1 && strstr(e.msg, "8-byte"), "%s", e.msg);
 }
 
+/* found by fuzz_hfconfig: more heads than hidden units made the default head_dim 0, accepted unchecked */
+static void test_config_head_dim(void) {
+    static const char cfg[] = "{\"architectures\": [\"Qwen2ForCausalLM\"], \"hidden_size\": 106, \"intermediate_size\": 64,"
+                              " \"num_hidden_layers\": 2, \"num_attention_heads\": 214, \"vocab_size\": 100}";
+    tl_config c;
+    tl_hf_quant q;
+    tl_error e = {{0}};
+    CHECK(tl_hf_parse_config(cfg, sizeof cfg - 1, "cfg", &c, &q, &e) == -1 && strstr(e.msg, "head_dim"), "%s", e.msg);
+}
+
 int main(void) {
+    test_config_head_dim();
     test_parse();
     test_unaligned();
     TL_TEST_END();

@@ -97,6 +97,11 @@ int tl_hf_parse_config(const char *text, size_t len, const char *path, tl_config
                 c->n_head_kv);
         goto out;
     }
+    if (c->head_dim < 1) { /* the default, hidden_size / num_attention_heads, is not range-checked by get_int */
+        tl_errf(e, "%s: head_dim is 0 (hidden_size %d / num_attention_heads %d) and no \"head_dim\" given", path,
+                c->n_embd, c->n_head);
+        goto out;
+    }
     if (c->head_dim % 2) {
         tl_errf(e, "%s: head_dim %d must be even for RoPE", path, c->head_dim);
         goto out;
