@@ -55,14 +55,7 @@ int cmd_chat(int argc, char **argv) {
         return 2;
     }
     tinyllm_params p;
-    tinyllm_params_default(&p);
-    p.model = mo.model;
-    p.tokenizer = mo.tokenizer;
-    p.backend = mo.backend;
-    p.n_threads = mo.threads;
-    p.quant_bits = mo.quant_bits;
-    p.group_size = mo.group;
-    p.gpu_mem_util = mo.gpu_util;
+    cli_to_params(&mo, &p);
     p.n_ctx = 8192;
     char err[512];
     tinyllm *t = tinyllm_load(&p, err, sizeof err);
@@ -78,15 +71,7 @@ int cmd_chat(int argc, char **argv) {
         return 1;
     }
     tinyllm_sampling s;
-    tinyllm_sampling_default(&s);
-    s.temperature = sp.temperature;
-    s.top_k = sp.top_k;
-    s.top_p = sp.top_p;
-    s.min_p = sp.min_p;
-    s.repetition_penalty = sp.repetition_penalty;
-    s.presence_penalty = sp.presence_penalty;
-    s.frequency_penalty = sp.frequency_penalty;
-    s.seed = sp.seed;
+    cli_to_sampling(&sp, &s);
     s.max_tokens = max_tokens;
     /* history: roles[i], contents[i] (owned) */
     int n = 0, cap = 16;

@@ -70,14 +70,7 @@ int cmd_generate(int argc, char **argv) {
         return 2;
     }
     tinyllm_params p;
-    tinyllm_params_default(&p);
-    p.model = mo.model;
-    p.tokenizer = mo.tokenizer;
-    p.backend = mo.backend;
-    p.n_threads = mo.threads;
-    p.quant_bits = mo.quant_bits;
-    p.group_size = mo.group;
-    p.gpu_mem_util = mo.gpu_util;
+    cli_to_params(&mo, &p);
     p.n_ctx = n_ctx;
     char err[512];
     double t0 = tl_now();
@@ -122,15 +115,7 @@ int cmd_generate(int argc, char **argv) {
         }
     }
     tinyllm_sampling s;
-    tinyllm_sampling_default(&s);
-    s.temperature = sp.temperature;
-    s.top_k = sp.top_k;
-    s.top_p = sp.top_p;
-    s.min_p = sp.min_p;
-    s.repetition_penalty = sp.repetition_penalty;
-    s.presence_penalty = sp.presence_penalty;
-    s.frequency_penalty = sp.frequency_penalty;
-    s.seed = sp.seed;
+    cli_to_sampling(&sp, &s);
     s.max_tokens = max_tokens;
     s.ignore_eos = ignore_eos;
     tinyllm_stats st;

@@ -172,3 +172,26 @@ int cli_parse_ids(const char *s, int32_t **ids) {
     }
     return n;
 }
+
+void cli_to_params(const cli_model_opts *o, tinyllm_params *p) {
+    tinyllm_params_default(p);
+    p->model = o->model;
+    p->tokenizer = o->tokenizer;
+    p->backend = o->backend;
+    p->n_threads = o->threads;
+    p->quant_bits = o->quant_bits;
+    p->group_size = o->group;
+    p->gpu_mem_util = o->gpu_util;
+}
+
+void cli_to_sampling(const tl_sampling *sp, tinyllm_sampling *s) {
+    tinyllm_sampling_default(s);
+    s->temperature = sp->temperature;
+    s->top_k = sp->top_k;
+    s->top_p = sp->top_p;
+    s->min_p = sp->min_p;
+    s->repetition_penalty = sp->repetition_penalty;
+    s->presence_penalty = sp->presence_penalty;
+    s->frequency_penalty = sp->frequency_penalty;
+    s->seed = sp->seed;
+}

@@ -5,6 +5,7 @@
 #include "backend/backend.h"
 #include "engine/engine.h"
 #include "model/model.h"
+#include "tinyllm.h"
 
 typedef struct cli_model_opts {
     const char *model;      /* -m */
@@ -25,6 +26,9 @@ extern const char *cli_model_help;
 extern const char *cli_sampling_help;
 /* Loads the model and creates the backend; prints what it did to stderr. NULL + message on failure. */
 tl_model *cli_load(const cli_model_opts *o, tl_backend **be, double *load_s);
+/* The parsed options as the public API's load parameters / sampling settings. */
+void cli_to_params(const cli_model_opts *o, tinyllm_params *p);
+void cli_to_sampling(const tl_sampling *sp, tinyllm_sampling *s);
 /* Prints how to get a model when -m is missing. */
 void cli_no_model_hint(const char *cmd);
 /* Parses "1,2,3" or "[1, 2, 3]" into ids (malloc'd). Returns count or -1. */
