@@ -134,20 +134,33 @@ static int on_token(const tl_token_event *ev, void *user) {
 
 /* ---------------- MHD side ---------------- */
 
-/* Takes what the engine queued. Caller frees *lp. */
-static void take_locked(srv_gen *g, tl_strbuf *text, tl_api_logprob **lp, int *n_lp) {
-    *text = g->text;
+/* What the engine has queued since the last look, taken under the lock (text and lp move out:
+ * the caller frees them), with the usage counts copied into g->resp. */
+typedef struct gen_snapshot {
+    tl_strbuf text;
+    tl_api_logprob *lp;
+    int n_lp;
+    tl_finish fin;
+    char err[sizeof ((srv_gen *)0)->err];
+} gen_snapshot;
+
+static void snapshot_locked(srv_gen *g, gen_snapshot *sn) {
+    sn->text = g->text;
     memset(&g->text, 0, sizeof g->text);
-    *lp = g->lp;
-    *n_lp = g->n_lp;
+    sn->lp = g->lp;
+    sn->n_lp = g->n_lp;
     g->lp = NULL;
     g->n_lp = g->cap_lp = 0;
-}
-
-static void fill_usage_locked(srv_gen *g) {
     g->resp.n_prompt = g->n_prompt;
     g->resp.n_completion = g->n_gen;
     g->resp.n_cached = g->n_cached;
+    sn->fin = g->finish;
+    memcpy(sn->err, g->err, sizeof sn->err);
+}
+
+static void snapshot_free(gen_snapshot *sn) {
+    tl_strbuf_free(&sn->text);
+    free(sn->lp);
 }
 
 static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
@@ -175,35 +188,29 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
             pthread_mutex_unlock(&g->mu);
             return 0;
         }
-        tl_strbuf text;
-        tl_api_logprob *lp;
-        int n_lp;
-        take_locked(g, &text, &lp, &n_lp);
-        fill_usage_locked(g);
-        tl_finish fin = g->finish;
-        char err[sizeof g->err];
-        memcpy(err, g->err, sizeof err);
+        gen_snapshot sn;
+        snapshot_locked(g, &sn);
         pthread_mutex_unlock(&g->mu);
 
         bool usage_null = g->req.include_usage;
-        if (!g->first_sent || text.len || n_lp)
-            tl_api_sse_chunk(&g->out, &g->resp, !g->first_sent, text.p, text.len, lp, n_lp, NULL, usage_null);
+        if (!g->first_sent || sn.text.len || sn.n_lp)
+            tl_api_sse_chunk(&g->out, &g->resp, !g->first_sent, sn.text.p, sn.text.len, sn.lp, sn.n_lp, NULL,
+                             usage_null);
         g->first_sent = true;
         if (finished) {
-            const char *fr = tl_api_finish_reason(fin);
+            const char *fr = tl_api_finish_reason(sn.fin);
             if (fr) {
                 tl_api_sse_chunk(&g->out, &g->resp, false, "", 0, NULL, 0, fr, usage_null);
                 if (g->req.include_usage) tl_api_sse_usage(&g->out, &g->resp);
-            } else if (fin == TL_FINISH_CANCELLED) {
+            } else if (sn.fin == TL_FINISH_CANCELLED) {
                 tl_api_sse_error(&g->out, "the request was cancelled (server shutting down)", "server_error");
             } else {
-                tl_api_sse_error(&g->out, err[0] ? err : "the request failed", "server_error");
+                tl_api_sse_error(&g->out, sn.err[0] ? sn.err : "the request failed", "server_error");
             }
             tl_api_sse_done(&g->out);
             g->done = true;
         }
-        tl_strbuf_free(&text);
-        free(lp);
+        snapshot_free(&sn);
     }
 }
 
@@ -211,30 +218,23 @@ static void stream_free(void *cls) { gen_unref(cls); }
 
 static enum MHD_Result finish_response(srv_gen *g, int *status) {
     pthread_mutex_lock(&g->mu);
-    tl_strbuf text;
-    tl_api_logprob *lp;
-    int n_lp;
-    take_locked(g, &text, &lp, &n_lp);
-    fill_usage_locked(g);
-    tl_finish fin = g->finish;
-    char err[sizeof g->err];
-    memcpy(err, g->err, sizeof err);
+    gen_snapshot sn;
+    snapshot_locked(g, &sn);
     pthread_mutex_unlock(&g->mu);
     enum MHD_Result r;
-    const char *fr = tl_api_finish_reason(fin);
+    const char *fr = tl_api_finish_reason(sn.fin);
     if (fr) {
         *status = 200;
-        r = tl_srv_send_json(g->conn, 200, tl_api_response_json(&g->resp, text.p, text.len, lp, n_lp, fr));
-    } else if (fin == TL_FINISH_CANCELLED) {
+        r = tl_srv_send_json(g->conn, 200, tl_api_response_json(&g->resp, sn.text.p, sn.text.len, sn.lp, sn.n_lp, fr));
+    } else if (sn.fin == TL_FINISH_CANCELLED) {
         *status = 503;
         r = tl_srv_send_error(g->conn, 503, "the request was cancelled (server shutting down)", "server_error",
                               NULL, NULL);
     } else {
         *status = 500;
-        r = tl_srv_send_error(g->conn, 500, err[0] ? err : "the request failed", "server_error", NULL, NULL);
+        r = tl_srv_send_error(g->conn, 500, sn.err[0] ? sn.err : "the request failed", "server_error", NULL, NULL);
     }
-    tl_strbuf_free(&text);
-    free(lp);
+    snapshot_free(&sn);
     return r;
 }
 
