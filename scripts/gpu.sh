@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # gpu.sh: one command that builds, tests and benchmarks the CUDA path on a machine with an NVIDIA GPU.
-#   scripts/gpu.sh [all|test|bench|bench72|engine|full]   (all = test + bench on dummy:qwen2-7b; full = all + 72b)
+#   scripts/gpu.sh [all|test|bench|bench72|engine|full|prefill]   (all = test + bench on dummy:qwen2-7b; full = all + 72b;
+#   prefill = test + the 7B prefill breakdown (gpu_bench_prefill) + bench's prefill rows alone)
 # Logs go to $OUT (or ./out). If the machine lacks the -dev libraries (jansson, pcre2, utf8proc,
 # microhttpd) or pkg-config, .deb files in $TL_DEBS (default .gpu-debs) are unpacked into a private
 # prefix (never into /). Benchmarks print the card, the commit and the card's measured ceilings.
@@ -35,12 +36,12 @@ fi
 cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DTL_GPU_TESTS=ON "${EXTRA[@]}" >"$OUT/cmake.log" 2>&1 ||
   { tail -30 "$OUT/cmake.log"; exit 1; }
 grep 'tinyllm:' "$OUT/cmake.log"
-cmake --build build-gpu -j"$J" --target gpu_test_cuda_ops gpu_test_cuda_model gpu_bench_cuda >"$OUT/build.log" 2>&1 ||
+cmake --build build-gpu -j"$J" --target gpu_test_cuda_ops gpu_test_cuda_model gpu_bench_cuda gpu_bench_prefill >"$OUT/build.log" 2>&1 ||
   { grep -E 'error|Error' "$OUT/build.log" | head -40; exit 1; }
 echo "gpu.sh: built"
 
 rc=0
-if [ "$WHAT" = all ] || [ "$WHAT" = full ] || [ "$WHAT" = test ]; then
+if [ "$WHAT" = all ] || [ "$WHAT" = full ] || [ "$WHAT" = test ] || [ "$WHAT" = prefill ]; then
   for t in gpu_test_cuda_ops gpu_test_cuda_model; do
     echo "== $t"
     timeout 300 ./build-gpu/$t 2>&1 | tee "$OUT/$t.log" | tail -40
@@ -50,6 +51,12 @@ fi
 if [ "$WHAT" = all ] || [ "$WHAT" = full ] || [ "$WHAT" = bench ]; then
   echo "== bench dummy:qwen2-7b"
   timeout 400 ./build-gpu/gpu_bench_cuda dummy:qwen2-7b "$COMMIT" 2>&1 | tee "$OUT/bench_7b.log" || rc=1
+fi
+if [ "$WHAT" = prefill ]; then
+  echo "== prefill breakdown (7B shapes)"
+  timeout 200 ./build-gpu/gpu_bench_prefill "$COMMIT" 2>&1 | tee "$OUT/bench_prefill.log" || rc=1
+  echo "== bench dummy:qwen2-7b, prefill rows"
+  TL_BENCH_ONLY=prefill timeout 300 ./build-gpu/gpu_bench_cuda dummy:qwen2-7b "$COMMIT" 2>&1 | tee "$OUT/bench_7b_prefill.log" || rc=1
 fi
 if [ "$WHAT" = engine ] || [ "$WHAT" = full ]; then
   echo "== engine throughput dummy:qwen2-7b"

@@ -214,39 +214,51 @@ static void model_bench(const char *spec, double copy, double mm) {
     c.logits = tl_malloc((size_t)max_seq * cf->n_vocab * 4);
     printf("%s int4: %.2f GB streamed per decode token (weights), %.2f G matmul params\n", spec, wbytes / 1e9, mat_params / 1e9);
 
+    /* TL_BENCH_ONLY=prefill: the prefill rows alone (a short device run) */
+    const char *only = getenv("TL_BENCH_ONLY");
+    const int decode = !(only && !strcmp(only, "prefill"));
     /* decode batch 1 after a 512-token prompt */
     step(&c, 1, ctx_dec, 0, nbs);
     double t[64];
-    for (int i = -3; i < 64; i++) {
+    for (int i = -3; i < 64 && decode; i++) {
         double s = step(&c, 1, 1, ctx_dec + TL_MAX(i, 0), nbs);
         if (i >= 0) t[i] = s;
     }
-    double tm = median(t, 64);
+    double tm = decode ? median(t, 64) : 1;
     size_t kvb = (size_t)(ctx_dec + 32) * cf->n_layer * cf->n_head_kv * cf->head_dim * 2 * 2;
     double bw = (wbytes + kvb) / tm / 1e12;
-    printf("decode batch 1 (%s, ctx %d): %.2f ms/token, %.1f tok/s, %.2f TB/s = %.0f%% of copy %.2f TB/s (target 75%%)\n",
-           spec, ctx_dec, tm * 1e3, 1 / tm, bw, 100 * bw / copy, copy);
-    printf("RESULT decode_b1_tok_s %.1f\nRESULT decode_b1_pct_copy %.1f\n", 1 / tm, 100 * bw / copy);
-
-    /* prefill at 1024 and 2048 tokens: the growth past linear is attention (quadratic) */
-    for (int L = 1024; L <= 2048; L *= 2) {
-        double tq[3];
-        for (int i = 0; i < 3; i++) tq[i] = step(&c, 1, L, 0, nbs);
-        printf("prefill %d tokens: %.1f ms (%.0f tok/s)\n", L, median(tq, 3) * 1e3, L / median(tq, 3));
+    if (decode) {
+        printf("decode batch 1 (%s, ctx %d): %.2f ms/token, %.1f tok/s, %.2f TB/s = %.0f%% of copy %.2f TB/s (target 75%%)\n",
+               spec, ctx_dec, tm * 1e3, 1 / tm, bw, 100 * bw / copy, copy);
+        printf("RESULT decode_b1_tok_s %.1f\nRESULT decode_b1_pct_copy %.1f\n", 1 / tm, 100 * bw / copy);
     }
-    /* prefill of one 4096-token prompt (fresh positions 0..4095 each time) */
-    double tp[3];
-    for (int i = 0; i < 3; i++) tp[i] = step(&c, 1, 4096, 0, nbs);
-    double tpm = median(tp, 3);
-    double attn_flops = 4.0 * cf->n_layer * cf->n_head * cf->head_dim * (4096.0 * 4097 / 2);
-    double fl = 2.0 * 4096 * (mat_params - (double)m->w.lm_head.rows * m->w.lm_head.cols) + attn_flops;
-    printf("prefill 4096 tokens (%s): %.1f ms, %.0f tok/s, %.0f TFLOP/s = %.0f%% of cuBLAS %.0f TFLOP/s (target 60%%)\n",
-           spec, tpm * 1e3, 4096 / tpm, fl / tpm / 1e12, 100 * fl / tpm / 1e12 / mm, mm);
+
+    /* prefill of one L-token prompt (fresh positions each time), L = 1k, 2k, 4k, with the tensor-core prefill
+     * attention and with attn.cu's kernel for every row (TL_CUDA_ATTN=old); FLOPs: 2 * matmul params (no
+     * lm_head: one logit row) * L + causal attention 4 * layers * heads * head_dim * L(L+1)/2 */
+    double tpm = 0, fl = 0;
+    for (int L = 1024; L <= 4096; L *= 2) {
+        double af = 4.0 * cf->n_layer * cf->n_head * cf->head_dim * ((double)L * (L + 1) / 2);
+        double f = 2.0 * L * (mat_params - (double)m->w.lm_head.rows * m->w.lm_head.cols) + af, tv[2];
+        for (int old = 0; old < 2; old++) {
+            if (old) setenv("TL_CUDA_ATTN", "old", 1);
+            double tq[3];
+            step(&c, 1, L, 0, nbs); /* warm (first call at this size grows the arena) */
+            for (int i = 0; i < 3; i++) tq[i] = step(&c, 1, L, 0, nbs);
+            unsetenv("TL_CUDA_ATTN");
+            tv[old] = median(tq, 3);
+        }
+        printf("prefill %d tokens (%s): %.1f ms, %.0f tok/s, %.0f TFLOP/s = %.0f%% of cuBLAS %.0f TFLOP/s (target 60%%); "
+               "attn.cu attention: %.1f ms = %.0f%%\n",
+               L, spec, tv[0] * 1e3, L / tv[0], f / tv[0] / 1e12, 100 * f / tv[0] / 1e12 / mm, mm, tv[1] * 1e3,
+               100 * f / tv[1] / 1e12 / mm);
+        if (L == 4096) tpm = tv[0], fl = f;
+    }
     printf("RESULT prefill4096_ms %.1f\nRESULT prefill4096_pct_mm %.1f\n", tpm * 1e3, 100 * fl / tpm / 1e12 / mm);
 
     /* batched decode: n_seq sequences at context ctx_dec each (one forward = n_seq new tokens) */
     const int ns[] = {4, 16, 64, 256};
-    for (int k = 0; k < 4; k++) {
+    for (int k = 0; k < 4 && decode; k++) {
         int n = ns[k];
         int per = (ctx_dec + 64) / c.bs + 1;
         if ((size_t)n * per > (size_t)c.kv.n_blocks) break;
@@ -336,7 +348,8 @@ int main(int argc, char **argv) {
     double copy = copy_bw(), mm = gemm_rate();
     printf("copy bandwidth (D2D, read+write): %.2f TB/s\ncuBLAS bf16 8192^3: %.0f TFLOP/s\n", copy, mm);
     printf("RESULT copy_TBps %.3f\nRESULT cublas_bf16_TFLOPs %.1f\n", copy, mm);
-    if (!strcmp(spec, "gemv") || strstr(spec, "7b")) gemv_bench(copy);
+    const char *only = getenv("TL_BENCH_ONLY");
+    if ((!strcmp(spec, "gemv") || strstr(spec, "7b")) && !(only && !strcmp(only, "prefill"))) gemv_bench(copy);
     if (argc > 3 && !strcmp(argv[3], "engine")) {
         engine_bench(spec, argc > 4 ? atoi(argv[4]) : 512, 128, 1024);
         return 0;

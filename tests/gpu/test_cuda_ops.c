@@ -321,6 +321,56 @@ static void test_attention(int n_head, int n_head_kv, int hd, tl_dtype kvt, int 
         CHECK(err < 2e-5, "attention h%d/%d hd%d %s bs%d split %d: rel err %.3g", n_head, n_head_kv, hd,
               tl_dtype_name(kvt), bs, split, err);
     }
+    /* the tensor-core prefill kernel on the same batch (bf16/f16 cache, head_dim 64/128): variant 0 puts every
+     * sequence in tiles of the full tile size, 1 in ragged smaller tiles, 2 only the sequences with more than
+     * one new token (decode rows must stay untouched: NaN). q and P are rounded to 16 bits: tolerance 1e-2
+     * (bf16) / 3e-3 (f16) of the largest output, against the fp32 reference. */
+    if (tl_cu_attention_prefill_ok(hd, kvt, n_head, n_head_kv)) {
+        const int tt = tl_cu_prefill_tile_tokens(n_head, n_head_kv);
+        int32_t *tiles = tl_malloc(((size_t)n_tok + n_seq) * 2 * 4);
+        uint8_t *cov = tl_malloc((size_t)n_tok);
+        for (int variant = 0; variant < 3; variant++) {
+            const int per = variant == 1 ? TL_MAX(1, tt / 3) : tt;
+            int nt = 0;
+            memset(cov, 0, (size_t)n_tok);
+            for (int s = 0; s < n_seq; s++) {
+                if (variant == 2 && seqs[s].n_new <= 1) continue;
+                for (int j = 0; j < seqs[s].n_new; j += per, nt++)
+                    tiles[2 * nt] = seqs[s].tok_start + j, tiles[2 * nt + 1] = TL_MIN(per, seqs[s].n_new - j);
+                memset(cov + seqs[s].tok_start, 1, (size_t)seqs[s].n_new);
+            }
+            int32_t *dtiles = dup_dev(tiles, (size_t)nt * 2 * 4 + 4);
+            tl_cu_attn_args at = {.q = dqkv, .q_stride = RW, .out = dout, .n_tok = n_tok, .n_head = n_head,
+                                  .n_head_kv = n_head_kv, .head_dim = hd, .scale = 1.0f / sqrtf((float)hd),
+                                  .kcache = (char *)dk + lay, .vcache = (char *)dv + lay, .kv_dtype = kvt,
+                                  .block_size = bs, .ctx_len = dctx, .bt_off = dbtoff, .bt = dbt};
+            CU(cudaMemset(dout, 0xff, (size_t)n_tok * QD * 4));
+            CHECK(tl_cu_attention_prefill(&at, dtiles, nt, 0, &e) == 0, "%s", e.msg);
+            get(got, dout, (size_t)n_tok * QD * 4);
+            double md = 0, mb = 1e-30;
+            size_t touched = 0;
+            for (int t = 0; t < n_tok; t++)
+                for (int i = 0; i < QD; i++) {
+                    const float a = got[(size_t)t * QD + i], w = want[(size_t)t * QD + i];
+                    if (!cov[t]) {
+                        touched += a == a; /* still NaN */
+                        continue;
+                    }
+                    const double d = fabs((double)a - w);
+                    md = d == d ? fmax(md, d) : INFINITY;
+                    mb = fmax(mb, fabs((double)w));
+                }
+            const double err = md / mb, tol = kvt == TL_BF16 ? 1e-2 : 3e-3;
+            CHECK(err < tol && touched == 0, "prefill attention h%d/%d hd%d %s bs%d variant %d (%d tiles): rel err %.3g, "
+                  "%zu values outside the tiles written", n_head, n_head_kv, hd, tl_dtype_name(kvt), bs, variant, nt,
+                  err, touched);
+            if (variant == 0)
+                printf("  prefill attention h%d/%d hd%d %s bs%d, %d seqs, %d tiles: rel err %.2e\n", n_head, n_head_kv,
+                       hd, tl_dtype_name(kvt), bs, n_seq, nt, err);
+            cudaFree(dtiles);
+        }
+        free(tiles), free(cov);
+    }
     cudaFree(dk), cudaFree(dv), cudaFree(dqkv), cudaFree(dpos), cudaFree(dslot), cudaFree(dctx), cudaFree(dbtoff);
     cudaFree(dbt), cudaFree(dpart), cudaFree(dout);
     tl_kv_free_host(&kv);
@@ -364,5 +414,14 @@ int main(void) {
     test_attention(4, 2, 16, TL_F32, 16, mix, 4, 1);
     test_attention(8, 8, 32, TL_BF16, 8, mix, 4, 0);
     test_attention(64, 8, 128, TL_BF16, 16, dec, 1, 1);
+    /* prefill-sized mixes for the tensor-core kernel: chunks with and without history (n_past off every
+     * tile multiple), decodes, an empty history; GQA 7/1/2/8, head_dim 128/64, block sizes 16 and 7 */
+    const seq_shape mix2[] = {{0, 200}, {1000, 1}, {37, 90}, {0, 1}, {130, 64}, {5, 17}};
+    const seq_shape longp[] = {{0, 700}};
+    test_attention(28, 4, 128, TL_F16, 16, mix2, 6, 1);
+    test_attention(16, 16, 64, TL_BF16, 16, mix2, 6, 1);
+    test_attention(12, 6, 128, TL_BF16, 7, mix2, 6, 0);
+    test_attention(64, 8, 128, TL_BF16, 16, mix2, 6, 1);
+    test_attention(14, 2, 64, TL_BF16, 16, longp, 1, 1);
     TL_TEST_END();
 }

@@ -20,6 +20,7 @@
 #define CU_LOGIT_CHUNK 256        /* lm_head rows per pass: bounds the device logits buffer */
 #define CU_DEQ_ELEMS (64u << 20)  /* dequantize scratch: 64M bf16 (128 MiB) */
 #define CU_MAX_ALLOCS 4096
+#define CU_PREFILL_MIN_NEW 16     /* sequences with more new tokens than this: tensor-core prefill attention */
 
 typedef struct cu_mat {
     int64_t rows, cols;
@@ -65,6 +66,13 @@ typedef struct cu_impl {
     /* batch metadata: host (pinned) and device copies */
     int32_t *meta_h, *meta_d;
     size_t meta_cap;
+    /* attention plan of the current batch (build_meta): prefill tiles (their device copy follows the block
+     * tables in meta_d) and the token runs left to attn.cu's kernel, as (first token, count) pairs */
+    int64_t n_bt;
+    int n_tiles, n_runs;
+    int32_t *runs;  /* host, [2 * n_runs] */
+    uint8_t *cov;   /* host scratch: token covered by a tile */
+    size_t plan_cap;
 } cu_impl;
 
 #define CUCHK(e, call)                                                                                  \
@@ -441,7 +449,22 @@ static int64_t build_meta(cu_impl *ci, const tl_config *c, const tl_kv *kv, cons
             return tl_errf(e, "batch: sequence %d out of range", s);
         n_bt += TL_CDIV(q->n_past + q->n_new, bs);
     }
-    size_t need = (size_t)5 * T + (size_t)b->n_logits + (size_t)n_bt;
+    /* sequences adding more than a graph step's tokens go to the tensor-core prefill kernel (so graphs,
+     * T <= 16, never contain it); TL_CUDA_ATTN=old keeps every row on attn.cu's kernel (comparisons) */
+    const char *ea = getenv("TL_CUDA_ATTN");
+    const int fa = !(ea && !strcmp(ea, "old")) &&
+                   tl_cu_attention_prefill_ok(c->head_dim, kv->dtype, c->n_head, c->n_head_kv);
+    const int tt = fa ? tl_cu_prefill_tile_tokens(c->n_head, c->n_head_kv) : 1;
+    int64_t n_tiles = 0;
+    for (int s = 0; fa && s < b->n_seq; s++)
+        if (b->seqs[s].n_new > CU_PREFILL_MIN_NEW) n_tiles += TL_CDIV(b->seqs[s].n_new, tt);
+    if ((size_t)T + 1 > ci->plan_cap) {
+        free(ci->runs), free(ci->cov);
+        ci->plan_cap = (size_t)T * 2 + 64;
+        ci->runs = tl_malloc(ci->plan_cap * 2 * sizeof(int32_t));
+        ci->cov = tl_malloc(ci->plan_cap);
+    }
+    size_t need = (size_t)5 * T + (size_t)b->n_logits + (size_t)n_bt + 2 * (size_t)n_tiles;
     if (need > ci->meta_cap) {
         if (ci->meta_h) cudaFreeHost(ci->meta_h);
         if (ci->meta_d) cudaFree(ci->meta_d);
@@ -485,11 +508,55 @@ static int64_t build_meta(cu_impl *ci, const tl_config *c, const tl_kv *kv, cons
     }
     for (int t = 0; t < T; t++)
         if (ctx[t] < 0) return tl_errf(e, "batch: token %d belongs to no sequence", t);
+    /* attention plan: tiles of tt tokens for the prefill sequences, runs of the other tokens */
+    int32_t *tiles = bt + n_bt;
+    memset(ci->cov, 0, (size_t)T);
+    ci->n_bt = n_bt;
+    ci->n_tiles = 0;
+    for (int s = 0; n_tiles && s < b->n_seq; s++) {
+        const tl_batch_seq *q = &b->seqs[s];
+        if (q->n_new <= CU_PREFILL_MIN_NEW) continue;
+        for (int j = 0; j < q->n_new; j += tt) {
+            tiles[2 * ci->n_tiles] = q->tok_start + j;
+            tiles[2 * ci->n_tiles + 1] = TL_MIN(tt, q->n_new - j);
+            ci->n_tiles++;
+        }
+        memset(ci->cov + q->tok_start, 1, (size_t)q->n_new);
+    }
+    ci->n_runs = 0;
+    for (int t = 0; t < T;) {
+        if (ci->cov[t]) {
+            t++;
+            continue;
+        }
+        int t1 = t;
+        while (t1 < T && !ci->cov[t1]) t1++;
+        ci->runs[2 * ci->n_runs] = t, ci->runs[2 * ci->n_runs + 1] = t1 - t;
+        ci->n_runs++;
+        t = t1;
+    }
     for (int i = 0; i < b->n_logits; i++) {
         if (b->logit_rows[i] < 0 || b->logit_rows[i] >= T) return tl_errf(e, "batch: logit row %d out of range", b->logit_rows[i]);
         lr[i] = b->logit_rows[i];
     }
     return (int64_t)need;
+}
+
+/* Attention of one layer by the plan of build_meta: the prefill tiles on tensor cores, the other tokens
+ * (decodes, short chunks) in runs of consecutive tokens on attn.cu's kernel (pointers offset per run). */
+static int attention(cu_impl *ci, const tl_cu_attn_args *a, const int32_t *d_tiles, tl_error *e) {
+    if (ci->n_tiles && tl_cu_attention_prefill(a, d_tiles, ci->n_tiles, ci->st, e)) return -1;
+    for (int i = 0; i < ci->n_runs; i++) {
+        const int t0 = ci->runs[2 * i];
+        tl_cu_attn_args r = *a;
+        r.q += (size_t)t0 * a->q_stride;
+        r.out += (size_t)t0 * a->n_head * a->head_dim;
+        r.n_tok = ci->runs[2 * i + 1];
+        r.ctx_len += t0;
+        r.bt_off += t0;
+        if (tl_cu_attention(&r, ci->st, e)) return -1;
+    }
+    return 0;
 }
 
 /* The kernels of one forward (metadata already on the device). logits != NULL: copy each lm_head chunk to
@@ -499,7 +566,7 @@ static int forward_body(cu_impl *ci, const tl_model *m, tl_kv *kv, int T, int n_
     const tl_config *c = &m->cfg;
     const int E = c->n_embd, hd = c->head_dim;
     const int32_t *d_tok = ci->meta_d, *d_pos = d_tok + T, *d_slot = d_pos + T, *d_ctx = d_slot + T,
-                  *d_off = d_ctx + T, *d_lr = d_off + T, *d_bt = d_lr + n_logits;
+                  *d_off = d_ctx + T, *d_lr = d_off + T, *d_bt = d_lr + n_logits, *d_tiles = d_bt + ci->n_bt;
     const int QD = c->n_head * hd, RW = QD + 2 * c->n_head_kv * hd;
     const size_t esz = kv->dtype == TL_F32 ? 4 : 2;
     const size_t layer_bytes = (size_t)kv->n_blocks * kv->n_head_kv * kv->block_size * hd * esz;
@@ -523,7 +590,7 @@ static int forward_body(cu_impl *ci, const tl_model *m, tl_kv *kv, int T, int n_
                               .kcache = kc, .vcache = vc, .kv_dtype = kv->dtype, .block_size = kv->block_size,
                               .ctx_len = d_ctx, .bt_off = d_off, .bt = d_bt, .partial = ci->partial,
                               .max_split = T <= 64 ? ci->max_split : 1, .max_ctx = max_ctx, .n_sm = ci->n_sm};
-        if (tl_cu_rope_kv_write(&ra, st, e) || tl_cu_attention(&aa, st, e) || matmul(ci, &L->o, ci->att, ci->tmp, T, e) ||
+        if (tl_cu_rope_kv_write(&ra, st, e) || attention(ci, &aa, d_tiles, e) || matmul(ci, &L->o, ci->att, ci->tmp, T, e) ||
             tl_cu_rmsnorm(ci->x, ci->tmp, L->ffn_norm, ci->xn, T, E, c->rms_eps, st, e) ||
             matmul(ci, &L->gu, ci->xn, ci->gu, T, e) || tl_cu_silu_mul(ci->gu, ci->hb, T, c->n_ff, st, e) ||
             matmul(ci, &L->down, ci->hb, ci->tmp, T, e))
@@ -607,6 +674,7 @@ static void cu_free(tl_backend *be) {
     release_model(ci);
     if (ci->meta_h) cudaFreeHost(ci->meta_h);
     if (ci->meta_d) cudaFree(ci->meta_d);
+    free(ci->runs), free(ci->cov);
     if (ci->blas) cublasDestroy(ci->blas);
     if (ci->st) cudaStreamDestroy(ci->st);
     free(ci);

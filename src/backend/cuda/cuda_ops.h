@@ -106,6 +106,15 @@ int tl_cu_attention(const tl_cu_attn_args *a, cudaStream_t st, tl_error *e);
 /* How many context slices tl_cu_attention will use for these arguments (a pure function of them). */
 int tl_cu_attention_splits(const tl_cu_attn_args *a);
 
+/* Flash attention on tensor cores for prefill chunks (attn_prefill.cu): the same arguments, but only the
+ * query rows of `tiles` ([n_tiles][2] device int32: first token, token count; consecutive tokens of one
+ * sequence, at most tl_cu_prefill_tile_tokens() of them) are computed; a->n_tok, partial, max_split and
+ * n_sm are unused. Supported when tl_cu_attention_prefill_ok(): head_dim 64/128, KV bf16/f16. q and P
+ * are rounded to the KV type for the tensor cores (rel err ~1e-3 against the fp32 reference). */
+int tl_cu_attention_prefill_ok(int head_dim, int kv_dtype, int n_head, int n_head_kv);
+int tl_cu_prefill_tile_tokens(int n_head, int n_head_kv);
+int tl_cu_attention_prefill(const tl_cu_attn_args *a, const int32_t *tiles, int n_tiles, cudaStream_t st, tl_error *e);
+
 #ifdef __cplusplus
 }
 #endif
