@@ -332,12 +332,12 @@ static void test_attention(int n_head, int n_head_kv, int hd, tl_dtype kvt, int 
         for (int variant = 0; variant < 3; variant++) {
             const int per = variant == 1 ? TL_MAX(1, tt / 3) : tt;
             int nt = 0;
-            memset(cov, 0, (size_t)n_tok);
+            for (int t = 0; t < n_tok; t++) cov[t] = 0;
             for (int s = 0; s < n_seq; s++) {
                 if (variant == 2 && seqs[s].n_new <= 1) continue;
                 for (int j = 0; j < seqs[s].n_new; j += per, nt++)
                     tiles[2 * nt] = seqs[s].tok_start + j, tiles[2 * nt + 1] = TL_MIN(per, seqs[s].n_new - j);
-                memset(cov + seqs[s].tok_start, 1, (size_t)seqs[s].n_new);
+                for (int j = 0; j < seqs[s].n_new; j++) cov[seqs[s].tok_start + j] = 1;
             }
             int32_t *dtiles = dup_dev(tiles, (size_t)nt * 2 * 4 + 4);
             tl_cu_attn_args at = {.q = dqkv, .q_stride = RW, .out = dout, .n_tok = n_tok, .n_head = n_head,

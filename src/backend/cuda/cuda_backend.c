@@ -510,7 +510,7 @@ static int64_t build_meta(cu_impl *ci, const tl_config *c, const tl_kv *kv, cons
         if (ctx[t] < 0) return tl_errf(e, "batch: token %d belongs to no sequence", t);
     /* attention plan: tiles of tt tokens for the prefill sequences, runs of the other tokens */
     int32_t *tiles = bt + n_bt;
-    memset(ci->cov, 0, (size_t)T);
+    for (int t = 0; t < T; t++) ci->cov[t] = 0; /* loops, not memset: gcc 13 -Werror=stringop-overflow */
     ci->n_bt = n_bt;
     ci->n_tiles = 0;
     for (int s = 0; n_tiles && s < b->n_seq; s++) {
@@ -521,7 +521,7 @@ static int64_t build_meta(cu_impl *ci, const tl_config *c, const tl_kv *kv, cons
             tiles[2 * ci->n_tiles + 1] = TL_MIN(tt, q->n_new - j);
             ci->n_tiles++;
         }
-        memset(ci->cov + q->tok_start, 1, (size_t)q->n_new);
+        for (int j = 0; j < q->n_new; j++) ci->cov[q->tok_start + j] = 1;
     }
     ci->n_runs = 0;
     for (int t = 0; t < T;) {
