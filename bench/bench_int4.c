@@ -1,9 +1,14 @@
 /* bench_int4.c: INT4 vs bf16 on dummy Qwen2 models (not a test).
  * usage: bench_int4 [threads] [n_prefill] [n_decode] [models...]   (default: 2 512 16 qwen2-0.5b qwen2-1.5b)
- * For each model and weight type (bf16, int4 g64), in a child process of its own: weight bytes and
- * resident memory after load, prefill tok/s for an n_prefill-token prompt, decode tok/s, and the
- * weight bytes streamed per decoded token divided by its time (GB/s) against a threaded read of a
- * 1 GiB buffer measured in the same process. The machine may be shared: numbers are best-of. */
+ * For each model and weight type, in a child process of its own: weight bytes and resident memory
+ * after load, prefill tok/s for an n_prefill-token prompt, decode tok/s, and the weight bytes
+ * streamed per decoded token divided by its time (GB/s) against a threaded read of a 1 GiB buffer
+ * measured in the same process; then the time of one forward step of B new tokens (B = 1, 4, 16,
+ * 64: the matrix shapes of a B-row batched decode) -- ms per step and ms per row.
+ * Types (BENCH_TYPES=bf16,int4,int4-old to choose; default all three): bf16; int4 (G=64, fp16
+ * scales); int4-old = int4 with TL_Q4_KERNEL=old, the Q4 path before the 4-row kernel, shared
+ * activation quantization and int8 prefill (for an A/B comparison in the same run).
+ * The machine may be shared: numbers are best-of. */
 #include <immintrin.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -81,7 +86,12 @@ static size_t decode_bytes(const tl_model *m) {
     return b;
 }
 
-static int run_one(const char *model, int quant, int nth, int n_pre, int n_dec) {
+enum { N_STEPS = 4 };
+static const int step_rows[N_STEPS] = {1, 4, 16, 64};
+
+static int run_one(const char *model, const char *type, int nth, int n_pre, int n_dec) {
+    int quant = strncmp(type, "int4", 4) ? 0 : 4;
+    if (!strcmp(type, "int4-old")) setenv("TL_Q4_KERNEL", "old", 1); /* read by tl_backend_cpu_new */
     double bw = read_bw(nth);
     char spec[128];
     snprintf(spec, sizeof spec, "dummy:%s", model);
@@ -99,13 +109,16 @@ static int run_one(const char *model, int quant, int nth, int n_pre, int n_dec) 
         return 1;
     }
     double rss1 = rss_mb();
-    tl_session *s = tl_session_new(m, be, n_pre + n_dec + 8, &e);
+    int n_steps_tok = 0;
+    for (int i = 0; i < N_STEPS; i++) n_steps_tok += 2 * step_rows[i];
+    tl_session *s = tl_session_new(m, be, n_pre + n_dec + n_steps_tok + 8, &e);
     if (!s) {
         fprintf(stderr, "session: %s\n", e.msg);
         return 1;
     }
-    int32_t *ids = tl_malloc(sizeof(int32_t) * (size_t)(n_pre + n_dec));
-    for (int i = 0; i < n_pre + n_dec; i++) ids[i] = (int32_t)((i * 7919 + 13) % m->cfg.n_vocab);
+    int n_ids = n_pre + n_dec + n_steps_tok;
+    int32_t *ids = tl_malloc(sizeof(int32_t) * (size_t)n_ids);
+    for (int i = 0; i < n_ids; i++) ids[i] = (int32_t)((i * 7919 + 13) % m->cfg.n_vocab);
     double t0 = tl_now();
     if (tl_session_eval(s, ids, n_pre, false, &e)) {
         fprintf(stderr, "prefill: %s\n", e.msg);
@@ -119,10 +132,25 @@ static int run_one(const char *model, int quant, int nth, int n_pre, int n_dec) 
         sum += dt;
         if (dt < best) best = dt;
     }
+    /* B-token steps, best of 2 each (the context grows by 2B; negligible next to n_prefill) */
+    double step[N_STEPS];
+    const int32_t *sid = ids + n_pre + n_dec;
+    for (int i = 0; i < N_STEPS; i++) {
+        step[i] = 1e30;
+        for (int rep = 0; rep < 2; rep++) {
+            double t1 = tl_now();
+            if (tl_session_eval(s, sid, step_rows[i], false, &e)) return 1;
+            double dt = tl_now() - t1;
+            if (dt < step[i]) step[i] = dt;
+            sid += step_rows[i];
+        }
+    }
     size_t db = decode_bytes(m);
-    printf("%-11s %-5s %9.1f %9.1f %10.1f %9.2f %9.2f %8.1f %8.1f %7.1f%%\n", model, quant ? "int4" : "bf16",
-           tl_model_weight_bytes(m) / 1e6, rss1 - rss0 > 0 ? rss1 - rss0 : rss1, n_pre / t_pre, n_dec / sum, 1 / best,
-           db / best / 1e9, bw, 100 * db / best / 1e9 / bw);
+    printf("%-11s %-8s %9.1f %9.1f %10.1f %9.2f %9.2f %8.1f %8.1f %7.1f%%", model, type, tl_model_weight_bytes(m) / 1e6,
+           rss1 - rss0 > 0 ? rss1 - rss0 : rss1, n_pre / t_pre, n_dec / sum, 1 / best, db / best / 1e9, bw,
+           100 * db / best / 1e9 / bw);
+    for (int i = 0; i < N_STEPS; i++) printf(" %7.1f/%-5.1f", step[i] * 1e3, step[i] * 1e3 / step_rows[i]);
+    printf("\n");
     fflush(stdout);
     tl_session_free(s);
     be->free(be);
@@ -139,13 +167,23 @@ int main(int argc, char **argv) {
     printf("bench_int4: %d threads, prefill %d tokens, decode %d tokens; int4 = group 64, fp16 scales.\n"
            "The machine may be shared with other jobs; GB/s = weight bytes per decoded token / best step time.\n",
            nth, n_pre, n_dec);
-    printf("%-11s %-5s %9s %9s %10s %9s %9s %8s %8s %8s\n", "model", "type", "weightMB", "RSS MB", "prefill/s",
-           "dec tok/s", "best/s", "GB/s", "read-bw", "of bw");
+    printf("Last columns: one forward step of B new tokens, ms per step / ms per row, B = 1, 4, 16, 64.\n");
+    printf("%-11s %-8s %9s %9s %10s %9s %9s %8s %8s %8s %13s %13s %13s %13s\n", "model", "type", "weightMB", "RSS MB",
+           "prefill/s", "dec tok/s", "best/s", "GB/s", "read-bw", "of bw", "B=1", "B=4", "B=16", "B=64");
+    const char *types_env = getenv("BENCH_TYPES");
+    const char *all[] = {"bf16", "int4", "int4-old"};
     for (int i = 0; i < n_models; i++)
-        for (int q = 0; q <= 4; q += 4) {
+        for (int ty = 0; ty < 3; ty++) {
+            if (types_env) { /* comma-separated subset */
+                char list[256];
+                snprintf(list, sizeof list, ",%s,", types_env);
+                char key[32];
+                snprintf(key, sizeof key, ",%s,", all[ty]);
+                if (!strstr(list, key)) continue;
+            }
             fflush(stdout);
             pid_t pid = fork();
-            if (pid == 0) _exit(run_one(models[i], q, nth, n_pre, n_dec));
+            if (pid == 0) _exit(run_one(models[i], all[ty], nth, n_pre, n_dec));
             int st;
             waitpid(pid, &st, 0);
         }

@@ -2,9 +2,11 @@
  * HF-reference checkpoints (tests/data/hf, random-init Qwen2/Llama of several shapes) and on
  * dummy:tiny (Qwen2 vocabulary), for G = 32, 64, 128. Per model: a random token text of
  * N_POS positions is scored by the full-precision model and by the same model quantized with
- * tl_model_quantize (prefill chunks: fp32-activation panel path); top-1 agreement of the argmax
- * and mean KL(P_full || P_int4). The first N_DEC positions are also decoded one token at a time
- * by the INT4 model (the int8-activation path) and compared with its own prefill logits.
+ * tl_model_quantize (prefill chunks of 64 tokens; Q4 products use int8 activations at every
+ * n_tok); top-1 agreement of the argmax and mean KL(P_full || P_int4). The first N_DEC positions
+ * are also decoded one token at a time by the INT4 model and compared with its own prefill
+ * logits: the same per-token int8 activations on both paths, so they must agree (to attention's
+ * summation order).
  * Thresholds: measured values (docs/QUANT.md) with a margin; a regression past them fails. */
 #include "model/session.h"
 #include "quant/int4.h"
@@ -134,11 +136,13 @@ int main(void) {
         tl_model_free(mf);
     }
     /* thresholds: min top-1, max mean KL (int4 vs full); decode path: min top-1, max KL */
-    /* measured 2026-11-26 (AVX2, 2 threads, 256 positions per model): G=32 top-1 0.590 KL 0.0354;
-     * G=64 0.542, 0.0451; G=128 0.462, 0.0709; int8-activation decode vs prefill: top-1 >= 0.92,
-     * KL <= 1.3e-3.
+    /* measured 2026-11-26 (AVX2, 2 threads, 256 positions per model), prefill on fp32 panels:
+     * G=32 top-1 0.590 KL 0.0354; G=64 0.542, 0.0451; G=128 0.462, 0.0709; int8 decode vs that
+     * prefill: top-1 >= 0.92, KL <= 1.3e-3. Since prefill also runs int8 activations (h-cpu4):
+     * G=32 0.580, 0.0360; G=64 0.538, 0.0457; G=128 0.462, 0.0718; decode vs prefill: top-1 1.0,
+     * KL 0 (measured exactly 0; the bound leaves room for attention's summation order).
      * Random-init models have flat next-token distributions, so top-1 is noisy; KL is the signal. */
-    const double min_top1[3] = {0.52, 0.49, 0.41}, max_kl[3] = {0.045, 0.057, 0.09}, dec_top1 = 0.85, dec_kl = 2e-3;
+    const double min_top1[3] = {0.52, 0.49, 0.41}, max_kl[3] = {0.045, 0.057, 0.09}, dec_top1 = 0.97, dec_kl = 1e-4;
     for (int gi = 0; gi < 3; gi++) {
         double t1 = (double)tot[gi].agree / tot[gi].n, kl = tot[gi].kl / tot[gi].n;
         double d1 = (double)dec[gi].agree / dec[gi].n, dk = dec[gi].kl / dec[gi].n;

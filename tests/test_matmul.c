@@ -137,12 +137,21 @@ static void check_all(wt *w, const float *x, int n_tok, tl_pool *pool, const cha
 
     tl_isa best = tl_cpu_isa();
     bool q4 = w->t.type == TL_Q4;
-    for (int isa = 0; isa <= (int)best; isa++) {
-        const tl_mm_kernels *k = tl_mm_for_isa((tl_isa)isa);
-        for (int path = 0; path < (q4 ? 3 : 1); path++) {
+    /* every table this CPU can run: scalar, avx2-rows (the previous Q4 kernel), avx2, avx512 */
+    const tl_mm_kernels *tabs[4];
+    int ntab = 0;
+    tabs[ntab++] = &tl_mm_scalar;
+    if (best >= TL_ISA_AVX2) {
+        tabs[ntab++] = &tl_mm_avx2_rows;
+        tabs[ntab++] = &tl_mm_avx2;
+    }
+    if (best >= TL_ISA_AVX512) tabs[ntab++] = &tl_mm_avx512;
+    for (int ti = 0; ti < ntab; ti++) {
+        const tl_mm_kernels *k = tabs[ti];
+        for (int path = 0; path < (q4 ? 4 : 1); path++) {
             for (size_t i = 0; i < ny; i++) y[i] = NAN;
             tl_mm_run(k, (tl_mm_q4_path)path, &w->t, x, y, n_tok, pool);
-            bool i8 = q4 && path != TL_MM_Q4_F32 && n_tok <= TL_MM_DIRECT_T;
+            bool i8 = q4 && path != TL_MM_Q4_F32 && (path != TL_MM_Q4_LEGACY || n_tok <= TL_MM_DIRECT_T);
             /* fp32 paths: summation order only. int8 activations: x rounded to 1/254 of its block max. */
             if (!i8) {
                 e = tl_rel_err(y, ref, ny);
@@ -154,7 +163,8 @@ static void check_all(wt *w, const float *x, int n_tok, tl_pool *pool, const cha
                         double d = fabs((double)y[t * rows + r] - ref[t * rows + r]);
                         if (!(d <= i8_bound(w, x, t, r) * 1.001 + 1e-5 * fabs(ref[t * rows + r]) + 1e-6)) bad++;
                     }
-                CHECK(bad == 0, "%s n_tok=%d isa=%s: %d outputs past the int8 error bound", what, n_tok, k->name, bad); /* the SIMD int8 kernels must match the scalar int8 specification tightly */
+                CHECK(bad == 0, "%s n_tok=%d isa=%s path=%d: %d outputs past the int8 error bound", what, n_tok, k->name,
+                      path, bad); /* the SIMD int8 kernels must match the scalar int8 specification tightly */
                 tl_mm_run(&tl_mm_scalar, TL_MM_Q4_I8, &w->t, x, yi8, n_tok, NULL);
                 e = tl_rel_err(y, yi8, ny);
                 CHECK(e < 2e-5, "%s n_tok=%d isa=%s: int8 path vs scalar int8 spec rel err %g", what, n_tok, k->name,
@@ -168,6 +178,51 @@ static void check_all(wt *w, const float *x, int n_tok, tl_pool *pool, const cha
     free(yi8);
 }
 
+/* The SIMD activation quantizers against the scalar specification: q, d, d8 bit-identical,
+ * gsum to summation order. */
+static void check_quantize(int n_tok, int64_t cols, int group) {
+    if (tl_cpu_isa() < TL_ISA_AVX2) return;
+    float *x = rand_x(n_tok, cols);
+    if (cols >= 64) /* an all-zero block and a block of one huge value */
+        for (int i = 0; i < 32; i++) x[i] = 0.0f, x[32 + i] = i == 5 ? -1e4f : 1e-3f;
+    int64_t nq = n_tok * cols, nb = nq / 32, ng = nq / group, n8 = n_tok * TL_CDIV(cols, 64) * 8;
+    tl_mm_xq a, b;
+    a.q = malloc((size_t)nq), b.q = malloc((size_t)nq);
+    a.d = malloc((size_t)nb * 4), b.d = malloc((size_t)nb * 4);
+    a.gsum = malloc((size_t)ng * 4), b.gsum = malloc((size_t)ng * 4);
+    a.d8 = malloc((size_t)n8 * 4), b.d8 = malloc((size_t)n8 * 4);
+    tl_mm_quantize_x(x, n_tok, cols, group, &a);
+    tl_mm_quantize_x_avx2(x, n_tok, cols, group, &b);
+    CHECK(!memcmp(a.q, b.q, (size_t)nq) && !memcmp(a.d, b.d, (size_t)nb * 4) && !memcmp(a.d8, b.d8, (size_t)n8 * 4),
+          "quantize_x avx2 vs scalar: q/d/d8 differ (n_tok=%d cols=%lld g=%d)", n_tok, (long long)cols, group);
+    double e = tl_rel_err(b.gsum, a.gsum, (size_t)ng);
+    CHECK(e < 1e-6, "quantize_x avx2 gsum rel err %g", e);
+    free(a.q), free(b.q), free(a.d), free(b.d), free(a.gsum), free(b.gsum), free(a.d8), free(b.d8), free(x);
+}
+
+/* tl_mm_run_n over parts sharing x (q/k/v-like: different row counts) equals separate runs. */
+static void check_parts(tl_dtype type, int group, int n_tok, tl_pool *pool) {
+    int64_t rows[3] = {36, 9, 9}, cols = 256;
+    wt w[3];
+    float *y[3], *ys[3];
+    const tl_tensor *tw[3];
+    float *x = rand_x(n_tok, cols);
+    for (int i = 0; i < 3; i++) {
+        w[i] = make_weight(type, rows[i], cols, group, TL_F16);
+        tw[i] = &w[i].t;
+        y[i] = malloc((size_t)(n_tok * rows[i]) * sizeof(float));
+        ys[i] = malloc((size_t)(n_tok * rows[i]) * sizeof(float));
+        tl_mm_run(tl_mm_for_isa(tl_cpu_isa()), TL_MM_Q4_AUTO, tw[i], x, ys[i], n_tok, NULL);
+    }
+    tl_mm_run_n(tl_mm_for_isa(tl_cpu_isa()), TL_MM_Q4_AUTO, tw, y, 3, x, n_tok, pool);
+    for (int i = 0; i < 3; i++) {
+        double e = tl_rel_err(y[i], ys[i], (size_t)(n_tok * rows[i]));
+        CHECK(e < 1e-6, "run_n %s part %d n_tok=%d: rel err %g vs a separate run", tl_dtype_name(type), i, n_tok, e);
+        free(y[i]), free(ys[i]), free_weight(&w[i]);
+    }
+    free(x);
+}
+
 int main(void) {
     tl_pool *pool = tl_pool_create(3);
     printf("best ISA here: %s\n", tl_isa_name(tl_cpu_isa()));
@@ -175,6 +230,15 @@ int main(void) {
     if (tl_cpu_isa() < TL_ISA_AVX2) printf("SKIP AVX2 kernels: not available or capped by TL_CPU\n");
 
     const int ntoks[] = {1, 2, 3, 4, 5, 7, 13};
+    const int ntoks_q4[] = {1, 2, 3, 4, 5, 6, 7, 8, 13, 37};
+    for (int i = 0; i < 10; i++) {
+        check_quantize(ntoks_q4[i], 896, 64);
+        check_quantize(ntoks_q4[i] % 3 + 1, 384, i % 2 ? 32 : 128);
+    }
+    for (int i = 0; i < 10; i += 3) {
+        check_parts(TL_Q4, 64, ntoks_q4[i], pool);
+        check_parts(TL_BF16, 0, ntoks_q4[i], pool);
+    }
     const tl_dtype dense[] = {TL_F32, TL_F16, TL_BF16};
     for (int d = 0; d < 3; d++) {
         /* ragged: rows not a multiple of anything, cols with a tail past the panel width */
@@ -197,17 +261,22 @@ int main(void) {
         for (int sbi = 0; sbi < 2; sbi++) {
             int g = groups[gi];
             tl_dtype sb = sbi ? TL_BF16 : TL_F16;
-            /* cols = 11 groups of 32 (odd number of 64-chunks), 5 of 64, 3 of 128: tails everywhere */
-            int64_t cols = g == 32 ? 352 : g == 64 ? 320 : 384;
-            wt w = make_weight(TL_Q4, 29, cols, g, sb);
-            char what[64];
-            snprintf(what, sizeof what, "q4 g%d %s", g, tl_dtype_name(sb));
-            for (int i = 0; i < 7; i++) {
-                float *x = rand_x(ntoks[i], cols);
-                check_all(&w, x, ntoks[i], i % 2 ? pool : NULL, what);
-                free(x);
+            /* cols = 11 groups of 32 (odd number of 64-chunks: a last 32-block), 5 of 64, 3 of 128;
+             * then 6 and 14 chunks of 64 for every group (the 4-row kernel's case; 896 = n_embd of
+             * qwen2-0.5b: 14 groups of 64, a ragged last step of the scale transpose); 29 rows = 7 x 4 + 1 */
+            int64_t colss[3] = {g == 32 ? 352 : g == 64 ? 320 : 384, 384, 896};
+            for (int ci = 0; ci < 3; ci++) {
+                int64_t cols = colss[ci];
+                wt w = make_weight(TL_Q4, ci ? 30 : 29, cols, g, sb);
+                char what[64];
+                snprintf(what, sizeof what, "q4 g%d %s cols %lld", g, tl_dtype_name(sb), (long long)cols);
+                for (int i = 0; i < 10; i++) {
+                    float *x = rand_x(ntoks_q4[i], cols);
+                    check_all(&w, x, ntoks_q4[i], i % 2 ? pool : NULL, what);
+                    free(x);
+                }
+                free_weight(&w);
             }
-            free_weight(&w);
         }
     for (int gi = 0; gi < 3; gi++) {
         wt w = make_weight(TL_Q8, 19, 384, groups[gi], TL_F32);
@@ -222,8 +291,10 @@ int main(void) {
     {
         wt w = make_weight(TL_Q4, 8, 64, 32, TL_F16);
         float x[64] = {0}, y[8];
-        for (int isa = 0; isa <= (int)tl_cpu_isa(); isa++) {
-            tl_mm_run(tl_mm_for_isa((tl_isa)isa), TL_MM_Q4_I8, &w.t, x, y, 1, NULL);
+        for (int isa = 0; isa <= (int)tl_cpu_isa() + 1; isa++) { /* + avx2-rows */
+            if (isa == (int)tl_cpu_isa() + 1 && tl_cpu_isa() < TL_ISA_AVX2) break;
+            tl_mm_run(isa > (int)tl_cpu_isa() ? &tl_mm_avx2_rows : tl_mm_for_isa((tl_isa)isa), TL_MM_Q4_I8, &w.t, x, y, 1,
+                      NULL);
             int nz = 0;
             for (int i = 0; i < 8; i++) nz += y[i] != 0.0f;
             CHECK(nz == 0, "zero x gives %d non-zero outputs", nz);

@@ -11,6 +11,7 @@
 typedef struct cpu_impl {
     tl_pool *pool;
     tl_attn_impl attn;
+    bool mm_old;           /* TL_Q4_KERNEL=old: the previous matmul path, for A/B measurement */
     float *scratch;        /* activation arena; grows (rarely) to the largest batch seen */
     size_t scratch_floats;
 } cpu_impl;
@@ -36,6 +37,19 @@ static void add_into(float *x, const float *y, size_t n) {
     for (size_t i = 0; i < n; i++) x[i] += y[i];
 }
 
+/* y[i] = x @ w[i]^T for weights sharing the input x: one dispatch (and one quantization of x) */
+static void matmul_n(const cpu_impl *ci, const tl_tensor *const *w, float *const *y, int n, const float *x, int T) {
+    if (!ci->mm_old) {
+        tl_cpu_matmul_n(w, y, n, x, T, ci->pool);
+        return;
+    }
+    for (int i = 0; i < n; i++) tl_cpu_matmul_old(w[i], x, y[i], T, ci->pool);
+}
+
+static void matmul(const cpu_impl *ci, const tl_tensor *w, const float *x, float *y, int T) {
+    matmul_n(ci, &w, &y, 1, x, T);
+}
+
 static int cpu_forward(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *b, float *logits, tl_error *e) {
     cpu_impl *ci = be->impl;
     const tl_config *c = &m->cfg;
@@ -59,9 +73,7 @@ static int cpu_forward(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_ba
     for (int l = 0; l < c->n_layer; l++) {
         const tl_layer *L = &m->w.layers[l];
         tl_cpu_rmsnorm(x, L->attn_norm.data, xb, T, D, c->rms_eps);
-        tl_cpu_matmul(&L->wq, xb, q, T, pool);
-        tl_cpu_matmul(&L->wk, xb, k, T, pool);
-        tl_cpu_matmul(&L->wv, xb, v, T, pool);
+        matmul_n(ci, (const tl_tensor *[]){&L->wq, &L->wk, &L->wv}, (float *[]){q, k, v}, 3, xb, T);
         add_bias(q, &L->bq, T);
         add_bias(k, &L->bk, T);
         add_bias(v, &L->bv, T);
@@ -73,13 +85,12 @@ static int cpu_forward(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_ba
             tl_attn_naive(&aa, pool);
         else
             tl_attn_flash(&aa, pool);
-        tl_cpu_matmul(&L->wo, att, xb2, T, pool);
+        matmul(ci, &L->wo, att, xb2, T);
         add_into(x, xb2, (size_t)T * D);
         tl_cpu_rmsnorm(x, L->ffn_norm.data, xb, T, D, c->rms_eps);
-        tl_cpu_matmul(&L->w_gate, xb, hb, T, pool);
-        tl_cpu_matmul(&L->w_up, xb, hb2, T, pool);
+        matmul_n(ci, (const tl_tensor *[]){&L->w_gate, &L->w_up}, (float *[]){hb, hb2}, 2, xb, T);
         tl_cpu_silu_mul(hb, hb2, (size_t)T * c->n_ff);
-        tl_cpu_matmul(&L->w_down, hb, xb2, T, pool);
+        matmul(ci, &L->w_down, hb, xb2, T);
         add_into(x, xb2, (size_t)T * D);
     }
     /* logits only for the rows that need them */
@@ -88,7 +99,7 @@ static int cpu_forward(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_ba
         memcpy(xb + (size_t)i * D, x + (size_t)b->logit_rows[i] * D, (size_t)D * sizeof(float));
     }
     tl_cpu_rmsnorm(xb, m->w.out_norm.data, xb, b->n_logits, D, c->rms_eps);
-    tl_cpu_matmul(&m->w.lm_head, xb, logits, b->n_logits, pool);
+    matmul(ci, &m->w.lm_head, xb, logits, b->n_logits);
     return 0;
 }
 
@@ -107,6 +118,8 @@ tl_backend *tl_backend_cpu_new(int n_threads) {
     ci->attn = TL_ATTN_FLASH;
     const char *a = getenv("TL_ATTN");
     if (a && !strcmp(a, "naive")) ci->attn = TL_ATTN_NAIVE;
+    const char *k = getenv("TL_Q4_KERNEL");
+    ci->mm_old = k && !strcmp(k, "old");
     be->name = "cpu";
     be->prepare = cpu_prepare;
     be->kv_default_budget = cpu_kv_default_budget;

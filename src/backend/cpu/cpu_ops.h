@@ -9,6 +9,12 @@
 
 /* y[n_tok, w->rows] = x[n_tok, w->cols] @ W^T for any weight dtype. Threads over output rows. */
 void tl_cpu_matmul(const tl_tensor *w, const float *x, float *y, int n_tok, tl_pool *pool);
+/* y[i][n_tok, w[i]->rows] = x @ W[i]^T for n (<= 4) weights with one input (q/k/v, gate/up):
+ * one pool dispatch over their concatenated rows and, for Q4, one activation quantization. */
+void tl_cpu_matmul_n(const tl_tensor *const *w, float *const *y, int n, const float *x, int n_tok, tl_pool *pool);
+/* The Q4 path as it was before the issue-4 decode work (row-at-a-time AVX2 kernel, scalar
+ * activation quantization, fp32 panels above 4 tokens), for A/B runs: TL_Q4_KERNEL=old. */
+void tl_cpu_matmul_old(const tl_tensor *w, const float *x, float *y, int n_tok, tl_pool *pool);
 /* The scalar reference of the same (dequantizes one row at a time; slow, obviously right). */
 void tl_cpu_matmul_ref(const tl_tensor *w, const float *x, float *y, int n_tok);
 

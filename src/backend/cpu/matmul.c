@@ -121,7 +121,8 @@ static void dot_q4i8_scalar(const tl_tensor *w, int64_t r0, int64_t r1, const tl
     }
 }
 
-const tl_mm_kernels tl_mm_scalar = {"scalar", deq_scalar, gemm_scalar, dot_dense_scalar, dot_q4i8_scalar};
+const tl_mm_kernels tl_mm_scalar = {"scalar", deq_scalar, gemm_scalar, dot_dense_scalar, dot_q4i8_scalar,
+                                    tl_mm_quantize_x};
 
 const tl_mm_kernels *tl_mm_for_isa(tl_isa isa) {
     if (isa >= TL_ISA_AVX512) return &tl_mm_avx512;
@@ -166,31 +167,51 @@ void tl_mm_quantize_x(const float *x, int n_tok, int64_t cols, int group, tl_mm_
 /* ---- threaded driver ---- */
 enum { MODE_DENSE, MODE_Q4I8, MODE_PANEL };
 
+/* One dispatch over the concatenated rows of n parts (weights sharing x). Task ids run over
+ * part 0's row tasks x token blocks, then part 1's, ... */
 typedef struct {
     const tl_mm_kernels *k;
-    const tl_tensor *w;
+    const tl_tensor *w[TL_MM_MAX_PARTS];
+    float *y[TL_MM_MAX_PARTS]; /* [n_tok, w[i]->rows] */
+    int task0[TL_MM_MAX_PARTS + 1]; /* first task id of each part */
+    int n_parts;
     const float *x; /* [n_tok, cols] */
-    float *y;       /* [n_tok, rows] */
-    int n_tok, mode, rpt;
-    int64_t rows, cols;
+    int n_tok, mode, rpt, tb, n_tb; /* rows per task, tokens per task (token block), token blocks */
+    int64_t cols;
     const tl_mm_xq *xq;
 } mm_ctx;
 
+/* Which part, rows [r0, r1) and tokens [t0, t1) task `task` covers. */
+static int task_range(const mm_ctx *c, int task, int64_t *r0, int64_t *r1, int *t0, int *t1) {
+    int p = 0;
+    while (task >= c->task0[p + 1]) p++;
+    int i = task - c->task0[p], rb = i / c->n_tb, tbk = i % c->n_tb;
+    *r0 = (int64_t)rb * c->rpt;
+    *r1 = TL_MIN(c->w[p]->rows, *r0 + c->rpt);
+    *t0 = tbk * c->tb;
+    *t1 = TL_MIN(c->n_tok, *t0 + c->tb);
+    return p;
+}
+
 static void task_direct(void *arg, int task, int thread) {
     const mm_ctx *c = arg;
-    int64_t r0 = (int64_t)task * c->rpt, r1 = TL_MIN(c->rows, r0 + c->rpt);
-    for (int t0 = 0; t0 < c->n_tok; t0 += TL_MM_DIRECT_T) {
-        int nt = TL_MIN(TL_MM_DIRECT_T, c->n_tok - t0);
-        float *yt = c->y + (int64_t)t0 * c->rows;
+    int64_t r0, r1;
+    int ta, tz;
+    int p = task_range(c, task, &r0, &r1, &ta, &tz);
+    const tl_tensor *w = c->w[p];
+    int64_t rows = w->rows, cols = c->cols;
+    for (int t0 = ta; t0 < tz; t0 += TL_MM_DIRECT_T) {
+        int nt = TL_MIN(TL_MM_DIRECT_T, tz - t0);
+        float *yt = c->y[p] + (int64_t)t0 * rows;
         if (c->mode == MODE_DENSE) {
-            c->k->dot_dense(c->w, r0, r1, c->x + (int64_t)t0 * c->cols, c->cols, nt, yt, c->rows);
+            c->k->dot_dense(w, r0, r1, c->x + (int64_t)t0 * cols, cols, nt, yt, rows);
         } else {
             tl_mm_xq v = *c->xq;
-            v.q += (int64_t)t0 * c->cols;
-            v.d += (int64_t)t0 * (c->cols / TL_MM_QB);
-            v.gsum += (int64_t)t0 * (c->cols / v.group);
-            v.d8 += (int64_t)t0 * TL_CDIV(c->cols, 64) * 8;
-            c->k->dot_q4i8(c->w, r0, r1, &v, nt, yt, c->rows);
+            v.q += (int64_t)t0 * cols;
+            v.d += (int64_t)t0 * (cols / TL_MM_QB);
+            v.gsum += (int64_t)t0 * (cols / v.group);
+            v.d8 += (int64_t)t0 * TL_CDIV(cols, 64) * 8;
+            c->k->dot_q4i8(w, r0, r1, &v, nt, yt, rows);
         }
     }
     (void)thread;
@@ -199,13 +220,18 @@ static void task_direct(void *arg, int task, int thread) {
 static void task_panel(void *arg, int task, int thread) {
     const mm_ctx *c = arg;
     _Alignas(64) float panel[TL_MM_RB * TL_MM_KC]; /* [TL_MM_RB rows, TL_MM_KC cols] fp32 */
-    int64_t r0 = (int64_t)task * c->rpt, r1 = TL_MIN(c->rows, r0 + c->rpt);
+    int64_t r0, r1;
+    int ta, tz;
+    int p = task_range(c, task, &r0, &r1, &ta, &tz);
+    const tl_tensor *w = c->w[p];
+    int64_t rows = w->rows, cols = c->cols;
     int nr = (int)(r1 - r0);
-    for (int t = 0; t < c->n_tok; t++) memset(c->y + t * c->rows + r0, 0, (size_t)nr * sizeof(float));
-    for (int64_t kc = 0; kc < c->cols; kc += TL_MM_KC) {
-        int n = (int)TL_MIN((int64_t)TL_MM_KC, c->cols - kc);
-        for (int i = 0; i < nr; i++) c->k->dequant(c->w, r0 + i, kc, n, panel + i * TL_MM_KC);
-        c->k->gemm(c->x + kc, c->cols, panel, TL_MM_KC, c->y + r0, c->rows, c->n_tok, nr, n);
+    float *y = c->y[p] + (int64_t)ta * rows;
+    for (int t = 0; t < tz - ta; t++) memset(y + t * rows + r0, 0, (size_t)nr * sizeof(float));
+    for (int64_t kc = 0; kc < cols; kc += TL_MM_KC) {
+        int n = (int)TL_MIN((int64_t)TL_MM_KC, cols - kc);
+        for (int i = 0; i < nr; i++) c->k->dequant(w, r0 + i, kc, n, panel + i * TL_MM_KC);
+        c->k->gemm(c->x + (int64_t)ta * cols + kc, cols, panel, TL_MM_KC, y + r0, rows, tz - ta, nr, n);
     }
     (void)thread;
 }
@@ -215,46 +241,95 @@ static bool q4_simd_ok(const tl_tensor *w) {
            (w->sb_type == TL_F16 || w->sb_type == TL_BF16);
 }
 
-void tl_mm_run(const tl_mm_kernels *k, tl_mm_q4_path q4, const tl_tensor *w, const float *x, float *y, int n_tok,
-               tl_pool *pool) {
-    TL_ASSERT(w->rows > 0 && w->cols > 0 && n_tok >= 0);
+/* Parts can share one dispatch (and one quantized x) when the kernels and mode are the same. */
+static bool parts_agree(const tl_tensor *a, const tl_tensor *b) {
+    if (a->type != b->type || a->cols != b->cols) return false;
+    if (a->type == TL_Q4 || a->type == TL_Q8) return a->group == b->group && q4_simd_ok(a) == q4_simd_ok(b);
+    return true;
+}
+
+/* int8 activation block kept per task (token block): about 128 KiB of int8 x, so that a task's
+ * weights (re-read per token block from L1/L2) and x tokens both stay in the caches. */
+#define TL_MM_XQ_BLOCK (128 * 1024)
+
+void tl_mm_run_n(const tl_mm_kernels *k, tl_mm_q4_path q4, const tl_tensor *const *w, float *const *y, int n,
+                 const float *x, int n_tok, tl_pool *pool) {
+    TL_ASSERT(n >= 1 && n <= TL_MM_MAX_PARTS && n_tok >= 0);
+    for (int i = 1; i < n; i++)
+        if (!parts_agree(w[0], w[i])) {
+            for (int j = 0; j < n; j++) tl_mm_run_n(k, q4, &w[j], &y[j], 1, x, n_tok, pool);
+            return;
+        }
     if (n_tok == 0) return;
-    mm_ctx c = {.k = k, .w = w, .x = x, .y = y, .n_tok = n_tok, .rows = w->rows, .cols = w->cols};
-    if (w->type == TL_Q4 || w->type == TL_Q8) TL_ASSERT(w->group > 0 && w->cols % w->group == 0);
-    if (w->type == TL_Q4 && !q4_simd_ok(w)) k = c.k = &tl_mm_scalar; /* odd group/sb type: plain code */
+    const tl_tensor *w0 = w[0];
+    int64_t total = 0;
+    for (int i = 0; i < n; i++) {
+        TL_ASSERT(w[i]->rows > 0 && w[i]->cols > 0);
+        total += w[i]->rows;
+    }
+    mm_ctx c = {.k = k, .n_parts = n, .x = x, .n_tok = n_tok, .cols = w0->cols};
+    for (int i = 0; i < n; i++) {
+        c.w[i] = w[i];
+        c.y[i] = y[i];
+    }
+    if (w0->type == TL_Q4 || w0->type == TL_Q8) TL_ASSERT(w0->group > 0 && w0->cols % w0->group == 0);
+    if (w0->type == TL_Q4 && !q4_simd_ok(w0)) k = c.k = &tl_mm_scalar; /* odd group/sb type: plain code */
     bool small = n_tok <= TL_MM_DIRECT_T;
-    if (w->type == TL_Q4 && small && q4 != TL_MM_Q4_F32 && w->group % TL_MM_QB == 0)
+    bool i8 = q4 == TL_MM_Q4_AUTO || q4 == TL_MM_Q4_I8 || (q4 == TL_MM_Q4_LEGACY && small);
+    if (w0->type == TL_Q4 && i8 && w0->group % TL_MM_QB == 0)
         c.mode = MODE_Q4I8;
-    else if ((w->type == TL_F32 || w->type == TL_F16 || w->type == TL_BF16) && small)
+    else if ((w0->type == TL_F32 || w0->type == TL_F16 || w0->type == TL_BF16) && small)
         c.mode = MODE_DENSE;
     else
         c.mode = MODE_PANEL;
 
     int nth = pool ? tl_pool_size(pool) : 1;
+    c.tb = n_tok;
     if (c.mode == MODE_PANEL) {
         c.rpt = TL_MM_RB;
     } else { /* ~8 tasks per thread for balance, at least 4 rows each */
-        int64_t rpt = TL_CDIV(c.rows, (int64_t)nth * 8);
+        int64_t rpt = TL_CDIV(total, (int64_t)nth * 8);
         c.rpt = (int)TL_MIN((int64_t)256, TL_MAX((int64_t)4, (rpt + 3) & ~(int64_t)3));
+        if (c.mode == MODE_Q4I8) /* token blocks of a multiple of TL_MM_DIRECT_T */
+            c.tb = (int)TL_MAX((int64_t)TL_MM_DIRECT_T, (TL_MM_XQ_BLOCK / c.cols) & ~(int64_t)(TL_MM_DIRECT_T - 1));
     }
+    c.tb = TL_MIN(c.tb, n_tok);
+    c.n_tb = TL_CDIV(n_tok, c.tb);
+    c.task0[0] = 0;
+    for (int i = 0; i < n; i++) c.task0[i + 1] = c.task0[i] + (int)TL_CDIV(w[i]->rows, (int64_t)c.rpt) * c.n_tb;
+
     tl_mm_xq xq = {0};
     void *buf = NULL;
     if (c.mode == MODE_Q4I8) {
-        size_t nq = (size_t)n_tok * (size_t)c.cols, nb = nq / TL_MM_QB, ng = nq / (size_t)w->group;
+        size_t nq = (size_t)n_tok * (size_t)c.cols, nb = nq / TL_MM_QB, ng = nq / (size_t)w0->group;
         size_t n8 = (size_t)n_tok * (size_t)TL_CDIV(c.cols, 64) * 8;
         buf = tl_aligned_alloc(nq + (n8 + nb + ng) * sizeof(float) + 64);
         xq.d8 = buf; /* first: 32-byte aligned for the SIMD loads */
         xq.d = xq.d8 + n8;
         xq.gsum = xq.d + nb;
         xq.q = (int8_t *)(xq.gsum + ng);
-        tl_mm_quantize_x(x, n_tok, c.cols, w->group, &xq);
+        (k->quantize_x ? k->quantize_x : tl_mm_quantize_x)(x, n_tok, c.cols, w0->group, &xq);
         c.xq = &xq;
     }
-    int n_tasks = (int)TL_CDIV(c.rows, (int64_t)c.rpt);
-    tl_pool_run(pool, c.mode == MODE_PANEL ? task_panel : task_direct, &c, n_tasks);
+    tl_pool_run(pool, c.mode == MODE_PANEL ? task_panel : task_direct, &c, c.task0[n]);
     if (buf) tl_aligned_free(buf);
+}
+
+void tl_mm_run(const tl_mm_kernels *k, tl_mm_q4_path q4, const tl_tensor *w, const float *x, float *y, int n_tok,
+               tl_pool *pool) {
+    tl_mm_run_n(k, q4, &w, &y, 1, x, n_tok, pool);
 }
 
 void tl_cpu_matmul(const tl_tensor *w, const float *x, float *y, int n_tok, tl_pool *pool) {
     tl_mm_run(tl_mm_for_isa(tl_cpu_isa()), TL_MM_Q4_AUTO, w, x, y, n_tok, pool);
+}
+
+void tl_cpu_matmul_n(const tl_tensor *const *w, float *const *y, int n, const float *x, int n_tok, tl_pool *pool) {
+    tl_mm_run_n(tl_mm_for_isa(tl_cpu_isa()), TL_MM_Q4_AUTO, w, y, n, x, n_tok, pool);
+}
+
+void tl_cpu_matmul_old(const tl_tensor *w, const float *x, float *y, int n_tok, tl_pool *pool) {
+    tl_isa isa = tl_cpu_isa();
+    const tl_mm_kernels *k = isa == TL_ISA_AVX2 ? &tl_mm_avx2_rows : tl_mm_for_isa(isa);
+    tl_mm_run(k, TL_MM_Q4_LEGACY, w, x, y, n_tok, pool);
 }

@@ -48,21 +48,34 @@ typedef struct tl_mm_kernels {
      * at row t): y[t*ldy + r] = sum_g s[r,g] * sum_{k in g} q[r,k]*xq[t,k]*d[t,k/32] + b[r,g]*gsum[t,g]. */
     void (*dot_q4i8)(const tl_tensor *w, int64_t r0, int64_t r1, const tl_mm_xq *xq, int nt, float *y,
                      int64_t ldy);
+    /* Activation quantization for dot_q4i8: same contract as tl_mm_quantize_x (the scalar spec). */
+    void (*quantize_x)(const float *x, int n_tok, int64_t cols, int group, tl_mm_xq *xq);
 } tl_mm_kernels;
 
-extern const tl_mm_kernels tl_mm_scalar, tl_mm_avx2, tl_mm_avx512;
+/* tl_mm_avx2_rows: the AVX2 table with the previous Q4 kernel (one weight row per pass) and the
+ * scalar activation quantizer, kept for A/B measurement (TL_Q4_KERNEL=old) and as a test subject. */
+extern const tl_mm_kernels tl_mm_scalar, tl_mm_avx2, tl_mm_avx2_rows, tl_mm_avx512;
 const tl_mm_kernels *tl_mm_for_isa(tl_isa isa);
 
-/* Path for Q4 weights at small n_tok: int8 activations (default, faster; see docs/QUANT.md) or
- * fp32 FMA on dequantized groups (the panel path). */
-typedef enum { TL_MM_Q4_AUTO = 0, TL_MM_Q4_I8 = 1, TL_MM_Q4_F32 = 2 } tl_mm_q4_path;
+/* Path for Q4 weights: int8 activations for every n_tok (AUTO = I8, the default: see
+ * docs/QUANT.md), fp32 FMA on dequantized panels (F32), or the previous choice (LEGACY: int8 up to
+ * TL_MM_DIRECT_T tokens, fp32 panels above). */
+typedef enum { TL_MM_Q4_AUTO = 0, TL_MM_Q4_I8 = 1, TL_MM_Q4_F32 = 2, TL_MM_Q4_LEGACY = 3 } tl_mm_q4_path;
 
 /* The driver with an explicit kernel table and Q4 path (tl_cpu_matmul uses tl_cpu_isa() + AUTO). */
 void tl_mm_run(const tl_mm_kernels *k, tl_mm_q4_path q4, const tl_tensor *w, const float *x, float *y, int n_tok,
                tl_pool *pool);
+/* n products over one input, y[i] = x @ w[i]^T (n <= TL_MM_MAX_PARTS): one activation
+ * quantization and one pool dispatch over the concatenated rows when the weights agree in type,
+ * cols and Q4 group; otherwise n separate runs. */
+#define TL_MM_MAX_PARTS 4
+void tl_mm_run_n(const tl_mm_kernels *k, tl_mm_q4_path q4, const tl_tensor *const *w, float *const *y, int n,
+                 const float *x, int n_tok, tl_pool *pool);
 
 /* Quantize x[n_tok, cols] into xq (buffers allocated by the caller with the sizes above).
- * Rounding: to nearest, ties to even (lrintf), d = max|x| / 127 per 32-block. */
+ * Rounding: to nearest, ties to even (lrintf), d = max|x| / 127 per 32-block. The scalar
+ * specification; tl_mm_quantize_x_avx2 gives bit-identical q, d, d8 (gsum: summation order only). */
 void tl_mm_quantize_x(const float *x, int n_tok, int64_t cols, int group, tl_mm_xq *xq);
+void tl_mm_quantize_x_avx2(const float *x, int n_tok, int64_t cols, int group, tl_mm_xq *xq);
 
 #endif
