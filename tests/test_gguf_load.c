@@ -242,7 +242,11 @@ int main(void) {
     test_type("llama", TL_GGML_F16, 0, 1e-5, TL_F16);
     test_type("llama", TL_GGML_BF16, 0, 1e-5, TL_BF16);
     test_type("llama", TL_GGML_Q8_0, 0, 1e-3, TL_Q8);
-    test_type("qwen2", TL_GGML_Q4_0, 0, 2e-2, TL_Q4);
+    /* Q4 weights bit-exact, but Q4 products quantize activations to int8 per 32-block at every
+     * n_tok (docs/QUANT.md), which the f32 twin does not: measured logits rel err 0.075 (q4_0,
+     * this random qwen2 model; the previous decode-only int8 path gave 0.069 token by token)
+     * and 0.0085 (q4_1). The exact weight check above is the conversion check. */
+    test_type("qwen2", TL_GGML_Q4_0, 0, 0.12, TL_Q4);
     test_type("llama", TL_GGML_Q4_1, 0, 2e-2, TL_Q4);
     /* lossy conversions (q4_K: f16 scales; q5_1/q5_K: int8 requantization); measured on this
      * model: weights 3.6e-5 / 2.9e-4 / 4.9e-4 max abs, logits 1.1e-4 / 1.6e-3 / 4.8e-4 rel */
