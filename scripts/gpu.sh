@@ -36,13 +36,13 @@ fi
 cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DTL_GPU_TESTS=ON "${EXTRA[@]}" >"$OUT/cmake.log" 2>&1 ||
   { tail -30 "$OUT/cmake.log"; exit 1; }
 grep 'tinyllm:' "$OUT/cmake.log"
-cmake --build build-gpu -j"$J" --target gpu_test_cuda_ops gpu_test_cuda_model gpu_bench_cuda gpu_bench_prefill >"$OUT/build.log" 2>&1 ||
+cmake --build build-gpu -j"$J" --target gpu_test_cuda_ops gpu_test_cuda_model gpu_test_cuda_sample gpu_bench_cuda gpu_bench_prefill tinyllm_cli >"$OUT/build.log" 2>&1 ||
   { grep -E 'error|Error' "$OUT/build.log" | head -40; exit 1; }
 echo "gpu.sh: built"
 
 rc=0
 if [ "$WHAT" = all ] || [ "$WHAT" = full ] || [ "$WHAT" = test ] || [ "$WHAT" = prefill ]; then
-  for t in gpu_test_cuda_ops gpu_test_cuda_model; do
+  for t in gpu_test_cuda_sample gpu_test_cuda_ops gpu_test_cuda_model; do
     echo "== $t"
     timeout 300 ./build-gpu/$t 2>&1 | tee "$OUT/$t.log" | tail -40
     [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1

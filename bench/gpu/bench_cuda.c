@@ -291,8 +291,11 @@ static void engine_bench(const char *spec, int n_req, int lo, int hi) {
     tl_engine_opts eo;
     tl_engine_opts_default(&eo);
     eo.kv_dtype = TL_BF16;
-    eo.max_seqs = 256;
-    eo.max_batch_tokens = 4096;
+    eo.max_seqs = getenv("TL_ENGINE_MAX_SEQS") ? atoi(getenv("TL_ENGINE_MAX_SEQS")) : 256;
+    eo.max_batch_tokens = getenv("TL_ENGINE_BATCH_TOKENS") ? atoi(getenv("TL_ENGINE_BATCH_TOKENS")) : 4096;
+    printf("engine: max_seqs %d, max_batch_tokens %d, sampling on the %s, bf16 weight copies %s\n", eo.max_seqs,
+           eo.max_batch_tokens, getenv("TL_ENGINE_HOST_SAMPLE") && !strcmp(getenv("TL_ENGINE_HOST_SAMPLE"), "1") ? "host" : "GPU",
+           getenv("TL_CUDA_BF16W") && !strcmp(getenv("TL_CUDA_BF16W"), "0") ? "off" : "auto");
     tl_engine *en = tl_engine_new(m, be, &eo, &e);
     if (!en) fprintf(stderr, "engine: %s\n", e.msg), exit(2);
     unsigned long long sd = 2024;
@@ -328,6 +331,10 @@ static void engine_bench(const char *spec, int n_req, int lo, int hi) {
            "%.0f output tok/s, %.0f total tok/s; %lld steps, %lld preempted (target 10000 output tok/s on H100)\n",
            spec, n_req, lo, hi, (long long)prompt_toks, (long long)generated, (long long)want, dt, generated / dt,
            (generated + prompt_toks) / dt, (long long)st.steps, (long long)st.n_preempted);
+    printf("engine step (host wall, per step): schedule %.2f ms, batch %.2f ms, forward %.2f ms (incl. GPU), "
+           "sample + events %.2f ms\n",
+           1e3 * st.t_schedule / st.steps, 1e3 * st.t_batch / st.steps, 1e3 * st.t_forward / st.steps,
+           1e3 * st.t_post / st.steps);
     printf("RESULT engine_out_tok_s %.0f\n", generated / dt);
     free(prompt);
     tl_engine_free(en);

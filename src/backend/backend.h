@@ -10,6 +10,16 @@
 #include "kv/kv_cache.h"
 #include "model/model.h"
 
+/* Sampling parameters of one logit row for forward_sample (the engine fills them from tl_sampling). */
+typedef struct tl_row_sampling {
+    float temperature; /* 0: greedy (first maximum) */
+    int top_k;         /* 0: off */
+    float top_p;       /* 1: off */
+    float min_p;       /* 0: off */
+    double u;          /* the request's uniform draw in [0, 1) (its RNG, on the host): used when temperature > 0 */
+    int host;          /* 1: not sampled by the backend (penalties, top-n logprobs): copy its logits back */
+} tl_row_sampling;
+
 typedef struct tl_backend tl_backend;
 struct tl_backend {
     const char *name; /* "cpu" or "cuda" */
@@ -23,6 +33,13 @@ struct tl_backend {
     /* One forward pass over the flat mixed batch: writes the new tokens' K/V into their blocks
      * and fills logits (host memory, [b->n_logits, n_vocab] fp32) for b->logit_rows. */
     int (*forward)(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *b, float *logits, tl_error *e);
+    /* Optional (NULL: the caller samples host logits from forward). The same forward, then each logit row i
+     * is sampled on the device with rs[i] in the order and semantics of engine/sampler.c (no penalties):
+     * tok[i] and logprob[i] (log_softmax of the raw logits). Rows with rs[i].host set, and rows the device
+     * could not sample exactly (tok[i] == -1 on return: e.g. top-p mass beyond its candidate head), get
+     * their logits copied to logits + i * n_vocab (host); only those rows. */
+    int (*forward_sample)(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *b, const tl_row_sampling *rs,
+                          int32_t *tok, float *logprob, float *logits, tl_error *e);
     void (*free)(tl_backend *be);
     void *impl;
 };

@@ -28,6 +28,7 @@ typedef struct bres {
     double dur, req_s, prompt_tps, out_tps, ttft_p50, ttft_p99, itl_p50, itl_p99;
     int64_t prompt_tokens, out_tokens, steps, preempted;
     int peak_blocks, total_blocks, n_errors;
+    double t_phase[4]; /* engine host seconds: schedule, batch, forward (incl. the GPU), sample + events */
 } bres;
 
 static int on_token(const tl_token_event *ev, void *user) {
@@ -155,6 +156,8 @@ static int run_one(tl_model *m, tl_backend *be, const tl_engine_opts *eo, int n,
     out->preempted = st.n_preempted;
     out->peak_blocks = st.kv_blocks_peak;
     out->total_blocks = st.kv_blocks_total;
+    out->t_phase[0] = st.t_schedule, out->t_phase[1] = st.t_batch, out->t_phase[2] = st.t_forward;
+    out->t_phase[3] = st.t_post;
     free(ttft);
     free(itl);
     return 0;
@@ -166,6 +169,11 @@ static void print_text(const bres *r) {
            r->concurrency, r->dur, r->req_s, r->prompt_tps, r->out_tps, r->ttft_p50 * 1e3, r->ttft_p99 * 1e3,
            r->itl_p50 * 1e3, r->itl_p99 * 1e3, r->peak_blocks, r->total_blocks, (long long)r->steps,
            (long long)r->preempted, r->n_errors ? "  (ERRORS)" : "");
+    printf("                 total %.1f tok/s; per step: schedule %.2f ms, batch %.2f ms, forward %.2f ms, "
+           "sample + events %.2f ms\n",
+           (r->prompt_tokens + r->out_tokens) / r->dur, 1e3 * r->t_phase[0] / TL_MAX(r->steps, 1),
+           1e3 * r->t_phase[1] / TL_MAX(r->steps, 1), 1e3 * r->t_phase[2] / TL_MAX(r->steps, 1),
+           1e3 * r->t_phase[3] / TL_MAX(r->steps, 1));
 }
 
 static json_t *to_json(const bres *r) {
@@ -208,6 +216,7 @@ static void usage(void) {
             "  --prefill-chunk N       longest prefill piece per sequence per step (default: the budget)\n"
             "  --block-size N          KV block size in tokens (default 16)\n"
             "  --kv-cache-mem SIZE     KV pool, MiB or with K/M/G suffix (default: backend's)\n"
+            "  --kv-dtype T            KV cache f32, f16 or bf16 (default: f32 on the CPU, bf16 on CUDA)\n"
             "  --no-prefix-cache       turn prefix caching off\n"
             "  --json                  print JSON instead of text\n",
             cli_model_help);
@@ -221,6 +230,7 @@ int cmd_bench(int argc, char **argv) {
     int n = 64, in_a = 128, in_b = 128, out_a = 128, out_b = 128, conc = 0, json = 0;
     uint64_t seed = 0;
     const char *sweep = NULL, *png = "bench_sweep.png";
+    int kv_dtype = -1; /* -1: by backend */
     for (int i = 1; i < argc; i++) {
         int r = cli_parse_model_opt(&mo, argc, argv, &i);
         if (r < 0) return 2;
@@ -247,6 +257,8 @@ int cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "--prefill-chunk")) eo.prefill_chunk = atoi(v);
         else if (!strcmp(a, "--block-size")) eo.block_size = atoi(v);
         else if (!strcmp(a, "--kv-cache-mem")) eo.kv_mem = parse_mem(v);
+        else if (!strcmp(a, "--kv-dtype") && (!strcmp(v, "f32") || !strcmp(v, "f16") || !strcmp(v, "bf16")))
+            kv_dtype = !strcmp(v, "f32") ? TL_F32 : !strcmp(v, "f16") ? TL_F16 : TL_BF16;
         else {
             fprintf(stderr, "tinyllm bench: bad option '%s %s'\n", a, v);
             usage();
@@ -279,6 +291,7 @@ int cmd_bench(int argc, char **argv) {
     tl_backend *be = NULL;
     tl_model *m = cli_load(&mo, &be, NULL);
     if (!m) return 1;
+    eo.kv_dtype = kv_dtype >= 0 ? (tl_dtype)kv_dtype : !strcmp(be->name, "cuda") ? TL_BF16 : TL_F32;
     if (in_b >= m->cfg.n_ctx) {
         fprintf(stderr, "tinyllm bench: --input-len up to %d does not fit the context of %d\n", in_b, m->cfg.n_ctx);
         return 2;

@@ -56,6 +56,12 @@ tl_engine *tl_engine_new(tl_model *m, tl_backend *be, const tl_engine_opts *opts
     en->b_seqs = tl_calloc((size_t)o.max_seqs, sizeof *en->b_seqs);
     en->b_owner = tl_calloc((size_t)o.max_seqs, sizeof *en->b_owner);
     en->logits = tl_malloc((size_t)o.max_seqs * c->n_vocab * sizeof(float));
+    en->b_rs = tl_calloc((size_t)o.max_seqs, sizeof *en->b_rs);
+    en->b_tok = tl_calloc((size_t)o.max_seqs, sizeof *en->b_tok);
+    en->b_lp = tl_calloc((size_t)o.max_seqs, sizeof *en->b_lp);
+    en->b_rng = tl_calloc((size_t)o.max_seqs, sizeof *en->b_rng);
+    const char *hs = getenv("TL_ENGINE_HOST_SAMPLE");
+    en->device_sample = be->forward_sample != NULL && !(hs && !strcmp(hs, "1"));
     pthread_mutex_init(&en->mu, NULL);
     pthread_cond_init(&en->cv, NULL);
     en->next_id = 1;
@@ -96,6 +102,10 @@ void tl_engine_free(tl_engine *en) {
     free(en->b_seqs);
     free(en->b_owner);
     free(en->logits);
+    free(en->b_rs);
+    free(en->b_tok);
+    free(en->b_lp);
+    free(en->b_rng);
     free(en->cancel_ids);
     free(en->cancel_local);
     pthread_mutex_destroy(&en->mu);

@@ -46,7 +46,8 @@ typedef struct tl_token_event {
     int64_t req_id;
     int32_t token;            /* the new token, or -1 on a final event that carries no token */
     float logprob;            /* log-probability of token under the (unmodified) model distribution;
-                                 computed only when s.n_logprobs > 0 (0 otherwise: it costs a pass over n_vocab) */
+                                 computed when s.n_logprobs > 0, and always when the backend samples on the
+                                 device (CUDA); 0 otherwise (on the host it costs a pass over n_vocab) */
     int n_top;                /* top-n alternatives when requested */
     int32_t top_ids[TL_MAX_LOGPROBS];
     float top_logprobs[TL_MAX_LOGPROBS];
@@ -100,6 +101,8 @@ typedef struct tl_engine_stats {
     int64_t n_preempted;
     int64_t prompt_tokens, generated_tokens; /* totals */
     int64_t steps;
+    double t_schedule, t_batch, t_forward, t_post; /* seconds summed over steps: intake + schedule, batch
+                                                      building, backend forward (incl. GPU wait), sampling + events */
 } tl_engine_stats;
 void tl_engine_stats_get(tl_engine *en, tl_engine_stats *s);
 const tl_model *tl_engine_model(const tl_engine *en);

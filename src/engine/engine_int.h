@@ -51,7 +51,13 @@ struct tl_engine {
     int32_t *b_tokens, *b_pos, *b_rows; /* [max_batch_tokens] */
     tl_batch_seq *b_seqs;    /* [max_seqs] */
     tl_seq **b_owner;        /* [max_seqs] sequence of each batch entry */
-    float *logits;           /* [max_seqs, n_vocab] */
+    float *logits;           /* [max_seqs, n_vocab] (device sampling: only rows sampled on the host) */
+    bool device_sample;      /* be->forward_sample, unless TL_ENGINE_HOST_SAMPLE=1 */
+    tl_row_sampling *b_rs;   /* [max_seqs] per logit row: parameters for the backend's sampler */
+    int32_t *b_tok;          /* [max_seqs] tokens sampled by the backend (-1: sample on the host) */
+    float *b_lp;             /* [max_seqs] their logprobs */
+    uint64_t *b_rng;         /* [max_seqs] RNG state before the row's draw (restored for a host fallback) */
+    double t_sched, t_batch, t_forward, t_post; /* host seconds per phase, summed over steps */
     int64_t n_preempted, prompt_tokens, generated_tokens, steps;
     int64_t *cancel_local;   /* [cap_cancel] copy of the cancel requests taken this step */
 

@@ -225,10 +225,26 @@ static int schedule(tl_engine *en) {
 }
 
 /* ---- 4. after the forward: one sequence's new token ---- */
-static void postprocess(tl_engine *en, tl_seq *s, const float *logits) {
-    tl_token_event ev;
-    memset(&ev, 0, sizeof ev);
-    int32_t tok = tl_sampler_sample(&en->sp, &s->p.s, logits, s->tokens, s->n_tokens, s->n_prompt, &s->rng, &ev);
+/* The backend samples on the device unless the row needs what only the host sampler does. */
+static bool host_only(const tl_sampling *p) {
+    return p->n_logprobs > 0 || (p->repetition_penalty != 1.0f && p->repetition_penalty > 0.0f) ||
+           p->presence_penalty != 0.0f || p->frequency_penalty != 0.0f;
+}
+
+/* Parameters of logit row r for the backend's sampler; draws the request's uniform (one per sampled token,
+ * as the host sampler would) and keeps the RNG state before it for a host fallback. */
+static void row_sampling(tl_engine *en, tl_seq *s, int r) {
+    const tl_sampling *p = &s->p.s;
+    tl_row_sampling *q = &en->b_rs[r];
+    *q = (tl_row_sampling){.temperature = p->temperature, .top_k = p->top_k, .top_p = p->top_p, .min_p = p->min_p,
+                           .host = host_only(p)};
+    en->b_rng[r] = s->rng;
+    if (!q->host && p->temperature > 0.0f) q->u = tl_rng_uniform(&s->rng);
+}
+
+/* ev: the sampler's fields (logprob, top-n) already filled */
+static void postprocess(tl_engine *en, tl_seq *s, int32_t tok, tl_token_event *evp) {
+    tl_token_event ev = *evp;
     TL_ASSERT(s->n_tokens < s->cap);
     s->tokens[s->n_tokens++] = tok;
     s->n_generated++;
@@ -271,12 +287,19 @@ void tl_engine_publish(tl_engine *en) {
     st->prompt_tokens = en->prompt_tokens;
     st->generated_tokens = en->generated_tokens;
     st->steps = en->steps;
+    st->t_schedule = en->t_sched;
+    st->t_batch = en->t_batch;
+    st->t_forward = en->t_forward;
+    st->t_post = en->t_post;
     pthread_mutex_unlock(&en->mu);
 }
 
 int tl_engine_step_locked_out(tl_engine *en) {
+    double t0 = tl_now();
     intake(en);
     int nb = schedule(en);
+    double tb = tl_now();
+    en->t_sched += tb - t0;
     if (nb > 0) {
         /* ---- 3. the flat batch and one forward ---- */
         int n_tok = 0, n_rows = 0;
@@ -290,13 +313,22 @@ int tl_engine_step_locked_out(tl_engine *en) {
                 en->b_pos[n_tok + t] = s->n_computed + t;
             }
             n_tok += k;
-            if (s->n_computed + k == s->n_tokens) en->b_rows[n_rows++] = n_tok - 1;
+            if (s->n_computed + k == s->n_tokens) {
+                if (en->device_sample) row_sampling(en, s, n_rows);
+                en->b_rows[n_rows++] = n_tok - 1;
+            }
         }
         TL_ASSERT(n_tok <= en->o.max_batch_tokens && n_rows <= en->o.max_seqs);
         tl_batch b = {.n_tok = n_tok, .tokens = en->b_tokens, .pos = en->b_pos, .n_seq = nb, .seqs = en->b_seqs,
                       .n_logits = n_rows, .logit_rows = en->b_rows};
         tl_error e = {{0}};
-        int rc = en->be->forward(en->be, en->m, &en->kv, &b, en->logits, &e);
+        double t1 = tl_now();
+        int rc = en->device_sample
+                     ? en->be->forward_sample(en->be, en->m, &en->kv, &b, en->b_rs, en->b_tok, en->b_lp, en->logits, &e)
+                     : en->be->forward(en->be, en->m, &en->kv, &b, en->logits, &e);
+        double t2 = tl_now();
+        en->t_batch += t1 - tb;
+        en->t_forward += t2 - t1;
         en->steps++;
         int row = 0;
         for (int j = 0; j < nb; j++) {
@@ -311,7 +343,21 @@ int tl_engine_step_locked_out(tl_engine *en) {
             s->n_computed += s->sched_n;
             s->sched_n = 0;
             tl_bm_commit(en->bm, &s->bt, s->tokens, s->n_computed);
-            if (s->n_computed == s->n_tokens) postprocess(en, s, en->logits + (size_t)row++ * en->n_vocab);
+            if (s->n_computed == s->n_tokens) {
+                tl_token_event ev;
+                memset(&ev, 0, sizeof ev);
+                int32_t tok;
+                if (en->device_sample && en->b_tok[row] >= 0) {
+                    tok = en->b_tok[row];
+                    ev.logprob = en->b_lp[row];
+                } else { /* host sampler: the backend's logits row; the RNG as before the device path's draw */
+                    if (en->device_sample) s->rng = en->b_rng[row];
+                    tok = tl_sampler_sample(&en->sp, &s->p.s, en->logits + (size_t)row * en->n_vocab, s->tokens,
+                                            s->n_tokens, s->n_prompt, &s->rng, &ev);
+                }
+                row++;
+                postprocess(en, s, tok, &ev);
+            }
         }
         int w = 0; /* retire finished sequences, keeping admission order */
         for (int i = 0; i < en->n_running; i++) {
@@ -321,6 +367,7 @@ int tl_engine_step_locked_out(tl_engine *en) {
             else en->running[w++] = s;
         }
         en->n_running = w;
+        en->t_post += tl_now() - t2;
     }
     tl_engine_publish(en);
     pthread_mutex_lock(&en->mu);

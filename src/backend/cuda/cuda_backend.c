@@ -14,6 +14,7 @@
 
 #include "backend/backend.h"
 #include "backend/cpu/cpu_ops.h" /* tl_tensor_row_f32 */
+#include "backend/cuda/cu_sample.h"
 #include "backend/cuda/cuda_ops.h"
 
 #define CU_MAX_TOK_DEFAULT 4096   /* activation arena sized for this many tokens per forward (grows) */
@@ -73,6 +74,17 @@ typedef struct cu_impl {
     int32_t *runs;  /* host, [2 * n_runs] */
     uint8_t *cov;   /* host scratch: token covered by a tile */
     size_t plan_cap;
+    /* GPU sampling (cu_forward_sample): per-row parameters / results, host (pinned) and device */
+    tl_cu_samp *samp_h, *samp_d;
+    tl_cu_samp_out *sout_h, *sout_d;
+    int samp_cap;
+    const tl_row_sampling *srs; /* set during cu_forward_sample: each logits chunk is sampled, not copied */
+    float *slogits;             /* host logits of the rows sampled on the host */
+    int sampling;               /* forward_body samples its chunks (off while capturing a graph) */
+    size_t bf16w_bytes;         /* bf16 copies of the INT4 matrices (make_bf16_copies) */
+    int prof_on;                /* TL_CUDA_PROFILE=1: host-side time per phase, printed at free */
+    double prof[4];             /* build_meta, enqueue, wait for the GPU, sampling fallbacks (s) */
+    int64_t prof_n;
 } cu_impl;
 
 #define CUCHK(e, call)                                                                                  \
@@ -240,6 +252,7 @@ static void release_model(cu_impl *ci) {
     ci->layers = NULL;
     ci->m = NULL;
     ci->weight_bytes = 0;
+    ci->bf16w_bytes = 0;
     if (ci->act) cudaFree(ci->act);
     ci->act = NULL;
     ci->max_tok = 0;
@@ -294,6 +307,43 @@ static int ensure_act(cu_impl *ci, const tl_config *c, int n_tok, tl_error *e) {
     return 0;
 }
 
+/* bf16 copies of the INT4 matrices (layers and lm_head), used by matmul for products of > 16 rows instead of
+ * dequantizing every matrix on every call: cuBLAS then streams 2 bytes/weight once per product, where the
+ * dequantize path moved ~4.5 (read INT4, write bf16, read bf16) plus a launch per 128 MiB chunk. The <= 16-row
+ * GEMV keeps reading INT4. Costs 2 bytes/weight of device memory (7B: ~14 GiB), so by default only when the
+ * copies take <= 30% of the card and fit in free memory; TL_CUDA_BF16W=0 never, =1 always (comparisons). */
+static int make_bf16_copies(cu_impl *ci, const tl_config *c, tl_error *e) {
+    const char *env = getenv("TL_CUDA_BF16W");
+    if (env && !strcmp(env, "0")) return 0;
+    cu_mat *ms[4 * 1024 + 1];
+    int n = 0;
+    size_t need = 0;
+    for (int l = 0; l < c->n_layer && n + 4 < (int)(sizeof ms / sizeof *ms); l++) {
+        cu_layer *L = &ci->layers[l];
+        ms[n++] = &L->qkv, ms[n++] = &L->o, ms[n++] = &L->gu, ms[n++] = &L->down;
+    }
+    ms[n++] = &ci->lm_head;
+    for (int i = 0; i < n; i++)
+        if (ms[i]->is_q4) need += (size_t)ms[i]->rows * ms[i]->cols * 2;
+    size_t fr = 0, tot = 0;
+    CUCHK(e, cudaMemGetInfo(&fr, &tot));
+    if (!need || (!(env && !strcmp(env, "1")) && (need > tot / 10 * 3 || need + ((size_t)2 << 30) > fr))) return 0;
+    for (int i = 0; i < n; i++) {
+        cu_mat *W = ms[i];
+        if (!W->is_q4 || W->bf16) continue;
+        void *d;
+        if (dev_alloc(ci, &d, (size_t)W->rows * W->cols * 2, "bf16 weight copy", e) ||
+            (W->q.tiled ? tl_cu_q4t_dequant_bf16 : tl_cu_q4_dequant_bf16)(&W->q, 0, W->rows, d, ci->st, e))
+            return -1;
+        W->bf16 = d;
+        ci->bf16w_bytes += (size_t)W->rows * W->cols * 2;
+    }
+    CUCHK(e, cudaStreamSynchronize(ci->st));
+    tl_info("cuda: bf16 copies of the INT4 matrices for > 16-row products: %.2f GiB (TL_CUDA_BF16W=0: off)",
+            ci->bf16w_bytes / 1073741824.0);
+    return 0;
+}
+
 static int cu_prepare(tl_backend *be, tl_model *m, tl_error *e) {
     cu_impl *ci = be->impl;
     if (ci->m == m) return 0;
@@ -338,7 +388,7 @@ static int cu_prepare(tl_backend *be, tl_model *m, tl_error *e) {
         return -1;
     }
     if (tied && !lm_tiled) ci->lm_head = ci->embd;
-    if (ensure_act(ci, c, CU_MAX_TOK_DEFAULT, e)) {
+    if (ensure_act(ci, c, CU_MAX_TOK_DEFAULT, e) || make_bf16_copies(ci, c, e)) {
         release_model(ci);
         return -1;
     }
@@ -419,11 +469,12 @@ static int matmul(cu_impl *ci, const cu_mat *W, const float *x, float *y, int n,
                           : tl_cu_q4_gemv(&W->q, x, W->bias, y, n, ci->st, e);
     if (tl_cu_f32_to_bf16(x, ci->xbf, (size_t)n * W->cols, ci->st, e)) return -1;
     const float one = 1.f, zero = 0.f;
-    int64_t chunk = W->is_q4 ? TL_MAX(16, (int64_t)CU_DEQ_ELEMS / W->cols / 16 * 16) : W->rows;
+    const int deq = W->is_q4 && !W->bf16; /* INT4 without a bf16 copy: dequantize chunks every call */
+    int64_t chunk = deq ? TL_MAX(16, (int64_t)CU_DEQ_ELEMS / W->cols / 16 * 16) : W->rows;
     for (int64_t r0 = 0; r0 < W->rows; r0 += chunk) {
         int64_t nr = TL_MIN(chunk, W->rows - r0);
         const uint16_t *A = W->bf16 + r0 * W->cols;
-        if (W->is_q4) {
+        if (deq) {
             if ((W->q.tiled ? tl_cu_q4t_dequant_bf16 : tl_cu_q4_dequant_bf16)(&W->q, r0, nr, ci->deq, ci->st, e))
                 return -1;
             A = ci->deq;
@@ -559,6 +610,31 @@ static int attention(cu_impl *ci, const tl_cu_attn_args *a, const int32_t *d_til
     return 0;
 }
 
+/* GPU sampling of logit rows [i0, i0 + n) (ci->logits holds them): results stay in sout_d; rows the caller
+ * samples itself (rs.host), and rows the kernel deferred (token -1: checked only when a row's parameters
+ * allow it, at the cost of one synchronization), get their logits copied to the host. */
+static int sample_chunk(cu_impl *ci, int nv, int i0, int n, tl_error *e) {
+    if (tl_cu_sample(ci->logits, n, nv, ci->samp_d + i0, ci->sout_d + i0, ci->st, e)) return -1;
+    int check = 0;
+    for (int i = i0; i < i0 + n; i++) {
+        if (ci->srs[i].host)
+            CUCHK(e, cudaMemcpyAsync(ci->slogits + (size_t)i * nv, ci->logits + (size_t)(i - i0) * nv, (size_t)nv * 4,
+                                     cudaMemcpyDeviceToHost, ci->st));
+        else check |= tl_cu_sample_may_defer(&ci->samp_h[i], nv);
+    }
+    if (!check) return 0;
+    double t0 = tl_now();
+    CUCHK(e, cudaMemcpyAsync(ci->sout_h + i0, ci->sout_d + i0, (size_t)n * sizeof *ci->sout_h, cudaMemcpyDeviceToHost,
+                             ci->st));
+    CUCHK(e, cudaStreamSynchronize(ci->st));
+    for (int i = i0; i < i0 + n; i++)
+        if (!ci->srs[i].host && ci->sout_h[i].token < 0)
+            CUCHK(e, cudaMemcpyAsync(ci->slogits + (size_t)i * nv, ci->logits + (size_t)(i - i0) * nv, (size_t)nv * 4,
+                                     cudaMemcpyDeviceToHost, ci->st));
+    ci->prof[3] += tl_now() - t0;
+    return 0;
+}
+
 /* The kernels of one forward (metadata already on the device). logits != NULL: copy each lm_head chunk to
  * the host as it is done; NULL (graph capture, n_logits <= CU_LOGIT_CHUNK): leave it in ci->logits. */
 static int forward_body(cu_impl *ci, const tl_model *m, tl_kv *kv, int T, int n_logits, int max_ctx, float *logits,
@@ -602,9 +678,12 @@ static int forward_body(cu_impl *ci, const tl_model *m, tl_kv *kv, int T, int n_
         int n = TL_MIN(CU_LOGIT_CHUNK, n_logits - i0);
         if (tl_cu_gather_rows(ci->xn, d_lr + i0, n, E, ci->lx, st, e) || matmul(ci, &ci->lm_head, ci->lx, ci->logits, n, e))
             return -1;
-        if (logits)
+        if (ci->sampling) {
+            if (sample_chunk(ci, c->n_vocab, i0, n, e)) return -1;
+        } else if (logits) {
             CUCHK(e, cudaMemcpyAsync(logits + (size_t)i0 * c->n_vocab, ci->logits, (size_t)n * c->n_vocab * 4,
                                      cudaMemcpyDeviceToHost, st));
+        }
     }
     return 0;
 }
@@ -615,7 +694,9 @@ static void graph_drop(cu_impl *ci) {
     memset(ci->gkey, 0, sizeof ci->gkey);
 }
 
-static int cu_forward(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *b, float *logits, tl_error *e) {
+/* One forward; with ci->srs set (cu_forward_sample) the logit rows are sampled on the device instead of
+ * copied to `logits`, and the results are copied to sout_h before the final synchronization. */
+static int cu_run(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *b, float *logits, tl_error *e) {
     cu_impl *ci = be->impl;
     const tl_config *c = &m->cfg;
     const int T = b->n_tok, hd = c->head_dim;
@@ -630,8 +711,10 @@ static int cu_forward(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_bat
     if (ensure_act(ci, c, T, e)) return -1;
     int max_ctx = 0;
     void *meta_before = ci->meta_d;
+    double t0 = tl_now();
     int64_t nmeta = build_meta(ci, c, kv, b, &max_ctx, e);
     if (nmeta < 0) return -1;
+    double t1 = tl_now();
     if (ci->act != act_before || ci->meta_d != meta_before) graph_drop(ci);
     CUCHK(e, cudaMemcpyAsync(ci->meta_d, ci->meta_h, (size_t)nmeta * 4, cudaMemcpyHostToDevice, ci->st));
     /* decode-sized steps run as a CUDA graph (one launch instead of ~13 per layer), captured once per
@@ -646,6 +729,7 @@ static int cu_forward(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_bat
             graph_drop(ci);
             cudaGraph_t g;
             CUCHK(e, cudaStreamBeginCapture(ci->st, cudaStreamCaptureModeThreadLocal));
+            ci->sampling = 0; /* sampling runs after the graph (its parameters change every step) */
             int r = forward_body(ci, m, kv, T, b->n_logits, max_ctx, NULL, e);
             cudaError_t ce = cudaStreamEndCapture(ci->st, &g);
             if (r) return -1;
@@ -659,17 +743,80 @@ static int cu_forward(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_bat
             memcpy(ci->gkey, key, sizeof key);
         }
         CUCHK(e, cudaGraphLaunch(ci->gexec, ci->st));
-        CUCHK(e, cudaMemcpyAsync(logits, ci->logits, (size_t)b->n_logits * c->n_vocab * 4, cudaMemcpyDeviceToHost,
-                                 ci->st));
-    } else if (forward_body(ci, m, kv, T, b->n_logits, max_ctx, logits, e)) {
-        return -1;
+        if (ci->srs) {
+            if (sample_chunk(ci, c->n_vocab, 0, b->n_logits, e)) return -1;
+        } else {
+            CUCHK(e, cudaMemcpyAsync(logits, ci->logits, (size_t)b->n_logits * c->n_vocab * 4, cudaMemcpyDeviceToHost,
+                                     ci->st));
+        }
+    } else {
+        ci->sampling = ci->srs != NULL;
+        int r = forward_body(ci, m, kv, T, b->n_logits, max_ctx, logits, e);
+        ci->sampling = 0;
+        if (r) return -1;
     }
+    if (ci->srs)
+        CUCHK(e, cudaMemcpyAsync(ci->sout_h, ci->sout_d, (size_t)b->n_logits * sizeof *ci->sout_h,
+                                 cudaMemcpyDeviceToHost, ci->st));
+    double t2 = tl_now();
     CUCHK(e, cudaStreamSynchronize(ci->st));
+    ci->prof[0] += t1 - t0, ci->prof[1] += t2 - t1, ci->prof[2] += tl_now() - t2, ci->prof_n++;
+    return 0;
+}
+
+static int cu_forward(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *b, float *logits, tl_error *e) {
+    return cu_run(be, m, kv, b, logits, e);
+}
+
+static int cu_forward_sample(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *b, const tl_row_sampling *rs,
+                             int32_t *tok, float *logprob, float *logits, tl_error *e) {
+    cu_impl *ci = be->impl;
+    const int n = b->n_logits;
+    if (n > ci->samp_cap) {
+        if (ci->samp_h) cudaFreeHost(ci->samp_h);
+        if (ci->sout_h) cudaFreeHost(ci->sout_h);
+        if (ci->samp_d) cudaFree(ci->samp_d);
+        if (ci->sout_d) cudaFree(ci->sout_d);
+        ci->samp_h = NULL, ci->sout_h = NULL, ci->samp_d = NULL, ci->sout_d = NULL, ci->samp_cap = 0;
+        int cap = TL_MAX(n, 256);
+        if (cudaMallocHost((void **)&ci->samp_h, (size_t)cap * sizeof *ci->samp_h) != cudaSuccess ||
+            cudaMallocHost((void **)&ci->sout_h, (size_t)cap * sizeof *ci->sout_h) != cudaSuccess ||
+            cudaMalloc((void **)&ci->samp_d, (size_t)cap * sizeof *ci->samp_d) != cudaSuccess ||
+            cudaMalloc((void **)&ci->sout_d, (size_t)cap * sizeof *ci->sout_d) != cudaSuccess) {
+            cudaGetLastError();
+            return tl_errf(e, "cuda: cannot allocate sampling buffers");
+        }
+        ci->samp_cap = cap;
+    }
+    if (b->n_tok <= 0 || n <= 0) return cu_run(be, m, kv, b, logits, e);
+    for (int i = 0; i < n; i++)
+        ci->samp_h[i] = (tl_cu_samp){.temperature = rs[i].temperature, .top_k = rs[i].top_k, .top_p = rs[i].top_p,
+                                     .min_p = rs[i].min_p, .u = rs[i].u, .skip = rs[i].host != 0};
+    CUCHK(e, cudaMemcpyAsync(ci->samp_d, ci->samp_h, (size_t)n * sizeof *ci->samp_h, cudaMemcpyHostToDevice, ci->st));
+    ci->srs = rs;
+    ci->slogits = logits;
+    int r = cu_run(be, m, kv, b, NULL, e);
+    ci->srs = NULL;
+    ci->slogits = NULL;
+    if (r) return -1;
+    for (int i = 0; i < n; i++) {
+        tok[i] = rs[i].host ? -1 : ci->sout_h[i].token;
+        logprob[i] = ci->sout_h[i].logprob;
+    }
     return 0;
 }
 
 static void cu_free(tl_backend *be) {
     cu_impl *ci = be->impl;
+    if (ci->prof_on && ci->prof_n)
+        tl_info("cuda profile: %lld forwards: host build_meta %.2f ms, enqueue %.2f ms, wait for GPU %.2f ms, "
+                "sampling fallbacks %.2f ms (per forward)",
+                (long long)ci->prof_n, 1e3 * ci->prof[0] / ci->prof_n, 1e3 * ci->prof[1] / ci->prof_n,
+                1e3 * ci->prof[2] / ci->prof_n, 1e3 * ci->prof[3] / ci->prof_n);
+    if (ci->samp_h) cudaFreeHost(ci->samp_h);
+    if (ci->sout_h) cudaFreeHost(ci->sout_h);
+    if (ci->samp_d) cudaFree(ci->samp_d);
+    if (ci->sout_d) cudaFree(ci->sout_d);
     graph_drop(ci);
     release_model(ci);
     if (ci->meta_h) cudaFreeHost(ci->meta_h);
@@ -696,6 +843,8 @@ tl_backend *tl_backend_cuda_new(float gpu_mem_util, tl_error *e) {
     ci->no_tiled = gv && !strcmp(gv, "fp32");
     const char *gg = getenv("TL_CUDA_GRAPH");
     ci->no_graph = gg && !strcmp(gg, "0");
+    const char *gp = getenv("TL_CUDA_PROFILE");
+    ci->prof_on = gp && !strcmp(gp, "1");
     struct cudaDeviceProp prop;
     if (cudaSetDevice(0) != cudaSuccess || cudaGetDeviceProperties(&prop, 0) != cudaSuccess ||
         cudaStreamCreateWithFlags(&ci->st, cudaStreamNonBlocking) != cudaSuccess) {
@@ -718,6 +867,7 @@ tl_backend *tl_backend_cuda_new(float gpu_mem_util, tl_error *e) {
     be->kv_alloc = cu_kv_alloc;
     be->kv_free = cu_kv_free;
     be->forward = cu_forward;
+    be->forward_sample = cu_forward_sample;
     be->free = cu_free;
     be->impl = ci;
     return be;

@@ -1,0 +1,52 @@
+/* cu_sample.h: next-token sampling on the GPU (sample.cu), one block per logit row.
+ *
+ * Same order and semantics as engine/sampler.c without penalties: greedy (first maximum) when
+ * temperature <= 0, else p_i = expf((l_i - max) / T) -> top-k -> top-p -> min-p -> one draw with the
+ * request's uniform u (drawn on the host from its per-request RNG, so CPU and GPU see the same number).
+ * Candidates are ordered (p desc, id asc) as the CPU sorts them; with neither top-k nor top-p they stay in
+ * id order (as on the CPU). logprob = log_softmax(raw logits)[token] (fp32 terms, fp64 sums).
+ * Differences from the CPU: expf may differ by an ulp and fp64 sums are added in another order, so two
+ * candidates at a boundary (top-k/top-p cut, draw) can swap; greedy is exact.
+ * The kept set of top-k / top-p must lie in the TL_CU_SAMPLE_CAP most likely tokens: a row with
+ * top_k > CAP, or with top-p whose mass the CAP head does not reach, gets token -1 (the host samples it). */
+#ifndef TL_CU_SAMPLE_H
+#define TL_CU_SAMPLE_H
+
+#include "backend/cuda/cuda_ops.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define TL_CU_SAMPLE_CAP 4096
+
+typedef struct tl_cu_samp {
+    float temperature; /* <= 0: greedy */
+    int top_k;         /* 0: off */
+    float top_p;       /* >= 1 or <= 0: off */
+    float min_p;       /* 0: off */
+    double u;          /* uniform in [0, 1), used when temperature > 0 */
+    int skip;          /* 1: not sampled here (token -1, logprob 0) */
+    int pad_;
+} tl_cu_samp;
+
+typedef struct tl_cu_samp_out {
+    int32_t token; /* -1: not sampled here */
+    float logprob;
+} tl_cu_samp_out;
+
+/* logits: [n_rows, n_vocab] fp32 (device); p, out: [n_rows] (device). */
+int tl_cu_sample(const float *logits, int n_rows, int n_vocab, const tl_cu_samp *p, tl_cu_samp_out *out,
+                 cudaStream_t st, tl_error *e);
+
+/* 1 when the kernel may answer -1 for a row with these parameters (the caller then checks). */
+static inline int tl_cu_sample_may_defer(const tl_cu_samp *p, int n_vocab) {
+    if (p->skip || !(p->temperature > 0.0f)) return 0;
+    if (p->top_k > 0 && p->top_k < n_vocab) return p->top_k > TL_CU_SAMPLE_CAP;
+    return p->top_p > 0.0f && p->top_p < 1.0f && n_vocab > TL_CU_SAMPLE_CAP;
+}
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,275 @@
+/* sample.cu: per-row sampling on the GPU (see cu_sample.h for the contract).
+ *
+ * One block of S_BS threads per row; the row (n_vocab fp32, ~600 KB for Qwen2) is read from global/L2:
+ *   1. max + first argmax of the raw logits, then sum exp(l - max) (fp64) -> log-sum-exp
+ *   greedy: done. sampled, p_i = expf((l_i - max) / T) recomputed on each pass (cheaper than storing):
+ *   2a. top-k / top-p: radix select (4 passes of 8-bit histograms, integer atomics: deterministic) finds the
+ *       M-th largest p (M = top_k, or CAP for top-p), the M candidates (ties at the cut: lowest ids) are
+ *       gathered by a block scan over contiguous id ranges, bitonic-sorted in shared memory by (p desc,
+ *       id asc), and thread 0 walks them exactly as sampler.c does (fp64 sums in the same order).
+ *   2b. neither: id order; each thread walks its contiguous id range from its exclusive prefix mass, the
+ *       first crossing of u * kept (atomicMin of an index: deterministic) is the token.
+ * No float atomics: a row's result is a function of its logits and parameters only. */
+#include <float.h>
+
+#include "backend/cuda/cu_common.cuh"
+#include "backend/cuda/cu_sample.h"
+
+#define S_BS 512
+
+static __device__ __forceinline__ float samp_p(const float *l, int i, float mx, float inv_t) {
+    return expf((l[i] - mx) * inv_t);
+}
+
+/* sum over the block, fixed tree: deterministic */
+static __device__ double block_sum_d(double v, double *red) {
+    red[threadIdx.x] = v;
+    __syncthreads();
+    for (int s = S_BS / 2; s > 0; s >>= 1) {
+        if ((int)threadIdx.x < s) red[threadIdx.x] += red[threadIdx.x + s];
+        __syncthreads();
+    }
+    double r = red[0];
+    __syncthreads();
+    return r;
+}
+
+/* exclusive scan of one int per thread (thread 0 walks: S_BS values) */
+static __device__ int block_excl_scan_i(int v, int *buf, int *total) {
+    buf[threadIdx.x] = v;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int c = 0;
+        for (int i = 0; i < S_BS; i++) {
+            int t = buf[i];
+            buf[i] = c;
+            c += t;
+        }
+        buf[S_BS] = c;
+    }
+    __syncthreads();
+    int r = buf[threadIdx.x];
+    *total = buf[S_BS];
+    __syncthreads();
+    return r;
+}
+
+__global__ void __launch_bounds__(S_BS) sample_kernel(const float *__restrict__ logits, int nv,
+                                                      const tl_cu_samp *__restrict__ prm, tl_cu_samp_out *__restrict__ out) {
+    __shared__ unsigned long long keys[TL_CU_SAMPLE_CAP]; /* (p bits << 32) | ~id */
+    __shared__ double red[S_BS];
+    __shared__ int ibuf[S_BS + 1];
+    __shared__ unsigned hist[256];
+    __shared__ float s_best_v[32];
+    __shared__ int s_best_i[32];
+    __shared__ int s_misc[4];
+    __shared__ double s_kept;
+    const int row = blockIdx.x, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const tl_cu_samp P = prm[row];
+    const float *l = logits + (size_t)row * nv;
+    if (P.skip) {
+        if (tid == 0) out[row] = tl_cu_samp_out{-1, 0.f};
+        return;
+    }
+    /* 1. max and first argmax (NaN never wins: comparisons with NaN are false, as on the CPU) */
+    float bv = -INFINITY;
+    int bi = INT_MAX;
+    for (int i = tid; i < nv; i += S_BS) {
+        float v = l[i];
+        if (v > bv || (v == bv && i < bi)) bv = v, bi = i;
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+        int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+        if (ov > bv || (ov == bv && oi < bi)) bv = ov, bi = oi;
+    }
+    if (lane == 0) s_best_v[warp] = bv, s_best_i[warp] = bi;
+    __syncthreads();
+    if (tid == 0) {
+        for (int w = 1; w < S_BS / 32; w++)
+            if (s_best_v[w] > bv || (s_best_v[w] == bv && s_best_i[w] < bi)) bv = s_best_v[w], bi = s_best_i[w];
+        s_best_v[0] = bv;
+        s_best_i[0] = bi == INT_MAX ? 0 : bi;
+    }
+    __syncthreads();
+    const float mx = s_best_v[0];
+    const int argmax = s_best_i[0];
+    double se = 0;
+    for (int i = tid; i < nv; i += S_BS) se += (double)expf(l[i] - mx);
+    const double lse = (double)mx + log(block_sum_d(se, red));
+    int tok = argmax;
+
+    if (P.temperature > 0.0f) {
+        const float inv_t = 1.0f / P.temperature;
+        const bool top_p = P.top_p > 0.0f && P.top_p < 1.0f;
+        const bool top_k = P.top_k > 0 && P.top_k < nv;
+        const int chunk = (nv + S_BS - 1) / S_BS, c0 = min(nv, tid * chunk), c1 = min(nv, c0 + chunk);
+        if (top_k || top_p) {
+            int M = top_k ? P.top_k : min(nv, TL_CU_SAMPLE_CAP);
+            double total = 0;
+            if (!top_k) { /* the full mass, for the top-p limit */
+                double t = 0;
+                for (int i = tid; i < nv; i += S_BS) t += (double)samp_p(l, i, mx, inv_t);
+                total = block_sum_d(t, red);
+            }
+            if (M > TL_CU_SAMPLE_CAP) {
+                if (tid == 0) out[row] = tl_cu_samp_out{-1, 0.f};
+                return;
+            }
+            /* radix select: the M-th largest key and how many of its ties to take */
+            unsigned prefix = 0, mask = 0;
+            int rem = M;
+            for (int shift = 24; shift >= 0; shift -= 8) {
+                for (int i = tid; i < 256; i += S_BS) hist[i] = 0;
+                __syncthreads();
+                for (int i = tid; i < nv; i += S_BS) {
+                    unsigned k = __float_as_uint(samp_p(l, i, mx, inv_t));
+                    if ((k & mask) == prefix) atomicAdd(&hist[(k >> shift) & 255u], 1u);
+                }
+                __syncthreads();
+                if (tid == 0) {
+                    int cum = 0, b = 255;
+                    for (; b > 0; b--) {
+                        if (cum + (int)hist[b] >= rem) break;
+                        cum += (int)hist[b];
+                    }
+                    s_misc[0] = b;
+                    s_misc[1] = rem - cum;
+                }
+                __syncthreads();
+                prefix |= (unsigned)s_misc[0] << shift;
+                mask |= 255u << shift;
+                rem = s_misc[1];
+                __syncthreads();
+            }
+            /* gather: keys > cut all, keys == cut the first `rem` by id */
+            int n_gt = 0, n_eq = 0;
+            for (int i = c0; i < c1; i++) {
+                unsigned k = __float_as_uint(samp_p(l, i, mx, inv_t));
+                n_gt += k > prefix;
+                n_eq += k == prefix;
+            }
+            int tot_gt, tot_eq;
+            int o_gt = block_excl_scan_i(n_gt, ibuf, &tot_gt);
+            int o_eq = block_excl_scan_i(n_eq, ibuf, &tot_eq);
+            for (int i = c0; i < c1; i++) {
+                unsigned k = __float_as_uint(samp_p(l, i, mx, inv_t));
+                unsigned long long key = ((unsigned long long)k << 32) | (0xffffffffu - (unsigned)i);
+                if (k > prefix) keys[o_gt++] = key;
+                else if (k == prefix && o_eq < rem) keys[tot_gt + o_eq++] = key;
+            }
+            const int n = tot_gt + rem; /* == M */
+            int S = 2;
+            while (S < n) S <<= 1;
+            for (int i = n + tid; i < S; i += S_BS) keys[i] = 0ull; /* sorts last */
+            __syncthreads();
+            for (int k = 2; k <= S; k <<= 1) /* bitonic sort, descending */
+                for (int j = k >> 1; j > 0; j >>= 1) {
+                    for (int i = tid; i < S; i += S_BS) {
+                        int ixj = i ^ j;
+                        if (ixj > i) {
+                            unsigned long long a = keys[i], b = keys[ixj];
+                            if (((i & k) == 0) ? a < b : a > b) keys[i] = b, keys[ixj] = a;
+                        }
+                    }
+                    __syncthreads();
+                }
+            if (tid == 0) { /* sampler.c, step by step, on the sorted candidates */
+#define KP(i) __uint_as_float((unsigned)(keys[i] >> 32))
+#define KID(i) (int)(0xffffffffu - (unsigned)(keys[i] & 0xffffffffu))
+                int m = n;
+                bool defer = false;
+                if (top_k) {
+                    total = 0;
+                    for (int i = 0; i < m; i++) total += KP(i);
+                } else if (m < nv) { /* the head must hold the top-p mass, else the host sorts everything */
+                    double head = 0;
+                    for (int i = 0; i < m; i++) head += KP(i);
+                    defer = head < (double)P.top_p * total;
+                }
+                if (defer) {
+                    out[row] = tl_cu_samp_out{-1, 0.f};
+                } else {
+                    if (top_p) {
+                        double cum = 0, lim = (double)P.top_p * total;
+                        int keep = 0;
+                        while (keep < m && (keep == 0 || cum < lim)) cum += KP(keep++);
+                        m = keep;
+                    }
+                    if (P.min_p > 0.0f) { /* keep p >= min_p (p_max = 1), order kept */
+                        int keep = 0;
+                        for (int i = 0; i < m; i++)
+                            if (KP(i) >= P.min_p) keys[keep++] = keys[i];
+                        m = keep > 0 ? keep : 1;
+                    }
+                    double kept = 0;
+                    for (int i = 0; i < m; i++) kept += KP(i);
+                    double u = P.u * kept, cum = 0;
+                    int t = KID(m - 1);
+                    for (int i = 0; i < m; i++) {
+                        cum += KP(i);
+                        if (u < cum) {
+                            t = KID(i);
+                            break;
+                        }
+                    }
+                    s_misc[2] = t;
+                }
+                s_misc[3] = defer;
+#undef KP
+#undef KID
+            }
+            __syncthreads();
+            if (s_misc[3]) return;
+            tok = s_misc[2];
+        } else { /* id order: min-p filter, then the first crossing of u * kept */
+            const float thr = P.min_p > 0.0f ? P.min_p : -1.0f;
+            double part = 0;
+            int last = -1;
+            for (int i = c0; i < c1; i++) {
+                float p = samp_p(l, i, mx, inv_t);
+                if (p >= thr) part += p, last = i;
+            }
+            /* exclusive prefix of the per-thread masses (thread 0 walks them in order) */
+            red[tid] = part;
+            if (tid == 0) s_misc[0] = INT_MAX, s_misc[1] = -1;
+            __syncthreads();
+            if (tid == 0) {
+                double c = 0;
+                for (int i = 0; i < S_BS; i++) {
+                    double t = red[i];
+                    red[i] = c;
+                    c += t;
+                }
+                s_kept = c;
+            }
+            __syncthreads();
+            const double kept = s_kept;
+            const double u = P.u * kept;
+            double cum = red[tid];
+            for (int i = c0; i < c1; i++) {
+                float p = samp_p(l, i, mx, inv_t);
+                if (!(p >= thr)) continue;
+                cum += p;
+                if (u < cum) {
+                    atomicMin(&s_misc[0], i);
+                    break;
+                }
+            }
+            if (last >= 0) atomicMax(&s_misc[1], last);
+            __syncthreads();
+            /* no crossing (rounding): the last kept token; nothing kept (min_p > 1): id 0, as sampler.c */
+            tok = s_misc[0] != INT_MAX ? s_misc[0] : s_misc[1] >= 0 ? s_misc[1] : 0;
+        }
+    }
+    if (tid == 0) out[row] = tl_cu_samp_out{tok, (float)((double)l[tok] - lse)};
+}
+
+extern "C" int tl_cu_sample(const float *logits, int n_rows, int n_vocab, const tl_cu_samp *p, tl_cu_samp_out *out,
+                            cudaStream_t st, tl_error *e) {
+    if (n_rows <= 0) return 0;
+    if (n_vocab <= 0) return tl_errf(e, "cuda sample: n_vocab %d", n_vocab);
+    sample_kernel<<<n_rows, S_BS, 0, st>>>(logits, n_vocab, p, out);
+    TL_CU_LAUNCHED(e, "sample");
+}
