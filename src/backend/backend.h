@@ -33,6 +33,8 @@ struct tl_backend {
     /* One forward pass over the flat mixed batch: writes the new tokens' K/V into their blocks
      * and fills logits (host memory, [b->n_logits, n_vocab] fp32) for b->logit_rows. */
     int (*forward)(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *b, float *logits, tl_error *e);
+    void (*free)(tl_backend *be);
+    void *impl;
     /* Optional (NULL: the caller samples host logits from forward). The same forward, then each logit row i
      * is sampled on the device with rs[i] in the order and semantics of engine/sampler.c (no penalties):
      * tok[i] and logprob[i] (log_softmax of the raw logits). Rows with rs[i].host set, and rows the device
@@ -40,8 +42,6 @@ struct tl_backend {
      * their logits copied to logits + i * n_vocab (host); only those rows. */
     int (*forward_sample)(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *b, const tl_row_sampling *rs,
                           int32_t *tok, float *logprob, float *logits, tl_error *e);
-    void (*free)(tl_backend *be);
-    void *impl;
 };
 
 typedef enum { TL_ATTN_FLASH = 0, TL_ATTN_NAIVE = 1 } tl_attn_impl;
