@@ -233,25 +233,28 @@ static void model_bench(const char *spec, double copy, double mm) {
         printf("RESULT decode_b1_tok_s %.1f\nRESULT decode_b1_pct_copy %.1f\n", 1 / tm, 100 * bw / copy);
     }
 
-    /* prefill of one L-token prompt (fresh positions each time), L = 1k, 2k, 4k, with the tensor-core prefill
-     * attention and with attn.cu's kernel for every row (TL_CUDA_ATTN=old); FLOPs: 2 * matmul params (no
-     * lm_head: one logit row) * L + causal attention 4 * layers * heads * head_dim * L(L+1)/2 */
+    /* prefill of one L-token prompt (fresh positions each time), L = 1k, 2k, 4k, three ways: as now (tensor-core
+     * prefill attention, bf16 activations into cuBLAS), with fp32 activations (TL_CUDA_PREFILL_BF16=0), and
+     * with attn.cu's kernel for every row too (TL_CUDA_ATTN=old: the forward before either). FLOPs: 2 * matmul
+     * params (no lm_head: one logit row) * L + causal attention 4 * layers * heads * head_dim * L(L+1)/2 */
     double tpm = 0, fl = 0;
     for (int L = 1024; L <= 4096; L *= 2) {
         double af = 4.0 * cf->n_layer * cf->n_head * cf->head_dim * ((double)L * (L + 1) / 2);
-        double f = 2.0 * L * (mat_params - (double)m->w.lm_head.rows * m->w.lm_head.cols) + af, tv[2];
-        for (int old = 0; old < 2; old++) {
-            if (old) setenv("TL_CUDA_ATTN", "old", 1);
+        double f = 2.0 * L * (mat_params - (double)m->w.lm_head.rows * m->w.lm_head.cols) + af, tv[3];
+        for (int v = 0; v < 3; v++) {
+            if (v >= 1) setenv("TL_CUDA_PREFILL_BF16", "0", 1);
+            if (v == 2) setenv("TL_CUDA_ATTN", "old", 1);
             double tq[3];
             step(&c, 1, L, 0, nbs); /* warm (first call at this size grows the arena) */
             for (int i = 0; i < 3; i++) tq[i] = step(&c, 1, L, 0, nbs);
             unsetenv("TL_CUDA_ATTN");
-            tv[old] = median(tq, 3);
+            unsetenv("TL_CUDA_PREFILL_BF16");
+            tv[v] = median(tq, 3);
         }
         printf("prefill %d tokens (%s): %.1f ms, %.0f tok/s, %.0f TFLOP/s = %.0f%% of cuBLAS %.0f TFLOP/s (target 60%%); "
-               "attn.cu attention: %.1f ms = %.0f%%\n",
+               "fp32 activations: %.1f ms = %.0f%%; attn.cu attention + fp32: %.1f ms = %.0f%%\n",
                L, spec, tv[0] * 1e3, L / tv[0], f / tv[0] / 1e12, 100 * f / tv[0] / 1e12 / mm, mm, tv[1] * 1e3,
-               100 * f / tv[1] / 1e12 / mm);
+               100 * f / tv[1] / 1e12 / mm, tv[2] * 1e3, 100 * f / tv[2] / 1e12 / mm);
         if (L == 4096) tpm = tv[0], fl = f;
     }
     printf("RESULT prefill4096_ms %.1f\nRESULT prefill4096_pct_mm %.1f\n", tpm * 1e3, 100 * fl / tpm / 1e12 / mm);

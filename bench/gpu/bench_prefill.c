@@ -88,8 +88,6 @@ static cublasHandle_t bl;
 static void mark(void) { CU(cudaEventRecord(ev[n_ev++], st)); }
 
 enum { C_SMALL, C_CONV, C_DEQ, C_GEMM, C_ATTN, C_N };
-static const char *cname[C_N] = {"small ops (norm, rope+kv, bias, silu)", "x fp32 -> bf16", "dequantize int4",
-                                 "cuBLAS GEMM", "attention"};
 
 /* the backend's matmul for > 16 rows: x -> bf16, per 128 MiB row chunk: dequantize, GemmEx (fp32 out);
  * each piece between events, its category appended to cat[] */
@@ -105,6 +103,21 @@ static void matmul(const tl_cu_q4 *w, const float *x, float *y, int n, uint16_t 
         BL(cublasGemmEx(bl, CUBLAS_OP_T, CUBLAS_OP_N, (int)nr, n, (int)w->cols, &one, deq, CUDA_R_16BF, (int)w->cols, xbf,
                         CUDA_R_16BF, (int)w->cols, &zero, y + r0, CUDA_R_32F, (int)w->rows, CUBLAS_COMPUTE_32F,
                         CUBLAS_GEMM_DEFAULT));
+        mark(), cat[n_ev - 1] = C_GEMM;
+    }
+}
+
+/* the prefill path (forwards of > 512 tokens): x already bf16, line-store dequantize, fp32 or bf16 out */
+static void matmul_big(const tl_cu_q4 *w, const uint16_t *xb, void *y, int y_bf16, int n, uint16_t *deq, int *cat) {
+    const float one = 1.f, zero = 0.f;
+    int64_t chunk = TL_MAX(16, (int64_t)DEQ_ELEMS / w->cols / 16 * 16);
+    for (int64_t r0 = 0; r0 < w->rows; r0 += chunk) {
+        int64_t nr = TL_MIN(chunk, w->rows - r0);
+        OK(tl_cu_q4t_dequant_bf16_lines(w, r0, nr, deq, st, &e_));
+        mark(), cat[n_ev - 1] = C_DEQ;
+        BL(cublasGemmEx(bl, CUBLAS_OP_T, CUBLAS_OP_N, (int)nr, n, (int)w->cols, &one, deq, CUDA_R_16BF, (int)w->cols, xb,
+                        CUDA_R_16BF, (int)w->cols, &zero, (char *)y + r0 * (y_bf16 ? 2 : 4),
+                        y_bf16 ? CUDA_R_16BF : CUDA_R_32F, (int)w->rows, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
         mark(), cat[n_ev - 1] = C_GEMM;
     }
 }
@@ -177,30 +190,38 @@ int main(int argc, char **argv) {
         btab[i] = btab[j], btab[j] = t;
     }
     for (int t = 0; t < Lmax; t++) pos[t] = t, slot[t] = btab[t / BS] * BS + t % BS, ctx[t] = t + 1, off[t] = 0;
-    const int tt = tl_cu_prefill_tile_tokens(NH, NKV);
+    const int tt = tl_cu_prefill_tile_tokens(NH, NKV, 64);
     int32_t *dm = dalloc((size_t)(4 * Lmax + nblk + 2 * Lmax) * 4);
     float *part = dalloc(4);
 
     printf("\nper-layer replay x %d layers (7B shapes, INT4 g64 tiled, KV bf16 block %d); ms for the whole model:\n", NL,
            BS);
-    printf("%6s %9s %9s %9s %9s %9s %9s | %9s %9s\n", "tokens", "small", "conv", "dequant", "gemm", "attn", "total",
-           "attn old", "TFLOP/s");
+    printf("%6s %9s %9s %9s %9s %9s %9s\n", "tokens", "small", "conv", "dequant", "gemm", "attn", "total");
     for (int L = 1024; L <= Lmax; L *= 2) {
         int n_tiles = 0;
         for (int j = 0; j < L; j += tt, n_tiles++) tiles[2 * n_tiles] = j, tiles[2 * n_tiles + 1] = TL_MIN(tt, L - j);
         CU(cudaMemcpy(dm, h, (size_t)(4 * Lmax + nblk + 2 * Lmax) * 4, cudaMemcpyHostToDevice));
         const int32_t *dpos = dm, *dslot = dm + Lmax, *dctx = dm + 2 * Lmax, *doff = dm + 3 * Lmax,
                       *dbt = dm + 4 * Lmax, *dtiles = dbt + nblk;
-        double cat_ms[2][C_N] = {{0}};
-        for (int old = 0; old < 2; old++) {
+        /* mode 0: tensor-core attention, fp32 activations (commit ca6a79c's forward); 1: the same with attn.cu;
+         * 2: tensor-core attention + the bf16 prefill path (rmsnorm/silu write bf16, gate/up bf16 out of
+         * cuBLAS, line-store dequantize: the forward for > 512 tokens now) */
+        double cat_ms[3][C_N] = {{0}};
+        for (int mode = 0; mode < 3; mode++) {
             const int reps = 4;
             for (int rep = -1; rep < reps; rep++) {
                 int cat[64];
                 n_ev = 0;
                 mark();
-                OK(tl_cu_rmsnorm(x, tmp, nw, xn, L, E, 1e-6f, st, &e_));
-                mark(), cat[n_ev - 1] = C_SMALL;
-                matmul(&wqkv, xn, qkv, L, xbf, deq, cat);
+                if (mode == 2) {
+                    OK(tl_cu_rmsnorm_bf16(x, tmp, nw, xbf, L, E, 1e-6f, st, &e_));
+                    mark(), cat[n_ev - 1] = C_SMALL;
+                    matmul_big(&wqkv, xbf, qkv, 0, L, deq, cat);
+                } else {
+                    OK(tl_cu_rmsnorm(x, tmp, nw, xn, L, E, 1e-6f, st, &e_));
+                    mark(), cat[n_ev - 1] = C_SMALL;
+                    matmul(&wqkv, xn, qkv, L, xbf, deq, cat);
+                }
                 OK(tl_cu_add_bias(qkv, bias, L, RW, st, &e_));
                 mark(), cat[n_ev - 1] = C_SMALL;
                 tl_cu_rope_args ra = {.qkv = qkv, .n_tok = L, .n_head = NH, .n_head_kv = NKV, .head_dim = HD,
@@ -212,39 +233,77 @@ int main(int argc, char **argv) {
                                       .head_dim = HD, .scale = 1.0f / sqrtf((float)HD), .kcache = kc, .vcache = vc,
                                       .kv_dtype = TL_BF16, .block_size = BS, .ctx_len = dctx, .bt_off = doff, .bt = dbt,
                                       .partial = part, .max_split = 1, .max_ctx = L, .n_sm = p.multiProcessorCount};
-                if (old) OK(tl_cu_attention(&aa, st, &e_));
-                else OK(tl_cu_attention_prefill(&aa, dtiles, n_tiles, st, &e_));
+                if (mode == 1) OK(tl_cu_attention(&aa, st, &e_));
+                else OK(tl_cu_attention_prefill(&aa, dtiles, n_tiles, 64, st, &e_));
                 mark(), cat[n_ev - 1] = C_ATTN;
-                matmul(&wo, att, tmp, L, xbf, deq, cat);
-                OK(tl_cu_rmsnorm(x, tmp, nw, xn, L, E, 1e-6f, st, &e_));
-                mark(), cat[n_ev - 1] = C_SMALL;
-                matmul(&wgu, xn, gu, L, xbf, deq, cat);
-                OK(tl_cu_silu_mul(gu, hb, L, FF, st, &e_));
-                mark(), cat[n_ev - 1] = C_SMALL;
-                matmul(&wd, hb, tmp, L, xbf, deq, cat);
+                if (mode == 2) {
+                    OK(tl_cu_f32_to_bf16(att, xbf, (size_t)L * QD, st, &e_));
+                    mark(), cat[n_ev - 1] = C_CONV;
+                    matmul_big(&wo, xbf, tmp, 0, L, deq, cat);
+                    OK(tl_cu_rmsnorm_bf16(x, tmp, nw, xbf, L, E, 1e-6f, st, &e_));
+                    mark(), cat[n_ev - 1] = C_SMALL;
+                    matmul_big(&wgu, xbf, gu, 1, L, deq, cat);
+                    OK(tl_cu_silu_mul_bf16((const uint16_t *)gu, xbf, L, FF, st, &e_));
+                    mark(), cat[n_ev - 1] = C_SMALL;
+                    matmul_big(&wd, xbf, tmp, 0, L, deq, cat);
+                } else {
+                    matmul(&wo, att, tmp, L, xbf, deq, cat);
+                    OK(tl_cu_rmsnorm(x, tmp, nw, xn, L, E, 1e-6f, st, &e_));
+                    mark(), cat[n_ev - 1] = C_SMALL;
+                    matmul(&wgu, xn, gu, L, xbf, deq, cat);
+                    OK(tl_cu_silu_mul(gu, hb, L, FF, st, &e_));
+                    mark(), cat[n_ev - 1] = C_SMALL;
+                    matmul(&wd, hb, tmp, L, xbf, deq, cat);
+                }
                 CU(cudaStreamSynchronize(st));
                 if (rep < 0) continue;
                 for (int i = 1; i < n_ev; i++) {
                     float ms;
                     CU(cudaEventElapsedTime(&ms, ev[i - 1], ev[i]));
-                    cat_ms[old][cat[i]] += ms * NL / reps;
+                    cat_ms[mode][cat[i]] += ms * NL / reps;
                 }
             }
         }
-        double tot = 0, tot_old = 0;
-        for (int c = 0; c < C_N; c++) tot += cat_ms[0][c], tot_old += cat_ms[1][c];
+        double tot[3] = {0, 0, 0};
+        for (int m = 0; m < 3; m++)
+            for (int c = 0; c < C_N; c++) tot[m] += cat_ms[m][c];
         const double mat = 2.0 * L * NL * ((double)RW * E + (double)E * QD + 2.0 * FF * E + (double)E * FF);
         const double af = 4.0 * NL * NH * HD * ((double)L * (L + 1) / 2);
-        printf("%6d %9.1f %9.1f %9.1f %9.1f %9.1f %9.1f | %9.1f %9.0f\n", L, cat_ms[0][C_SMALL], cat_ms[0][C_CONV],
-               cat_ms[0][C_DEQ], cat_ms[0][C_GEMM], cat_ms[0][C_ATTN], tot, cat_ms[1][C_ATTN],
-               (mat + af) / tot * 1e-9);
+        static const char *mname[3] = {"tc attn, fp32 act", "attn.cu, fp32 act", "tc attn, bf16 act"};
+        for (int m = 0; m < 3; m++)
+            printf("%6d %9.1f %9.1f %9.1f %9.1f %9.1f %9.1f | %5.0f TFLOP/s = %3.0f%% of cuBLAS  (%s)\n", L,
+                   cat_ms[m][C_SMALL], cat_ms[m][C_CONV], cat_ms[m][C_DEQ], cat_ms[m][C_GEMM], cat_ms[m][C_ATTN], tot[m],
+                   (mat + af) / tot[m] * 1e-9, 100 * (mat + af) / tot[m] * 1e-9 / mm, mname[m]);
         printf("  L=%d: attention (causal, %.2f TFLOP): tensor cores %.0f TFLOP/s, attn.cu %.1f TFLOP/s; GEMMs %.0f "
-               "TFLOP/s; model total %.1f ms = %.0f TFLOP/s = %.0f%% of cuBLAS (old attention: %.1f ms, %.0f%%)\n",
-               L, af * 1e-12, af / cat_ms[0][C_ATTN] * 1e-9, af / cat_ms[1][C_ATTN] * 1e-9, mat / cat_ms[0][C_GEMM] * 1e-9,
-               tot, (mat + af) / tot * 1e-9, 100 * (mat + af) / tot * 1e-9 / mm, tot_old,
-               100 * (mat + af) / tot_old * 1e-9 / mm);
-        printf("RESULT replay%d_ms %.1f\nRESULT attn%d_tc_TFLOPs %.0f\n", L, tot, L, af / cat_ms[0][C_ATTN] * 1e-9);
-        for (int c = 0; c < C_N; c++) printf("    %-40s %8.1f ms (%4.1f%%)\n", cname[c], cat_ms[0][c], 100 * cat_ms[0][c] / tot);
+               "TFLOP/s (fp32 path) / %.0f (bf16 path)\n",
+               L, af * 1e-12, af / cat_ms[0][C_ATTN] * 1e-9, af / cat_ms[1][C_ATTN] * 1e-9,
+               mat / cat_ms[0][C_GEMM] * 1e-9, mat / cat_ms[2][C_GEMM] * 1e-9);
+        printf("RESULT replay%d_ms %.1f\nRESULT replay%d_bf16_ms %.1f\nRESULT attn%d_tc_TFLOPs %.0f\n", L, tot[0], L,
+               tot[2], L, af / cat_ms[0][C_ATTN] * 1e-9);
+        /* the attention kernel alone (one layer, K/V as the last replay wrote them), 64 vs 128 rows a block */
+        for (int rows = 64; rows <= 128; rows *= 2) {
+            const int t2 = tl_cu_prefill_tile_tokens(NH, NKV, rows);
+            int nt2 = 0;
+            for (int j = 0; j < L; j += t2, nt2++) tiles[2 * nt2] = j, tiles[2 * nt2 + 1] = TL_MIN(t2, L - j);
+            CU(cudaMemcpy(dm + 4 * Lmax + nblk, tiles, (size_t)nt2 * 2 * 4, cudaMemcpyHostToDevice));
+            tl_cu_attn_args aa = {.q = qkv, .q_stride = RW, .out = att, .n_tok = L, .n_head = NH, .n_head_kv = NKV,
+                                  .head_dim = HD, .scale = 1.0f / sqrtf((float)HD), .kcache = kc, .vcache = vc,
+                                  .kv_dtype = TL_BF16, .block_size = BS, .ctx_len = dctx, .bt_off = doff, .bt = dbt};
+            double ta[9];
+            for (int i = -2; i < 9; i++) {
+                CU(cudaEventRecord(ev[0], st));
+                OK(tl_cu_attention_prefill(&aa, dtiles, nt2, rows, st, &e_));
+                CU(cudaEventRecord(ev[1], st));
+                CU(cudaEventSynchronize(ev[1]));
+                float ms;
+                CU(cudaEventElapsedTime(&ms, ev[0], ev[1]));
+                if (i >= 0) ta[i] = ms;
+            }
+            const double tm = median(ta, 9);
+            printf("  attention alone, L=%d, %d rows a block: %.3f ms/layer = %.0f TFLOP/s\n", L, rows, tm,
+                   af / NL / tm * 1e-9);
+            printf("RESULT attn%d_rows%d_TFLOPs %.0f\n", L, rows, af / NL / tm * 1e-9);
+        }
     }
 
     /* GEMM variants at L = 4096 on the 4 shapes: as now (dequantized chunks, fp32 out), the whole matrix in

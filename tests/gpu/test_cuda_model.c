@@ -258,9 +258,10 @@ static void prefill_attention_check(void) {
         for (int i = 0; i < 32; i++) bt[s][i] = 95 - (32 * s + i); /* descending: not in position order */
     unsigned long long sd = 11;
     for (int i = 0; i < 512; i++) toks[i] = (int32_t)(tl_t_rng(&sd) % 150000);
-    float *lg[2];
-    for (int run = 0; run < 2; run++) {
-        if (run) setenv("TL_CUDA_ATTN", "old", 1);
+    float *lg[3];
+    for (int run = 0; run < 3; run++) { /* tensor cores (64 rows a block), attn.cu, tensor cores (128 rows) */
+        if (run == 1) setenv("TL_CUDA_ATTN", "old", 1);
+        if (run == 2) setenv("TL_CUDA_ATTN_ROWS", "128", 1);
         lg[run] = tl_malloc((size_t)3 * V * 4);
         tl_batch_seq q1[2] = {{.tok_start = 0, .n_new = 100, .n_past = 0, .block_table = bt[1]},
                               {.tok_start = 100, .n_new = 50, .n_past = 0, .block_table = bt[2]}};
@@ -276,11 +277,59 @@ static void prefill_attention_check(void) {
         tl_batch b2 = {.n_tok = 341, .tokens = toks + 150, .pos = pos, .n_seq = 3, .seqs = q2, .n_logits = 3, .logit_rows = lr};
         CHECK(gpu->forward(gpu, m, &kv, &b2, lg[run], &e) == 0, "%s", e.msg);
         unsetenv("TL_CUDA_ATTN");
+        unsetenv("TL_CUDA_ATTN_ROWS");
     }
-    double err = tl_rel_err(lg[0], lg[1], (size_t)3 * V);
-    CHECK(err < 2e-2, "prefill attention (tensor cores) vs attn.cu, model logits: rel err %.3g", err);
-    printf("  dummy:qwen2-0.5b int4, bf16 KV, mixed batch: tensor-core prefill attention vs attn.cu logits rel err %.2e\n",
-           err);
+    double err = tl_rel_err(lg[0], lg[1], (size_t)3 * V), err2 = tl_rel_err(lg[2], lg[1], (size_t)3 * V);
+    CHECK(err < 2e-2 && err2 < 2e-2, "prefill attention (tensor cores, 64/128 rows) vs attn.cu, model logits: rel err "
+          "%.3g / %.3g", err, err2);
+    printf("  dummy:qwen2-0.5b int4, bf16 KV, mixed batch: tensor-core prefill attention vs attn.cu logits rel err %.2e "
+           "(128 rows a block: %.2e)\n", err, err2);
+    free(lg[0]), free(lg[1]), free(lg[2]);
+    gpu->kv_free(gpu, &kv);
+    gpu->free(gpu);
+    tl_model_free(m);
+}
+
+/* The bf16 prefill path (forwards of > 512 tokens: producers write bf16, gate/up leave cuBLAS in bf16) against
+ * the fp32-activation path (TL_CUDA_PREFILL_BF16=0), dummy:qwen2-0.5b INT4, bf16 KV, two steps: chunks of 600 and
+ * 100 tokens, then a decode on the 600 and a 600-token chunk on the 100; logits of every sequence. */
+static void prefill_bf16_check(void) {
+    tl_error e = {{0}};
+    tl_load_opts o = {.quiet = true, .quant_bits = 4};
+    tl_model *m = tl_model_load("dummy:qwen2-0.5b", &o, &e);
+    CHECK(m != NULL, "%s", e.msg);
+    if (!m) return;
+    const int V = m->cfg.n_vocab, bs = 16;
+    tl_backend *gpu = tl_backend_cuda_new(0.5f, &e);
+    tl_kv kv;
+    CHECK(gpu && gpu->kv_alloc(gpu, &kv, &m->cfg, bs, 96, TL_BF16, &e) == 0, "%s", e.msg);
+    int32_t bt[2][48], toks[1400], pos[1400], lr[4];
+    for (int s = 0; s < 2; s++)
+        for (int i = 0; i < 48; i++) bt[s][i] = (i * 2 + s * 37) % 96; /* interleaved, not in position order */
+    unsigned long long sd = 13;
+    for (int i = 0; i < 1400; i++) toks[i] = (int32_t)(tl_t_rng(&sd) % 150000);
+    float *lg[2];
+    for (int run = 0; run < 2; run++) {
+        if (run) setenv("TL_CUDA_PREFILL_BF16", "0", 1);
+        lg[run] = tl_malloc((size_t)5 * V * 4);
+        tl_batch_seq q1[2] = {{.tok_start = 0, .n_new = 600, .n_past = 0, .block_table = bt[0]},
+                              {.tok_start = 600, .n_new = 100, .n_past = 0, .block_table = bt[1]}};
+        for (int i = 0; i < 700; i++) pos[i] = i < 600 ? i : i - 600;
+        lr[0] = 599, lr[1] = 699;
+        tl_batch b1 = {.n_tok = 700, .tokens = toks, .pos = pos, .n_seq = 2, .seqs = q1, .n_logits = 2, .logit_rows = lr};
+        CHECK(gpu->forward(gpu, m, &kv, &b1, lg[run], &e) == 0, "%s", e.msg);
+        tl_batch_seq q2[2] = {{.tok_start = 0, .n_new = 1, .n_past = 600, .block_table = bt[0]},
+                              {.tok_start = 1, .n_new = 600, .n_past = 100, .block_table = bt[1]}};
+        for (int i = 0; i < 601; i++) pos[i] = i == 0 ? 600 : 100 + i - 1;
+        lr[0] = 0, lr[1] = 300, lr[2] = 600;
+        tl_batch b2 = {.n_tok = 601, .tokens = toks + 700, .pos = pos, .n_seq = 2, .seqs = q2, .n_logits = 3, .logit_rows = lr};
+        CHECK(gpu->forward(gpu, m, &kv, &b2, lg[run] + (size_t)2 * V, &e) == 0, "%s", e.msg);
+        unsetenv("TL_CUDA_PREFILL_BF16");
+    }
+    double err = tl_rel_err(lg[0], lg[1], (size_t)5 * V);
+    CHECK(err < 2e-2, "bf16 prefill path vs fp32 activations, model logits: rel err %.3g", err);
+    printf("  dummy:qwen2-0.5b int4, bf16 KV, 700/601-token steps: bf16 prefill path vs fp32 activations logits rel err "
+           "%.2e\n", err);
     free(lg[0]), free(lg[1]);
     gpu->kv_free(gpu, &kv);
     gpu->free(gpu);
@@ -305,5 +354,6 @@ int main(void) {
     batch_invariance();
     graph_check();
     prefill_attention_check();
+    prefill_bf16_check();
     TL_TEST_END();
 }

@@ -123,6 +123,18 @@ static void test_q4(int rows, int cols, int group, int n_tok, tl_dtype sbt) {
             }
         }
         CHECK(tbad == 0, "q4 tiled dequant %dx%d g%d: %d elements off", rows, cols, group, tbad);
+        /* the prefill path's line-store dequantize: bit-identical to the direct one, rows outside untouched */
+        uint16_t *hq2 = tl_malloc((size_t)rows * cols * 2);
+        CU(cudaMemset(dq, 0xff, (size_t)rows * cols * 2));
+        CHECK(tl_cu_q4t_dequant_bf16_lines(&tw, tr0, tnr, dq, 0, &e) == 0, "%s", e.msg);
+        get(hq2, dq, (size_t)rows * cols * 2);
+        size_t after = 0;
+        for (size_t i = (size_t)tnr * cols; i < (size_t)rows * cols; i++) after += hq2[i] != 0xffff;
+        CHECK(!memcmp(hq, hq2, (size_t)tnr * cols * 2) && after == 0,
+              "q4 tiled dequant (line stores) %dx%d g%d: differs from the direct kernel (%zu written past the rows)", rows,
+              cols, group, after);
+        CHECK(tl_cu_q4t_dequant_bf16_lines(&tw, 5, 3, dq, 0, &e) == -1, "unaligned row start accepted");
+        free(hq2);
         CHECK(tl_cu_q4t_dequant_bf16(&tw, 5, 3, dq, 0, &e) == -1, "unaligned row start accepted");
         cudaFree((void *)tw.codes), cudaFree((void *)tw.sb), cudaFree(ws);
         free(tc), free(tsb);
@@ -173,6 +185,36 @@ static void test_small_ops(int n_tok, int n) {
     CHECK(tl_cu_silu_mul(dgu, dy, n_tok, n, 0, &e) == 0, "%s", e.msg);
     get(got, dy, (size_t)n_tok * n * 4);
     CHECK(tl_rel_err(got, g, (size_t)n_tok * n) < 1e-6, "silu_mul: %.3g", tl_rel_err(got, g, (size_t)n_tok * n));
+    /* bf16 variants of the prefill path: rmsnorm's output = the fp32 kernel's, rounded; silu_mul from bf16
+     * gate/up = the CPU reference on the rounded inputs, rounded (one bf16 rounding: 2^-8 relative) */
+    if (n % 8 == 0) {
+        uint16_t *hb = tl_malloc((size_t)n_tok * 2 * n * 2);
+        uint16_t *dyb = dev_nan((size_t)n_tok * n * 2);
+        float *dx2 = dup_dev(x, (size_t)n_tok * n * 4);
+        CHECK(tl_cu_rmsnorm(dx2, dd, dw, dy, n_tok, n, 1e-6f, 0, &e) == 0, "%s", e.msg);
+        get(got, dy, (size_t)n_tok * n * 4);
+        CU(cudaMemcpy(dx2, x, (size_t)n_tok * n * 4, cudaMemcpyHostToDevice));
+        CHECK(tl_cu_rmsnorm_bf16(dx2, dd, dw, dyb, n_tok, n, 1e-6f, 0, &e) == 0, "%s", e.msg);
+        get(hb, dyb, (size_t)n_tok * n * 2);
+        size_t off = 0;
+        for (size_t i = 0; i < (size_t)n_tok * n; i++) off += hb[i] != tl_f32_to_bf16(got[i]);
+        get(got, dx2, (size_t)n_tok * n * 4);
+        CHECK(off == 0 && tl_rel_err(got, xs, (size_t)n_tok * n) == 0, "rmsnorm_bf16 %d x %d: %zu values off", n_tok, n, off);
+        for (size_t i = 0; i < (size_t)n_tok * 2 * n; i++) hb[i] = tl_f32_to_bf16(gu[i]);
+        for (int t = 0; t < n_tok; t++)
+            for (int i = 0; i < n; i++)
+                g[(size_t)t * n + i] = tl_bf16_to_f32(hb[(size_t)t * 2 * n + i]),
+                u[(size_t)t * n + i] = tl_bf16_to_f32(hb[(size_t)t * 2 * n + n + i]);
+        tl_cpu_silu_mul(g, u, (size_t)n_tok * n);
+        uint16_t *dgub = dup_dev(hb, (size_t)n_tok * 2 * n * 2);
+        CU(cudaMemset(dyb, 0xff, (size_t)n_tok * n * 2));
+        CHECK(tl_cu_silu_mul_bf16(dgub, dyb, n_tok, n, 0, &e) == 0, "%s", e.msg);
+        get(hb, dyb, (size_t)n_tok * n * 2);
+        for (size_t i = 0; i < (size_t)n_tok * n; i++) got[i] = tl_bf16_to_f32(hb[i]);
+        CHECK(tl_rel_err(got, g, (size_t)n_tok * n) < 8e-3, "silu_mul_bf16: %.3g", tl_rel_err(got, g, (size_t)n_tok * n));
+        cudaFree(dyb), cudaFree(dx2), cudaFree(dgub);
+        free(hb);
+    }
     cudaFree(dx), cudaFree(dd), cudaFree(dw), cudaFree(dy), cudaFree(dgu);
     free(x), free(d), free(w), free(want), free(got), free(xs), free(gu), free(g), free(u);
 }
@@ -326,10 +368,11 @@ static void test_attention(int n_head, int n_head_kv, int hd, tl_dtype kvt, int 
      * one new token (decode rows must stay untouched: NaN). q and P are rounded to 16 bits: tolerance 1e-2
      * (bf16) / 3e-3 (f16) of the largest output, against the fp32 reference. */
     if (tl_cu_attention_prefill_ok(hd, kvt, n_head, n_head_kv)) {
-        const int tt = tl_cu_prefill_tile_tokens(n_head, n_head_kv);
         int32_t *tiles = tl_malloc(((size_t)n_tok + n_seq) * 2 * 4);
         uint8_t *cov = tl_malloc((size_t)n_tok);
-        for (int variant = 0; variant < 3; variant++) {
+        for (int vr = 0; vr < 6; vr++) {
+            const int variant = vr % 3, rows = vr < 3 ? 64 : 128;
+            const int tt = tl_cu_prefill_tile_tokens(n_head, n_head_kv, rows);
             const int per = variant == 1 ? TL_MAX(1, tt / 3) : tt;
             int nt = 0;
             for (int t = 0; t < n_tok; t++) cov[t] = 0;
@@ -345,7 +388,7 @@ static void test_attention(int n_head, int n_head_kv, int hd, tl_dtype kvt, int 
                                   .kcache = (char *)dk + lay, .vcache = (char *)dv + lay, .kv_dtype = kvt,
                                   .block_size = bs, .ctx_len = dctx, .bt_off = dbtoff, .bt = dbt};
             CU(cudaMemset(dout, 0xff, (size_t)n_tok * QD * 4));
-            CHECK(tl_cu_attention_prefill(&at, dtiles, nt, 0, &e) == 0, "%s", e.msg);
+            CHECK(tl_cu_attention_prefill(&at, dtiles, nt, rows, 0, &e) == 0, "%s", e.msg);
             get(got, dout, (size_t)n_tok * QD * 4);
             double md = 0, mb = 1e-30;
             size_t touched = 0;
@@ -361,12 +404,12 @@ static void test_attention(int n_head, int n_head_kv, int hd, tl_dtype kvt, int 
                     mb = fmax(mb, fabs((double)w));
                 }
             const double err = md / mb, tol = kvt == TL_BF16 ? 1e-2 : 3e-3;
-            CHECK(err < tol && touched == 0, "prefill attention h%d/%d hd%d %s bs%d variant %d (%d tiles): rel err %.3g, "
-                  "%zu values outside the tiles written", n_head, n_head_kv, hd, tl_dtype_name(kvt), bs, variant, nt,
-                  err, touched);
+            CHECK(err < tol && touched == 0, "prefill attention h%d/%d hd%d %s bs%d rows %d variant %d (%d tiles): rel "
+                  "err %.3g, %zu values outside the tiles written", n_head, n_head_kv, hd, tl_dtype_name(kvt), bs, rows,
+                  variant, nt, err, touched);
             if (variant == 0)
-                printf("  prefill attention h%d/%d hd%d %s bs%d, %d seqs, %d tiles: rel err %.2e\n", n_head, n_head_kv,
-                       hd, tl_dtype_name(kvt), bs, n_seq, nt, err);
+                printf("  prefill attention h%d/%d hd%d %s bs%d rows %d, %d seqs, %d tiles: rel err %.2e\n", n_head,
+                       n_head_kv, hd, tl_dtype_name(kvt), bs, rows, n_seq, nt, err);
             cudaFree(dtiles);
         }
         free(tiles), free(cov);
@@ -403,6 +446,7 @@ int main(void) {
     test_small_ops(1, 896);
     test_small_ops(7, 3584);
     test_small_ops(3, 100);
+    test_small_ops(33, 4864);
     test_embed(1000, 896, 64);
     const seq_shape mix[] = {{20, 37}, {1000, 1}, {0, 1}, {5, 2}};
     const seq_shape dec[] = {{3000, 1}};

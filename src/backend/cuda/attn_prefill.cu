@@ -2,10 +2,10 @@
  * over the paged KV cache, causal, varlen, GQA. KV cache bf16 or f16, head_dim 64 or 128; every other case
  * (f32 cache, other head dims, decode rows) stays on attn.cu's CUDA-core kernel.
  *
- * Work: the host cuts each prefill sequence into tiles of TT = 64 / G consecutive tokens (G = query heads
- * per KV head). A block takes one tile and one KV head; its 64 query rows are (token, head) pairs, row
- * i = token t0 + i / G, query head g*G + i % G, so each K/V tile is read once for the whole GQA group
- * (as the CPU flash kernel does). 4 warps, 16 rows each.
+ * Work: the host cuts each prefill sequence into tiles of TT = BM / G consecutive tokens (G = query heads
+ * per KV head, BM = 64 or 128 query rows a block). A block takes one tile and one KV head; its query rows
+ * are (token, head) pairs, row i = token t0 + i / G, query head g*G + i % G, so each K/V tile is read once
+ * for the whole GQA group (as the CPU flash kernel does). BM / 16 warps, 16 rows each.
  *
  * Per key tile of 64 keys: K/V rows gathered through the block table into shared memory with cp.async
  * (double-buffered: tile kt+1 loads while kt computes; rows past the tile's last visible key are
@@ -21,9 +21,7 @@
 
 #include "backend/cuda/cu_common.cuh"
 
-#define AP_BM 64 /* query rows per block */
 #define AP_BN 64 /* keys per tile */
-#define AP_THREADS 128
 
 /* mma.sync m16n8k16, A row-major 16x16, B "col" 16x8, fp32 C += A B. DT picks bf16 or f16 inputs. */
 template <int DT> struct ap_mma;
@@ -79,17 +77,21 @@ template <int D> static __device__ __forceinline__ uint32_t ap_sw(int r, int c) 
     return (uint32_t)(r * (D * 2) + ((c ^ (r & 7)) << 4));
 }
 
-/* grid (n_tiles, n_head_kv), AP_THREADS threads, dynamic shared memory ap_smem<D>():
- * Q [64][D] + K [2][64][D] + V [2][64][D], 16-bit. tiles: [n_tiles][2] = (first token, tokens). */
-template <int D> static constexpr int ap_smem() { return (AP_BM + 4 * AP_BN) * D * 2; }
+/* grid (n_tiles, n_head_kv), NW warps (NW * 16 query rows), dynamic shared memory ap_smem<D, NW>():
+ * Q [16 NW][D] + K [2][64][D] + V [2][64][D], 16-bit. tiles: [n_tiles][2] = (first token, tokens).
+ * NW = 4: 2 blocks per SM (199 registers at D = 128); NW = 8: 1 block of 8 warps sharing each K/V tile
+ * (half the K/V loads and barriers per query row). */
+template <int D, int NW> static constexpr int ap_smem() { return (16 * NW + 4 * AP_BN) * D * 2; }
 
-template <int D, int DT>
-__global__ void __launch_bounds__(AP_THREADS, 2)
+template <int D, int DT, int NW>
+__global__ void __launch_bounds__(32 * NW, 8 / NW)
     attn_prefill_kernel(const float *__restrict__ q, int q_stride, float *__restrict__ out, int n_head, int n_head_kv,
                         float scale_log2, const uint16_t *__restrict__ kc, const uint16_t *__restrict__ vc, int bs,
+                        int bs_log2,
                         const int32_t *__restrict__ ctx_len, const int32_t *__restrict__ bt_off,
                         const int32_t *__restrict__ bt, const int32_t *__restrict__ tiles, int n_tiles) {
     typedef ap_mma<DT> M;
+    constexpr int AP_BM = 16 * NW, AP_THREADS = 32 * NW;
     constexpr int NC = D / 8; /* 16-byte chunks per row */
     constexpr int TB = AP_BN * D * 2; /* bytes of one K or V tile */
     extern __shared__ __align__(128) uint8_t ap_sm[];
@@ -123,7 +125,10 @@ __global__ void __launch_bounds__(AP_THREADS, 2)
             const int p = kt * AP_BN + r;
             size_t off = 0;
             int nb = 0;
-            if (p < ctx_hi) off = (((size_t)table[p / bs] * n_head_kv + g) * bs + p % bs) * D + c * 8, nb = 16;
+            if (p < ctx_hi) { /* block size a power of two (the usual 16): shifts, not two integer divisions */
+                const int blk = bs_log2 >= 0 ? p >> bs_log2 : p / bs, in = bs_log2 >= 0 ? p & (bs - 1) : p % bs;
+                off = (((size_t)table[blk] * n_head_kv + g) * bs + in) * D + c * 8, nb = 16;
+            }
             ap_cp16(sK + boff + ap_sw<D>(r, c), kc + off, nb);
             ap_cp16(sV + boff + ap_sw<D>(r, c), vc + off, nb);
         }
@@ -238,36 +243,49 @@ __global__ void __launch_bounds__(AP_THREADS, 2)
     }
 }
 
-template <int D, int DT> static int ap_launch(const tl_cu_attn_args *a, const int32_t *tiles, int n_tiles, cudaStream_t st,
-                                              tl_error *e) {
+template <int D, int DT, int NW>
+static int ap_launch(const tl_cu_attn_args *a, const int32_t *tiles, int n_tiles, cudaStream_t st, tl_error *e) {
     static int attr_set; /* > 48 KB of dynamic shared memory needs the opt-in, once per instantiation */
     if (!attr_set) {
-        cudaError_t err = cudaFuncSetAttribute(attn_prefill_kernel<D, DT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                               ap_smem<D>());
+        cudaError_t err = cudaFuncSetAttribute(attn_prefill_kernel<D, DT, NW>,
+                                               cudaFuncAttributeMaxDynamicSharedMemorySize, ap_smem<D, NW>());
         if (err != cudaSuccess) return tl_errf(e, "cuda: prefill attention smem: %s", cudaGetErrorString(err));
         attr_set = 1;
     }
     const float scale_log2 = a->scale * 1.4426950408889634f;
-    attn_prefill_kernel<D, DT><<<dim3((unsigned)n_tiles, (unsigned)a->n_head_kv), AP_THREADS, ap_smem<D>(), st>>>(
+    int bs_log2 = -1;
+    for (int k = 0; k < 31; k++)
+        if (a->block_size == 1 << k) bs_log2 = k;
+    attn_prefill_kernel<D, DT, NW><<<dim3((unsigned)n_tiles, (unsigned)a->n_head_kv), 32 * NW, ap_smem<D, NW>(), st>>>(
         a->q, a->q_stride, a->out, a->n_head, a->n_head_kv, scale_log2, (const uint16_t *)a->kcache,
-        (const uint16_t *)a->vcache, a->block_size, a->ctx_len, a->bt_off, a->bt, tiles, n_tiles);
+        (const uint16_t *)a->vcache, a->block_size, bs_log2, a->ctx_len, a->bt_off, a->bt, tiles, n_tiles);
     TL_CU_LAUNCHED(e, "prefill attention");
+}
+
+template <int NW> static int ap_dispatch(const tl_cu_attn_args *a, const int32_t *tiles, int n_tiles, cudaStream_t st,
+                                         tl_error *e) {
+    const bool bf = a->kv_dtype == TL_BF16;
+    if (a->head_dim == 64)
+        return bf ? ap_launch<64, TL_BF16, NW>(a, tiles, n_tiles, st, e) : ap_launch<64, TL_F16, NW>(a, tiles, n_tiles, st, e);
+    return bf ? ap_launch<128, TL_BF16, NW>(a, tiles, n_tiles, st, e) : ap_launch<128, TL_F16, NW>(a, tiles, n_tiles, st, e);
 }
 
 extern "C" int tl_cu_attention_prefill_ok(int head_dim, int kv_dtype, int n_head, int n_head_kv) {
     return (head_dim == 64 || head_dim == 128) && (kv_dtype == TL_BF16 || kv_dtype == TL_F16) && n_head_kv > 0 &&
-           n_head % n_head_kv == 0 && n_head / n_head_kv >= 1 && n_head / n_head_kv <= AP_BM;
+           n_head % n_head_kv == 0 && n_head / n_head_kv >= 1 && n_head / n_head_kv <= 64;
 }
 
-extern "C" int tl_cu_prefill_tile_tokens(int n_head, int n_head_kv) { return AP_BM / (n_head / n_head_kv); }
+extern "C" int tl_cu_prefill_rows(int rows) { return rows == 128 ? 128 : 64; }
 
-extern "C" int tl_cu_attention_prefill(const tl_cu_attn_args *a, const int32_t *tiles, int n_tiles, cudaStream_t st,
-                                       tl_error *e) {
+extern "C" int tl_cu_prefill_tile_tokens(int n_head, int n_head_kv, int rows) {
+    return tl_cu_prefill_rows(rows) / (n_head / n_head_kv);
+}
+
+extern "C" int tl_cu_attention_prefill(const tl_cu_attn_args *a, const int32_t *tiles, int n_tiles, int rows,
+                                       cudaStream_t st, tl_error *e) {
     if (n_tiles <= 0) return 0;
     if (!tl_cu_attention_prefill_ok(a->head_dim, a->kv_dtype, a->n_head, a->n_head_kv))
         return tl_errf(e, "cuda prefill attention: head_dim %d, kv dtype %d, %d/%d heads not supported", a->head_dim,
                        a->kv_dtype, a->n_head, a->n_head_kv);
-    const bool bf = a->kv_dtype == TL_BF16;
-    if (a->head_dim == 64) return bf ? ap_launch<64, TL_BF16>(a, tiles, n_tiles, st, e) : ap_launch<64, TL_F16>(a, tiles, n_tiles, st, e);
-    return bf ? ap_launch<128, TL_BF16>(a, tiles, n_tiles, st, e) : ap_launch<128, TL_F16>(a, tiles, n_tiles, st, e);
+    return tl_cu_prefill_rows(rows) == 128 ? ap_dispatch<8>(a, tiles, n_tiles, st, e) : ap_dispatch<4>(a, tiles, n_tiles, st, e);
 }

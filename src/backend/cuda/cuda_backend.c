@@ -22,6 +22,8 @@
 #define CU_DEQ_ELEMS (64u << 20)  /* dequantize scratch: 64M bf16 (128 MiB) */
 #define CU_MAX_ALLOCS 4096
 #define CU_PREFILL_MIN_NEW 16     /* sequences with more new tokens than this: tensor-core prefill attention */
+#define CU_PREFILL_ROWS 64        /* query rows per block of the prefill attention kernel (64 or 128) */
+#define CU_BIG_T 512              /* forwards of more tokens: bf16 activations into cuBLAS (layer_big) */
 
 typedef struct cu_mat {
     int64_t rows, cols;
@@ -71,6 +73,7 @@ typedef struct cu_impl {
      * tables in meta_d) and the token runs left to attn.cu's kernel, as (first token, count) pairs */
     int64_t n_bt;
     int n_tiles, n_runs;
+    int prefill_rows;  /* query rows per block of the prefill kernel (TL_CUDA_ATTN_ROWS: 64 or 128) */
     int32_t *runs;  /* host, [2 * n_runs] */
     uint8_t *cov;   /* host scratch: token covered by a tile */
     size_t plan_cap;
@@ -488,6 +491,31 @@ static int matmul(cu_impl *ci, const cu_mat *W, const float *x, float *y, int n,
     return 0;
 }
 
+/* Prefill-sized product (forwards of > CU_BIG_T tokens): x already bf16 [n, W.cols] (its producer wrote it
+ * so), INT4 dequantized in row chunks by the line-store kernel, cuBLAS bf16 in, fp32 out (or bf16 when
+ * y_bf16: the gate/up output, read only by silu_mul_bf16; no bias then). */
+static int matmul_big(cu_impl *ci, const cu_mat *W, const uint16_t *xb, void *y, int y_bf16, int n, tl_error *e) {
+    if (y_bf16 && W->bias) return tl_errf(e, "cuda: bf16 matmul output with a bias");
+    const float one = 1.f, zero = 0.f;
+    int64_t chunk = W->is_q4 ? TL_MAX(16, (int64_t)CU_DEQ_ELEMS / W->cols / 16 * 16) : W->rows;
+    for (int64_t r0 = 0; r0 < W->rows; r0 += chunk) {
+        int64_t nr = TL_MIN(chunk, W->rows - r0);
+        const uint16_t *A = W->bf16 + r0 * W->cols;
+        if (W->is_q4) {
+            if ((W->q.tiled ? tl_cu_q4t_dequant_bf16_lines : tl_cu_q4_dequant_bf16)(&W->q, r0, nr, ci->deq, ci->st, e))
+                return -1;
+            A = ci->deq;
+        }
+        cublasStatus_t s = cublasGemmEx(ci->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)nr, n, (int)W->cols, &one, A,
+                                        CUDA_R_16BF, (int)W->cols, xb, CUDA_R_16BF, (int)W->cols, &zero,
+                                        (char *)y + r0 * (y_bf16 ? 2 : 4), y_bf16 ? CUDA_R_16BF : CUDA_R_32F,
+                                        (int)W->rows, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+        if (s != CUBLAS_STATUS_SUCCESS) return tl_errf(e, "cuda: cublasGemmEx failed (status %d)", (int)s);
+    }
+    if (W->bias) return tl_cu_add_bias(y, W->bias, n, (int)W->rows, ci->st, e);
+    return 0;
+}
+
 /* Checks the batch and lays out its metadata (host, pinned): tokens, pos, slot, ctx, bt_off [T] each,
  * logit_rows [n_logits], then the block tables. Returns the number of int32 written, or -1. */
 static int64_t build_meta(cu_impl *ci, const tl_config *c, const tl_kv *kv, const tl_batch *b, int *max_ctx,
@@ -505,7 +533,9 @@ static int64_t build_meta(cu_impl *ci, const tl_config *c, const tl_kv *kv, cons
     const char *ea = getenv("TL_CUDA_ATTN");
     const int fa = !(ea && !strcmp(ea, "old")) &&
                    tl_cu_attention_prefill_ok(c->head_dim, kv->dtype, c->n_head, c->n_head_kv);
-    const int tt = fa ? tl_cu_prefill_tile_tokens(c->n_head, c->n_head_kv) : 1;
+    const char *er = getenv("TL_CUDA_ATTN_ROWS");
+    ci->prefill_rows = tl_cu_prefill_rows(er ? atoi(er) : CU_PREFILL_ROWS);
+    const int tt = fa ? tl_cu_prefill_tile_tokens(c->n_head, c->n_head_kv, ci->prefill_rows) : 1;
     int64_t n_tiles = 0;
     for (int s = 0; fa && s < b->n_seq; s++)
         if (b->seqs[s].n_new > CU_PREFILL_MIN_NEW) n_tiles += TL_CDIV(b->seqs[s].n_new, tt);
@@ -596,7 +626,7 @@ static int64_t build_meta(cu_impl *ci, const tl_config *c, const tl_kv *kv, cons
 /* Attention of one layer by the plan of build_meta: the prefill tiles on tensor cores, the other tokens
  * (decodes, short chunks) in runs of consecutive tokens on attn.cu's kernel (pointers offset per run). */
 static int attention(cu_impl *ci, const tl_cu_attn_args *a, const int32_t *d_tiles, tl_error *e) {
-    if (ci->n_tiles && tl_cu_attention_prefill(a, d_tiles, ci->n_tiles, ci->st, e)) return -1;
+    if (ci->n_tiles && tl_cu_attention_prefill(a, d_tiles, ci->n_tiles, ci->prefill_rows, ci->st, e)) return -1;
     for (int i = 0; i < ci->n_runs; i++) {
         const int t0 = ci->runs[2 * i];
         tl_cu_attn_args r = *a;
@@ -647,14 +677,23 @@ static int forward_body(cu_impl *ci, const tl_model *m, tl_kv *kv, int T, int n_
     const size_t esz = kv->dtype == TL_F32 ? 4 : 2;
     const size_t layer_bytes = (size_t)kv->n_blocks * kv->n_head_kv * kv->block_size * hd * esz;
     cudaStream_t st = ci->st;
+    /* > CU_BIG_T tokens: every matmul input is written in bf16 by its producer (rmsnorm_bf16, silu_mul_bf16;
+     * attention output converted), gate/up come out of cuBLAS in bf16: no fp32 -> bf16 passes over the big
+     * activations. TL_CUDA_PREFILL_BF16=0 keeps the fp32 path (comparisons). */
+    const char *pb = getenv("TL_CUDA_PREFILL_BF16");
+    int big = T > CU_BIG_T && !(pb && !strcmp(pb, "0")) && c->n_ff % 8 == 0;
+    for (int l = 0; big && l < c->n_layer; l++) big = !ci->layers[l].gu.bias; /* gate/up leave cuBLAS in bf16 */
+    uint16_t *xb = ci->xbf;
 
     if (tl_cu_embed(ci->embd.is_q4 ? &ci->embd.q : NULL, ci->embd.bf16, c->n_vocab, E, d_tok, T, ci->x, st, e))
         return -1;
     for (int l = 0; l < c->n_layer; l++) {
         const cu_layer *L = &ci->layers[l];
         /* the previous layer's down_proj output (tmp) joins the residual inside the norm */
-        if (tl_cu_rmsnorm(ci->x, l ? ci->tmp : NULL, L->attn_norm, ci->xn, T, E, c->rms_eps, st, e) ||
-            matmul(ci, &L->qkv, ci->xn, ci->qkv, T, e))
+        if (big ? tl_cu_rmsnorm_bf16(ci->x, l ? ci->tmp : NULL, L->attn_norm, xb, T, E, c->rms_eps, st, e) ||
+                      matmul_big(ci, &L->qkv, xb, ci->qkv, 0, T, e)
+                : tl_cu_rmsnorm(ci->x, l ? ci->tmp : NULL, L->attn_norm, ci->xn, T, E, c->rms_eps, st, e) ||
+                      matmul(ci, &L->qkv, ci->xn, ci->qkv, T, e))
             return -1;
         void *kc = (char *)kv->k + (size_t)l * layer_bytes, *vc = (char *)kv->v + (size_t)l * layer_bytes;
         tl_cu_rope_args ra = {.qkv = ci->qkv, .n_tok = T, .n_head = c->n_head, .n_head_kv = c->n_head_kv,
@@ -666,7 +705,18 @@ static int forward_body(cu_impl *ci, const tl_model *m, tl_kv *kv, int T, int n_
                               .kcache = kc, .vcache = vc, .kv_dtype = kv->dtype, .block_size = kv->block_size,
                               .ctx_len = d_ctx, .bt_off = d_off, .bt = d_bt, .partial = ci->partial,
                               .max_split = T <= 64 ? ci->max_split : 1, .max_ctx = max_ctx, .n_sm = ci->n_sm};
-        if (tl_cu_rope_kv_write(&ra, st, e) || attention(ci, &aa, d_tiles, e) || matmul(ci, &L->o, ci->att, ci->tmp, T, e) ||
+        if (tl_cu_rope_kv_write(&ra, st, e) || attention(ci, &aa, d_tiles, e)) return -1;
+        if (big) {
+            if (tl_cu_f32_to_bf16(ci->att, xb, (size_t)T * c->n_head * hd, st, e) ||
+                matmul_big(ci, &L->o, xb, ci->tmp, 0, T, e) ||
+                tl_cu_rmsnorm_bf16(ci->x, ci->tmp, L->ffn_norm, xb, T, E, c->rms_eps, st, e) ||
+                matmul_big(ci, &L->gu, xb, ci->gu, 1, T, e) ||
+                tl_cu_silu_mul_bf16((const uint16_t *)ci->gu, xb, T, c->n_ff, st, e) ||
+                matmul_big(ci, &L->down, xb, ci->tmp, 0, T, e))
+                return -1;
+            continue;
+        }
+        if (matmul(ci, &L->o, ci->att, ci->tmp, T, e) ||
             tl_cu_rmsnorm(ci->x, ci->tmp, L->ffn_norm, ci->xn, T, E, c->rms_eps, st, e) ||
             matmul(ci, &L->gu, ci->xn, ci->gu, T, e) || tl_cu_silu_mul(ci->gu, ci->hb, T, c->n_ff, st, e) ||
             matmul(ci, &L->down, ci->hb, ci->tmp, T, e))

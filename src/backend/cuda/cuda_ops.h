@@ -51,6 +51,14 @@ int tl_cu_q4_gemv(const tl_cu_q4 *w, const float *x, const float *bias, float *y
                   tl_error *e);
 /* out[nr, cols] bf16 = rows r0 .. r0+nr of W, dequantized (prefill path: then cuBLAS bf16). */
 int tl_cu_q4_dequant_bf16(const tl_cu_q4 *w, int64_t r0, int64_t nr, uint16_t *out, cudaStream_t st, tl_error *e);
+/* The prefill path's bf16 producers (prefill_ops.cu): rmsnorm with bf16 output (= tl_cu_rmsnorm's value,
+ * rounded); out[n_tok, n_ff] bf16 = silu(g) * u from bf16 gu [n_tok, 2 n_ff] (n_ff % 8 == 0); and the tiled
+ * dequantize with whole-line stores (bit-identical to tl_cu_q4t_dequant_bf16, cols % 64 == 0). */
+int tl_cu_rmsnorm_bf16(float *x, const float *d, const float *w, uint16_t *y, int n_tok, int n, float eps,
+                       cudaStream_t st, tl_error *e);
+int tl_cu_silu_mul_bf16(const uint16_t *gu, uint16_t *out, int n_tok, int n_ff, cudaStream_t st, tl_error *e);
+int tl_cu_q4t_dequant_bf16_lines(const tl_cu_q4 *w, int64_t r0, int64_t nr, uint16_t *out, cudaStream_t st,
+                                 tl_error *e);
 /* y[n] bf16 = x[n] fp32 (round to nearest even). */
 int tl_cu_f32_to_bf16(const float *x, uint16_t *y, size_t n, cudaStream_t st, tl_error *e);
 /* y[n_tok, n] += bias[n] */
@@ -110,10 +118,14 @@ int tl_cu_attention_splits(const tl_cu_attn_args *a);
  * query rows of `tiles` ([n_tiles][2] device int32: first token, token count; consecutive tokens of one
  * sequence, at most tl_cu_prefill_tile_tokens() of them) are computed; a->n_tok, partial, max_split and
  * n_sm are unused. Supported when tl_cu_attention_prefill_ok(): head_dim 64/128, KV bf16/f16. q and P
- * are rounded to the KV type for the tensor cores (rel err ~1e-3 against the fp32 reference). */
+ * are rounded to the KV type for the tensor cores (rel err ~1e-3 against the fp32 reference).
+ * rows: query rows per block, 64 (4 warps, 2 blocks an SM) or 128 (8 warps); others mean 64. A row is
+ * (token, query head of the KV head), so a tile holds rows / (n_head / n_head_kv) tokens. */
 int tl_cu_attention_prefill_ok(int head_dim, int kv_dtype, int n_head, int n_head_kv);
-int tl_cu_prefill_tile_tokens(int n_head, int n_head_kv);
-int tl_cu_attention_prefill(const tl_cu_attn_args *a, const int32_t *tiles, int n_tiles, cudaStream_t st, tl_error *e);
+int tl_cu_prefill_rows(int rows);
+int tl_cu_prefill_tile_tokens(int n_head, int n_head_kv, int rows);
+int tl_cu_attention_prefill(const tl_cu_attn_args *a, const int32_t *tiles, int n_tiles, int rows, cudaStream_t st,
+                            tl_error *e);
 
 #ifdef __cplusplus
 }
