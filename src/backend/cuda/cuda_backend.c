@@ -496,16 +496,18 @@ static int matmul(cu_impl *ci, const cu_mat *W, const float *x, float *y, int n,
 }
 
 /* Prefill-sized product (forwards of > CU_BIG_T tokens): x already bf16 [n, W.cols] (its producer wrote it
- * so), INT4 dequantized in row chunks by the line-store kernel, cuBLAS bf16 in, fp32 out (or bf16 when
+ * so), INT4 read from its resident bf16 copy when there is one, else dequantized in row chunks by the
+ * line-store kernel, cuBLAS bf16 in, fp32 out (or bf16 when
  * y_bf16: the gate/up output, read only by silu_mul_bf16; no bias then). */
 static int matmul_big(cu_impl *ci, const cu_mat *W, const uint16_t *xb, void *y, int y_bf16, int n, tl_error *e) {
     if (y_bf16 && W->bias) return tl_errf(e, "cuda: bf16 matmul output with a bias");
     const float one = 1.f, zero = 0.f;
-    int64_t chunk = W->is_q4 ? TL_MAX(16, (int64_t)CU_DEQ_ELEMS / W->cols / 16 * 16) : W->rows;
+    const int deq = W->is_q4 && !W->bf16; /* INT4 without a resident bf16 copy (make_bf16_copies) */
+    int64_t chunk = deq ? TL_MAX(16, (int64_t)CU_DEQ_ELEMS / W->cols / 16 * 16) : W->rows;
     for (int64_t r0 = 0; r0 < W->rows; r0 += chunk) {
         int64_t nr = TL_MIN(chunk, W->rows - r0);
         const uint16_t *A = W->bf16 + r0 * W->cols;
-        if (W->is_q4) {
+        if (deq) {
             if ((W->q.tiled ? tl_cu_q4t_dequant_bf16_lines : tl_cu_q4_dequant_bf16)(&W->q, r0, nr, ci->deq, ci->st, e))
                 return -1;
             A = ci->deq;
