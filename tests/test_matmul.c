@@ -278,6 +278,13 @@ int main(void) {
                 free_weight(&w);
             }
         }
+    { /* several token blocks per task (the driver keeps ~256 KiB of int8 x per task): 4096 wide */
+        wt w = make_weight(TL_Q4, 13, 4096, 64, TL_F16);
+        float *x = rand_x(70, 4096);
+        check_all(&w, x, 70, pool, "q4 g64 4096 wide, 70 tokens");
+        free(x);
+        free_weight(&w);
+    }
     for (int gi = 0; gi < 3; gi++) {
         wt w = make_weight(TL_Q8, 19, 384, groups[gi], TL_F32);
         for (int i = 0; i < 7; i += 3) {

@@ -122,7 +122,7 @@ static void dot_q4i8_scalar(const tl_tensor *w, int64_t r0, int64_t r1, const tl
 }
 
 const tl_mm_kernels tl_mm_scalar = {"scalar", deq_scalar, gemm_scalar, dot_dense_scalar, dot_q4i8_scalar,
-                                    tl_mm_quantize_x};
+                                    tl_mm_quantize_x, 0};
 
 const tl_mm_kernels *tl_mm_for_isa(tl_isa isa) {
     if (isa >= TL_ISA_AVX512) return &tl_mm_avx512;
@@ -200,17 +200,14 @@ static void task_direct(void *arg, int task, int thread) {
     int p = task_range(c, task, &r0, &r1, &ta, &tz);
     const tl_tensor *w = c->w[p];
     int64_t rows = w->rows, cols = c->cols;
-    for (int t0 = ta; t0 < tz; t0 += TL_MM_DIRECT_T) {
-        int nt = TL_MIN(TL_MM_DIRECT_T, tz - t0);
+    int tile = c->mode == MODE_DENSE ? TL_MM_DIRECT_T : c->k->q4_tile > 0 ? c->k->q4_tile : tz - ta;
+    for (int t0 = ta; t0 < tz; t0 += tile) {
+        int nt = TL_MIN(tile, tz - t0);
         float *yt = c->y[p] + (int64_t)t0 * rows;
         if (c->mode == MODE_DENSE) {
             c->k->dot_dense(w, r0, r1, c->x + (int64_t)t0 * cols, cols, nt, yt, rows);
         } else {
-            tl_mm_xq v = *c->xq;
-            v.q += (int64_t)t0 * cols;
-            v.d += (int64_t)t0 * (cols / TL_MM_QB);
-            v.gsum += (int64_t)t0 * (cols / v.group);
-            v.d8 += (int64_t)t0 * TL_CDIV(cols, 64) * 8;
+            tl_mm_xq v = tl_mm_xq_at(c->xq, t0);
             c->k->dot_q4i8(w, r0, r1, &v, nt, yt, rows);
         }
     }
@@ -248,9 +245,10 @@ static bool parts_agree(const tl_tensor *a, const tl_tensor *b) {
     return true;
 }
 
-/* int8 activation block kept per task (token block): about 128 KiB of int8 x, so that a task's
- * weights (re-read per token block from L1/L2) and x tokens both stay in the caches. */
-#define TL_MM_XQ_BLOCK (128 * 1024)
+/* int8 activations per task (token block): about 256 KiB of int8 x, so that x stays in L2 while
+ * a kernel runs each 4-row block of weights (in L1) over all of the block's tokens; the weights
+ * are read again per token block. */
+#define TL_MM_XQ_BLOCK (256 * 1024)
 
 void tl_mm_run_n(const tl_mm_kernels *k, tl_mm_q4_path q4, const tl_tensor *const *w, float *const *y, int n,
                  const float *x, int n_tok, tl_pool *pool) {

@@ -336,19 +336,30 @@ AI void q4i8_4rows(const tl_tensor *w, int64_t r, const tl_mm_xq *xq, float *y, 
         for (int t = 0; t < T; t++) {
             const int8_t *xp = xq->q + t * cols + c * 64;
             __m256i xa = _mm256_loadu_si256((const __m256i *)xp), xb = _mm256_loadu_si256((const __m256i *)(xp + 32));
-            __m256i m[4];
-            for (int i = 0; i < 4; i++) /* |lo.xa + hi.xb| <= 2*2*15*127: no int16 overflow */
-                m[i] = _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(lo[i], xa), _mm256_maddubs_epi16(hi[i], xb)),
-                                         ones);
-            __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(m[0], m[1]), _mm256_hadd_epi32(m[2], m[3]));
+            __m256i a[4];
+            for (int i = 0; i < 4; i++) /* int16 lanes: |lo.xa + hi.xb| <= 2 * 2*15*127 = 7620 */
+                a[i] = _mm256_add_epi16(_mm256_maddubs_epi16(lo[i], xa), _mm256_maddubs_epi16(hi[i], xb));
+            /* two int16 hadds (|sum of 4 lanes| <= 30480 < 32767) then one madd: per 128-bit half,
+             * [row 0..3 sums of that half's 32-block] */
+            __m256i h = _mm256_madd_epi16(
+                _mm256_hadd_epi16(_mm256_hadd_epi16(a[0], a[1]), _mm256_hadd_epi16(a[2], a[3])), ones);
             __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(h), _mm256_load_ps(xq->d8 + t * nc * 8 + c * 8));
             acc[t] = _mm256_fmadd_ps(f, s, acc[t]);
         }
     }
-    for (int t = 0; t < T; t++) { /* + bias term sum_g b[r+i, g] * gsum[t, g] */
+    for (int t = 0; t < T; t++) { /* + bias term sum_g b[r+i, g] * gsum[t, g], two groups per step */
         const float *gs = xq->gsum + t * ng;
-        __m128 v = _mm_add_ps(_mm256_castps256_ps128(acc[t]), _mm256_extractf128_ps(acc[t], 1));
-        for (int64_t g = 0; g < ng; g++) v = _mm_fmadd_ps(_mm_loadu_ps(bt + g * 4), _mm_broadcast_ss(gs + g), v);
+        __m256 b0 = _mm256_setzero_ps(), b1 = b0; /* two chains: the sum is latency-bound otherwise */
+        int64_t g = 0;
+        for (; g + 4 <= ng; g += 4) {
+            __m256 ga = _mm256_set_m128(_mm_broadcast_ss(gs + g + 1), _mm_broadcast_ss(gs + g));
+            __m256 gb = _mm256_set_m128(_mm_broadcast_ss(gs + g + 3), _mm_broadcast_ss(gs + g + 2));
+            b0 = _mm256_fmadd_ps(_mm256_loadu_ps(bt + g * 4), ga, b0);
+            b1 = _mm256_fmadd_ps(_mm256_loadu_ps(bt + g * 4 + 8), gb, b1);
+        }
+        __m256 v8 = _mm256_add_ps(acc[t], _mm256_add_ps(b0, b1));
+        __m128 v = _mm_add_ps(_mm256_castps256_ps128(v8), _mm256_extractf128_ps(v8, 1));
+        for (; g < ng; g++) v = _mm_fmadd_ps(_mm_loadu_ps(bt + g * 4), _mm_broadcast_ss(gs + g), v);
         _mm_storeu_ps(y + t * ldy + r, v);
     }
 }
@@ -361,15 +372,22 @@ static void dot_q4i8_avx2(const tl_tensor *w, int64_t r0, int64_t r1, const tl_m
         for (; r + 4 <= r1; r += 4) {
             sb_4rows(w->sb_type, w->scales, r, ng, st);
             sb_4rows(w->sb_type, w->biases, r, ng, bt);
-            switch (nt) {
-            case 1: q4i8_4rows(w, r, xq, y, ldy, st, bt, 1); break;
-            case 2: q4i8_4rows(w, r, xq, y, ldy, st, bt, 2); break;
-            case 3: q4i8_4rows(w, r, xq, y, ldy, st, bt, 3); break;
-            default: q4i8_4rows(w, r, xq, y, ldy, st, bt, 4); break;
+            for (int t0 = 0; t0 < nt; t0 += TL_MM_DIRECT_T) { /* all tokens over these 4 rows (in L1) */
+                tl_mm_xq v = tl_mm_xq_at(xq, t0);
+                float *yt = y + t0 * ldy;
+                switch (TL_MIN(TL_MM_DIRECT_T, nt - t0)) {
+                case 1: q4i8_4rows(w, r, &v, yt, ldy, st, bt, 1); break;
+                case 2: q4i8_4rows(w, r, &v, yt, ldy, st, bt, 2); break;
+                case 3: q4i8_4rows(w, r, &v, yt, ldy, st, bt, 3); break;
+                default: q4i8_4rows(w, r, &v, yt, ldy, st, bt, 4); break;
+                }
             }
         }
     }
-    if (r < r1) dot_q4i8_rows_avx2(w, r, r1, xq, nt, y, ldy); /* leftover rows, a last 32-block, huge ng */
+    for (int t0 = 0; r < r1 && t0 < nt; t0 += TL_MM_DIRECT_T) { /* leftover rows, a last 32-block, huge ng */
+        tl_mm_xq v = tl_mm_xq_at(xq, t0);
+        dot_q4i8_rows_avx2(w, r, r1, &v, TL_MIN(TL_MM_DIRECT_T, nt - t0), y + t0 * ldy, ldy);
+    }
 }
 
 /* ---- activation quantization (bit-identical q/d/d8 to tl_mm_quantize_x) ---- */
@@ -420,6 +438,6 @@ void tl_mm_quantize_x_avx2(const float *x, int n_tok, int64_t cols, int group, t
     xq->group = group;
 }
 
-const tl_mm_kernels tl_mm_avx2 = {"avx2", deq_avx2, gemm_avx2, dot_dense_avx2, dot_q4i8_avx2, tl_mm_quantize_x_avx2};
+const tl_mm_kernels tl_mm_avx2 = {"avx2", deq_avx2, gemm_avx2, dot_dense_avx2, dot_q4i8_avx2, tl_mm_quantize_x_avx2, 0};
 const tl_mm_kernels tl_mm_avx2_rows = {"avx2-rows", deq_avx2, gemm_avx2, dot_dense_avx2, dot_q4i8_rows_avx2,
-                                       tl_mm_quantize_x};
+                                       tl_mm_quantize_x, TL_MM_DIRECT_T};

@@ -273,4 +273,4 @@ static void dot_q4i8_avx512(const tl_tensor *w, int64_t r0, int64_t r1, const tl
 }
 
 const tl_mm_kernels tl_mm_avx512 = {"avx512", deq_avx512, gemm_avx512, dot_dense_avx512, dot_q4i8_avx512,
-                                    tl_mm_quantize_x_avx2};
+                                    tl_mm_quantize_x_avx2, TL_MM_DIRECT_T};

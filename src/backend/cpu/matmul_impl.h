@@ -44,13 +44,27 @@ typedef struct tl_mm_kernels {
      * y[t*ldy + r] = x[t*ldx ..] . W[r]. */
     void (*dot_dense)(const tl_tensor *w, int64_t r0, int64_t r1, const float *x, int64_t ldx, int nt, float *y,
                       int64_t ldy);
-    /* Q4 weights with int8 activations, rows [r0, r1), nt <= TL_MM_DIRECT_T (token t's data in xq
-     * at row t): y[t*ldy + r] = sum_g s[r,g] * sum_{k in g} q[r,k]*xq[t,k]*d[t,k/32] + b[r,g]*gsum[t,g]. */
+    /* Q4 weights with int8 activations, rows [r0, r1), nt tokens (nt <= q4_tile when q4_tile > 0;
+     * token t's data in xq at row t):
+     * y[t*ldy + r] = sum_g s[r,g] * sum_{k in g} q[r,k]*xq[t,k]*d[t,k/32] + b[r,g]*gsum[t,g]. */
     void (*dot_q4i8)(const tl_tensor *w, int64_t r0, int64_t r1, const tl_mm_xq *xq, int nt, float *y,
                      int64_t ldy);
     /* Activation quantization for dot_q4i8: same contract as tl_mm_quantize_x (the scalar spec). */
     void (*quantize_x)(const float *x, int n_tok, int64_t cols, int group, tl_mm_xq *xq);
+    /* Most tokens one dot_q4i8 call takes (the driver tiles above it); 0: any number. A kernel
+     * that takes many keeps a block of weight rows in L1 while it runs all the tokens over it. */
+    int q4_tile;
 } tl_mm_kernels;
+
+/* xq advanced to token row t0 (cols = xq->cols). */
+static inline tl_mm_xq tl_mm_xq_at(const tl_mm_xq *xq, int t0) {
+    tl_mm_xq v = *xq;
+    v.q += (int64_t)t0 * xq->cols;
+    v.d += (int64_t)t0 * (xq->cols / TL_MM_QB);
+    v.gsum += (int64_t)t0 * (xq->cols / xq->group);
+    v.d8 += (int64_t)t0 * TL_CDIV(xq->cols, 64) * 8;
+    return v;
+}
 
 /* tl_mm_avx2_rows: the AVX2 table with the previous Q4 kernel (one weight row per pass) and the
  * scalar activation quantizer, kept for A/B measurement (TL_Q4_KERNEL=old) and as a test subject. */
