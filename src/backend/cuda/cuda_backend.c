@@ -24,6 +24,9 @@
 #define CU_LOGIT_CHUNK 256        /* lm_head rows per pass: bounds the device logits buffer */
 #define CU_DEQ_ELEMS (64u << 20)  /* dequantize scratch: 64M bf16 (128 MiB) */
 #define CU_MAX_ALLOCS 4096
+#define CU_PROF_EV 1024           /* profiling events per forward at most */
+enum { P_OTHER, P_MATMUL, P_ATTN, P_LMHEAD, P_SAMPLE, P_N };
+static const char *const p_name[P_N] = {"other", "matmul", "attention", "lm_head", "sample"};
 #define CU_PREFILL_MIN_NEW 16     /* sequences with more new tokens than this: tensor-core prefill attention */
 #define CU_PREFILL_ROWS 128       /* query rows per block of the prefill attention kernel (64 or 128): 128 measured
                                    * 210 vs 192 TFLOP/s at 4096 tokens (7B, H200), the end-to-end prefill 1% faster */
@@ -92,6 +95,13 @@ typedef struct cu_impl {
     int prof_on;                /* TL_CUDA_PROFILE=1: host-side time per phase, printed at free */
     double prof[4];             /* build_meta, enqueue, wait for the GPU, sampling fallbacks (s) */
     int64_t prof_n;
+    /* TL_CUDA_PROFILE=1, GPU side: events between the phases of a forward (not inside graphs), summed per
+     * phase (P_*) for decode-only steps [0] and steps with prefill tokens [1] */
+    cudaEvent_t pev[CU_PROF_EV];
+    unsigned char pcat[CU_PROF_EV];
+    int n_pev, pmm, capturing;
+    double pgpu[2][P_N];
+    int64_t pn[2], ptok[2];
 } cu_impl;
 
 #define CUCHK(e, call)                                                                                  \
@@ -468,8 +478,25 @@ static void cu_kv_free(tl_backend *be, tl_kv *kv) {
     kv->k = kv->v = NULL;
 }
 
+/* Profiling mark: the GPU work since the previous mark belongs to phase `cat`. Returns 0 (chains with ||). */
+static int pmark(cu_impl *ci, int cat) {
+    if (!ci->prof_on || ci->capturing || ci->n_pev >= CU_PROF_EV) return 0;
+    if (!ci->pev[ci->n_pev] && cudaEventCreate(&ci->pev[ci->n_pev]) != cudaSuccess) return 0;
+    cudaEventRecord(ci->pev[ci->n_pev], ci->st);
+    ci->pcat[ci->n_pev++] = (unsigned char)cat;
+    return 0;
+}
+
+static int matmul_run(cu_impl *ci, const cu_mat *W, const float *x, float *y, int n, tl_error *e);
 /* y[n, W.rows] = x[n, W.cols] @ W^T (+ bias) */
 static int matmul(cu_impl *ci, const cu_mat *W, const float *x, float *y, int n, tl_error *e) {
+    pmark(ci, P_OTHER);
+    int r = matmul_run(ci, W, x, y, n, e);
+    pmark(ci, ci->pmm);
+    return r;
+}
+
+static int matmul_run(cu_impl *ci, const cu_mat *W, const float *x, float *y, int n, tl_error *e) {
     if (n <= 0) return 0;
     if (W->is_q4 && n <= 16)
         return W->q.tiled ? tl_cu_q4t_gemv(&W->q, x, W->bias, y, n, ci->gemv_ws, ci->st, e)
@@ -499,7 +526,15 @@ static int matmul(cu_impl *ci, const cu_mat *W, const float *x, float *y, int n,
  * so), INT4 read from its resident bf16 copy when there is one, else dequantized in row chunks by the
  * line-store kernel, cuBLAS bf16 in, fp32 out (or bf16 when
  * y_bf16: the gate/up output, read only by silu_mul_bf16; no bias then). */
+static int matmul_big_run(cu_impl *ci, const cu_mat *W, const uint16_t *xb, void *y, int y_bf16, int n, tl_error *e);
 static int matmul_big(cu_impl *ci, const cu_mat *W, const uint16_t *xb, void *y, int y_bf16, int n, tl_error *e) {
+    pmark(ci, P_OTHER);
+    int r = matmul_big_run(ci, W, xb, y, y_bf16, n, e);
+    pmark(ci, P_MATMUL);
+    return r;
+}
+
+static int matmul_big_run(cu_impl *ci, const cu_mat *W, const uint16_t *xb, void *y, int y_bf16, int n, tl_error *e) {
     if (y_bf16 && W->bias) return tl_errf(e, "cuda: bf16 matmul output with a bias");
     const float one = 1.f, zero = 0.f;
     const int deq = W->is_q4 && !W->bf16; /* INT4 without a resident bf16 copy (make_bf16_copies) */
@@ -711,7 +746,9 @@ static int forward_body(cu_impl *ci, const tl_model *m, tl_kv *kv, int T, int n_
                               .kcache = kc, .vcache = vc, .kv_dtype = kv->dtype, .block_size = kv->block_size,
                               .ctx_len = d_ctx, .bt_off = d_off, .bt = d_bt, .partial = ci->partial,
                               .max_split = T <= 64 ? ci->max_split : 1, .max_ctx = max_ctx, .n_sm = ci->n_sm};
-        if (tl_cu_rope_kv_write(&ra, st, e) || attention(ci, &aa, d_tiles, e)) return -1;
+        if (tl_cu_rope_kv_write(&ra, st, e) || pmark(ci, P_OTHER) || attention(ci, &aa, d_tiles, e) ||
+            pmark(ci, P_ATTN))
+            return -1;
         if (big) {
             if (tl_cu_f32_to_bf16(ci->att, xb, (size_t)T * c->n_head * hd, st, e) ||
                 matmul_big(ci, &L->o, xb, ci->tmp, 0, T, e) ||
@@ -732,10 +769,13 @@ static int forward_body(cu_impl *ci, const tl_model *m, tl_kv *kv, int T, int n_
     if (tl_cu_rmsnorm(ci->x, ci->tmp, ci->out_norm, ci->xn, T, E, c->rms_eps, st, e)) return -1;
     for (int i0 = 0; i0 < n_logits; i0 += CU_LOGIT_CHUNK) {
         int n = TL_MIN(CU_LOGIT_CHUNK, n_logits - i0);
-        if (tl_cu_gather_rows(ci->xn, d_lr + i0, n, E, ci->lx, st, e) || matmul(ci, &ci->lm_head, ci->lx, ci->logits, n, e))
-            return -1;
+        ci->pmm = P_LMHEAD;
+        int r = tl_cu_gather_rows(ci->xn, d_lr + i0, n, E, ci->lx, st, e) ||
+                matmul(ci, &ci->lm_head, ci->lx, ci->logits, n, e);
+        ci->pmm = P_MATMUL;
+        if (r) return -1;
         if (ci->sampling) {
-            if (sample_chunk(ci, c->n_vocab, i0, n, e)) return -1;
+            if (sample_chunk(ci, c->n_vocab, i0, n, e) || pmark(ci, P_SAMPLE)) return -1;
         } else if (logits) {
             CUCHK(e, cudaMemcpyAsync(logits + (size_t)i0 * c->n_vocab, ci->logits, (size_t)n * c->n_vocab * 4,
                                      cudaMemcpyDeviceToHost, st));
@@ -772,6 +812,8 @@ static int cu_run(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *
     if (nmeta < 0) return -1;
     double t1 = tl_now();
     if (ci->act != act_before || ci->meta_d != meta_before) graph_drop(ci);
+    ci->n_pev = 0;
+    pmark(ci, P_OTHER);
     CUCHK(e, cudaMemcpyAsync(ci->meta_d, ci->meta_h, (size_t)nmeta * 4, cudaMemcpyHostToDevice, ci->st));
     /* decode-sized steps run as a CUDA graph (one launch instead of ~13 per layer), captured once per
      * shape: (T, n_logits, attention splits, KV pool); everything else the kernels read lives in meta_d */
@@ -786,7 +828,9 @@ static int cu_run(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *
             cudaGraph_t g;
             CUCHK(e, cudaStreamBeginCapture(ci->st, cudaStreamCaptureModeThreadLocal));
             ci->sampling = 0; /* sampling runs after the graph (its parameters change every step) */
+            ci->capturing = 1;
             int r = forward_body(ci, m, kv, T, b->n_logits, max_ctx, NULL, e);
+            ci->capturing = 0;
             cudaError_t ce = cudaStreamEndCapture(ci->st, &g);
             if (r) return -1;
             CUCHK(e, ce);
@@ -817,6 +861,14 @@ static int cu_run(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *
     double t2 = tl_now();
     CUCHK(e, cudaStreamSynchronize(ci->st));
     ci->prof[0] += t1 - t0, ci->prof[1] += t2 - t1, ci->prof[2] += tl_now() - t2, ci->prof_n++;
+    if (ci->n_pev > 1) {
+        const int k = T == b->n_seq ? 0 : 1; /* decode-only step, or one with prefill tokens */
+        for (int i = 1; i < ci->n_pev; i++) {
+            float ms = 0;
+            if (cudaEventElapsedTime(&ms, ci->pev[i - 1], ci->pev[i]) == cudaSuccess) ci->pgpu[k][ci->pcat[i]] += ms;
+        }
+        ci->pn[k]++, ci->ptok[k] += T;
+    }
     return 0;
 }
 
@@ -869,6 +921,20 @@ static void cu_free(tl_backend *be) {
                 "sampling fallbacks %.2f ms (per forward)",
                 (long long)ci->prof_n, 1e3 * ci->prof[0] / ci->prof_n, 1e3 * ci->prof[1] / ci->prof_n,
                 1e3 * ci->prof[2] / ci->prof_n, 1e3 * ci->prof[3] / ci->prof_n);
+    for (int k = 0; k < 2; k++) {
+        if (!ci->prof_on || !ci->pn[k]) continue;
+        double tot = 0;
+        char buf[512];
+        int o = 0;
+        for (int p = 0; p < P_N; p++) tot += ci->pgpu[k][p];
+        for (int p = 0; p < P_N; p++)
+            o += snprintf(buf + o, sizeof buf - (size_t)o, ", %s %.2f", p_name[p], ci->pgpu[k][p] / ci->pn[k]);
+        tl_info("cuda profile, GPU ms per %s step (%lld steps, %.0f tokens each): total %.2f%s",
+                k ? "prefill/mixed" : "decode-only", (long long)ci->pn[k], (double)ci->ptok[k] / ci->pn[k],
+                tot / ci->pn[k], buf);
+    }
+    for (int i = 0; i < CU_PROF_EV; i++)
+        if (ci->pev[i]) cudaEventDestroy(ci->pev[i]);
     if (ci->samp_h) cudaFreeHost(ci->samp_h);
     if (ci->sout_h) cudaFreeHost(ci->sout_h);
     if (ci->samp_d) cudaFree(ci->samp_d);
@@ -901,6 +967,7 @@ tl_backend *tl_backend_cuda_new(float gpu_mem_util, tl_error *e) {
     ci->no_graph = gg && !strcmp(gg, "0");
     const char *gp = getenv("TL_CUDA_PROFILE");
     ci->prof_on = gp && !strcmp(gp, "1");
+    ci->pmm = P_MATMUL;
     struct cudaDeviceProp prop;
     if (cudaSetDevice(0) != cudaSuccess || cudaGetDeviceProperties(&prop, 0) != cudaSuccess ||
         cudaStreamCreateWithFlags(&ci->st, cudaStreamNonBlocking) != cudaSuccess) {
