@@ -234,6 +234,7 @@ static void test_engine(const char *dir) {
 
 int main(void) {
     setvbuf(stdout, NULL, _IONBF, 0);
+    setenv("TL_Q4_KERNEL", "old", 0); /* CPU engine reference with fp32 activations (as test_cuda_model.c) */
     int n = 0;
     if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
         printf("no CUDA device: skipped\n");
