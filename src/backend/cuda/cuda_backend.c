@@ -722,7 +722,8 @@ static int forward_body(cu_impl *ci, const tl_model *m, tl_kv *kv, int T, int n_
      * attention output converted), gate/up come out of cuBLAS in bf16: no fp32 -> bf16 passes over the big
      * activations. TL_CUDA_PREFILL_BF16=0 keeps the fp32 path (comparisons). */
     const char *pb = getenv("TL_CUDA_PREFILL_BF16");
-    int big = T > CU_BIG_T && !(pb && !strcmp(pb, "0")) && c->n_ff % 8 == 0;
+    const char *bt = getenv("TL_CUDA_BIG_T"); /* threshold override (>= 16), for measuring batched decode */
+    int big = T > (bt ? TL_MAX(16, atoi(bt)) : CU_BIG_T) && !(pb && !strcmp(pb, "0")) && c->n_ff % 8 == 0;
     for (int l = 0; big && l < c->n_layer; l++) big = !ci->layers[l].gu.bias; /* gate/up leave cuBLAS in bf16 */
     uint16_t *xb = ci->xbf;
 
