@@ -294,7 +294,8 @@ static void engine_bench(const char *spec, int n_req, int lo, int hi) {
     tl_engine_opts eo;
     tl_engine_opts_default(&eo);
     eo.kv_dtype = TL_BF16;
-    eo.max_seqs = getenv("TL_ENGINE_MAX_SEQS") ? atoi(getenv("TL_ENGINE_MAX_SEQS")) : 256;
+    /* 512 running sequences: 7,905 vs 6,786 output tok/s at 256 (H200, bench/RESULTS.md); peak KV 23k blocks */
+    eo.max_seqs = getenv("TL_ENGINE_MAX_SEQS") ? atoi(getenv("TL_ENGINE_MAX_SEQS")) : 512;
     eo.max_batch_tokens = getenv("TL_ENGINE_BATCH_TOKENS") ? atoi(getenv("TL_ENGINE_BATCH_TOKENS")) : 4096;
     printf("engine: max_seqs %d, max_batch_tokens %d, sampling on the %s, bf16 weight copies %s\n", eo.max_seqs,
            eo.max_batch_tokens, getenv("TL_ENGINE_HOST_SAMPLE") && !strcmp(getenv("TL_ENGINE_HOST_SAMPLE"), "1") ? "host" : "GPU",
