@@ -310,9 +310,10 @@ static void sb_4rows(tl_dtype t, const void *p, int64_t r, int64_t ng, float *ou
  * 8.5 -> 13-16 GB/s with 4096 (2048: 9-12, 8192: 12-15): the hardware prefetcher alone leaves
  * the core waiting on DRAM between its bursts of integer work. */
 #define TL_Q4_PF 4096
-/* Rows r..r+3, T tokens, cols % 64 == 0. st/bt: [ng][4] scales / biases from sb_4rows. */
+/* Rows r..r+3, T tokens, cols % 64 == 0. st: [ng][4] scales from sb_4rows; bf: [4][ngp] biases
+ * from b_4rows (rows as they are: the bias term is four row dots, no transpose needed). */
 AI void q4i8_4rows(const tl_tensor *w, int64_t r, const tl_mm_xq *xq, float *y, int64_t ldy, const float *st,
-                   const float *bt, const int T) {
+                   const float *bf, const int T) {
     const int64_t cols = w->cols, G = w->group, ng = cols / G, nc = cols / 64, rs = cols / 2;
     const uint8_t *q = (const uint8_t *)((const uint32_t *)w->data + r * (cols / 8));
     const __m256i m4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
@@ -347,31 +348,52 @@ AI void q4i8_4rows(const tl_tensor *w, int64_t r, const tl_mm_xq *xq, float *y, 
             acc[t] = _mm256_fmadd_ps(f, s, acc[t]);
         }
     }
-    for (int t = 0; t < T; t++) { /* + bias term sum_g b[r+i, g] * gsum[t, g], two groups per step */
+    const int64_t ngp = (ng + 7) & ~(int64_t)7;
+    const __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(ng & 7)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    for (int t = 0; t < T; t++) { /* + bias term sum_g b[r+i, g] * gsum[t, g]: four row dots, 8 groups a step */
         const float *gs = xq->gsum + t * ng;
-        __m256 b0 = _mm256_setzero_ps(), b1 = b0; /* two chains: the sum is latency-bound otherwise */
+        __m256 b[4];
+        for (int i = 0; i < 4; i++) b[i] = _mm256_setzero_ps();
         int64_t g = 0;
-        for (; g + 4 <= ng; g += 4) {
-            __m256 ga = _mm256_set_m128(_mm_broadcast_ss(gs + g + 1), _mm_broadcast_ss(gs + g));
-            __m256 gb = _mm256_set_m128(_mm_broadcast_ss(gs + g + 3), _mm_broadcast_ss(gs + g + 2));
-            b0 = _mm256_fmadd_ps(_mm256_loadu_ps(bt + g * 4), ga, b0);
-            b1 = _mm256_fmadd_ps(_mm256_loadu_ps(bt + g * 4 + 8), gb, b1);
+        for (; g + 8 <= ng; g += 8) {
+            __m256 gv = _mm256_loadu_ps(gs + g);
+            for (int i = 0; i < 4; i++) b[i] = _mm256_fmadd_ps(_mm256_loadu_ps(bf + i * ngp + g), gv, b[i]);
         }
-        __m256 v8 = _mm256_add_ps(acc[t], _mm256_add_ps(b0, b1));
-        __m128 v = _mm_add_ps(_mm256_castps256_ps128(v8), _mm256_extractf128_ps(v8, 1));
-        for (; g < ng; g++) v = _mm_fmadd_ps(_mm_loadu_ps(bt + g * 4), _mm_broadcast_ss(gs + g), v);
-        _mm_storeu_ps(y + t * ldy + r, v);
+        if (g < ng) { /* masked load: no read past gsum; bf is zero-padded to ngp */
+            __m256 gv = _mm256_maskload_ps(gs + g, tail);
+            for (int i = 0; i < 4; i++) b[i] = _mm256_fmadd_ps(_mm256_loadu_ps(bf + i * ngp + g), gv, b[i]);
+        }
+        /* [r0 r1 r2 r3 | r0 r1 r2 r3] partial sums, the same lane order as acc */
+        __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(b[0], b[1]), _mm256_hadd_ps(b[2], b[3]));
+        __m256 v8 = _mm256_add_ps(acc[t], h);
+        _mm_storeu_ps(y + t * ldy + r, _mm_add_ps(_mm256_castps256_ps128(v8), _mm256_extractf128_ps(v8, 1)));
+    }
+}
+
+/* bf[i * ngp + g] = fp32 of p[(r + i) * ng + g] for rows r..r+3, each row zero-padded to ngp (a
+ * multiple of 8); 8 at a time, a ragged end redone overlapping (ng >= 8). */
+static void b_4rows(tl_dtype t, const void *p, int64_t r, int64_t ng, int64_t ngp, float *bf) {
+    const uint16_t *h = (const uint16_t *)p + r * ng;
+    for (int i = 0; i < 4; i++) {
+        const uint16_t *hi = h + i * ng;
+        float *o = bf + i * ngp;
+        int64_t g = 0;
+        _mm256_storeu_ps(o + ngp - 8, _mm256_setzero_ps()); /* the padding; data stores overwrite the rest */
+        for (; g + 8 <= ng; g += 8) _mm256_storeu_ps(o + g, load8_sb(t, hi + g));
+        if (g < ng && ng >= 8) _mm256_storeu_ps(o + ng - 8, load8_sb(t, hi + ng - 8));
+        else
+            for (; g < ng; g++) o[g] = h2f(t, hi[g]);
     }
 }
 
 static void dot_q4i8_avx2(const tl_tensor *w, int64_t r0, int64_t r1, const tl_mm_xq *xq, int nt, float *y,
                           int64_t ldy) {
-    _Alignas(32) float st[4 * 512], bt[4 * 512]; /* rows' scales / biases, [ng][4] */
+    _Alignas(32) float st[4 * 512], bt[4 * 512]; /* rows' scales [ng][4], biases [4][ngp] */
     int64_t ng = w->cols / w->group, r = r0;
     if (w->cols % 64 == 0 && ng <= 512) {
         for (; r + 4 <= r1; r += 4) {
             sb_4rows(w->sb_type, w->scales, r, ng, st);
-            sb_4rows(w->sb_type, w->biases, r, ng, bt);
+            b_4rows(w->sb_type, w->biases, r, ng, (ng + 7) & ~(int64_t)7, bt);
             for (int t0 = 0; t0 < nt; t0 += TL_MM_DIRECT_T) { /* all tokens over these 4 rows (in L1) */
                 tl_mm_xq v = tl_mm_xq_at(xq, t0);
                 float *yt = y + t0 * ldy;
