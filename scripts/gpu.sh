@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # gpu.sh: one command that builds, tests and benchmarks the CUDA path on a machine with an NVIDIA GPU.
-#   scripts/gpu.sh [all|test|bench|bench72|engine|full|prefill]   (all = test + bench on dummy:qwen2-7b; full = all + 72b;
-#   prefill = test + the 7B prefill breakdown (gpu_bench_prefill) + bench's prefill rows alone)
+#   scripts/gpu.sh [all|test|bench|bench72|engine|full|prefill|decode]   (all = test + bench on dummy:qwen2-7b;
+#   full = all + 72b; prefill = test + the 7B prefill breakdown (gpu_bench_prefill) + bench's prefill rows alone;
+#   decode = kernel tests, GEMV / decode variants old vs new on 7B, model tests; TL_NCU=1: + Nsight Compute)
 # Logs go to $OUT (or ./out). If the machine lacks the -dev libraries (jansson, pcre2, utf8proc,
 # microhttpd) or pkg-config, .deb files in $TL_DEBS (default .gpu-debs) are unpacked into a private
 # prefix (never into /). Benchmarks print the card, the commit and the card's measured ceilings.
@@ -57,6 +58,31 @@ if [ "$WHAT" = prefill ]; then
   timeout 200 ./build-gpu/gpu_bench_prefill "$COMMIT" 2>&1 | tee "$OUT/bench_prefill.log" || rc=1
   echo "== bench dummy:qwen2-7b, prefill rows"
   TL_BENCH_ONLY=prefill timeout 300 ./build-gpu/gpu_bench_cuda dummy:qwen2-7b "$COMMIT" 2>&1 | tee "$OUT/bench_7b_prefill.log" || rc=1
+fi
+if [ "$WHAT" = decode ]; then  # the decode work: kernel tests, old vs new decode variants (7B), model tests
+  echo "== gpu_test_cuda_ops"
+  timeout 120 ./build-gpu/gpu_test_cuda_ops 2>&1 | tee "$OUT/gpu_test_cuda_ops.log" | grep -E "FAIL|passed|q4g" | head -60
+  [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
+  echo "== bench decode variants dummy:qwen2-7b"
+  timeout 240 ./build-gpu/gpu_bench_cuda dummy:qwen2-7b "$COMMIT" decode 2>&1 | tee "$OUT/bench_decode.log" || rc=1
+  echo "== gpu_test_cuda_model"
+  timeout 200 ./build-gpu/gpu_test_cuda_model 2>&1 | tee "$OUT/gpu_test_cuda_model.log" | tail -30
+  [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
+  NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+  if [ -n "${TL_NCU:-}" ] && [ -n "$NCU" ]; then  # kernel durations of decode steps, then details
+    B="./build-gpu/gpu_bench_cuda dummy:qwen2-7b $COMMIT decode"
+    N="$NCU --clock-control none"
+    echo "== ncu: every kernel of two decode steps (7B, ctx 512)"
+    TL_BENCH_PROFILE=1 timeout 150 $N --csv --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed \
+      -k regex:'q4g_kernel|attn_kernel|attn_merge|rope_kv|embed_kernel|rmsnorm_kernel|gather_kernel' $B > "$OUT/ncu_steps.csv" 2>/dev/null
+    SEC="--section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section Occupancy --section LaunchStats --section SchedulerStats --section ComputeWorkloadAnalysis"
+    echo "== ncu details: layer 0 GEMVs and lm_head of the second step, one attention"
+    D="$OUT/ncu_details.txt"  # one file: at most 8 files come back from $OUT
+    TL_BENCH_PROFILE=1 timeout 100 $N $SEC -k regex:q4g_kernel --launch-skip 114 --launch-count 4 $B > "$D" 2>&1
+    TL_BENCH_PROFILE=1 timeout 60 $N $SEC -k regex:q4g_kernel --launch-skip 226 --launch-count 1 $B >> "$D" 2>&1
+    TL_BENCH_PROFILE=1 timeout 60 $N $SEC -k regex:attn_kernel --launch-skip 56 --launch-count 1 $B >> "$D" 2>&1
+    grep -E "Duration|DRAM Throughput|Achieved Occupancy|Issued Ipc" "$D" | head -40
+  fi
 fi
 if [ "$WHAT" = engine ] || [ "$WHAT" = full ]; then
   echo "== engine throughput dummy:qwen2-7b"

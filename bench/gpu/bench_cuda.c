@@ -121,8 +121,12 @@ static void gemv_bench(double copy) {
         CU(cudaMemset(x, 0x3c, (size_t)16 * cols * 4)); /* finite values: 0x3c3c3c3c = 0.0115 */
         void *ws;
         CU(cudaMalloc(&ws, tl_cu_q4t_ws_bytes(cols)));
-        for (int ti = 0; ti < 6; ti++) {
-            int tiled = ti >= 3;
+        for (int ti = 0; ti < 12; ti++) { /* fp32 CUDA-core, q4_mma.cu (3 launches), q4_gemv.cu (1 launch, 8 / 4 loads) */
+            int tiled = ti >= 3, one = ti >= 6, u4 = ti >= 9;
+            if (one && !tl_cu_q4g_fits(cols, toks[ti % 3])) {
+                printf("gemv int4 new  %6d x %5d  n_tok %2d: x does not fit shared memory (mma used)\n", rows, cols, toks[ti % 3]);
+                continue;
+            }
             for (int k = 0; k < 4; k++) w[k].tiled = tiled; /* random codes: either layout reads the same bytes */
             cudaEvent_t e0, e1;
             cudaEventCreate(&e0), cudaEventCreate(&e1);
@@ -130,8 +134,11 @@ static void gemv_bench(double copy) {
             tl_error e = {{0}};
             for (int i = -4; i < 20; i++) {
                 cudaEventRecord(e0, 0);
-                int r = tiled ? tl_cu_q4t_gemv(&w[(i + 8) % 4], x, NULL, y, toks[ti % 3], ws, 0, &e)
-                              : tl_cu_q4_gemv(&w[(i + 8) % 4], x, NULL, y, toks[ti % 3], 0, &e);
+                tl_cu_gemv_args ga = {.w = &w[(i + 8) % 4], .x = x, .x_stride = cols, .y = y, .n_tok = toks[ti % 3],
+                                      .u4 = u4};
+                int r = one     ? tl_cu_q4g_gemv(&ga, 0, &e)
+                        : tiled ? tl_cu_q4t_gemv(&w[(i + 8) % 4], x, NULL, y, toks[ti % 3], ws, 0, &e)
+                                : tl_cu_q4_gemv(&w[(i + 8) % 4], x, NULL, y, toks[ti % 3], 0, &e);
                 if (r) fprintf(stderr, "%s\n", e.msg), exit(2);
                 cudaEventRecord(e1, 0);
                 CU(cudaEventSynchronize(e1));
@@ -140,9 +147,10 @@ static void gemv_bench(double copy) {
                 if (i >= 0) t[i] = ms * 1e-3;
             }
             double tm = median(t, 20), bw = (cb + sb) / tm / 1e12;
-            printf("gemv int4 %-4s %6d x %5d  n_tok %2d: %7.1f us  %.2f TB/s (%.0f%% of copy)\n", tiled ? "mma" : "fp32",
-                   rows, cols, toks[ti % 3], tm * 1e6, bw, 100 * bw / copy);
-            printf("RESULT gemv_%s_%dx%d_t%d_TBps %.3f\n", tiled ? "mma" : "fp32", rows, cols, toks[ti % 3], bw);
+            const char *nm = u4 ? "new4" : one ? "new" : tiled ? "mma" : "fp32";
+            printf("gemv int4 %-4s %6d x %5d  n_tok %2d: %7.1f us  %.2f TB/s (%.0f%% of copy)\n", nm, rows, cols,
+                   toks[ti % 3], tm * 1e6, bw, 100 * bw / copy);
+            printf("RESULT gemv_%s_%dx%d_t%d_TBps %.3f\n", nm, rows, cols, toks[ti % 3], bw);
         }
         cudaFree(ws);
         for (int k = 0; k < 4; k++) cudaFree((void *)w[k].codes), cudaFree((void *)w[k].sb);
@@ -183,6 +191,159 @@ static double step(bctx *c, int n_seq, int n_new, int n_past, int nbs) {
     double t = tl_now() - t0;
     free(tok), free(pos), free(lr), free(bt), free(q);
     return t;
+}
+
+/* median of 20 timed launches (after 3 warm-ups) of fn, in us */
+typedef int (*launch_fn)(void *ctx, tl_error *e);
+static double time_us(launch_fn fn, void *ctx) {
+    cudaEvent_t e0, e1;
+    cudaEventCreate(&e0), cudaEventCreate(&e1);
+    double t[20];
+    tl_error e = {{0}};
+    for (int i = -3; i < 20; i++) {
+        cudaEventRecord(e0, 0);
+        if (fn(ctx, &e)) fprintf(stderr, "%s\n", e.msg), exit(2);
+        cudaEventRecord(e1, 0);
+        CU(cudaEventSynchronize(e1));
+        float ms;
+        cudaEventElapsedTime(&ms, e0, e1);
+        if (i >= 0) t[i] = ms * 1e3;
+    }
+    cudaEventDestroy(e0), cudaEventDestroy(e1);
+    return median(t, 20);
+}
+static int run_attn(void *c, tl_error *e) { return tl_cu_attention(c, 0, e); }
+static int run_rope(void *c, tl_error *e) { return tl_cu_rope_kv_write(c, 0, e); }
+typedef struct { float *x, *d, *w, *y; int n; } norm_ctx;
+static int run_norm(void *c, tl_error *e) {
+    norm_ctx *n = c;
+    return tl_cu_rmsnorm(n->x, n->d, n->w, n->y, 1, n->n, 1e-6f, 0, e);
+}
+static int run_silu(void *c, tl_error *e) {
+    norm_ctx *n = c;
+    return tl_cu_silu_mul(n->x, n->y, 1, n->n, 0, e);
+}
+
+/* The non-GEMV kernels of one 7B decode layer, alone (batch 1, ctx 512, KV bf16, block 16): RoPE + KV write,
+ * attention with 1..16 context splits (+ merge), RMSNorm (+ residual), SiLU*mul. */
+static void small_bench(void) {
+    const int nh = 28, nkv = 4, hd = 128, bs = 16, ctx = 513, E = 3584, F = 18944, RW = (nh + 2 * nkv) * hd;
+    const int nblk = ctx / bs + 1;
+    size_t kvb = (size_t)nblk * nkv * bs * hd * 2;
+    void *k, *v;
+    float *qkv, *out, *part, *x, *d, *w, *y;
+    CU(cudaMalloc(&k, kvb));
+    CU(cudaMalloc(&v, kvb));
+    CU(cudaMemset(k, 0x3c, kvb)); /* finite bf16 values (random bits would hold NaN/Inf) */
+    CU(cudaMemset(v, 0x3c, kvb));
+    CU(cudaMalloc((void **)&qkv, RW * 4));
+    CU(cudaMemset(qkv, 0x3c, RW * 4));
+    CU(cudaMalloc((void **)&out, nh * hd * 4));
+    CU(cudaMalloc((void **)&part, (size_t)nh * 16 * (hd + 2) * 4));
+    CU(cudaMalloc((void **)&x, (size_t)2 * F * 4));
+    CU(cudaMalloc((void **)&d, (size_t)E * 4));
+    CU(cudaMalloc((void **)&w, (size_t)E * 4));
+    CU(cudaMalloc((void **)&y, (size_t)2 * F * 4));
+    CU(cudaMemset(x, 0x3c, (size_t)2 * F * 4));
+    CU(cudaMemset(d, 0x3c, (size_t)E * 4));
+    CU(cudaMemset(w, 0x3c, (size_t)E * 4));
+    int32_t meta[4 + 64], *dm;
+    meta[0] = ctx - 1, meta[1] = ctx - 1, meta[2] = ctx, meta[3] = 0; /* pos, slot, ctx_len, bt_off */
+    for (int i = 0; i < nblk; i++) meta[4 + i] = i;
+    CU(cudaMalloc((void **)&dm, sizeof meta));
+    CU(cudaMemcpy(dm, meta, sizeof meta, cudaMemcpyHostToDevice));
+    tl_cu_rope_args ra = {.qkv = qkv, .n_tok = 1, .n_head = nh, .n_head_kv = nkv, .head_dim = hd, .pos = dm, .slot = dm + 1,
+                          .theta = 1e6f, .neox = 1, .kcache = k, .vcache = v, .kv_dtype = TL_BF16, .block_size = bs};
+    printf("rope + kv write (7B, 1 token): %.1f us\n", time_us(run_rope, &ra));
+    const int splits[] = {1, 16, 16, 16, 16, 16, 16}, keys[] = {128, 128, 64, 32, 128, 64, 32};
+    int *cnt;
+    CU(cudaMalloc((void **)&cnt, 64 * 4));
+    CU(cudaMemset(cnt, 0, 64 * 4));
+    for (int i = 0; i < 7; i++) { /* i >= 4: slices merged inside the attention kernel (one launch) */
+        tl_cu_attn_args aa = {.q = qkv, .q_stride = RW, .out = out, .n_tok = 1, .n_head = nh, .n_head_kv = nkv,
+                              .head_dim = hd, .scale = 0.088f, .kcache = k, .vcache = v, .kv_dtype = TL_BF16,
+                              .block_size = bs, .ctx_len = dm + 2, .bt_off = dm + 3, .bt = dm + 4, .partial = part,
+                              .max_split = splits[i], .max_ctx = ctx, .n_sm = 132, .split_keys = keys[i],
+                              .counters = i >= 4 ? cnt : NULL};
+        double us = time_us(run_attn, &aa);
+        double bytes = 2.0 * ctx * nkv * hd * 2;
+        printf("attention decode (7B, ctx %d, >= %3d keys a slice -> %2d slices, merge %s): %.1f us, %.2f TB/s of KV\n",
+               ctx, keys[i], tl_cu_attention_splits(&aa), i >= 4 ? "in-kernel" : "kernel   ", us, bytes / us / 1e6);
+    }
+    norm_ctx nc = {.x = x, .d = d, .w = w, .y = y, .n = E};
+    printf("rmsnorm + residual (1 x %d): %.1f us\n", E, time_us(run_norm, &nc));
+    norm_ctx sc = {.x = x, .y = y, .n = F};
+    printf("silu*mul (1 x %d): %.1f us\n", F, time_us(run_silu, &sc));
+    cudaFree(k), cudaFree(v), cudaFree(qkv), cudaFree(out), cudaFree(part), cudaFree(x), cudaFree(d), cudaFree(w);
+    cudaFree(y), cudaFree(dm), cudaFree(cnt);
+}
+
+
+/* Decode of one model through the backend's forward, variant by variant in one process (the switches are
+ * read at every forward): old = q4_mma.cu GEMV + unfused sequence; then the new GEMV unfused, fused
+ * without PDL, fused with PDL (the default). Batch 1 at ctx 512 (64 steps, median), and batch 4 / 16. */
+static void decode_variants(const char *spec, double copy) {
+    tl_error e = {{0}};
+    tl_load_opts o = {.quant_bits = 4, .group_size = 64, .quiet = true};
+    double t0 = tl_now();
+    tl_model *m = tl_model_load(spec, &o, &e);
+    if (!m) fprintf(stderr, "%s: %s\n", spec, e.msg), exit(2);
+    printf("%s: built in %.1f s\n", spec, tl_now() - t0);
+    bctx c = {.m = m, .bs = 16};
+    c.be = tl_backend_cuda_new(0.92f, &e);
+    if (!c.be || c.be->prepare(c.be, m, &e)) fprintf(stderr, "cuda: %s\n", e.msg), exit(2);
+    const tl_config *cf = &m->cfg;
+    size_t wbytes = tensor_stream_bytes(&m->w.lm_head) + (size_t)cf->n_embd * 4;
+    for (int l = 0; l < cf->n_layer; l++) {
+        const tl_layer *L = &m->w.layers[l];
+        const tl_tensor *ts[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down, &L->bq, &L->bk, &L->bv,
+                                 &L->attn_norm, &L->ffn_norm};
+        for (int i = 0; i < 12; i++) wbytes += tensor_stream_bytes(ts[i]);
+    }
+    const int ctx_dec = 512, per = (ctx_dec + 64) / c.bs + 1;
+    if (c.be->kv_alloc(c.be, &c.kv, cf, c.bs, 16 * per, TL_BF16, &e)) fprintf(stderr, "%s\n", e.msg), exit(2);
+    c.logits = tl_malloc((size_t)16 * cf->n_vocab * 4);
+    bctx *bc = &c;
+    const int prof = getenv("TL_BENCH_PROFILE") != NULL; /* under ncu: a few steps of the default only */
+    step(bc, prof ? 1 : 16, ctx_dec, 0, per); /* the 512-token histories of the 16 sequences (s owns blocks s*per..) */
+    const char *names[8] = {"old (q4_mma GEMV, unfused)", "new GEMV, unfused", "new GEMV, fused, no PDL",
+                            "new GEMV, fused, PDL (default)", "new GEMV (2-kb chunks), fused, PDL",
+                            "fused, PDL, 64-key slices", "fused, PDL, 32-key slices", "fused, PDL, in-kernel merge"};
+    const char *gemv[8] = {"mma", "new", "new", "new", "new", "new", "new", "new"},
+               *fuse[8] = {"0", "0", "1", "1", "1", "1", "1", "1"}, *pdl[8] = {"0", "0", "0", "1", "1", "1", "1", "1"},
+               *gu4[8] = {"8", "8", "8", "8", "4", "8", "8", "8"}, *skeys[8] = {"0", "0", "0", "0", "0", "64", "32", "0"},
+               *amerge[8] = {"", "", "", "", "", "", "", "last"};
+    const int nv = prof ? 1 : 8;
+    size_t kvb = (size_t)(ctx_dec + 32) * cf->n_layer * cf->n_head_kv * cf->head_dim * 2 * 2;
+    for (int vi = nv == 1 ? 3 : 0; vi < (nv == 1 ? 4 : 8); vi++) {
+        setenv("TL_CUDA_GEMV", gemv[vi], 1), setenv("TL_CUDA_FUSE", fuse[vi], 1), setenv("TL_CUDA_PDL", pdl[vi], 1);
+        setenv("TL_CUDA_GEMV_U", gu4[vi], 1), setenv("TL_CUDA_SPLIT_KEYS", skeys[vi], 1);
+        setenv("TL_CUDA_ATT_MERGE", amerge[vi], 1);
+        double t[64];
+        const int nstep = nv == 1 ? 2 : 64;
+        for (int i = -(nv == 1 ? 0 : 3); i < nstep; i++) {
+            double s = step(bc, 1, 1, ctx_dec + TL_MAX(i, 0), per);
+            if (i >= 0) t[i] = s;
+        }
+        double tm = median(t, nstep), bw = (wbytes + kvb) / tm / 1e12;
+        printf("decode batch 1 (%s, ctx %d) %-32s: %.3f ms/token, %.1f tok/s, %.2f TB/s = %.1f%% of copy %.2f TB/s\n",
+               spec, ctx_dec, names[vi], tm * 1e3, 1 / tm, bw, 100 * bw / copy, copy);
+        printf("RESULT decode_b1_v%d_ms %.4f\n", vi, tm * 1e3);
+        if (nv > 1 && (vi == 0 || vi == 3 || vi == 4))
+            for (int n = 4; n <= 16; n *= 4) {
+                double tb[8];
+                for (int i = 0; i < 8; i++) tb[i] = step(bc, n, 1, ctx_dec + i, per);
+                double tbm = median(tb, 8);
+                printf("decode batch %2d (ctx %d) %-32s: %.3f ms/step, %.0f tok/s\n", n, ctx_dec, names[vi], tbm * 1e3,
+                       n / tbm);
+            }
+    }
+    unsetenv("TL_CUDA_GEMV"), unsetenv("TL_CUDA_FUSE"), unsetenv("TL_CUDA_PDL"), unsetenv("TL_CUDA_GEMV_U"), unsetenv("TL_CUDA_SPLIT_KEYS");
+    unsetenv("TL_CUDA_ATT_MERGE");
+    c.be->kv_free(c.be, &c.kv);
+    c.be->free(c.be);
+    free(c.logits);
+    tl_model_free(m);
 }
 
 static void model_bench(const char *spec, double copy, double mm) {
@@ -356,10 +517,22 @@ int main(int argc, char **argv) {
     CU(cudaMemGetInfo(&fr, &tot));
     printf("device: %s, %d SMs, %.1f GiB; commit %s; host may be shared (timings of the GPU only)\n", p.name,
            p.multiProcessorCount, tot / 1073741824.0, commit);
+    if (getenv("TL_BENCH_PROFILE")) { /* under ncu: the decode steps alone (see scripts/gpu.sh decode) */
+        decode_variants(spec, 4.26);
+        return 0;
+    }
     double copy = copy_bw(), mm = gemm_rate();
     printf("copy bandwidth (D2D, read+write): %.2f TB/s\ncuBLAS bf16 8192^3: %.0f TFLOP/s\n", copy, mm);
     printf("RESULT copy_TBps %.3f\nRESULT cublas_bf16_TFLOPs %.1f\n", copy, mm);
     const char *only = getenv("TL_BENCH_ONLY");
+    if (argc > 3 && !strcmp(argv[3], "decode")) { /* GEMV per shape, non-GEMV kernels, decode variants */
+        if (strstr(spec, "7b")) {
+            gemv_bench(copy);
+            small_bench();
+        }
+        decode_variants(spec, copy);
+        return 0;
+    }
     if (argc > 3 && !strcmp(argv[3], "engine")) { /* the engine alone (the GEMV table is in `bench`) */
         engine_bench(spec, argc > 4 ? atoi(argv[4]) : 512, 128, 1024);
         return 0;

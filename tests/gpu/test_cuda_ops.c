@@ -45,6 +45,63 @@ static float *rand_vec(size_t n, float amp) {
     return v;
 }
 
+/* ---- the one-launch GEMV (q4_gemv.cu) on a tiled matrix: plain x, RMSNorm'ed x, SiLU(gate)*up, with bias
+ * and an in-place residual; against tl_cpu_rmsnorm / tl_cpu_silu_mul + tl_cpu_matmul_ref. Also: the same
+ * result twice (bit for bit), and token 0's row equal bit for bit to a 1-token run (batch invariance). ---- */
+static void test_q4g(const tl_tensor *w, const tl_cu_q4 *tw, int n_tok, const float *bias, const float *db) {
+    const int rows = (int)w->rows, cols = (int)w->cols;
+    tl_error e = {{0}};
+    float *xin = rand_vec((size_t)n_tok * 2 * cols, 30.f), *nw = rand_vec(cols, 3.f), *res = rand_vec((size_t)n_tok * rows, 5.f);
+    float *xr = tl_malloc((size_t)n_tok * cols * 4), *want = tl_malloc((size_t)n_tok * rows * 4),
+          *got = tl_malloc((size_t)n_tok * rows * 4), *again = tl_malloc((size_t)n_tok * rows * 4);
+    float *dxin = dup_dev(xin, (size_t)n_tok * 2 * cols * 4), *dnw = dup_dev(nw, cols * 4);
+    float *dres = dup_dev(res, (size_t)n_tok * rows * 4), *dy = dev_nan((size_t)n_tok * rows * 4);
+    for (int mode = 0; mode < 3; mode++) {
+        /* reference input rows [n_tok, cols]: x = the first cols of each 2*cols-wide row */
+        for (int t = 0; t < n_tok; t++) memcpy(xr + (size_t)t * cols, xin + (size_t)t * 2 * cols, (size_t)cols * 4);
+        if (mode == TL_CU_X_RMSNORM) {
+            float *tmp = tl_malloc((size_t)n_tok * cols * 4);
+            tl_cpu_rmsnorm(xr, nw, tmp, n_tok, cols, 1e-6f);
+            memcpy(xr, tmp, (size_t)n_tok * cols * 4);
+            free(tmp);
+        } else if (mode == TL_CU_X_SILU) {
+            float *u = tl_malloc((size_t)n_tok * cols * 4);
+            for (int t = 0; t < n_tok; t++) memcpy(u + (size_t)t * cols, xin + (size_t)t * 2 * cols + cols, (size_t)cols * 4);
+            tl_cpu_silu_mul(xr, u, (size_t)n_tok * cols);
+            free(u);
+        }
+        tl_cpu_matmul_ref(w, xr, want, n_tok);
+        for (int t = 0; t < n_tok; t++)
+            for (int r = 0; r < rows; r++) want[(size_t)t * rows + r] += bias[r] + (mode ? res[(size_t)t * rows + r] : 0.f);
+        /* mode 0 writes y; modes 1, 2 add the residual in place (y = resid) */
+        float *y = mode ? dres : dy;
+        for (int rep = 0; rep < 2; rep++) {
+            if (mode) CU(cudaMemcpy(dres, res, (size_t)n_tok * rows * 4, cudaMemcpyHostToDevice));
+            else CU(cudaMemset(dy, 0xff, (size_t)n_tok * rows * 4));
+            tl_cu_gemv_args ga = {.w = tw, .x = dxin, .x_stride = 2 * cols, .x_mode = mode, .norm_w = dnw, .eps = 1e-6f,
+                                  .bias = db, .resid = mode ? dres : NULL, .y = y, .n_tok = n_tok, .u4 = rep};
+            CHECK(tl_cu_q4g_gemv(&ga, 0, &e) == 0, "%s", e.msg);
+            get(rep ? again : got, y, (size_t)n_tok * rows * 4);
+        }
+        double err = tl_rel_err(got, want, (size_t)n_tok * rows);
+        CHECK(err < 1e-3, "q4g gemv mode %d %dx%d g%d n_tok %d: rel err %.3g", mode, rows, cols, w->group, n_tok, err);
+        /* the 4-loads variant sums in the same order: equal bit for bit */
+        CHECK(!memcmp(got, again, (size_t)n_tok * rows * 4), "q4g gemv mode %d %dx%d n_tok %d: two runs differ", mode,
+              rows, cols, n_tok);
+        if (mode == 0 && rows >= 1000) printf("q4g gemv %dx%d g%d n_tok %d: rel err %.2e\n", rows, cols, w->group, n_tok, err);
+        if (mode == 0 && n_tok > 1) { /* token 0 alone */
+            CU(cudaMemset(dy, 0xff, (size_t)rows * 4));
+            tl_cu_gemv_args g1 = {.w = tw, .x = dxin, .x_stride = 2 * cols, .bias = db, .y = dy, .n_tok = 1};
+            CHECK(tl_cu_q4g_gemv(&g1, 0, &e) == 0, "%s", e.msg);
+            get(again, dy, (size_t)rows * 4);
+            CHECK(!memcmp(got, again, (size_t)rows * 4), "q4g gemv %dx%d n_tok %d: token 0 differs from a 1-token run",
+                  rows, cols, n_tok);
+        }
+    }
+    cudaFree(dxin), cudaFree(dnw), cudaFree(dres), cudaFree(dy);
+    free(xin), free(nw), free(res), free(xr), free(want), free(got), free(again);
+}
+
 /* ---- INT4 GEMV and dequantize, against tl_cpu_matmul_ref / tl_tensor_row_f32 ---- */
 static void test_q4(int rows, int cols, int group, int n_tok, tl_dtype sbt) {
     size_t nw = (size_t)rows * cols / 8, ng = (size_t)rows * cols / group;
@@ -110,6 +167,7 @@ static void test_q4(int rows, int cols, int group, int n_tok, tl_dtype sbt) {
         CHECK(terr < 1e-3, "q4 mma gemv %dx%d g%d n_tok %d %s: rel err %.3g", rows, cols, group, n_tok,
               tl_dtype_name(sbt), terr);
         if (rows >= 1000) printf("q4 mma gemv %dx%d g%d n_tok %d: rel err %.2e (fp32 gemv %.2e)\n", rows, cols, group, n_tok, terr, err);
+        if (tl_cu_q4g_fits(cols, n_tok)) test_q4g(&w, &tw, n_tok, bias, db);
         int tr0 = rows / 3 / 16 * 16, tnr = rows - tr0;
         CU(cudaMemset(dq, 0xff, (size_t)rows * cols * 2));
         CHECK(tl_cu_q4t_dequant_bf16(&tw, tr0, tnr, dq, 0, &e) == 0, "%s", e.msg);
@@ -151,6 +209,21 @@ static void test_q4_errors(void) {
     CHECK(tl_cu_q4_gemv(&w, NULL, NULL, NULL, 17, 0, &e) == -1 && strstr(e.msg, "n_tok"), "%s", e.msg);
     w.cols = 100;
     CHECK(tl_cu_q4_dequant_bf16(&w, 0, 1, NULL, 0, &e) == -1, "%s", e.msg);
+    /* the one-launch GEMV: tiled layout only, n_tok 1..16, x of all tokens must fit in shared memory */
+    tl_cu_q4 t = {.rows = 16, .cols = 18944, .group = 64, .tiled = 0};
+    tl_cu_gemv_args ga = {.w = &t, .x_stride = 18944, .n_tok = 1};
+    CHECK(tl_cu_q4g_gemv(&ga, 0, &e) == -1 && strstr(e.msg, "tiled"), "%s", e.msg);
+    t.tiled = 1;
+    ga.n_tok = 17;
+    CHECK(tl_cu_q4g_gemv(&ga, 0, &e) == -1 && strstr(e.msg, "n_tok"), "%s", e.msg);
+    ga.n_tok = 16;
+    CHECK(!tl_cu_q4g_fits(18944, 16) && !tl_cu_q4g_fits(18944, 4) && tl_cu_q4g_fits(18944, 1) &&
+              tl_cu_q4g_fits(3584, 8) && !tl_cu_q4g_fits(100, 1),
+          "q4g fits");
+    CHECK(tl_cu_q4g_gemv(&ga, 0, &e) == -1 && strstr(e.msg, "shared memory"), "%s", e.msg);
+    ga.n_tok = 1;
+    ga.x_mode = TL_CU_X_SILU; /* needs a 2*cols stride */
+    CHECK(tl_cu_q4g_gemv(&ga, 0, &e) == -1 && strstr(e.msg, "stride"), "%s", e.msg);
 }
 
 /* ---- RMSNorm (+ residual), SiLU*mul, embed ---- */
@@ -350,19 +423,34 @@ static void test_attention(int n_head, int n_head_kv, int hd, tl_dtype kvt, int 
 
     size_t part_floats = (size_t)n_tok * n_head * 16 * (hd + 2);
     float *dpart = dev_nan(part_floats * 4), *dout = dev_nan((size_t)n_tok * QD * 4);
-    for (int split = 0; split < 2; split++) {
+    int32_t *cnt = tl_calloc(1024, 4);
+    int *dcnt = dup_dev(cnt, 1024 * 4);
+    float *first_split = tl_malloc((size_t)n_tok * QD * 4);
+    /* no split; slices + merge kernel; the same slices merged by the last one (equal bit for bit); 32-key slices */
+    for (int split = 0; split < 4; split++) {
         tl_cu_attn_args at = {.q = dqkv, .q_stride = RW, .out = dout, .n_tok = n_tok, .n_head = n_head,
                               .n_head_kv = n_head_kv, .head_dim = hd, .scale = 1.0f / sqrtf((float)hd),
                               .kcache = (char *)dk + lay, .vcache = (char *)dv + lay, .kv_dtype = kvt,
                               .block_size = bs, .ctx_len = dctx, .bt_off = dbtoff, .bt = dbt, .partial = dpart,
-                              .max_split = split ? 16 : 1, .max_ctx = max_ctx, .n_sm = 132};
+                              .max_split = split ? 16 : 1, .max_ctx = max_ctx, .n_sm = 132,
+                              .split_keys = split == 3 ? 32 : 0, .counters = split >= 2 ? dcnt : NULL};
         CU(cudaMemset(dout, 0xff, (size_t)n_tok * QD * 4));
         CHECK(tl_cu_attention(&at, 0, &e) == 0, "%s", e.msg);
         get(got, dout, (size_t)n_tok * QD * 4);
         double err = tl_rel_err(got, want, (size_t)n_tok * QD);
         CHECK(err < 2e-5, "attention h%d/%d hd%d %s bs%d split %d: rel err %.3g", n_head, n_head_kv, hd,
               tl_dtype_name(kvt), bs, split, err);
+        if (split == 1) memcpy(first_split, got, (size_t)n_tok * QD * 4);
+        if (split == 2)
+            CHECK(!memcmp(first_split, got, (size_t)n_tok * QD * 4), "attention: merged in-kernel != merge kernel");
     }
+    /* the counters are back at zero for the next launch */
+    get(cnt, dcnt, 1024 * 4);
+    int nz = 0;
+    for (int i = 0; i < 1024; i++) nz += cnt[i] != 0;
+    CHECK(nz == 0, "attention: %d merge counters left non-zero", nz);
+    cudaFree(dcnt);
+    free(first_split), free(cnt);
     /* the tensor-core prefill kernel on the same batch (bf16/f16 cache, head_dim 64/128): variant 0 puts every
      * sequence in tiles of the full tile size, 1 in ragged smaller tiles, 2 only the sequences with more than
      * one new token (decode rows must stay untouched: NaN). q and P are rounded to 16 bits: tolerance 1e-2

@@ -6,6 +6,8 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <utility>
+
 #include "backend/cuda/cuda_ops.h"
 extern "C" {
 #include "model/model.h"
@@ -34,6 +36,37 @@ static __device__ __forceinline__ float tl_cu_warp_max(float v) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
     return v;
+}
+
+/* Programmatic dependent launch (sm_90): a kernel launched with tl_cu_launch(..., pdl = 1) may start while
+ * the previous kernel in the stream is still running; it must call tl_cu_pdl_wait() before it reads
+ * anything an earlier kernel wrote (or writes anything an earlier kernel reads). Work before the wait
+ * (address math, loads of weights) overlaps the previous kernel's tail. tl_cu_pdl_trigger() lets the next
+ * kernel launch before this one ends. Both are no-ops for a kernel launched without the attribute. */
+static __device__ __forceinline__ void tl_cu_pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+static __device__ __forceinline__ void tl_cu_pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+/* kernel<<<grid, block, smem, st>>>(args...), with the programmatic-serialization attribute when pdl */
+template <typename K, typename... A>
+static cudaError_t tl_cu_launch(K kernel, dim3 grid, dim3 block, size_t smem, cudaStream_t st, int pdl, A &&...args) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = st;
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = at;
+    cfg.numAttrs = pdl ? 1 : 0;
+    return cudaLaunchKernelEx(&cfg, kernel, std::forward<A>(args)...);
 }
 
 /* KV element type by tl_dtype. */

@@ -3,8 +3,10 @@
  * forward pass over a flat mixed batch with every activation on the device: the batch metadata goes up
  * in one copy per step, the logits of the rows that need them come back at the end.
  *
- * Matrix products: INT4 with <= 16 rows -> tl_cu_q4_gemv (decode); otherwise the INT4 matrix is
- * dequantized to bf16 in row chunks and multiplied by cuBLAS (bf16 in, fp32 out) -- a first step toward
+ * Matrix products: INT4 with <= 16 rows -> tl_cu_q4g_gemv (q4_gemv.cu, one launch) where x fits its shared
+ * memory, else tl_cu_q4t_gemv (q4_mma.cu) or tl_cu_q4_gemv (decode); decode-sized steps with every matrix
+ * tiled run as forward_decode (norms, SiLU*up and residual adds inside the GEMVs, PDL). Otherwise the INT4
+ * matrix is dequantized to bf16 in row chunks and multiplied by cuBLAS (bf16 in, fp32 out) -- a first step toward
  * a fused INT4 tensor-core kernel; dequantizing costs ~2.5 bytes/weight of traffic against the GEMM's
  * O(n_tok) FLOPs per weight, a few % at prefill sizes. Non-INT4 weights are held in bf16 (cuBLAS).
  * Forwards of > CU_BIG_T tokens feed cuBLAS bf16 written by the producers (matmul_big, prefill_ops.cu).
@@ -66,13 +68,25 @@ typedef struct cu_impl {
     void *act;             /* one block, carved below */
     float *x, *xn, *qkv, *att, *tmp, *gu, *hb, *lx, *logits, *partial;
     uint16_t *xbf, *deq;
+    int *att_cnt;          /* [64 * n_head_kv] zeroed counters: attention slices merged in one kernel */
     int max_split;
     void *gemv_ws;         /* tl_cu_q4t_ws_bytes(widest input) */
     int no_tiled;          /* TL_CUDA_GEMV=fp32: keep the MLX layout and the CUDA-core GEMV (comparisons) */
-    int graph_ok;          /* every matrix is tiled INT4 (no cuBLAS in decode steps) and TL_CUDA_GRAPH != 0 */
+    /* read at every forward (so one process can compare them): TL_CUDA_GEMV=mma: the three-launch
+     * q4_mma.cu GEMV instead of q4_gemv.cu's; TL_CUDA_FUSE=0: the unfused decode sequence;
+     * TL_CUDA_PDL=0: no programmatic dependent launches; TL_CUDA_GEMV_U=4: q4_gemv.cu with 4 loads in flight
+     * per lane and 3 blocks a multiprocessor instead of 8 and 2; TL_CUDA_SPLIT_KEYS=N: attention slices of
+     * at least N context positions in the fused decode sequence (default 128); TL_CUDA_ATT_MERGE=last:
+     * attention slices merged by the last slice to finish instead of a second kernel (measured slower: 3.62
+     * against 3.43 ms/token, 7B on an H200) */
+    int gemv_old, no_fuse, no_pdl, gemv_u4;
+    int split_keys;        /* attention slices of the decode sequence: context positions per slice at least */
+    int merge_last;
+    int all_tiled;         /* every matrix is tiled INT4 (no cuBLAS in decode steps) */
+    int graph_ok;          /* all_tiled and TL_CUDA_GRAPH != 0 */
     int no_graph;
     cudaGraphExec_t gexec; /* the captured decode step, for the shape in gkey */
-    intptr_t gkey[6];
+    intptr_t gkey[11];
     /* batch metadata: host (pinned) and device copies */
     int32_t *meta_h, *meta_d;
     size_t meta_cap;
@@ -291,7 +305,8 @@ static int ensure_act(cu_impl *ci, const tl_config *c, int n_tok, tl_error *e) {
     size_t floats = (size_t)T * (3 * E + RW + QD + 3 * F) + CU_LOGIT_CHUNK * (E + (size_t)c->n_vocab) +
                     part_tok * c->n_head * ci->max_split * (c->head_dim + 2);
     size_t ws = tl_cu_q4t_ws_bytes((int64_t)W);
-    size_t bytes = floats * 4 + (size_t)T * W * 2 + (size_t)CU_DEQ_ELEMS * 2 + ws + 64 * 16;
+    size_t bytes = floats * 4 + (size_t)T * W * 2 + (size_t)CU_DEQ_ELEMS * 2 + ws + part_tok * c->n_head_kv * 4 +
+                   16 * 256; /* + the 256-byte alignment of each carve */
     void *p;
     if (cudaMalloc(&p, bytes) != cudaSuccess) {
         cudaGetLastError();
@@ -318,7 +333,12 @@ static int ensure_act(cu_impl *ci, const tl_config *c, int n_tok, tl_error *e) {
     CARVE(ci->xbf, (size_t)T * W, uint16_t);
     CARVE(ci->deq, (size_t)CU_DEQ_ELEMS, uint16_t);
     CARVE(ci->gemv_ws, ws, char);
+    CARVE(ci->att_cnt, part_tok * c->n_head_kv, int);
 #undef CARVE
+    if (cudaMemset(ci->att_cnt, 0, part_tok * c->n_head_kv * 4) != cudaSuccess) {
+        cudaGetLastError();
+        return tl_errf(e, "cuda: cannot clear the attention counters");
+    }
     TL_ASSERT((size_t)(q - (char *)p) <= bytes);
     ci->max_tok = T;
     return 0;
@@ -410,12 +430,13 @@ static int cu_prepare(tl_backend *be, tl_model *m, tl_error *e) {
         return -1;
     }
     ci->m = m;
-    ci->graph_ok = !ci->no_graph && ci->lm_head.is_q4 && ci->lm_head.q.tiled;
+    ci->all_tiled = ci->lm_head.is_q4 && ci->lm_head.q.tiled;
     for (int l = 0; l < c->n_layer; l++) {
         const cu_layer *L = &ci->layers[l];
-        ci->graph_ok &= L->qkv.q.tiled && L->o.q.tiled && L->gu.q.tiled && L->down.q.tiled && L->qkv.is_q4 &&
-                        L->o.is_q4 && L->gu.is_q4 && L->down.is_q4;
+        ci->all_tiled &= L->qkv.q.tiled && L->o.q.tiled && L->gu.q.tiled && L->down.q.tiled && L->qkv.is_q4 &&
+                         L->o.is_q4 && L->gu.is_q4 && L->down.is_q4;
     }
+    ci->graph_ok = ci->all_tiled && !ci->no_graph;
     CUCHK(e, cudaMemGetInfo(&fr, &tot));
     tl_info("cuda: %s: weights %.2f GiB on the device (%s%s) in %.1f s; %.2f of %.2f GiB free", ci->dev_name,
             ci->weight_bytes / 1073741824.0, ci->layers[0].qkv.is_q4 ? "int4" : "bf16",
@@ -498,9 +519,15 @@ static int matmul(cu_impl *ci, const cu_mat *W, const float *x, float *y, int n,
 
 static int matmul_run(cu_impl *ci, const cu_mat *W, const float *x, float *y, int n, tl_error *e) {
     if (n <= 0) return 0;
-    if (W->is_q4 && n <= 16)
+    if (W->is_q4 && n <= 16) {
+        if (W->q.tiled && !ci->gemv_old && tl_cu_q4g_fits(W->cols, n)) {
+            tl_cu_gemv_args ga = {.w = &W->q, .x = x, .x_stride = (int)W->cols, .bias = W->bias, .y = y, .n_tok = n,
+                                  .u4 = ci->gemv_u4};
+            return tl_cu_q4g_gemv(&ga, ci->st, e);
+        }
         return W->q.tiled ? tl_cu_q4t_gemv(&W->q, x, W->bias, y, n, ci->gemv_ws, ci->st, e)
                           : tl_cu_q4_gemv(&W->q, x, W->bias, y, n, ci->st, e);
+    }
     if (tl_cu_f32_to_bf16(x, ci->xbf, (size_t)n * W->cols, ci->st, e)) return -1;
     const float one = 1.f, zero = 0.f;
     const int deq = W->is_q4 && !W->bf16; /* INT4 without a bf16 copy: dequantize chunks every call */
@@ -706,10 +733,99 @@ static int sample_chunk(cu_impl *ci, int nv, int i0, int n, tl_error *e) {
     return 0;
 }
 
+/* Final norm of x (d: a residual still to add, or NULL), then lm_head on the logit rows in chunks, sampled
+ * on the device or copied back. */
+static int forward_tail(cu_impl *ci, const tl_config *c, int T, int n_logits, const float *d, const int32_t *d_lr,
+                        float *logits, tl_error *e) {
+    const int E = c->n_embd;
+    if (tl_cu_rmsnorm(ci->x, d, ci->out_norm, ci->xn, T, E, c->rms_eps, ci->st, e)) return -1;
+    for (int i0 = 0; i0 < n_logits; i0 += CU_LOGIT_CHUNK) {
+        int n = TL_MIN(CU_LOGIT_CHUNK, n_logits - i0);
+        ci->pmm = P_LMHEAD;
+        int r = tl_cu_gather_rows(ci->xn, d_lr + i0, n, E, ci->lx, ci->st, e) ||
+                matmul(ci, &ci->lm_head, ci->lx, ci->logits, n, e);
+        ci->pmm = P_MATMUL;
+        if (r) return -1;
+        if (ci->sampling) {
+            if (sample_chunk(ci, c->n_vocab, i0, n, e) || pmark(ci, P_SAMPLE)) return -1;
+        } else if (logits) {
+            CUCHK(e, cudaMemcpyAsync(logits + (size_t)i0 * c->n_vocab, ci->logits, (size_t)n * c->n_vocab * 4,
+                                     cudaMemcpyDeviceToHost, ci->st));
+        }
+    }
+    return 0;
+}
+
+/* one q4_gemv.cu GEMV of the decode sequence, between profile marks (TL_CUDA_PROFILE=1) */
+static int gemv(cu_impl *ci, const tl_cu_gemv_args *a, tl_error *e) {
+    pmark(ci, P_OTHER);
+    int r = tl_cu_q4g_gemv(a, ci->st, e);
+    pmark(ci, P_MATMUL);
+    return r;
+}
+
+/* Whether a step of T tokens runs as forward_decode (graph or not): every matrix tiled INT4 and its inputs
+ * fit q4_gemv.cu's shared memory. */
+static int decode_fused(const cu_impl *ci, const tl_config *c, int T) {
+    return ci->all_tiled && !ci->no_fuse && !ci->gemv_old && T <= 16 && tl_cu_q4g_fits(c->n_embd, T) &&
+           tl_cu_q4g_fits((int64_t)c->n_head * c->head_dim, T) && tl_cu_q4g_fits(c->n_ff, T);
+}
+
+/* A decode-sized step in 7 kernels a layer instead of ~18: the RMSNorms run in the prologue of the GEMV
+ * that reads them (q/k/v, gate/up), SiLU*up in down_proj's, and the residual adds in the epilogues of
+ * o_proj and down_proj (x += W h, in place); x -> fp16 inside each GEMV. Every kernel of a layer is a
+ * programmatic dependent launch (unless TL_CUDA_PDL=0): its weight loads start during the previous
+ * kernel's tail. Layer: qkv GEMV, RoPE + KV write, attention + split merge (by build_meta's plan), o GEMV,
+ * gate/up GEMV, down GEMV. */
+static int forward_decode(cu_impl *ci, const tl_model *m, tl_kv *kv, int T, int n_logits, int max_ctx, float *logits,
+                          tl_error *e) {
+    const tl_config *c = &m->cfg;
+    const int E = c->n_embd, hd = c->head_dim, F = c->n_ff, pdl = !ci->no_pdl;
+    const int32_t *d_tok = ci->meta_d, *d_pos = d_tok + T, *d_slot = d_pos + T, *d_ctx = d_slot + T,
+                  *d_off = d_ctx + T, *d_lr = d_off + T, *d_bt = d_lr + n_logits, *d_tiles = d_bt + ci->n_bt;
+    const int QD = c->n_head * hd, RW = QD + 2 * c->n_head_kv * hd;
+    const size_t esz = kv->dtype == TL_F32 ? 4 : 2;
+    const size_t layer_bytes = (size_t)kv->n_blocks * kv->n_head_kv * kv->block_size * hd * esz;
+    cudaStream_t st = ci->st;
+    if (tl_cu_embed(ci->embd.is_q4 ? &ci->embd.q : NULL, ci->embd.bf16, c->n_vocab, E, d_tok, T, ci->x, st, e))
+        return -1;
+    for (int l = 0; l < c->n_layer; l++) {
+        const cu_layer *L = &ci->layers[l];
+        void *kc = (char *)kv->k + (size_t)l * layer_bytes, *vc = (char *)kv->v + (size_t)l * layer_bytes;
+        tl_cu_gemv_args qkv = {.w = &L->qkv.q, .x = ci->x, .x_stride = E, .x_mode = TL_CU_X_RMSNORM,
+                               .norm_w = L->attn_norm, .eps = c->rms_eps, .bias = L->qkv.bias, .y = ci->qkv,
+                               .n_tok = T, .pdl = pdl, .u4 = ci->gemv_u4};
+        tl_cu_rope_args ra = {.qkv = ci->qkv, .n_tok = T, .n_head = c->n_head, .n_head_kv = c->n_head_kv,
+                              .head_dim = hd, .pos = d_pos, .slot = d_slot, .theta = c->rope_theta,
+                              .neox = c->rope == TL_ROPE_NEOX, .kcache = kc, .vcache = vc, .kv_dtype = kv->dtype,
+                              .block_size = kv->block_size, .pdl = pdl};
+        tl_cu_attn_args aa = {.q = ci->qkv, .q_stride = RW, .out = ci->att, .n_tok = T, .n_head = c->n_head,
+                              .n_head_kv = c->n_head_kv, .head_dim = hd, .scale = 1.0f / sqrtf((float)hd),
+                              .kcache = kc, .vcache = vc, .kv_dtype = kv->dtype, .block_size = kv->block_size,
+                              .ctx_len = d_ctx, .bt_off = d_off, .bt = d_bt, .partial = ci->partial,
+                              .max_split = ci->max_split, .max_ctx = max_ctx, .n_sm = ci->n_sm, .pdl = pdl,
+                              .split_keys = ci->split_keys, .counters = ci->merge_last ? ci->att_cnt : NULL};
+        tl_cu_gemv_args o = {.w = &L->o.q, .x = ci->att, .x_stride = QD, .bias = L->o.bias, .resid = ci->x,
+                             .y = ci->x, .n_tok = T, .pdl = pdl, .u4 = ci->gemv_u4};
+        tl_cu_gemv_args gu = {.w = &L->gu.q, .x = ci->x, .x_stride = E, .x_mode = TL_CU_X_RMSNORM,
+                              .norm_w = L->ffn_norm, .eps = c->rms_eps, .bias = L->gu.bias, .y = ci->gu,
+                              .n_tok = T, .pdl = pdl, .u4 = ci->gemv_u4};
+        tl_cu_gemv_args down = {.w = &L->down.q, .x = ci->gu, .x_stride = 2 * F, .x_mode = TL_CU_X_SILU,
+                                .bias = L->down.bias, .resid = ci->x, .y = ci->x, .n_tok = T, .pdl = pdl,
+                                .u4 = ci->gemv_u4};
+        if (gemv(ci, &qkv, e) || tl_cu_rope_kv_write(&ra, st, e) || pmark(ci, P_OTHER) ||
+            attention(ci, &aa, d_tiles, e) || pmark(ci, P_ATTN) || gemv(ci, &o, e) || gemv(ci, &gu, e) ||
+            gemv(ci, &down, e))
+            return -1;
+    }
+    return forward_tail(ci, c, T, n_logits, NULL, d_lr, logits, e);
+}
+
 /* The kernels of one forward (metadata already on the device). logits != NULL: copy each lm_head chunk to
  * the host as it is done; NULL (graph capture, n_logits <= CU_LOGIT_CHUNK): leave it in ci->logits. */
 static int forward_body(cu_impl *ci, const tl_model *m, tl_kv *kv, int T, int n_logits, int max_ctx, float *logits,
                         tl_error *e) {
+    if (decode_fused(ci, &m->cfg, T)) return forward_decode(ci, m, kv, T, n_logits, max_ctx, logits, e);
     const tl_config *c = &m->cfg;
     const int E = c->n_embd, hd = c->head_dim;
     const int32_t *d_tok = ci->meta_d, *d_pos = d_tok + T, *d_slot = d_pos + T, *d_ctx = d_slot + T,
@@ -767,22 +883,7 @@ static int forward_body(cu_impl *ci, const tl_model *m, tl_kv *kv, int T, int n_
             return -1;
     }
     /* last residual add + final norm (all rows; cheap), then lm_head on the logit rows in chunks */
-    if (tl_cu_rmsnorm(ci->x, ci->tmp, ci->out_norm, ci->xn, T, E, c->rms_eps, st, e)) return -1;
-    for (int i0 = 0; i0 < n_logits; i0 += CU_LOGIT_CHUNK) {
-        int n = TL_MIN(CU_LOGIT_CHUNK, n_logits - i0);
-        ci->pmm = P_LMHEAD;
-        int r = tl_cu_gather_rows(ci->xn, d_lr + i0, n, E, ci->lx, st, e) ||
-                matmul(ci, &ci->lm_head, ci->lx, ci->logits, n, e);
-        ci->pmm = P_MATMUL;
-        if (r) return -1;
-        if (ci->sampling) {
-            if (sample_chunk(ci, c->n_vocab, i0, n, e) || pmark(ci, P_SAMPLE)) return -1;
-        } else if (logits) {
-            CUCHK(e, cudaMemcpyAsync(logits + (size_t)i0 * c->n_vocab, ci->logits, (size_t)n * c->n_vocab * 4,
-                                     cudaMemcpyDeviceToHost, st));
-        }
-    }
-    return 0;
+    return forward_tail(ci, c, T, n_logits, ci->tmp, d_lr, logits, e);
 }
 
 static void graph_drop(cu_impl *ci) {
@@ -804,6 +905,15 @@ static int cu_run(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *
     }
     if (kv->n_head_kv != c->n_head_kv || kv->head_dim != hd || kv->n_layer != c->n_layer)
         return tl_errf(e, "cuda: KV pool shape does not match the model");
+    const char *gv = getenv("TL_CUDA_GEMV"), *fu = getenv("TL_CUDA_FUSE"), *pd = getenv("TL_CUDA_PDL");
+    ci->gemv_old = gv && !strcmp(gv, "mma");
+    ci->no_fuse = fu && !strcmp(fu, "0");
+    ci->no_pdl = pd && !strcmp(pd, "0");
+    const char *gu4 = getenv("TL_CUDA_GEMV_U"), *sk = getenv("TL_CUDA_SPLIT_KEYS");
+    ci->gemv_u4 = gu4 && !strcmp(gu4, "4");
+    ci->split_keys = sk ? atoi(sk) : 0;
+    const char *am = getenv("TL_CUDA_ATT_MERGE");
+    ci->merge_last = am && !strcmp(am, "last");
     void *act_before = ci->act;
     if (ensure_act(ci, c, T, e)) return -1;
     int max_ctx = 0;
@@ -821,9 +931,10 @@ static int cu_run(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *
     int use_graph = ci->graph_ok && T <= 16 && b->n_logits <= 16 && b->n_logits > 0;
     if (use_graph) {
         tl_cu_attn_args probe = {.n_tok = T, .n_head = c->n_head, .n_head_kv = c->n_head_kv, .head_dim = hd,
-                                 .max_split = ci->max_split, .max_ctx = max_ctx, .n_sm = ci->n_sm};
-        intptr_t key[6] = {T, b->n_logits, tl_cu_attention_splits(&probe), (intptr_t)kv->k, (intptr_t)kv->dtype,
-                           kv->n_blocks};
+                                 .max_split = ci->max_split, .max_ctx = max_ctx, .n_sm = ci->n_sm,
+                                 .split_keys = decode_fused(ci, c, T) ? ci->split_keys : 0};
+        intptr_t key[11] = {T, b->n_logits, tl_cu_attention_splits(&probe), (intptr_t)kv->k, (intptr_t)kv->dtype,
+                            kv->n_blocks, ci->gemv_old, ci->no_fuse, ci->no_pdl, ci->gemv_u4, ci->merge_last};
         if (!ci->gexec || memcmp(key, ci->gkey, sizeof key)) {
             graph_drop(ci);
             cudaGraph_t g;

@@ -45,6 +45,34 @@ int tl_cu_q4t_gemv(const tl_cu_q4 *w, const float *x, const float *bias, float *
 /* rows [r0, r0 + nr) of a tiled matrix to bf16 [nr, cols]; r0 % 16 == 0. */
 int tl_cu_q4t_dequant_bf16(const tl_cu_q4 *w, int64_t r0, int64_t nr, uint16_t *out, cudaStream_t st, tl_error *e);
 
+/* One-launch tensor-core GEMV on the tiled layout (q4_gemv.cu), n_tok 1..16:
+ *   y[t, r] = sum_k W[r, k] * X(t, k) (+ bias[r]) (+ resid[t, r])
+ * with X(t, k) by x_mode, computed in the kernel's prologue and rounded to fp16 into shared memory:
+ *   TL_CU_X_PLAIN   x[t, k]
+ *   TL_CU_X_RMSNORM x[t, k] * rsqrt(mean_k(x[t, :]^2) + eps) * norm_w[k]   (the RMSNorm before q/k/v, gate/up)
+ *   TL_CU_X_SILU    silu(x[t, k]) * x[t, cols + k]                          (gate/up rows -> down_proj input)
+ * x rows are x_stride floats apart. resid may equal y (in-place residual add: x += W h). Deterministic:
+ * one block computes a 16-row tile over all of K, warps reduce in shared memory in a fixed order. Needs
+ * cols % 64 == 0 and tl_cu_q4g_fits(cols, n_tok) (x of all tokens in shared memory). pdl: launched as a
+ * programmatic dependent (weights prefetched before waiting on the previous kernel). */
+enum { TL_CU_X_PLAIN = 0, TL_CU_X_RMSNORM = 1, TL_CU_X_SILU = 2 };
+typedef struct tl_cu_gemv_args {
+    const tl_cu_q4 *w;
+    const float *x;
+    int x_stride;
+    int x_mode;
+    const float *norm_w;
+    float eps;
+    const float *bias;
+    const float *resid;
+    float *y;
+    int n_tok;
+    int pdl;
+    int u4; /* 4 loads in flight per lane, 3 blocks a multiprocessor (default: 8 loads, 2 blocks) */
+} tl_cu_gemv_args;
+int tl_cu_q4g_fits(int64_t cols, int n_tok);
+int tl_cu_q4g_gemv(const tl_cu_gemv_args *a, cudaStream_t st, tl_error *e);
+
 /* y[n_tok, rows] = x[n_tok, cols] @ W^T (+ bias[rows] if non-NULL); n_tok in 1..16 (decode / small batch).
  * The MLX-layout CUDA-core version (fp32 math; the fallback when cols % 64 != 0). */
 int tl_cu_q4_gemv(const tl_cu_q4 *w, const float *x, const float *bias, float *y, int n_tok, cudaStream_t st,
@@ -87,13 +115,15 @@ typedef struct tl_cu_rope_args {
     int neox;            /* 1: x[i] with x[i + d/2]; 0: x[2i] with x[2i+1] */
     void *kcache, *vcache;
     int kv_dtype, block_size;
+    int pdl;             /* launch as a programmatic dependent (see cu_common.cuh) */
 } tl_cu_rope_args;
 int tl_cu_rope_kv_write(const tl_cu_rope_args *a, cudaStream_t st, tl_error *e);
 
 /* Paged attention for every new token (its K/V already written), causal within its sequence:
  * token t sees context positions 0 .. ctx_len[t]-1 of its sequence, read through its block table.
  * The context is split over thread blocks (flash-decoding) when there are few tokens; partials are
- * merged by a second kernel. q: inside qkv (row stride q_stride floats); out: [n_tok, n_head*head_dim]. */
+ * merged by the last slice to finish (counters given) or by a second kernel. q: inside qkv (row stride
+ * q_stride floats); out: [n_tok, n_head*head_dim]. */
 typedef struct tl_cu_attn_args {
     const float *q;
     int q_stride;
@@ -109,6 +139,10 @@ typedef struct tl_cu_attn_args {
     int max_split;               /* splits allowed by the scratch (1: no split) */
     int max_ctx;                 /* upper bound of ctx_len (host side, picks the split count) */
     int n_sm;                    /* multiprocessors (split heuristic) */
+    int split_keys;              /* context positions per slice at least (0: 128) */
+    int *counters;               /* [n_tok * n_head_kv] ints, zero (left zero): the last slice merges in the
+                                  * same kernel; NULL: a second (merge) kernel */
+    int pdl;                     /* launch as a programmatic dependent (see cu_common.cuh) */
 } tl_cu_attn_args;
 int tl_cu_attention(const tl_cu_attn_args *a, cudaStream_t st, tl_error *e);
 /* How many context slices tl_cu_attention will use for these arguments (a pure function of them). */

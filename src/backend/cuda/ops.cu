@@ -110,6 +110,8 @@ __global__ void rope_kv_kernel(float *__restrict__ qkv, int n_head, int n_head_k
                                int neox, typename tl_cu_kv<DT>::T *kc, typename tl_cu_kv<DT>::T *vc, int bs) {
     const int t = blockIdx.x, h = blockIdx.y, i = threadIdx.x; /* pair index 0 .. hd/2 */
     const int row_len = (n_head + 2 * n_head_kv) * hd;
+    tl_cu_pdl_wait(); /* qkv comes from the previous kernel */
+    tl_cu_pdl_trigger();
     float *x = qkv + (size_t)t * row_len + (size_t)h * hd; /* q head h, or k head h - n_head */
     /* as the CPU reference: inv_freq in fp32 from a double pow, the angle in double */
     float inv = (float)(1.0 / pow((double)theta, (double)(2 * i) / hd));
@@ -138,23 +140,25 @@ extern "C" int tl_cu_rope_kv_write(const tl_cu_rope_args *a, cudaStream_t st, tl
     if (a->head_dim % 2 || a->head_dim > 2048) return tl_errf(e, "cuda rope: head_dim %d must be even", a->head_dim);
     dim3 grid((unsigned)a->n_tok, (unsigned)(a->n_head + a->n_head_kv));
     int th = a->head_dim / 2;
+    cudaError_t err;
     switch (a->kv_dtype) {
     case TL_F32:
-        rope_kv_kernel<TL_F32><<<grid, th, 0, st>>>(a->qkv, a->n_head, a->n_head_kv, a->head_dim, a->pos, a->slot,
-                                                    a->theta, a->neox, (float *)a->kcache, (float *)a->vcache,
-                                                    a->block_size);
+        err = tl_cu_launch(rope_kv_kernel<TL_F32>, grid, dim3(th), 0, st, a->pdl, a->qkv, a->n_head, a->n_head_kv,
+                           a->head_dim, a->pos, a->slot, a->theta, a->neox, (float *)a->kcache, (float *)a->vcache,
+                           a->block_size);
         break;
     case TL_BF16:
-        rope_kv_kernel<TL_BF16><<<grid, th, 0, st>>>(a->qkv, a->n_head, a->n_head_kv, a->head_dim, a->pos, a->slot,
-                                                     a->theta, a->neox, (uint16_t *)a->kcache,
-                                                     (uint16_t *)a->vcache, a->block_size);
+        err = tl_cu_launch(rope_kv_kernel<TL_BF16>, grid, dim3(th), 0, st, a->pdl, a->qkv, a->n_head, a->n_head_kv,
+                           a->head_dim, a->pos, a->slot, a->theta, a->neox, (uint16_t *)a->kcache,
+                           (uint16_t *)a->vcache, a->block_size);
         break;
     case TL_F16:
-        rope_kv_kernel<TL_F16><<<grid, th, 0, st>>>(a->qkv, a->n_head, a->n_head_kv, a->head_dim, a->pos, a->slot,
-                                                    a->theta, a->neox, (uint16_t *)a->kcache, (uint16_t *)a->vcache,
-                                                    a->block_size);
+        err = tl_cu_launch(rope_kv_kernel<TL_F16>, grid, dim3(th), 0, st, a->pdl, a->qkv, a->n_head, a->n_head_kv,
+                           a->head_dim, a->pos, a->slot, a->theta, a->neox, (uint16_t *)a->kcache,
+                           (uint16_t *)a->vcache, a->block_size);
         break;
     default: return tl_errf(e, "cuda rope: kv dtype %d not supported", a->kv_dtype);
     }
+    if (err != cudaSuccess) return tl_errf(e, "cuda: rope_kv_write: %s", cudaGetErrorString(err));
     TL_CU_LAUNCHED(e, "rope_kv_write");
 }
