@@ -28,8 +28,10 @@ void tl_cpu_rmsnorm(const float *x, const float *w, float *y, int n_tok, int n, 
 /* Rotates q[n_tok, n_head, head_dim] and k[n_tok, n_head_kv, head_dim] in place by positions. */
 void tl_cpu_rope(float *q, float *k, const int32_t *pos, int n_tok, int n_head, int n_head_kv, int head_dim,
                  float theta, tl_rope_kind kind);
-/* gate[n] = silu(gate) * up */
+/* gate[n] = silu(gate) * up (AVX2 e^x where available: within a few ulp of the scalar expf form) */
 void tl_cpu_silu_mul(float *gate, const float *up, size_t n);
+void tl_cpu_silu_mul_ref(float *gate, const float *up, size_t n); /* scalar expf reference */
+size_t tl_cpu_silu_mul_avx2(float *gate, const float *up, size_t n); /* does the first n - n % 8 */
 /* Writes the batch's new k/v rows ([n_tok, n_head_kv, head_dim] fp32) into their blocks. */
 void tl_cpu_kv_write(tl_kv *kv, int layer, const tl_batch *b, const float *k, const float *v);
 

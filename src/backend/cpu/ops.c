@@ -3,6 +3,7 @@
 #include <math.h>
 
 #include "backend/cpu/cpu_ops.h"
+#include "core/cpu.h"
 
 void tl_cpu_embed(const tl_tensor *emb, const int32_t *ids, int n_tok, float *out) {
     for (int i = 0; i < n_tok; i++) {
@@ -53,8 +54,16 @@ void tl_cpu_rope(float *q, float *k, const int32_t *pos, int n_tok, int n_head, 
     }
 }
 
-void tl_cpu_silu_mul(float *gate, const float *up, size_t n) {
+void tl_cpu_silu_mul_ref(float *gate, const float *up, size_t n) {
     for (size_t i = 0; i < n; i++) {
+        float g = gate[i];
+        gate[i] = g / (1.0f + expf(-g)) * up[i];
+    }
+}
+
+void tl_cpu_silu_mul(float *gate, const float *up, size_t n) {
+    size_t i = tl_cpu_isa() >= TL_ISA_AVX2 ? tl_cpu_silu_mul_avx2(gate, up, n) : 0;
+    for (; i < n; i++) {
         float g = gate[i];
         gate[i] = g / (1.0f + expf(-g)) * up[i];
     }
