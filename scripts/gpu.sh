@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # gpu.sh: one command that builds, tests and benchmarks the CUDA path on a machine with an NVIDIA GPU.
-#   scripts/gpu.sh [all|test|bench|bench72|engine|full|prefill|decode]   (all = test + bench on dummy:qwen2-7b;
+#   scripts/gpu.sh [all|test|bench|bench72|engine|full|prefill|decode|attn]   (all = test + bench on dummy:qwen2-7b;
 #   full = all + 72b; prefill = test + the 7B prefill breakdown (gpu_bench_prefill) + bench's prefill rows alone;
-#   decode = kernel tests, GEMV / decode variants old vs new on 7B, model tests; TL_NCU=1: + Nsight Compute)
+#   decode = kernel tests, GEMV / decode variants old vs new on 7B, model tests; TL_NCU=1: + Nsight Compute;
+#   attn = test + decode attention alone, attn.cu vs tensor cores (gpu_bench_attn) + engine)
 # Logs go to $OUT (or ./out). If the machine lacks the -dev libraries (jansson, pcre2, utf8proc,
 # microhttpd) or pkg-config, .deb files in $TL_DEBS (default .gpu-debs) are unpacked into a private
 # prefix (never into /). Benchmarks print the card, the commit and the card's measured ceilings.
@@ -37,13 +38,13 @@ fi
 cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DTL_GPU_TESTS=ON "${EXTRA[@]}" >"$OUT/cmake.log" 2>&1 ||
   { tail -30 "$OUT/cmake.log"; exit 1; }
 grep 'tinyllm:' "$OUT/cmake.log"
-cmake --build build-gpu -j"$J" --target gpu_test_cuda_ops gpu_test_cuda_model gpu_test_cuda_sample gpu_bench_cuda gpu_bench_prefill tinyllm_cli >"$OUT/build.log" 2>&1 ||
+cmake --build build-gpu -j"$J" --target gpu_test_cuda_ops gpu_test_cuda_model gpu_test_cuda_sample gpu_bench_cuda gpu_bench_prefill gpu_bench_attn tinyllm_cli >"$OUT/build.log" 2>&1 ||
   { grep -E 'error|Error' "$OUT/build.log" | head -40; exit 1; }
 echo "gpu.sh: built"
 
 rc=0
-if [ "$WHAT" = all ] || [ "$WHAT" = full ] || [ "$WHAT" = test ] || [ "$WHAT" = prefill ]; then
-  for t in gpu_test_cuda_sample gpu_test_cuda_ops gpu_test_cuda_model; do
+if [ "$WHAT" = all ] || [ "$WHAT" = full ] || [ "$WHAT" = test ] || [ "$WHAT" = prefill ] || [ "$WHAT" = attn ]; then
+  for t in gpu_test_cuda_ops gpu_test_cuda_model gpu_test_cuda_sample; do
     echo "== $t"
     timeout 300 ./build-gpu/$t 2>&1 | tee "$OUT/$t.log" | tail -40
     [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
@@ -84,7 +85,11 @@ if [ "$WHAT" = decode ]; then  # the decode work: kernel tests, old vs new decod
     grep -E "Duration|DRAM Throughput|Achieved Occupancy|Issued Ipc" "$D" | head -40
   fi
 fi
-if [ "$WHAT" = engine ] || [ "$WHAT" = full ]; then
+if [ "$WHAT" = attn ]; then
+  echo "== decode attention alone (7B shapes)"
+  timeout 120 ./build-gpu/gpu_bench_attn "$COMMIT" 2>&1 | tee "$OUT/bench_attn.log" || rc=1
+fi
+if [ "$WHAT" = engine ] || [ "$WHAT" = full ] || [ "$WHAT" = attn ]; then
   echo "== engine throughput dummy:qwen2-7b"
   timeout 300 ./build-gpu/gpu_bench_cuda dummy:qwen2-7b "$COMMIT" engine ${TL_ENGINE_REQS:-512} 2>&1 | tee "$OUT/engine_7b.log" || rc=1
 fi

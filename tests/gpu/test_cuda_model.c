@@ -258,11 +258,13 @@ static void prefill_attention_check(void) {
         for (int i = 0; i < 32; i++) bt[s][i] = 95 - (32 * s + i); /* descending: not in position order */
     unsigned long long sd = 11;
     for (int i = 0; i < 512; i++) toks[i] = (int32_t)(tl_t_rng(&sd) % 150000);
-    float *lg[3];
-    for (int run = 0; run < 3; run++) { /* tensor cores (64 rows a block), attn.cu, tensor cores (128 rows) */
+    float *lg[4];
+    for (int run = 0; run < 4; run++) { /* tensor cores (64 rows a block), attn.cu, tensor cores (128 rows),
+                                          * tensor-core prefill with attn.cu's decode kernel */
         if (run == 1) setenv("TL_CUDA_ATTN", "old", 1);
         if (run == 2) setenv("TL_CUDA_ATTN_ROWS", "128", 1);
-        lg[run] = tl_malloc((size_t)3 * V * 4);
+        if (run == 3) setenv("TL_CUDA_ATTN_DEC", "old", 1);
+        lg[run] = tl_malloc((size_t)6 * V * 4);
         tl_batch_seq q1[2] = {{.tok_start = 0, .n_new = 100, .n_past = 0, .block_table = bt[1]},
                               {.tok_start = 100, .n_new = 50, .n_past = 0, .block_table = bt[2]}};
         for (int i = 0; i < 150; i++) pos[i] = i < 100 ? i : i - 100;
@@ -276,15 +278,27 @@ static void prefill_attention_check(void) {
         lr[0] = 0, lr[1] = 300, lr[2] = 340;
         tl_batch b2 = {.n_tok = 341, .tokens = toks + 150, .pos = pos, .n_seq = 3, .seqs = q2, .n_logits = 3, .logit_rows = lr};
         CHECK(gpu->forward(gpu, m, &kv, &b2, lg[run], &e) == 0, "%s", e.msg);
+        /* step 3 (12 tokens: a CUDA graph): decodes on the 100 and the 300, a 10-token chunk on the 90 */
+        tl_batch_seq q3[3] = {{.tok_start = 0, .n_new = 1, .n_past = 101, .block_table = bt[1]},
+                              {.tok_start = 1, .n_new = 1, .n_past = 300, .block_table = bt[0]},
+                              {.tok_start = 2, .n_new = 10, .n_past = 90, .block_table = bt[2]}};
+        for (int i = 0; i < 12; i++) pos[i] = i == 0 ? 101 : i == 1 ? 300 : 90 + i - 2;
+        lr[0] = 0, lr[1] = 1, lr[2] = 11;
+        tl_batch b3 = {.n_tok = 12, .tokens = toks + 491, .pos = pos, .n_seq = 3, .seqs = q3, .n_logits = 3, .logit_rows = lr};
+        CHECK(gpu->forward(gpu, m, &kv, &b3, lg[run] + (size_t)3 * V, &e) == 0, "%s", e.msg);
         unsetenv("TL_CUDA_ATTN");
         unsetenv("TL_CUDA_ATTN_ROWS");
+        unsetenv("TL_CUDA_ATTN_DEC");
     }
-    double err = tl_rel_err(lg[0], lg[1], (size_t)3 * V), err2 = tl_rel_err(lg[2], lg[1], (size_t)3 * V);
-    CHECK(err < 2e-2 && err2 < 2e-2, "prefill attention (tensor cores, 64/128 rows) vs attn.cu, model logits: rel err "
-          "%.3g / %.3g", err, err2);
-    printf("  dummy:qwen2-0.5b int4, bf16 KV, mixed batch: tensor-core prefill attention vs attn.cu logits rel err %.2e "
-           "(128 rows a block: %.2e)\n", err, err2);
-    free(lg[0]), free(lg[1]), free(lg[2]);
+    double err = tl_rel_err(lg[0], lg[1], (size_t)6 * V), err2 = tl_rel_err(lg[2], lg[1], (size_t)6 * V);
+    double err3 = tl_rel_err(lg[0], lg[3], (size_t)6 * V), err4 = tl_rel_err(lg[3], lg[1], (size_t)6 * V);
+    CHECK(err < 2e-2 && err2 < 2e-2 && err3 < 2e-2 && err4 < 2e-2, "tensor-core attention vs attn.cu, model logits: "
+          "rel err %.3g / %.3g; tensor-core vs attn.cu decode kernel %.3g; attn.cu decode, tc prefill vs all attn.cu %.3g",
+          err, err2, err3, err4);
+    printf("  dummy:qwen2-0.5b int4, bf16 KV, mixed batches: tensor-core prefill+decode attention vs attn.cu logits rel "
+           "err %.2e (128 rows a block: %.2e); tc decode vs attn.cu decode %.2e; tc prefill alone vs attn.cu %.2e\n",
+           err, err2, err3, err4);
+    free(lg[0]), free(lg[1]), free(lg[2]), free(lg[3]);
     gpu->kv_free(gpu, &kv);
     gpu->free(gpu);
     tl_model_free(m);

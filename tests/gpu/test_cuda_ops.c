@@ -356,7 +356,7 @@ static void test_attention(int n_head, int n_head_kv, int hd, tl_dtype kvt, int 
         int j = (int)(tl_t_rng(&seed) % (unsigned)(i + 1)), t = perm[i];
         perm[i] = perm[j], perm[j] = t;
     }
-    tl_batch_seq seqs[8];
+    tl_batch_seq *seqs = tl_malloc((size_t)n_seq * sizeof *seqs);
     int32_t *tokens = tl_calloc(n_tok, 4), *pos = tl_malloc(n_tok * 4), *slot = tl_malloc(n_tok * 4);
     int32_t *ctx = tl_malloc(n_tok * 4), *btoff = tl_malloc(n_tok * 4);
     int tok = 0, used = 0, max_ctx = 0;
@@ -427,7 +427,7 @@ static void test_attention(int n_head, int n_head_kv, int hd, tl_dtype kvt, int 
     int *dcnt = dup_dev(cnt, 1024 * 4);
     float *first_split = tl_malloc((size_t)n_tok * QD * 4);
     /* no split; slices + merge kernel; the same slices merged by the last one (equal bit for bit); 32-key slices */
-    for (int split = 0; split < 4; split++) {
+    for (int split = 0; split < 4 && n_head / n_head_kv <= 8; split++) { /* attn.cu: G <= 8 */
         tl_cu_attn_args at = {.q = dqkv, .q_stride = RW, .out = dout, .n_tok = n_tok, .n_head = n_head,
                               .n_head_kv = n_head_kv, .head_dim = hd, .scale = 1.0f / sqrtf((float)hd),
                               .kcache = (char *)dk + lay, .vcache = (char *)dv + lay, .kv_dtype = kvt,
@@ -451,6 +451,52 @@ static void test_attention(int n_head, int n_head_kv, int hd, tl_dtype kvt, int 
     CHECK(nz == 0, "attention: %d merge counters left non-zero", nz);
     cudaFree(dcnt);
     free(first_split), free(cnt);
+    /* the tensor-core decode kernel (attn_decode.cu) on every token of the batch (each its own context), with
+     * and without splits; NaN-poisoned outputs and partials; bit-identical on a rerun; without splits each
+     * token alone (the backend's per-run pointer offsets) gives the same bits as in the whole batch. q and P
+     * are rounded to 16 bits: tolerance 1e-2 (bf16) / 3e-3 (f16) of the largest output. */
+    if (tl_cu_attention_decode_ok(hd, kvt, n_head, n_head_kv)) {
+        float *got2 = tl_malloc((size_t)n_tok * QD * 4);
+        for (int split = 0; split < 2; split++) {
+            tl_cu_attn_args at = {.q = dqkv, .q_stride = RW, .out = dout, .n_tok = n_tok, .n_head = n_head,
+                                  .n_head_kv = n_head_kv, .head_dim = hd, .scale = 1.0f / sqrtf((float)hd),
+                                  .kcache = (char *)dk + lay, .vcache = (char *)dv + lay, .kv_dtype = kvt,
+                                  .block_size = bs, .ctx_len = dctx, .bt_off = dbtoff, .bt = dbt, .partial = dpart,
+                                  .max_split = split ? 16 : 1, .max_ctx = max_ctx, .n_sm = 132};
+            CU(cudaMemset(dout, 0xff, (size_t)n_tok * QD * 4));
+            CU(cudaMemset(dpart, 0xff, part_floats * 4));
+            CHECK(tl_cu_attention_decode(&at, 0, &e) == 0, "%s", e.msg);
+            get(got, dout, (size_t)n_tok * QD * 4);
+            double md = 0, mb = 1e-30;
+            for (size_t i = 0; i < (size_t)n_tok * QD; i++) {
+                const double d = fabs((double)got[i] - want[i]);
+                md = d == d ? fmax(md, d) : INFINITY;
+                mb = fmax(mb, fabs((double)want[i]));
+            }
+            const double err = md / mb, tol = kvt == TL_BF16 ? 1e-2 : 3e-3;
+            CHECK(err < tol, "decode attention h%d/%d hd%d %s bs%d split %d (%d splits): rel err %.3g", n_head,
+                  n_head_kv, hd, tl_dtype_name(kvt), bs, split, tl_cu_attention_splits(&at), err);
+            printf("  decode attention h%d/%d hd%d %s bs%d, %d tokens, max ctx %d, %d splits: rel err %.2e\n", n_head,
+                   n_head_kv, hd, tl_dtype_name(kvt), bs, n_tok, max_ctx, tl_cu_attention_splits(&at), err);
+            CU(cudaMemset(dout, 0xff, (size_t)n_tok * QD * 4));
+            CHECK(tl_cu_attention_decode(&at, 0, &e) == 0, "%s", e.msg);
+            get(got2, dout, (size_t)n_tok * QD * 4);
+            CHECK(!memcmp(got, got2, (size_t)n_tok * QD * 4), "decode attention: rerun differs");
+            if (split) continue;
+            int same = 1;
+            for (int t = 0; t < n_tok; t += 1 + n_tok / 7) { /* a few tokens alone */
+                tl_cu_attn_args r = at;
+                r.q += (size_t)t * RW, r.out += (size_t)t * QD, r.n_tok = 1, r.ctx_len += t, r.bt_off += t;
+                CU(cudaMemset(dout, 0xff, (size_t)n_tok * QD * 4));
+                CHECK(tl_cu_attention_decode(&r, 0, &e) == 0, "%s", e.msg);
+                get(got2, dout, (size_t)n_tok * QD * 4);
+                same &= !memcmp(got + (size_t)t * QD, got2 + (size_t)t * QD, (size_t)QD * 4);
+            }
+            CHECK(same, "decode attention h%d/%d hd%d: a token alone differs from the same token in the batch", n_head,
+                  n_head_kv, hd);
+        }
+        free(got2);
+    }
     /* the tensor-core prefill kernel on the same batch (bf16/f16 cache, head_dim 64/128): variant 0 puts every
      * sequence in tiles of the full tile size, 1 in ragged smaller tiles, 2 only the sequences with more than
      * one new token (decode rows must stay untouched: NaN). q and P are rounded to 16 bits: tolerance 1e-2
@@ -506,7 +552,7 @@ static void test_attention(int n_head, int n_head_kv, int hd, tl_dtype kvt, int 
     cudaFree(dbt), cudaFree(dpart), cudaFree(dout);
     tl_kv_free_host(&kv);
     free(perm), free(tokens), free(pos), free(slot), free(ctx), free(btoff), free(qkv), free(q), free(k), free(v);
-    free(want), free(got), free(gqkv), free(gk), free(gv);
+    free(want), free(got), free(gqkv), free(gk), free(gv), free(seqs);
 }
 
 int main(void) {
@@ -555,5 +601,22 @@ int main(void) {
     test_attention(12, 6, 128, TL_BF16, 7, mix2, 6, 0);
     test_attention(64, 8, 128, TL_BF16, 16, mix2, 6, 1);
     test_attention(14, 2, 64, TL_BF16, 16, longp, 1, 1);
+    /* decode batches for the tensor-core decode kernel: 40 sequences of one new token, contexts 1..3000
+     * (tile multiples and off them), plus one 9-token chunk; GQA 7/1/2/8/16, head_dim 128/64, bf16/f16,
+     * block sizes 16/7/32; and single decodes of 512 / 3000 (splits) */
+    seq_shape decs[41];
+    unsigned long long ds = 99;
+    const int fixed[8] = {0, 63, 64, 65, 127, 2999, 1, 1000};
+    for (int i = 0; i < 40; i++) decs[i] = (seq_shape){i < 8 ? fixed[i] : (int)(tl_t_rng(&ds) % 3000), 1};
+    decs[40] = (seq_shape){200, 9};
+    const seq_shape d512[] = {{511, 1}};
+    test_attention(28, 4, 128, TL_BF16, 16, decs, 41, 1);
+    test_attention(28, 4, 128, TL_F16, 7, decs, 40, 1);
+    test_attention(16, 16, 64, TL_BF16, 32, decs, 41, 1);
+    test_attention(12, 6, 128, TL_F16, 16, decs, 40, 0);
+    test_attention(64, 8, 64, TL_BF16, 16, decs, 41, 1);
+    test_attention(32, 2, 128, TL_BF16, 16, decs, 20, 1);
+    test_attention(28, 4, 128, TL_BF16, 16, d512, 1, 1);
+    test_attention(14, 2, 64, TL_F16, 7, dec, 1, 1);
     TL_TEST_END();
 }

@@ -30,6 +30,7 @@
 enum { P_OTHER, P_MATMUL, P_ATTN, P_LMHEAD, P_SAMPLE, P_N };
 static const char *const p_name[P_N] = {"other", "matmul", "attention", "lm_head", "sample"};
 #define CU_PREFILL_MIN_NEW 16     /* sequences with more new tokens than this: tensor-core prefill attention */
+#define CU_ATTN_DEC_DEFAULT 1     /* 1: decode rows on the tensor-core kernel (attn_decode.cu) unless TL_CUDA_ATTN_DEC=old */
 #define CU_PREFILL_ROWS 128       /* query rows per block of the prefill attention kernel (64 or 128): 128 measured
                                    * 210 vs 192 TFLOP/s at 4096 tokens (7B, H200), the end-to-end prefill 1% faster */
 #define CU_BIG_T 512              /* forwards of more tokens: bf16 activations into cuBLAS (layer_big) */
@@ -86,7 +87,7 @@ typedef struct cu_impl {
     int graph_ok;          /* all_tiled and TL_CUDA_GRAPH != 0 */
     int no_graph;
     cudaGraphExec_t gexec; /* the captured decode step, for the shape in gkey */
-    intptr_t gkey[11];
+    intptr_t gkey[12];
     /* batch metadata: host (pinned) and device copies */
     int32_t *meta_h, *meta_d;
     size_t meta_cap;
@@ -95,6 +96,7 @@ typedef struct cu_impl {
     int64_t n_bt;
     int n_tiles, n_runs;
     int prefill_rows;  /* query rows per block of the prefill kernel (TL_CUDA_ATTN_ROWS: 64 or 128) */
+    int attn_dec;      /* the non-prefill tokens on attn_decode.cu's tensor-core kernel (TL_CUDA_ATTN_DEC) */
     int32_t *runs;  /* host, [2 * n_runs] */
     uint8_t *cov;   /* host scratch: token covered by a tile */
     size_t plan_cap;
@@ -603,6 +605,12 @@ static int64_t build_meta(cu_impl *ci, const tl_config *c, const tl_kv *kv, cons
                    tl_cu_attention_prefill_ok(c->head_dim, kv->dtype, c->n_head, c->n_head_kv);
     const char *er = getenv("TL_CUDA_ATTN_ROWS");
     ci->prefill_rows = tl_cu_prefill_rows(er ? atoi(er) : CU_PREFILL_ROWS);
+    /* the other tokens: attn_decode.cu's tensor-core kernel where it applies (TL_CUDA_ATTN_DEC=old: attn.cu,
+     * =tc: the tensor-core kernel); same split count either way, so the graph key stays valid */
+    const char *ed = getenv("TL_CUDA_ATTN_DEC");
+    const int dec_on = ed ? strcmp(ed, "old") != 0 : CU_ATTN_DEC_DEFAULT;
+    ci->attn_dec = dec_on && !(ea && !strcmp(ea, "old")) &&
+                   tl_cu_attention_decode_ok(c->head_dim, kv->dtype, c->n_head, c->n_head_kv);
     const int tt = fa ? tl_cu_prefill_tile_tokens(c->n_head, c->n_head_kv, ci->prefill_rows) : 1;
     int64_t n_tiles = 0;
     for (int s = 0; fa && s < b->n_seq; s++)
@@ -692,7 +700,8 @@ static int64_t build_meta(cu_impl *ci, const tl_config *c, const tl_kv *kv, cons
 }
 
 /* Attention of one layer by the plan of build_meta: the prefill tiles on tensor cores, the other tokens
- * (decodes, short chunks) in runs of consecutive tokens on attn.cu's kernel (pointers offset per run). */
+ * (decodes, short chunks) in runs of consecutive tokens on attn_decode.cu's tensor-core kernel, or attn.cu's
+ * (ci->attn_dec off or unsupported shape; pointers offset per run). */
 static int attention(cu_impl *ci, const tl_cu_attn_args *a, const int32_t *d_tiles, tl_error *e) {
     if (ci->n_tiles && tl_cu_attention_prefill(a, d_tiles, ci->n_tiles, ci->prefill_rows, ci->st, e)) return -1;
     for (int i = 0; i < ci->n_runs; i++) {
@@ -703,7 +712,7 @@ static int attention(cu_impl *ci, const tl_cu_attn_args *a, const int32_t *d_til
         r.n_tok = ci->runs[2 * i + 1];
         r.ctx_len += t0;
         r.bt_off += t0;
-        if (tl_cu_attention(&r, ci->st, e)) return -1;
+        if (ci->attn_dec ? tl_cu_attention_decode(&r, ci->st, e) : tl_cu_attention(&r, ci->st, e)) return -1;
     }
     return 0;
 }
@@ -927,14 +936,16 @@ static int cu_run(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *
     pmark(ci, P_OTHER);
     CUCHK(e, cudaMemcpyAsync(ci->meta_d, ci->meta_h, (size_t)nmeta * 4, cudaMemcpyHostToDevice, ci->st));
     /* decode-sized steps run as a CUDA graph (one launch instead of ~13 per layer), captured once per
-     * shape: (T, n_logits, attention splits, KV pool); everything else the kernels read lives in meta_d */
+     * shape: (T, n_logits, attention splits, KV pool, decode attention kernel); everything else the kernels
+     * read lives in meta_d */
     int use_graph = ci->graph_ok && T <= 16 && b->n_logits <= 16 && b->n_logits > 0;
     if (use_graph) {
         tl_cu_attn_args probe = {.n_tok = T, .n_head = c->n_head, .n_head_kv = c->n_head_kv, .head_dim = hd,
                                  .max_split = ci->max_split, .max_ctx = max_ctx, .n_sm = ci->n_sm,
                                  .split_keys = decode_fused(ci, c, T) ? ci->split_keys : 0};
-        intptr_t key[11] = {T, b->n_logits, tl_cu_attention_splits(&probe), (intptr_t)kv->k, (intptr_t)kv->dtype,
-                            kv->n_blocks, ci->gemv_old, ci->no_fuse, ci->no_pdl, ci->gemv_u4, ci->merge_last};
+        intptr_t key[12] = {T, b->n_logits, tl_cu_attention_splits(&probe), (intptr_t)kv->k, (intptr_t)kv->dtype,
+                            kv->n_blocks, ci->gemv_old, ci->no_fuse, ci->no_pdl, ci->gemv_u4, ci->merge_last,
+                            ci->attn_dec};
         if (!ci->gexec || memcmp(key, ci->gkey, sizeof key)) {
             graph_drop(ci);
             cudaGraph_t g;

@@ -161,6 +161,13 @@ int tl_cu_prefill_tile_tokens(int n_head, int n_head_kv, int rows);
 int tl_cu_attention_prefill(const tl_cu_attn_args *a, const int32_t *tiles, int n_tiles, int rows, cudaStream_t st,
                             tl_error *e);
 
+/* Tensor-core paged attention for the non-prefill tokens (attn_decode.cu): the arguments and results of
+ * tl_cu_attention (every token of a->n_tok, its own ctx_len; the same split count tl_cu_attention_splits(a),
+ * partial layout and merge), for head_dim 64/128, KV bf16/f16, n_head / n_head_kv <= 16
+ * (tl_cu_attention_decode_ok). q and P are rounded to the KV type (rel err ~1e-3 .. 1e-2). */
+int tl_cu_attention_decode_ok(int head_dim, int kv_dtype, int n_head, int n_head_kv);
+int tl_cu_attention_decode(const tl_cu_attn_args *a, cudaStream_t st, tl_error *e);
+
 #ifdef __cplusplus
 }
 #endif
