@@ -288,7 +288,7 @@ static void prefill_attention_check(void) {
         CHECK(gpu->forward(gpu, m, &kv, &b3, lg[run] + (size_t)3 * V, &e) == 0, "%s", e.msg);
         unsetenv("TL_CUDA_ATTN");
         unsetenv("TL_CUDA_ATTN_ROWS");
-        unsetenv("TL_CUDA_ATTN_DEC");
+        setenv("TL_CUDA_ATTN_DEC", "tc", 1);
     }
     double err = tl_rel_err(lg[0], lg[1], (size_t)6 * V), err2 = tl_rel_err(lg[2], lg[1], (size_t)6 * V);
     double err3 = tl_rel_err(lg[0], lg[3], (size_t)6 * V), err4 = tl_rel_err(lg[3], lg[1], (size_t)6 * V);
@@ -355,6 +355,9 @@ int main(void) {
     /* the CPU reference with fp32 activations above 4 tokens (its default Q4 path quantizes activations to
      * int8 at every n_tok since 47bfee7: ~0.1 relative logit error, too coarse for these tolerances) */
     setenv("TL_Q4_KERNEL", "old", 0);
+    /* the tensor-core decode attention (attn_decode.cu) on every bf16-KV decode row here, whatever the backend's
+     * default (prefill_attention_check compares it with attn.cu, TL_CUDA_ATTN_DEC=old) */
+    setenv("TL_CUDA_ATTN_DEC", "tc", 0);
     tl_error e = {{0}};
     tl_backend *probe = tl_backend_cuda_new(0.5f, &e);
     if (!probe) {

@@ -30,7 +30,8 @@
 enum { P_OTHER, P_MATMUL, P_ATTN, P_LMHEAD, P_SAMPLE, P_N };
 static const char *const p_name[P_N] = {"other", "matmul", "attention", "lm_head", "sample"};
 #define CU_PREFILL_MIN_NEW 16     /* sequences with more new tokens than this: tensor-core prefill attention */
-#define CU_ATTN_DEC_DEFAULT 1     /* 1: decode rows on the tensor-core kernel (attn_decode.cu) unless TL_CUDA_ATTN_DEC=old */
+#define CU_ATTN_DEC_DEFAULT 0     /* 1: decode rows on attn_decode.cu's tensor-core kernel unless TL_CUDA_ATTN_DEC=old;
+                                   * 0 (until measured on a GPU): attn.cu unless TL_CUDA_ATTN_DEC=tc */
 #define CU_PREFILL_ROWS 128       /* query rows per block of the prefill attention kernel (64 or 128): 128 measured
                                    * 210 vs 192 TFLOP/s at 4096 tokens (7B, H200), the end-to-end prefill 1% faster */
 #define CU_BIG_T 512              /* forwards of more tokens: bf16 activations into cuBLAS (layer_big) */
@@ -605,8 +606,8 @@ static int64_t build_meta(cu_impl *ci, const tl_config *c, const tl_kv *kv, cons
                    tl_cu_attention_prefill_ok(c->head_dim, kv->dtype, c->n_head, c->n_head_kv);
     const char *er = getenv("TL_CUDA_ATTN_ROWS");
     ci->prefill_rows = tl_cu_prefill_rows(er ? atoi(er) : CU_PREFILL_ROWS);
-    /* the other tokens: attn_decode.cu's tensor-core kernel where it applies (TL_CUDA_ATTN_DEC=old: attn.cu,
-     * =tc: the tensor-core kernel); same split count either way, so the graph key stays valid */
+    /* the other tokens: attn_decode.cu's tensor-core kernel where it applies (TL_CUDA_ATTN_DEC=tc: on, =old:
+     * attn.cu; unset: CU_ATTN_DEC_DEFAULT); same split count either way (the graph key adds which kernel) */
     const char *ed = getenv("TL_CUDA_ATTN_DEC");
     const int dec_on = ed ? strcmp(ed, "old") != 0 : CU_ATTN_DEC_DEFAULT;
     ci->attn_dec = dec_on && !(ea && !strcmp(ea, "old")) &&
