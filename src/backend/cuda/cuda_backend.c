@@ -30,8 +30,9 @@
 enum { P_OTHER, P_MATMUL, P_ATTN, P_LMHEAD, P_SAMPLE, P_N };
 static const char *const p_name[P_N] = {"other", "matmul", "attention", "lm_head", "sample"};
 #define CU_PREFILL_MIN_NEW 16     /* sequences with more new tokens than this: tensor-core prefill attention */
-#define CU_ATTN_DEC_DEFAULT 0     /* 1: decode rows on attn_decode.cu's tensor-core kernel unless TL_CUDA_ATTN_DEC=old;
-                                   * 0 (until measured on a GPU): attn.cu unless TL_CUDA_ATTN_DEC=tc */
+#define CU_ATTN_DEC_DEFAULT 1     /* 1: decode rows on attn_decode.cu's tensor-core kernel unless TL_CUDA_ATTN_DEC=old
+                                   * (H200, ae71365: 3.0-3.2x attn.cu at 64-512 rows, 1.9x at batch 1; engine 12,940
+                                   * vs 9,429 output tok/s; GPU tests pass with it on); 0: attn.cu unless =tc */
 #define CU_PREFILL_ROWS 128       /* query rows per block of the prefill attention kernel (64 or 128): 128 measured
                                    * 210 vs 192 TFLOP/s at 4096 tokens (7B, H200), the end-to-end prefill 1% faster */
 #define CU_BIG_T 512              /* forwards of more tokens: bf16 activations into cuBLAS (layer_big) */
