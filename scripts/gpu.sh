@@ -2,7 +2,8 @@
 # gpu.sh: one command that builds, tests and benchmarks the CUDA path on a machine with an NVIDIA GPU.
 #   scripts/gpu.sh [all|test|bench|bench72|engine|full|prefill|decode|attn]   (all = test + bench on dummy:qwen2-7b;
 #   full = all + 72b; prefill = test + the 7B prefill breakdown (gpu_bench_prefill) + bench's prefill rows alone;
-#   decode = kernel tests, GEMV / decode variants old vs new on 7B, model tests; TL_NCU=1: + Nsight Compute;
+#   decode = kernel tests, GEMV / decode variants old vs new on 7B, model tests; TL_NCU=1: + Nsight Compute
+#   (TL_NCU=steps: only the kernel durations of two decode steps);
 #   attn = test + decode attention alone, attn.cu vs tensor cores (gpu_bench_attn) + engine)
 # Logs go to $OUT (or ./out). If the machine lacks the -dev libraries (jansson, pcre2, utf8proc,
 # microhttpd) or pkg-config, .deb files in $TL_DEBS (default .gpu-debs) are unpacked into a private
@@ -75,12 +76,13 @@ if [ "$WHAT" = decode ]; then  # the decode work: kernel tests, old vs new decod
     N="$NCU --clock-control none"
     echo "== ncu: every kernel of two decode steps (7B, ctx 512)"
     TL_BENCH_PROFILE=1 timeout 150 $N --csv --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed \
-      -k regex:'q4g_kernel|attn_kernel|attn_merge|rope_kv|embed_kernel|rmsnorm_kernel|gather_kernel' $B > "$OUT/ncu_steps.csv" 2>/dev/null
+      -k regex:'q4[gs]_kernel|attn_kernel|attn_dec|attn_merge|rope_kv|embed_kernel|rmsnorm_kernel|gather_kernel' $B > "$OUT/ncu_steps.csv" 2>/dev/null
+    [ "$TL_NCU" = steps ] && { echo "gpu.sh exit $rc (TL_NCU=steps: no details)"; exit $rc; }
     SEC="--section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section Occupancy --section LaunchStats --section SchedulerStats --section ComputeWorkloadAnalysis"
     echo "== ncu details: layer 0 GEMVs and lm_head of the second step, one attention"
     D="$OUT/ncu_details.txt"  # one file: at most 8 files come back from $OUT
-    TL_BENCH_PROFILE=1 timeout 100 $N $SEC -k regex:q4g_kernel --launch-skip 114 --launch-count 4 $B > "$D" 2>&1
-    TL_BENCH_PROFILE=1 timeout 60 $N $SEC -k regex:q4g_kernel --launch-skip 226 --launch-count 1 $B >> "$D" 2>&1
+    TL_BENCH_PROFILE=1 timeout 100 $N $SEC -k regex:'q4[gs]_kernel' --launch-skip 114 --launch-count 4 $B > "$D" 2>&1
+    TL_BENCH_PROFILE=1 timeout 60 $N $SEC -k regex:'q4[gs]_kernel' --launch-skip 226 --launch-count 1 $B >> "$D" 2>&1
     TL_BENCH_PROFILE=1 timeout 60 $N $SEC -k regex:attn_kernel --launch-skip 56 --launch-count 1 $B >> "$D" 2>&1
     grep -E "Duration|DRAM Throughput|Achieved Occupancy|Issued Ipc" "$D" | head -40
   fi

@@ -121,10 +121,14 @@ static void gemv_bench(double copy) {
         CU(cudaMemset(x, 0x3c, (size_t)16 * cols * 4)); /* finite values: 0x3c3c3c3c = 0.0115 */
         void *ws;
         CU(cudaMalloc(&ws, tl_cu_q4t_ws_bytes(cols)));
-        for (int ti = 0; ti < 12; ti++) { /* fp32 CUDA-core, q4_mma.cu (3 launches), q4_gemv.cu (1 launch, 8 / 4 loads) */
-            int tiled = ti >= 3, one = ti >= 6, u4 = ti >= 9;
+        /* fp32 CUDA-core, q4_mma.cu (3 launches), q4_gemv.cu v1 (registers, 1 launch), v2 (shared-memory ring
+         * fed by bulk copies, 8 consumer warps), v2w16 (16 consumer warps) */
+        const char *vn[5] = {"fp32", "mma", "v1", "v2", "v2w16"};
+        const int vimpl[5] = {0, 0, TL_CU_GEMV_V1, TL_CU_GEMV_V2, TL_CU_GEMV_V2W16};
+        for (int ti = 0; ti < 15; ti++) {
+            int vi = ti / 3, tiled = vi >= 1, one = vi >= 2, u4 = 0;
             if (one && !tl_cu_q4g_fits(cols, toks[ti % 3])) {
-                printf("gemv int4 new  %6d x %5d  n_tok %2d: x does not fit shared memory (mma used)\n", rows, cols, toks[ti % 3]);
+                printf("gemv int4 %-5s %6d x %5d  n_tok %2d: x does not fit shared memory (mma used)\n", vn[vi], rows, cols, toks[ti % 3]);
                 continue;
             }
             for (int k = 0; k < 4; k++) w[k].tiled = tiled; /* random codes: either layout reads the same bytes */
@@ -135,7 +139,7 @@ static void gemv_bench(double copy) {
             for (int i = -4; i < 20; i++) {
                 cudaEventRecord(e0, 0);
                 tl_cu_gemv_args ga = {.w = &w[(i + 8) % 4], .x = x, .x_stride = cols, .y = y, .n_tok = toks[ti % 3],
-                                      .u4 = u4};
+                                      .u4 = u4, .impl = vimpl[vi]};
                 int r = one     ? tl_cu_q4g_gemv(&ga, 0, &e)
                         : tiled ? tl_cu_q4t_gemv(&w[(i + 8) % 4], x, NULL, y, toks[ti % 3], ws, 0, &e)
                                 : tl_cu_q4_gemv(&w[(i + 8) % 4], x, NULL, y, toks[ti % 3], 0, &e);
@@ -147,8 +151,8 @@ static void gemv_bench(double copy) {
                 if (i >= 0) t[i] = ms * 1e-3;
             }
             double tm = median(t, 20), bw = (cb + sb) / tm / 1e12;
-            const char *nm = u4 ? "new4" : one ? "new" : tiled ? "mma" : "fp32";
-            printf("gemv int4 %-4s %6d x %5d  n_tok %2d: %7.1f us  %.2f TB/s (%.0f%% of copy)\n", nm, rows, cols,
+            const char *nm = vn[vi];
+            printf("gemv int4 %-5s %6d x %5d  n_tok %2d: %7.1f us  %.2f TB/s (%.0f%% of copy)\n", nm, rows, cols,
                    toks[ti % 3], tm * 1e6, bw, 100 * bw / copy);
             printf("RESULT gemv_%s_%dx%d_t%d_TBps %.3f\n", nm, rows, cols, toks[ti % 3], bw);
         }
@@ -306,16 +310,17 @@ static void decode_variants(const char *spec, double copy) {
     bctx *bc = &c;
     const int prof = getenv("TL_BENCH_PROFILE") != NULL; /* under ncu: a few steps of the default only */
     step(bc, prof ? 1 : 16, ctx_dec, 0, per); /* the 512-token histories of the 16 sequences (s owns blocks s*per..) */
-    const char *names[8] = {"old (q4_mma GEMV, unfused)", "new GEMV, unfused", "new GEMV, fused, no PDL",
-                            "new GEMV, fused, PDL (default)", "new GEMV (2-kb chunks), fused, PDL",
-                            "fused, PDL, 64-key slices", "fused, PDL, 32-key slices", "fused, PDL, in-kernel merge"};
-    const char *gemv[8] = {"mma", "new", "new", "new", "new", "new", "new", "new"},
-               *fuse[8] = {"0", "0", "1", "1", "1", "1", "1", "1"}, *pdl[8] = {"0", "0", "0", "1", "1", "1", "1", "1"},
-               *gu4[8] = {"8", "8", "8", "8", "4", "8", "8", "8"}, *skeys[8] = {"0", "0", "0", "0", "0", "64", "32", "0"},
-               *amerge[8] = {"", "", "", "", "", "", "", "last"};
+    /* v1 / v2: q4_gemv.cu's kernels (TL_CUDA_GEMV); 6 and 7 repeat 2 and 1 (drift of the card over the run) */
+    const char *names[8] = {"old (q4_mma GEMV, unfused)", "v1 GEMV, fused, PDL",     "v2 GEMV, fused, PDL (default)",
+                            "v2w16 GEMV, fused, PDL",     "v2 GEMV, fused, no PDL",  "v2 GEMV, unfused",
+                            "v2 GEMV, fused, PDL (again)", "v1 GEMV, fused, PDL (again)"};
+    const char *gemv[8] = {"mma", "v1", "v2", "v2w16", "v2", "v2", "v2", "v1"},
+               *fuse[8] = {"0", "1", "1", "1", "1", "0", "1", "1"}, *pdl[8] = {"0", "1", "1", "1", "0", "0", "1", "1"},
+               *gu4[8] = {"8", "8", "8", "8", "8", "8", "8", "8"}, *skeys[8] = {"0", "0", "0", "0", "0", "0", "0", "0"},
+               *amerge[8] = {"", "", "", "", "", "", "", ""};
     const int nv = prof ? 1 : 8;
     size_t kvb = (size_t)(ctx_dec + 32) * cf->n_layer * cf->n_head_kv * cf->head_dim * 2 * 2;
-    for (int vi = nv == 1 ? 3 : 0; vi < (nv == 1 ? 4 : 8); vi++) {
+    for (int vi = nv == 1 ? 2 : 0; vi < (nv == 1 ? 3 : 8); vi++) {
         setenv("TL_CUDA_GEMV", gemv[vi], 1), setenv("TL_CUDA_FUSE", fuse[vi], 1), setenv("TL_CUDA_PDL", pdl[vi], 1);
         setenv("TL_CUDA_GEMV_U", gu4[vi], 1), setenv("TL_CUDA_SPLIT_KEYS", skeys[vi], 1);
         setenv("TL_CUDA_ATT_MERGE", amerge[vi], 1);
@@ -329,7 +334,7 @@ static void decode_variants(const char *spec, double copy) {
         printf("decode batch 1 (%s, ctx %d) %-32s: %.3f ms/token, %.1f tok/s, %.2f TB/s = %.1f%% of copy %.2f TB/s\n",
                spec, ctx_dec, names[vi], tm * 1e3, 1 / tm, bw, 100 * bw / copy, copy);
         printf("RESULT decode_b1_v%d_ms %.4f\n", vi, tm * 1e3);
-        if (nv > 1 && (vi == 0 || vi == 3 || vi == 4))
+        if (nv > 1 && vi <= 3)
             for (int n = 4; n <= 16; n *= 4) {
                 double tb[8];
                 for (int i = 0; i < 8; i++) tb[i] = step(bc, n, 1, ctx_dec + i, per);

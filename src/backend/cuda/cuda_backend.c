@@ -83,13 +83,14 @@ typedef struct cu_impl {
      * attention slices merged by the last slice to finish instead of a second kernel (measured slower: 3.62
      * against 3.43 ms/token, 7B on an H200) */
     int gemv_old, no_fuse, no_pdl, gemv_u4;
+    int gemv_impl; /* TL_CUDA_GEMV=v1 / v2 / v2w16: q4_gemv.cu's kernel (0: its default, v2) */
     int split_keys;        /* attention slices of the decode sequence: context positions per slice at least */
     int merge_last;
     int all_tiled;         /* every matrix is tiled INT4 (no cuBLAS in decode steps) */
     int graph_ok;          /* all_tiled and TL_CUDA_GRAPH != 0 */
     int no_graph;
     cudaGraphExec_t gexec; /* the captured decode step, for the shape in gkey */
-    intptr_t gkey[12];
+    intptr_t gkey[13];
     /* batch metadata: host (pinned) and device copies */
     int32_t *meta_h, *meta_d;
     size_t meta_cap;
@@ -526,7 +527,7 @@ static int matmul_run(cu_impl *ci, const cu_mat *W, const float *x, float *y, in
     if (W->is_q4 && n <= 16) {
         if (W->q.tiled && !ci->gemv_old && tl_cu_q4g_fits(W->cols, n)) {
             tl_cu_gemv_args ga = {.w = &W->q, .x = x, .x_stride = (int)W->cols, .bias = W->bias, .y = y, .n_tok = n,
-                                  .u4 = ci->gemv_u4};
+                                  .u4 = ci->gemv_u4, .impl = ci->gemv_impl};
             return tl_cu_q4g_gemv(&ga, ci->st, e);
         }
         return W->q.tiled ? tl_cu_q4t_gemv(&W->q, x, W->bias, y, n, ci->gemv_ws, ci->st, e)
@@ -805,7 +806,7 @@ static int forward_decode(cu_impl *ci, const tl_model *m, tl_kv *kv, int T, int 
         void *kc = (char *)kv->k + (size_t)l * layer_bytes, *vc = (char *)kv->v + (size_t)l * layer_bytes;
         tl_cu_gemv_args qkv = {.w = &L->qkv.q, .x = ci->x, .x_stride = E, .x_mode = TL_CU_X_RMSNORM,
                                .norm_w = L->attn_norm, .eps = c->rms_eps, .bias = L->qkv.bias, .y = ci->qkv,
-                               .n_tok = T, .pdl = pdl, .u4 = ci->gemv_u4};
+                               .n_tok = T, .pdl = pdl, .u4 = ci->gemv_u4, .impl = ci->gemv_impl};
         tl_cu_rope_args ra = {.qkv = ci->qkv, .n_tok = T, .n_head = c->n_head, .n_head_kv = c->n_head_kv,
                               .head_dim = hd, .pos = d_pos, .slot = d_slot, .theta = c->rope_theta,
                               .neox = c->rope == TL_ROPE_NEOX, .kcache = kc, .vcache = vc, .kv_dtype = kv->dtype,
@@ -817,13 +818,13 @@ static int forward_decode(cu_impl *ci, const tl_model *m, tl_kv *kv, int T, int 
                               .max_split = ci->max_split, .max_ctx = max_ctx, .n_sm = ci->n_sm, .pdl = pdl,
                               .split_keys = ci->split_keys, .counters = ci->merge_last ? ci->att_cnt : NULL};
         tl_cu_gemv_args o = {.w = &L->o.q, .x = ci->att, .x_stride = QD, .bias = L->o.bias, .resid = ci->x,
-                             .y = ci->x, .n_tok = T, .pdl = pdl, .u4 = ci->gemv_u4};
+                             .y = ci->x, .n_tok = T, .pdl = pdl, .u4 = ci->gemv_u4, .impl = ci->gemv_impl};
         tl_cu_gemv_args gu = {.w = &L->gu.q, .x = ci->x, .x_stride = E, .x_mode = TL_CU_X_RMSNORM,
                               .norm_w = L->ffn_norm, .eps = c->rms_eps, .bias = L->gu.bias, .y = ci->gu,
-                              .n_tok = T, .pdl = pdl, .u4 = ci->gemv_u4};
+                              .n_tok = T, .pdl = pdl, .u4 = ci->gemv_u4, .impl = ci->gemv_impl};
         tl_cu_gemv_args down = {.w = &L->down.q, .x = ci->gu, .x_stride = 2 * F, .x_mode = TL_CU_X_SILU,
                                 .bias = L->down.bias, .resid = ci->x, .y = ci->x, .n_tok = T, .pdl = pdl,
-                                .u4 = ci->gemv_u4};
+                                .u4 = ci->gemv_u4, .impl = ci->gemv_impl};
         if (gemv(ci, &qkv, e) || tl_cu_rope_kv_write(&ra, st, e) || pmark(ci, P_OTHER) ||
             attention(ci, &aa, d_tiles, e) || pmark(ci, P_ATTN) || gemv(ci, &o, e) || gemv(ci, &gu, e) ||
             gemv(ci, &down, e))
@@ -918,6 +919,11 @@ static int cu_run(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *
         return tl_errf(e, "cuda: KV pool shape does not match the model");
     const char *gv = getenv("TL_CUDA_GEMV"), *fu = getenv("TL_CUDA_FUSE"), *pd = getenv("TL_CUDA_PDL");
     ci->gemv_old = gv && !strcmp(gv, "mma");
+    ci->gemv_impl = !gv                    ? 0
+                    : !strcmp(gv, "v1")    ? TL_CU_GEMV_V1
+                    : !strcmp(gv, "v2")    ? TL_CU_GEMV_V2
+                    : !strcmp(gv, "v2w16") ? TL_CU_GEMV_V2W16
+                                           : 0;
     ci->no_fuse = fu && !strcmp(fu, "0");
     ci->no_pdl = pd && !strcmp(pd, "0");
     const char *gu4 = getenv("TL_CUDA_GEMV_U"), *sk = getenv("TL_CUDA_SPLIT_KEYS");
@@ -945,9 +951,9 @@ static int cu_run(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *
         tl_cu_attn_args probe = {.n_tok = T, .n_head = c->n_head, .n_head_kv = c->n_head_kv, .head_dim = hd,
                                  .max_split = ci->max_split, .max_ctx = max_ctx, .n_sm = ci->n_sm,
                                  .split_keys = decode_fused(ci, c, T) ? ci->split_keys : 0};
-        intptr_t key[12] = {T, b->n_logits, tl_cu_attention_splits(&probe), (intptr_t)kv->k, (intptr_t)kv->dtype,
+        intptr_t key[13] = {T, b->n_logits, tl_cu_attention_splits(&probe), (intptr_t)kv->k, (intptr_t)kv->dtype,
                             kv->n_blocks, ci->gemv_old, ci->no_fuse, ci->no_pdl, ci->gemv_u4, ci->merge_last,
-                            ci->attn_dec};
+                            ci->attn_dec, ci->gemv_impl};
         if (!ci->gexec || memcmp(key, ci->gkey, sizeof key)) {
             graph_drop(ci);
             cudaGraph_t g;

@@ -285,6 +285,295 @@ __global__ void __launch_bounds__(32 * GV_WARPS, U8 ? 2 : 3) q4g_kernel(const q4
     }
 }
 
+/* ==== v2: weights streamed through a shared-memory ring by the bulk copy engine (cp.async.bulk, sm_90) ====
+ * One block a multiprocessor (persistent grid, tiles strided), W consumer warps + 1 producer warp. A stage is
+ * SK = W * 2 64-column blocks of one 16-row tile (codes, then the (scale | bias) words of their groups: two bulk
+ * copies, contiguous in the tiled layout), completed on a full barrier; the consumers arrive on the stage's
+ * empty barrier once they have its words in registers. The producer starts before the PDL wait (weights never
+ * depend on the previous kernel) and keeps up to `ns` stages (~150 KB an SM at batch 1) in flight without
+ * registers, so the memory system sees many bytes in flight however long the consumers take. Warp w takes
+ * the blocks 2w, 2w + 1 of every stage (group-aligned, a function of cols only: batch invariance), so the hot
+ * loop has no range checks (one warp-uniform test per stage); per tile the warps reduce through shared memory
+ * (double-buffered: one barrier a tile) in a fixed order. x (fp16, group sums) as in v1, prologue by the
+ * consumers. Deterministic: no atomics; results depend on (cols, group, W) only, not on n_tok or the ring. */
+#define GS_NSMAX 32
+#define GS_KW 2
+
+static __device__ __forceinline__ uint32_t gs_sa(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
+static __device__ __forceinline__ void gs_bar_init(uint64_t *b, unsigned n) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(gs_sa(b)), "r"(n) : "memory");
+}
+static __device__ __forceinline__ void gs_bar_arrive(uint64_t *b) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(gs_sa(b)) : "memory");
+}
+static __device__ __forceinline__ void gs_bar_expect(uint64_t *b, unsigned bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(gs_sa(b)), "r"(bytes) : "memory");
+}
+/* Waits for the phase of parity `parity` to complete. A wait longer than 5 s (a bug: a lost stage) traps, so
+ * the launch fails with an error instead of hanging the GPU. */
+static __device__ __forceinline__ void gs_bar_wait(uint64_t *b, unsigned parity) {
+    uint64_t t0 = 0;
+    for (;;) {
+        uint32_t ok;
+        asm volatile(
+            "{\n\t.reg .pred P1;\n\t"
+            "mbarrier.try_wait.parity.shared::cta.b64 P1, [%1], %2;\n\t"
+            "selp.u32 %0, 1, 0, P1;\n\t}"
+            : "=r"(ok)
+            : "r"(gs_sa(b)), "r"(parity)
+            : "memory");
+        if (ok) return;
+        uint64_t now;
+        asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(now));
+        if (!t0) t0 = now;
+        else if (now - t0 > 5000000000ull) __trap();
+    }
+}
+static __device__ __forceinline__ void gs_bulk(void *dst, const void *src, unsigned bytes, uint64_t *b) {
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
+                     gs_sa(dst)),
+                 "l"(src), "r"(bytes), "r"(gs_sa(b))
+                 : "memory");
+}
+template <int NT> static __device__ __forceinline__ void gs_sync() { /* the consumer warps only */
+    asm volatile("bar.sync 1, %0;" ::"n"(NT) : "memory");
+}
+
+/* The mma work of NU (1 or 2) 64-column blocks of one warp: words q[u] and scale words s[u][h][row half], their
+ * first 64-column block kbg (global); as gv_compute, without guards. */
+template <int NTILE, bool BF16, int G, int NU>
+static __device__ __forceinline__ void gs_compute(const uint4 (&qw)[GS_KW], const uint32_t (&sw)[GS_KW][G < 64 ? 64 / G : 1][2],
+                                                  float (&acc)[NTILE][4], int kbg, const __half *xh, const float *gs,
+                                                  int KP, int ng, int n_tok, int g, int q) {
+    constexpr int SPG = G / 16;
+    constexpr int NGC = (NU * 4 + SPG - 1) / SPG;
+    float c[NGC][NTILE][4];
+#pragma unroll
+    for (int gc = 0; gc < NGC; gc++)
+#pragma unroll
+        for (int n = 0; n < NTILE; n++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) c[gc][n][i] = 0.f;
+#pragma unroll
+    for (int jj = 0; jj < 4; jj++) {
+#pragma unroll
+        for (int u = 0; u < NU; u++) {
+            const int k0 = (kbg + u) * 64 + jj * 16, gc = (u * 4 + jj) / SPG;
+            const uint32_t w = jj == 0 ? qw[u].x : jj == 1 ? qw[u].y : jj == 2 ? qw[u].z : qw[u].w, w8 = w >> 8;
+            const uint32_t a0 = (w & 0x000F000Fu) | 0x64006400u, a1 = (w & 0x00F000F0u) | 0x54005400u;
+            const uint32_t a2 = (w8 & 0x000F000Fu) | 0x64006400u, a3 = (w8 & 0x00F000F0u) | 0x54005400u;
+#pragma unroll
+            for (int n = 0; n < NTILE; n++) {
+                const int t = n * 8 + g;
+                uint2 bv = make_uint2(0u, 0u);
+                if (t < n_tok) bv = *(const uint2 *)(xh + t * KP + k0 + 4 * q);
+                gv_mma(c[gc][n], a0, a1, a2, a3, bv.x, bv.y);
+            }
+        }
+    }
+#pragma unroll
+    for (int gc = 0; gc < NGC; gc++) {
+        const int ks0 = gc * SPG, u = ks0 / 4;
+        const int gi = ((kbg + u) * 64 + (ks0 % 4) * 16) / G, h = G < 64 ? (ks0 % 4) * 16 / G : 0;
+        const float2 s0 = gv_sb<BF16>(sw[u][h][0]), s1 = gv_sb<BF16>(sw[u][h][1]);
+        const float bb0 = s0.y - 1024.f * s0.x, bb1 = s1.y - 64.f * s1.x;
+#pragma unroll
+        for (int n = 0; n < NTILE; n++) {
+            const int t0 = n * 8 + 2 * q;
+            const float x0 = t0 < n_tok ? gs[t0 * ng + gi] : 0.f;
+            const float x1 = t0 + 1 < n_tok ? gs[(t0 + 1) * ng + gi] : 0.f;
+            acc[n][0] += s0.x * c[gc][n][0] + bb0 * x0;
+            acc[n][1] += s0.x * c[gc][n][1] + bb0 * x1;
+            acc[n][2] += s1.x * c[gc][n][2] + bb1 * x0;
+            acc[n][3] += s1.x * c[gc][n][3] + bb1 * x1;
+        }
+    }
+}
+
+/* bytes of a stage: SK blocks of codes (512 B each) + their scale words (64 * 64 / G B each) */
+static __host__ __device__ constexpr int gs_stage_bytes(int W, int G) { return W * GS_KW * (512 + 64 * 64 / G); }
+
+template <int NTILE, bool BF16, int G, int W>
+__global__ void __launch_bounds__(32 * (W + 1), 1) q4s_kernel(const q4g_params p, int ns) {
+    constexpr int SK = W * GS_KW, SBKB = 64 * 64 / G, SB = gs_stage_bytes(W, G), NT = 32 * W;
+    constexpr int NGK = G < 64 ? 64 / G : 1;
+    extern __shared__ __align__(128) unsigned char gs_smem[];
+    __shared__ __align__(8) uint64_t full[GS_NSMAX], empty[GS_NSMAX];
+    __shared__ float red[2][W][NTILE][4][32];
+    __shared__ float s_inv[16], s_ss[W][16];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
+    const int cols = p.cols, nkb = cols / 64, ng = cols / G, KP = cols + 16, n_tok = p.n_tok;
+    const int nst = (nkb + SK - 1) / SK; /* stages a tile */
+    unsigned char *ring = gs_smem;
+    __half *xh = (__half *)(gs_smem + (size_t)ns * SB);
+    float *gs = (float *)(gs_smem + (size_t)ns * SB + (size_t)n_tok * KP * 2);
+    if (threadIdx.x == 0) {
+        for (int s = 0; s < ns; s++) gs_bar_init(&full[s], 1), gs_bar_init(&empty[s], W);
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    }
+    __syncthreads();
+
+    if (warp == W) { /* ---- producer: one lane issues every stage of this block's tiles, ns ahead ---- */
+        if (lane == 0) {
+            const unsigned char *cb = (const unsigned char *)p.codes, *sbb = (const unsigned char *)p.sb;
+            int s = 0;
+            unsigned ph = 0;
+            for (int tile = blockIdx.x; tile < p.ntiles; tile += gridDim.x)
+                for (int st = 0; st < nst; st++) {
+                    gs_bar_wait(&empty[s], ph ^ 1u); /* pass 0: parity 1 of a fresh barrier counts as done */
+                    const int kb0 = st * SK, n = min(SK, nkb - kb0);
+                    gs_bar_expect(&full[s], (unsigned)(n * (512 + SBKB)));
+                    unsigned char *dst = ring + (size_t)s * SB;
+                    gs_bulk(dst, cb + ((size_t)tile * nkb + kb0) * 512, (unsigned)n * 512, &full[s]);
+                    gs_bulk(dst + SK * 512, sbb + (size_t)tile * ng * 64 + (size_t)kb0 * SBKB, (unsigned)n * SBKB,
+                            &full[s]);
+                    if (++s == ns) s = 0, ph ^= 1u;
+                }
+        }
+        return;
+    }
+
+    /* ---- consumers: x of every token -> fp16 in shared memory with group sums (as v1) ---- */
+    tl_cu_pdl_wait();
+    constexpr int PB = 4;
+    const int c4 = cols / 4, n4 = n_tok * c4;
+    if (p.mode == TL_CU_X_RMSNORM) {
+        for (int t = 0; t < n_tok; t++) {
+            const float4 *xr = (const float4 *)(p.x + (size_t)t * p.x_stride);
+            float ss = 0.f;
+            for (int base = 0; base < c4; base += 2 * PB * NT) {
+                float4 v[2 * PB];
+#pragma unroll
+                for (int u = 0; u < 2 * PB; u++) {
+                    const int i = base + u * NT + threadIdx.x;
+                    v[u] = i < c4 ? xr[i] : make_float4(0.f, 0.f, 0.f, 0.f);
+                }
+#pragma unroll
+                for (int u = 0; u < 2 * PB; u++) ss += v[u].x * v[u].x + v[u].y * v[u].y + v[u].z * v[u].z + v[u].w * v[u].w;
+            }
+            ss = tl_cu_warp_sum(ss);
+            if (lane == 0) s_ss[warp][t] = ss;
+        }
+        gs_sync<NT>();
+        if ((int)threadIdx.x < n_tok) {
+            float ss = 0.f;
+#pragma unroll
+            for (int w2 = 0; w2 < W; w2++) ss += s_ss[w2][threadIdx.x];
+            s_inv[threadIdx.x] = rsqrtf(ss / (float)cols + p.eps);
+        }
+        gs_sync<NT>();
+    }
+    {
+        constexpr int SEG = G / 4;
+        for (int base = 0; base < n4; base += PB * NT) {
+            float4 a[PB], b[PB];
+#pragma unroll
+            for (int u = 0; u < PB; u++) {
+                const int idx = base + u * NT + threadIdx.x;
+                const int t = idx / c4, k = (idx - t * c4) * 4;
+                a[u] = b[u] = make_float4(0.f, 0.f, 0.f, 0.f);
+                if (idx < n4) {
+                    const float *xr = p.x + (size_t)t * p.x_stride + k;
+                    a[u] = *(const float4 *)xr;
+                    if (p.mode == TL_CU_X_RMSNORM) b[u] = *(const float4 *)(p.norm_w + k);
+                    else if (p.mode == TL_CU_X_SILU) b[u] = *(const float4 *)(xr + cols);
+                }
+            }
+#pragma unroll
+            for (int u = 0; u < PB; u++) {
+                const int idx = base + u * NT + threadIdx.x;
+                const int t = idx / c4, k = (idx - t * c4) * 4;
+                float4 v = a[u];
+                if (p.mode == TL_CU_X_RMSNORM) {
+                    const float inv = idx < n4 ? s_inv[t] : 0.f;
+                    v = make_float4(a[u].x * inv * b[u].x, a[u].y * inv * b[u].y, a[u].z * inv * b[u].z,
+                                    a[u].w * inv * b[u].w);
+                } else if (p.mode == TL_CU_X_SILU) { /* fast exp / divide: x is rounded to fp16 next */
+                    v = make_float4(__fdividef(a[u].x, 1.f + __expf(-a[u].x)) * b[u].x,
+                                    __fdividef(a[u].y, 1.f + __expf(-a[u].y)) * b[u].y,
+                                    __fdividef(a[u].z, 1.f + __expf(-a[u].z)) * b[u].z,
+                                    __fdividef(a[u].w, 1.f + __expf(-a[u].w)) * b[u].w);
+                }
+                const __half2 h0 = __floats2half2_rn(v.x, v.y), h1 = __floats2half2_rn(v.z, v.w);
+                float sum = (__low2float(h0) + __high2float(h0)) + (__low2float(h1) + __high2float(h1));
+#pragma unroll
+                for (int o = 1; o < SEG; o <<= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+                if (idx < n4) {
+                    const int c = k & 15, c2 = c + 2;
+                    __half *row = xh + (size_t)t * KP + (k - c);
+                    *(__half2 *)(row + (c < 8 ? 2 * c : 2 * c - 14)) = h0;
+                    *(__half2 *)(row + (c2 < 8 ? 2 * c2 : 2 * c2 - 14)) = h1;
+                    if ((threadIdx.x & (SEG - 1)) == 0) gs[t * ng + k / G] = sum;
+                }
+            }
+        }
+    }
+    gs_sync<NT>();
+    tl_cu_pdl_trigger();
+
+    /* ---- main loop: the stages of this block's tiles, in the producer's order ---- */
+    int s = 0, rb = 0;
+    unsigned ph = 0;
+    for (int tile = blockIdx.x; tile < p.ntiles; tile += gridDim.x) {
+        float acc[NTILE][4];
+#pragma unroll
+        for (int n = 0; n < NTILE; n++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) acc[n][i] = 0.f;
+        for (int st = 0; st < nst; st++) {
+            const int kb0 = st * SK, n = min(SK, nkb - kb0), l0 = warp * GS_KW, nu = min(GS_KW, n - l0);
+            gs_bar_wait(&full[s], ph);
+            const unsigned char *stg = ring + (size_t)s * SB;
+            uint4 qw[GS_KW];
+            uint32_t sw[GS_KW][NGK][2];
+            if (nu > 0) {
+#pragma unroll
+                for (int u = 0; u < GS_KW; u++) {
+                    if (u < nu) {
+                        qw[u] = *(const uint4 *)(stg + (l0 + u) * 512 + lane * 16);
+                        const uint32_t *sp = (const uint32_t *)(stg + SK * 512 + (l0 + u) * SBKB);
+                        /* group 128: the group holding block l0 + u (both blocks of a warp share one) */
+                        const int go = G > 64 ? -(((l0 + u) & 1) * SBKB / 4) : 0;
+#pragma unroll
+                        for (int h = 0; h < NGK; h++) {
+                            sw[u][h][0] = sp[go + h * 16 + g];
+                            sw[u][h][1] = sp[go + h * 16 + g + 8];
+                        }
+                    } else {
+                        qw[u] = make_uint4(0u, 0u, 0u, 0u);
+#pragma unroll
+                        for (int h = 0; h < NGK; h++) sw[u][h][0] = sw[u][h][1] = 0u;
+                    }
+                }
+            }
+            __syncwarp();
+            if (lane == 0) gs_bar_arrive(&empty[s]);
+            if (++s == ns) s = 0, ph ^= 1u;
+            if (nu == GS_KW) gs_compute<NTILE, BF16, G, GS_KW>(qw, sw, acc, kb0 + l0, xh, gs, KP, ng, n_tok, g, q);
+            else if (G <= 64 && nu == 1) gs_compute<NTILE, BF16, G, 1>(qw, sw, acc, kb0 + l0, xh, gs, KP, ng, n_tok, g, q);
+        }
+#pragma unroll
+        for (int n = 0; n < NTILE; n++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) red[rb][warp][n][i][lane] = acc[n][i];
+        gs_sync<NT>();
+        for (int idx = threadIdx.x; idx < NTILE * 128; idx += NT) {
+            const int n = idx >> 7, i = (idx >> 5) & 3, l = idx & 31;
+            float v = 0.f;
+#pragma unroll
+            for (int w2 = 0; w2 < W; w2++) v += red[rb][w2][n][i][l];
+            const int r = tile * 16 + (l >> 2) + (i >= 2 ? 8 : 0), t = n * 8 + 2 * (l & 3) + (i & 1);
+            if (r < p.rows && t < n_tok) {
+                const size_t o = (size_t)t * p.rows + r;
+                if (p.bias) v += p.bias[r];
+                if (p.resid) v += p.resid[o];
+                p.y[o] = v;
+            }
+        }
+        rb ^= 1;
+    }
+}
+
 static size_t q4g_smem(int64_t cols, int n_tok, int group) {
     return (size_t)n_tok * (size_t)(cols + 16) * 2 + (size_t)n_tok * (size_t)(cols / group) * 4;
 }
@@ -308,6 +597,49 @@ static cudaError_t q4g_launch(const q4g_params &p, size_t smem, cudaStream_t st,
     return tl_cu_launch(k, dim3(grid), dim3(32 * GV_WARPS), smem, st, pdl, p);
 }
 
+/* v2 launch. Matrices of more tiles than multiprocessors whose tiles, one a block with all its stages in
+ * flight, fit the card at once (7B: q/k/v, o) get a block a tile; the others one block a multiprocessor
+ * (persistent, tiles strided) with a ring of what shared memory x leaves, at most the stages one block ever
+ * needs (small matrices leave room for the next kernel) and GS_NSMAX. `ring` > 0 caps the ring (tests). The
+ * grid never changes results (a tile is one block's). */
+template <int NT, bool BF, int G, int W>
+static cudaError_t q4s_launch(const q4g_params &p, size_t xbytes, cudaStream_t st, int pdl, int ring) {
+    void (*k)(const q4g_params, int) = q4s_kernel<NT, BF, G, W>;
+    static int nsm, optin, per_sm, stat_smem, occ_regs; /* per instantiation; device 0 only */
+    cudaError_t err = cudaSuccess;
+    if (!nsm) {
+        int dev = 0, n = 0;
+        cudaFuncAttributes fa;
+        if ((err = cudaGetDevice(&dev)) || (err = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev)) ||
+            (err = cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev)) ||
+            (err = cudaFuncGetAttributes(&fa, k)) ||
+            (err = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, optin - (int)fa.sharedSizeBytes)) ||
+            (err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ_regs, k, 32 * (W + 1), 0)) ||
+            (err = cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev)))
+            return err;
+        stat_smem = (int)fa.sharedSizeBytes;
+        nsm = n;
+    }
+    constexpr int SB = gs_stage_bytes(W, G), SK = W * GS_KW;
+    const int64_t nst = (p.cols / 64 + SK - 1) / SK;
+    int64_t grid = p.ntiles < nsm ? p.ntiles : nsm, ns = 0;
+    if (p.ntiles > nsm && nst <= GS_NSMAX && ring <= 0) { /* a block a tile, if they all fit at once */
+        const int64_t ns1 = nst < 2 ? 2 : nst, smem1 = ns1 * SB + (int64_t)xbytes + stat_smem + 1024;
+        const int64_t fit = TL_MIN((int64_t)occ_regs, per_sm / smem1);
+        if (fit * nsm >= p.ntiles) grid = p.ntiles, ns = ns1;
+    }
+    if (!ns) {
+        const int64_t need = (p.ntiles + grid - 1) / grid * nst;
+        ns = ((int64_t)optin - stat_smem - (int64_t)xbytes) / SB;
+        if (ns > GS_NSMAX) ns = GS_NSMAX;
+        if (ns > need) ns = need < 2 ? 2 : need;
+        if (ring > 0 && ns > ring) ns = ring < 2 ? 2 : ring;
+        if (ns < 2) return cudaErrorInvalidConfiguration;
+    }
+    const size_t smem = (size_t)ns * SB + xbytes;
+    return tl_cu_launch(k, dim3((unsigned)grid), dim3(32 * (W + 1)), smem, st, pdl, p, (int)ns);
+}
+
 extern "C" int tl_cu_q4g_gemv(const tl_cu_gemv_args *a, cudaStream_t st, tl_error *e) {
     const tl_cu_q4 *w = a->w;
     if (!w->tiled || w->cols % 64 || w->cols % w->group || (w->group != 32 && w->group != 64 && w->group != 128))
@@ -322,15 +654,30 @@ extern "C" int tl_cu_q4g_gemv(const tl_cu_gemv_args *a, cudaStream_t st, tl_erro
                     a->resid, a->y, (int)w->rows, (int)w->cols, a->n_tok, (int)((w->rows + 15) / 16)};
     const size_t smem = q4g_smem(w->cols, a->n_tok, w->group);
     cudaError_t err;
+    const int impl = a->impl ? a->impl : TL_CU_GEMV_DEFAULT;
+    if (impl == TL_CU_GEMV_V1) {
 #define GV_G(NT, BF)                                                     \
     (w->group == 32   ? q4g_launch<NT, BF, 32>(p, smem, st, a->pdl, a->u4)     \
      : w->group == 64 ? q4g_launch<NT, BF, 64>(p, smem, st, a->pdl, a->u4)     \
                       : q4g_launch<NT, BF, 128>(p, smem, st, a->pdl, a->u4))
-    if (a->n_tok <= 8)
-        err = w->sb_bf16 ? GV_G(1, true) : GV_G(1, false);
-    else
-        err = w->sb_bf16 ? GV_G(2, true) : GV_G(2, false);
+        if (a->n_tok <= 8)
+            err = w->sb_bf16 ? GV_G(1, true) : GV_G(1, false);
+        else
+            err = w->sb_bf16 ? GV_G(2, true) : GV_G(2, false);
 #undef GV_G
+    } else {
+#define GS_G(NT, BF, W)                                                              \
+    (w->group == 32   ? q4s_launch<NT, BF, 32, W>(p, smem, st, a->pdl, a->ring)        \
+     : w->group == 64 ? q4s_launch<NT, BF, 64, W>(p, smem, st, a->pdl, a->ring)        \
+                      : q4s_launch<NT, BF, 128, W>(p, smem, st, a->pdl, a->ring))
+#define GS_W(NT, BF) (impl == TL_CU_GEMV_V2W16 ? GS_G(NT, BF, 16) : GS_G(NT, BF, 8))
+        if (a->n_tok <= 8)
+            err = w->sb_bf16 ? GS_W(1, true) : GS_W(1, false);
+        else
+            err = w->sb_bf16 ? GS_W(2, true) : GS_W(2, false);
+#undef GS_W
+#undef GS_G
+    }
     if (err != cudaSuccess) return tl_errf(e, "cuda: q4g_gemv: %s", cudaGetErrorString(err));
     TL_CU_LAUNCHED(e, "q4g_gemv");
 }
