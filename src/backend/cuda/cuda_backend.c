@@ -83,7 +83,7 @@ typedef struct cu_impl {
      * attention slices merged by the last slice to finish instead of a second kernel (measured slower: 3.62
      * against 3.43 ms/token, 7B on an H200) */
     int gemv_old, no_fuse, no_pdl, gemv_u4;
-    int gemv_impl; /* TL_CUDA_GEMV=v1 / v2 / v2w16: q4_gemv.cu's kernel (0: its default, v2) */
+    int gemv_impl; /* TL_CUDA_GEMV=v1 / v2 / v2w16 / v2w16a: q4_gemv.cu's kernel (0: its default) */
     int split_keys;        /* attention slices of the decode sequence: context positions per slice at least */
     int merge_last;
     int all_tiled;         /* every matrix is tiled INT4 (no cuBLAS in decode steps) */
@@ -923,6 +923,7 @@ static int cu_run(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *
                     : !strcmp(gv, "v1")    ? TL_CU_GEMV_V1
                     : !strcmp(gv, "v2")    ? TL_CU_GEMV_V2
                     : !strcmp(gv, "v2w16") ? TL_CU_GEMV_V2W16
+                    : !strcmp(gv, "v2w16a") ? TL_CU_GEMV_V2W16A
                                            : 0;
     ci->no_fuse = fu && !strcmp(fu, "0");
     ci->no_pdl = pd && !strcmp(pd, "0");

@@ -313,6 +313,7 @@ static __device__ __forceinline__ void gs_bar_expect(uint64_t *b, unsigned bytes
  * the launch fails with an error instead of hanging the GPU. */
 static __device__ __forceinline__ void gs_bar_wait(uint64_t *b, unsigned parity) {
     uint64_t t0 = 0;
+    unsigned polls = 0;
     for (;;) {
         uint32_t ok;
         asm volatile(
@@ -323,6 +324,7 @@ static __device__ __forceinline__ void gs_bar_wait(uint64_t *b, unsigned parity)
             : "r"(gs_sa(b)), "r"(parity)
             : "memory");
         if (ok) return;
+        if (++polls & 63) continue;
         uint64_t now;
         asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(now));
         if (!t0) t0 = now;
@@ -390,10 +392,90 @@ static __device__ __forceinline__ void gs_compute(const uint4 (&qw)[GS_KW], cons
     }
 }
 
+/* mma without `volatile`: the compiler may schedule it among the loads */
+static __device__ __forceinline__ void gs_mma(float c[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                              uint32_t b0, uint32_t b1) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+/* A warp's x operands for NU 64-column blocks from kbg: B fragments of every k-step and n-tile, and the group
+ * sums of tokens 2q, 2q + 1 of each group (loaded before the stage's weights are waited for: x is ready). */
+template <int NTILE, int G, int NU> struct gs_xop {
+    static constexpr int NGC = (NU * 4 + G / 16 - 1) / (G / 16);
+    uint2 b[NU][4][NTILE];
+    float x0[NGC][NTILE], x1[NGC][NTILE];
+};
+template <int NTILE, int G, int NU>
+static __device__ __forceinline__ void gs_xload(gs_xop<NTILE, G, NU> &o, int kbg, const __half *xh, const float *gs,
+                                                int KP, int ng, int n_tok, int g, int q) {
+#pragma unroll
+    for (int u = 0; u < NU; u++)
+#pragma unroll
+        for (int jj = 0; jj < 4; jj++)
+#pragma unroll
+            for (int n = 0; n < NTILE; n++) {
+                const int t = n * 8 + g;
+                o.b[u][jj][n] = t < n_tok ? *(const uint2 *)(xh + t * KP + (kbg + u) * 64 + jj * 16 + 4 * q)
+                                          : make_uint2(0u, 0u);
+            }
+#pragma unroll
+    for (int gc = 0; gc < gs_xop<NTILE, G, NU>::NGC; gc++) {
+        const int ks0 = gc * (G / 16), gi = ((kbg + ks0 / 4) * 64 + (ks0 % 4) * 16) / G;
+#pragma unroll
+        for (int n = 0; n < NTILE; n++) {
+            const int t0 = n * 8 + 2 * q;
+            o.x0[gc][n] = t0 < n_tok ? gs[t0 * ng + gi] : 0.f;
+            o.x1[gc][n] = t0 + 1 < n_tok ? gs[(t0 + 1) * ng + gi] : 0.f;
+        }
+    }
+}
+/* The mma work of NU blocks with preloaded x: per group C on the tensor cores (independent chains), then
+ * acc = fma(s, C, acc); acc = fma(b - off s, sum x, acc), in group order. */
+template <int NTILE, bool BF16, int G, int NU>
+static __device__ __forceinline__ void gs_compute2(const uint4 (&qw)[GS_KW],
+                                                   const uint32_t (&sw)[GS_KW][G < 64 ? 64 / G : 1][2],
+                                                   const gs_xop<NTILE, G, NU> &xo, float (&acc)[NTILE][4]) {
+    constexpr int SPG = G / 16, NGC = gs_xop<NTILE, G, NU>::NGC;
+    float c[NGC][NTILE][4];
+#pragma unroll
+    for (int gc = 0; gc < NGC; gc++)
+#pragma unroll
+        for (int n = 0; n < NTILE; n++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) c[gc][n][i] = 0.f;
+#pragma unroll
+    for (int jj = 0; jj < 4; jj++) {
+#pragma unroll
+        for (int u = 0; u < NU; u++) {
+            const int gc = (u * 4 + jj) / SPG;
+            const uint32_t w = jj == 0 ? qw[u].x : jj == 1 ? qw[u].y : jj == 2 ? qw[u].z : qw[u].w, w8 = w >> 8;
+            const uint32_t a0 = (w & 0x000F000Fu) | 0x64006400u, a1 = (w & 0x00F000F0u) | 0x54005400u;
+            const uint32_t a2 = (w8 & 0x000F000Fu) | 0x64006400u, a3 = (w8 & 0x00F000F0u) | 0x54005400u;
+#pragma unroll
+            for (int n = 0; n < NTILE; n++) gs_mma(c[gc][n], a0, a1, a2, a3, xo.b[u][jj][n].x, xo.b[u][jj][n].y);
+        }
+    }
+#pragma unroll
+    for (int gc = 0; gc < NGC; gc++) {
+        const int ks0 = gc * SPG, u = ks0 / 4, h = G < 64 ? (ks0 % 4) * 16 / G : 0;
+        const float2 s0 = gv_sb<BF16>(sw[u][h][0]), s1 = gv_sb<BF16>(sw[u][h][1]);
+        const float bb0 = s0.y - 1024.f * s0.x, bb1 = s1.y - 64.f * s1.x;
+#pragma unroll
+        for (int n = 0; n < NTILE; n++) {
+            acc[n][0] = fmaf(bb0, xo.x0[gc][n], fmaf(s0.x, c[gc][n][0], acc[n][0]));
+            acc[n][1] = fmaf(bb0, xo.x1[gc][n], fmaf(s0.x, c[gc][n][1], acc[n][1]));
+            acc[n][2] = fmaf(bb1, xo.x0[gc][n], fmaf(s1.x, c[gc][n][2], acc[n][2]));
+            acc[n][3] = fmaf(bb1, xo.x1[gc][n], fmaf(s1.x, c[gc][n][3], acc[n][3]));
+        }
+    }
+}
+
 /* bytes of a stage: SK blocks of codes (512 B each) + their scale words (64 * 64 / G B each) */
 static __host__ __device__ constexpr int gs_stage_bytes(int W, int G) { return W * GS_KW * (512 + 64 * 64 / G); }
 
-template <int NTILE, bool BF16, int G, int W>
+template <int NTILE, bool BF16, int G, int W, bool PRE>
 __global__ void __launch_bounds__(32 * (W + 1), 1) q4s_kernel(const q4g_params p, int ns) {
     constexpr int SK = W * GS_KW, SBKB = 64 * 64 / G, SB = gs_stage_bytes(W, G), NT = 32 * W;
     constexpr int NGK = G < 64 ? 64 / G : 1;
@@ -522,6 +604,12 @@ __global__ void __launch_bounds__(32 * (W + 1), 1) q4s_kernel(const q4g_params p
             for (int i = 0; i < 4; i++) acc[n][i] = 0.f;
         for (int st = 0; st < nst; st++) {
             const int kb0 = st * SK, n = min(SK, nkb - kb0), l0 = warp * GS_KW, nu = min(GS_KW, n - l0);
+            gs_xop<NTILE, G, GS_KW> xo2;
+            gs_xop<NTILE, G, 1> xo1;
+            if (PRE) { /* x operands first: they do not wait for the stage */
+                if (nu == GS_KW) gs_xload(xo2, kb0 + l0, xh, gs, KP, ng, n_tok, g, q);
+                else if (G <= 64 && nu == 1) gs_xload(xo1, kb0 + l0, xh, gs, KP, ng, n_tok, g, q);
+            }
             gs_bar_wait(&full[s], ph);
             const unsigned char *stg = ring + (size_t)s * SB;
             uint4 qw[GS_KW];
@@ -549,8 +637,13 @@ __global__ void __launch_bounds__(32 * (W + 1), 1) q4s_kernel(const q4g_params p
             __syncwarp();
             if (lane == 0) gs_bar_arrive(&empty[s]);
             if (++s == ns) s = 0, ph ^= 1u;
-            if (nu == GS_KW) gs_compute<NTILE, BF16, G, GS_KW>(qw, sw, acc, kb0 + l0, xh, gs, KP, ng, n_tok, g, q);
-            else if (G <= 64 && nu == 1) gs_compute<NTILE, BF16, G, 1>(qw, sw, acc, kb0 + l0, xh, gs, KP, ng, n_tok, g, q);
+            if (PRE) {
+                if (nu == GS_KW) gs_compute2<NTILE, BF16, G, GS_KW>(qw, sw, xo2, acc);
+                else if (G <= 64 && nu == 1) gs_compute2<NTILE, BF16, G, 1>(qw, sw, xo1, acc);
+            } else {
+                if (nu == GS_KW) gs_compute<NTILE, BF16, G, GS_KW>(qw, sw, acc, kb0 + l0, xh, gs, KP, ng, n_tok, g, q);
+                else if (G <= 64 && nu == 1) gs_compute<NTILE, BF16, G, 1>(qw, sw, acc, kb0 + l0, xh, gs, KP, ng, n_tok, g, q);
+            }
         }
 #pragma unroll
         for (int n = 0; n < NTILE; n++)
@@ -586,7 +679,8 @@ template <int NT, bool BF, int G>
 static cudaError_t q4g_launch(const q4g_params &p, size_t smem, cudaStream_t st, int pdl, int u4) {
     void (*k)(const q4g_params) = u4 ? q4g_kernel<NT, BF, G, false> : q4g_kernel<NT, BF, G, true>;
     cudaError_t err = cudaSuccess;
-    if (smem > 48 * 1024 && (err = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem)))
+    /* the 48 KB default covers static + dynamic shared memory (red[] is up to 8 KB): opt in above 32 KB */
+    if (smem > 32 * 1024 && (err = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem)))
         return err;
     int dev = 0, nsm = 0, occ = 0;
     if ((err = cudaGetDevice(&dev)) || (err = cudaDeviceGetAttribute(&nsm, cudaDevAttrMultiProcessorCount, dev)) ||
@@ -602,9 +696,9 @@ static cudaError_t q4g_launch(const q4g_params &p, size_t smem, cudaStream_t st,
  * (persistent, tiles strided) with a ring of what shared memory x leaves, at most the stages one block ever
  * needs (small matrices leave room for the next kernel) and GS_NSMAX. `ring` > 0 caps the ring (tests). The
  * grid never changes results (a tile is one block's). */
-template <int NT, bool BF, int G, int W>
+template <int NT, bool BF, int G, int W, bool PRE>
 static cudaError_t q4s_launch(const q4g_params &p, size_t xbytes, cudaStream_t st, int pdl, int ring) {
-    void (*k)(const q4g_params, int) = q4s_kernel<NT, BF, G, W>;
+    void (*k)(const q4g_params, int) = q4s_kernel<NT, BF, G, W, PRE>;
     static int nsm, optin, per_sm, stat_smem, occ_regs; /* per instantiation; device 0 only */
     cudaError_t err = cudaSuccess;
     if (!nsm) {
@@ -666,11 +760,14 @@ extern "C" int tl_cu_q4g_gemv(const tl_cu_gemv_args *a, cudaStream_t st, tl_erro
             err = w->sb_bf16 ? GV_G(2, true) : GV_G(2, false);
 #undef GV_G
     } else {
-#define GS_G(NT, BF, W)                                                              \
-    (w->group == 32   ? q4s_launch<NT, BF, 32, W>(p, smem, st, a->pdl, a->ring)        \
-     : w->group == 64 ? q4s_launch<NT, BF, 64, W>(p, smem, st, a->pdl, a->ring)        \
-                      : q4s_launch<NT, BF, 128, W>(p, smem, st, a->pdl, a->ring))
-#define GS_W(NT, BF) (impl == TL_CU_GEMV_V2W16 ? GS_G(NT, BF, 16) : GS_G(NT, BF, 8))
+#define GS_G(NT, BF, W, PRE)                                                              \
+    (w->group == 32   ? q4s_launch<NT, BF, 32, W, PRE>(p, smem, st, a->pdl, a->ring)        \
+     : w->group == 64 ? q4s_launch<NT, BF, 64, W, PRE>(p, smem, st, a->pdl, a->ring)        \
+                      : q4s_launch<NT, BF, 128, W, PRE>(p, smem, st, a->pdl, a->ring))
+#define GS_W(NT, BF)                                                                          \
+    (impl == TL_CU_GEMV_V2W16   ? GS_G(NT, BF, 16, true)                                      \
+     : impl == TL_CU_GEMV_V2W16A ? GS_G(NT, BF, 16, false)                                    \
+                                 : GS_G(NT, BF, 8, true))
         if (a->n_tok <= 8)
             err = w->sb_bf16 ? GS_W(1, true) : GS_W(1, false);
         else
