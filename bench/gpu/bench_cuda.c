@@ -122,7 +122,7 @@ static void gemv_bench(double copy) {
         void *ws;
         CU(cudaMalloc(&ws, tl_cu_q4t_ws_bytes(cols)));
         /* fp32 CUDA-core, q4_mma.cu (3 launches), q4_gemv.cu v1 (registers, 1 launch), v2 (shared-memory ring
-         * fed by bulk copies, 8 consumer warps), v2w16 (16 consumer warps, the default), v2w16a (its first mma loop) */
+         * fed by bulk copies, 8 consumer warps), v2w16 (16 consumer warps), v2w16a (16 warps, first mma loop: the default) */
         const char *vn[6] = {"fp32", "mma", "v1", "v2", "v2w16", "v2w16a"};
         const int vimpl[6] = {0, 0, TL_CU_GEMV_V1, TL_CU_GEMV_V2, TL_CU_GEMV_V2W16, TL_CU_GEMV_V2W16A};
         for (int ti = 3; ti < 18; ti++) { /* (fp32 skipped: see bench/RESULTS.md for it) */
@@ -311,10 +311,10 @@ static void decode_variants(const char *spec, double copy) {
     const int prof = getenv("TL_BENCH_PROFILE") != NULL; /* under ncu: a few steps of the default only */
     step(bc, prof ? 1 : 16, ctx_dec, 0, per); /* the 512-token histories of the 16 sequences (s owns blocks s*per..) */
     /* v1 / v2: q4_gemv.cu's kernels (TL_CUDA_GEMV); 6 and 7 repeat 2 and 1 (drift of the card over the run) */
-    const char *names[8] = {"old (q4_mma GEMV, unfused)",      "v1 GEMV, fused, PDL",          "v2w16 GEMV, fused, PDL (default)",
-                            "v2w16a GEMV, fused, PDL",         "v2 (8 warps) GEMV, fused, PDL", "v2w16 GEMV, fused, no PDL",
-                            "v2w16 GEMV, fused, PDL (again)", "v1 GEMV, fused, PDL (again)"};
-    const char *gemv[8] = {"mma", "v1", "v2w16", "v2w16a", "v2", "v2w16", "v2w16", "v1"},
+    const char *names[8] = {"old (q4_mma GEMV, unfused)",       "v1 GEMV, fused, PDL",           "v2w16a GEMV, fused, PDL (default)",
+                            "v2w16 GEMV, fused, PDL",           "v2 (8 warps) GEMV, fused, PDL", "v2w16a GEMV, fused, no PDL",
+                            "v2w16a GEMV, fused, PDL (again)", "v1 GEMV, fused, PDL (again)"};
+    const char *gemv[8] = {"mma", "v1", "v2w16a", "v2w16", "v2", "v2w16a", "v2w16a", "v1"},
                *fuse[8] = {"0", "1", "1", "1", "1", "1", "1", "1"}, *pdl[8] = {"0", "1", "1", "1", "1", "0", "1", "1"},
                *gu4[8] = {"8", "8", "8", "8", "8", "8", "8", "8"}, *skeys[8] = {"0", "0", "0", "0", "0", "0", "0", "0"},
                *amerge[8] = {"", "", "", "", "", "", "", ""};

@@ -83,7 +83,7 @@ typedef struct cu_impl {
      * attention slices merged by the last slice to finish instead of a second kernel (measured slower: 3.62
      * against 3.43 ms/token, 7B on an H200) */
     int gemv_old, no_fuse, no_pdl, gemv_u4;
-    int gemv_impl; /* TL_CUDA_GEMV=v1 / v2 / v2w16 / v2w16a: q4_gemv.cu's kernel (0: its default) */
+    int gemv_impl; /* TL_CUDA_GEMV=v1 / v2 / v2w16 / v2w16a: q4_gemv.cu's kernel (0: its default, v2w16a) */
     int split_keys;        /* attention slices of the decode sequence: context positions per slice at least */
     int merge_last;
     int all_tiled;         /* every matrix is tiled INT4 (no cuBLAS in decode steps) */
