@@ -21,62 +21,11 @@
 #include <math.h>
 
 #include "backend/cuda/cu_common.cuh"
+#include "backend/cuda/cu_tc.cuh"
 
 #define AD_BN 64     /* keys per block tile */
 #define AD_NW 4      /* warps; warp w takes keys 16w .. 16w+15 of each tile */
 #define AD_MAXG 16   /* query heads per KV head: the 16 rows of the MMA */
-
-template <int DT> struct ad_mma;
-template <> struct ad_mma<TL_BF16> {
-    static __device__ __forceinline__ void mma(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
-        asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-            "{%0,%1,%2,%3};\n"
-            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-    }
-    static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
-        __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
-        return *(uint32_t *)&h;
-    }
-};
-template <> struct ad_mma<TL_F16> {
-    static __device__ __forceinline__ void mma(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
-        asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-            "{%0,%1,%2,%3};\n"
-            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-    }
-    static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
-        __half2 h = __floats2half2_rn(lo, hi);
-        return *(uint32_t *)&h;
-    }
-};
-
-static __device__ __forceinline__ void ad_ldsm4(uint32_t r[4], uint32_t addr) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(addr));
-}
-static __device__ __forceinline__ void ad_ldsm4t(uint32_t r[4], uint32_t addr) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(addr));
-}
-/* 16 bytes global -> shared; src_bytes 0 zero-fills (src is not read). */
-static __device__ __forceinline__ void ad_cp16(uint32_t dst, const void *src, int src_bytes) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes));
-}
-static __device__ __forceinline__ void ad_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N> static __device__ __forceinline__ void ad_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
-static __device__ __forceinline__ float ad_ex2(float x) {
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-    return y;
-}
-/* byte offset of 16-byte chunk c of row r in a [rows][D] 16-bit tile, swizzled */
-template <int D> static __device__ __forceinline__ uint32_t ad_sw(int r, int c) {
-    return (uint32_t)(r * (D * 2) + ((c ^ (r & 7)) << 4));
-}
 
 /* dynamic shared memory: Q [16][D] + K [2][64][D] + V [2][64][D], 16-bit; after the key loop the K/V area
  * holds the warps' O for the merge: [AD_NW][16][D + 8] floats (fits: 16 (D+8) 4 * 4 <= 4 * 64 * D * 2). */
@@ -88,7 +37,7 @@ __global__ void __launch_bounds__(32 * AD_NW, 3)
                        float scale, float scale_log2, const uint16_t *__restrict__ kc, const uint16_t *__restrict__ vc,
                        int bs, int bs_log2, const int32_t *__restrict__ ctx_len, const int32_t *__restrict__ bt_off,
                        const int32_t *__restrict__ bt, float *__restrict__ partial, int n_split) {
-    typedef ad_mma<DT> M;
+    typedef tc_mma<DT> M;
     constexpr int NT = 32 * AD_NW;
     constexpr int NC = D / 8;          /* 16-byte chunks per row */
     constexpr int TB = AD_BN * D * 2;  /* bytes of one K or V tile */
@@ -115,7 +64,7 @@ __global__ void __launch_bounds__(32 * AD_NW, 3)
             float4 a = *(const float4 *)src, b = *(const float4 *)(src + 4);
             w[0] = M::pack(a.x, a.y), w[1] = M::pack(a.z, a.w), w[2] = M::pack(b.x, b.y), w[3] = M::pack(b.z, b.w);
         }
-        *(uint4 *)(ad_sm + ad_sw<D>(r, c)) = make_uint4(w[0], w[1], w[2], w[3]);
+        *(uint4 *)(ad_sm + tc_sw<D>(r, c)) = make_uint4(w[0], w[1], w[2], w[3]);
     }
     /* K/V tile kt (keys c0 + 64 kt + r) -> buffer kt & 1: thread takes chunk tid % NC of rows
      * tid / NC + k * (NT / NC) */
@@ -131,17 +80,17 @@ __global__ void __launch_bounds__(32 * AD_NW, 3)
                 const int blk = bs_log2 >= 0 ? p >> bs_log2 : p / bs, in = bs_log2 >= 0 ? p & (bs - 1) : p % bs;
                 off = (((size_t)table[blk] * n_head_kv + g) * bs + in) * D + c * 8, nb = 16;
             }
-            ad_cp16(sK + boff + ad_sw<D>(r, c), kc + off, nb);
-            ad_cp16(sV + boff + ad_sw<D>(r, c), vc + off, nb);
+            tc_cp16(sK + boff + tc_sw<D>(r, c), kc + off, nb);
+            tc_cp16(sV + boff + tc_sw<D>(r, c), vc + off, nb);
         }
-        ad_commit();
+        tc_commit();
     };
     if (n_kt > 0) load_kv(0);
     __syncthreads();
 
     uint32_t qf[D / 16][4];
 #pragma unroll
-    for (int kq = 0; kq < D / 16; kq++) ad_ldsm4(qf[kq], sQ + ad_sw<D>(lane & 15, kq * 2 + (lane >> 4)));
+    for (int kq = 0; kq < D / 16; kq++) tc_ldsm4(qf[kq], sQ + tc_sw<D>(lane & 15, kq * 2 + (lane >> 4)));
 
     float o[D / 8][4];
 #pragma unroll
@@ -151,9 +100,9 @@ __global__ void __launch_bounds__(32 * AD_NW, 3)
     for (int kt = 0; kt < n_kt; kt++) {
         if (kt + 1 < n_kt) {
             load_kv(kt + 1);
-            ad_wait<1>();
+            tc_wait<1>();
         } else {
-            ad_wait<0>();
+            tc_wait<0>();
         }
         __syncthreads();
         const uint32_t kb = sK + (uint32_t)(kt & 1) * TB, vb = sV + (uint32_t)(kt & 1) * TB;
@@ -165,7 +114,7 @@ __global__ void __launch_bounds__(32 * AD_NW, 3)
 #pragma unroll
             for (int kq = 0; kq < D / 16; kq++) {
                 uint32_t b[4]; /* keys 0..7 of the warp's 16: b[0], b[1]; keys 8..15: b[2], b[3] */
-                ad_ldsm4(b, kb + ad_sw<D>(warp * 16 + ((lane >> 4) << 3) + (lane & 7), kq * 2 + ((lane >> 3) & 1)));
+                tc_ldsm4(b, kb + tc_sw<D>(warp * 16 + ((lane >> 4) << 3) + (lane & 7), kq * 2 + ((lane >> 3) & 1)));
                 M::mma(s[0], qf[kq], b[0], b[1]);
                 M::mma(s[1], qf[kq], b[2], b[3]);
             }
@@ -184,15 +133,15 @@ __global__ void __launch_bounds__(32 * AD_NW, 3)
             mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
             mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
             /* kbase < c1: key kbase is visible, so mx is finite */
-            const float c0f = ad_ex2((m0 - mx0) * scale_log2), c1f = ad_ex2((m1 - mx1) * scale_log2);
+            const float c0f = tc_ex2((m0 - mx0) * scale_log2), c1f = tc_ex2((m1 - mx1) * scale_log2);
             const float ms0 = mx0 * scale_log2, ms1 = mx1 * scale_log2;
             m0 = mx0, m1 = mx1;
             uint32_t pa[4];
             float ls0 = 0.f, ls1 = 0.f;
 #pragma unroll
             for (int nt = 0; nt < 2; nt++) {
-                const float p0 = ad_ex2(fmaf(s[nt][0], scale_log2, -ms0)), p1 = ad_ex2(fmaf(s[nt][1], scale_log2, -ms0));
-                const float p2 = ad_ex2(fmaf(s[nt][2], scale_log2, -ms1)), p3 = ad_ex2(fmaf(s[nt][3], scale_log2, -ms1));
+                const float p0 = tc_ex2(fmaf(s[nt][0], scale_log2, -ms0)), p1 = tc_ex2(fmaf(s[nt][1], scale_log2, -ms0));
+                const float p2 = tc_ex2(fmaf(s[nt][2], scale_log2, -ms1)), p3 = tc_ex2(fmaf(s[nt][3], scale_log2, -ms1));
                 ls0 += p0 + p1, ls1 += p2 + p3;
                 pa[nt * 2] = M::pack(p0, p1);
                 pa[nt * 2 + 1] = M::pack(p2, p3);
@@ -203,7 +152,7 @@ __global__ void __launch_bounds__(32 * AD_NW, 3)
 #pragma unroll
             for (int n2 = 0; n2 < D / 16; n2++) {
                 uint32_t b[4]; /* dims n2*16 + 0..7: b[0], b[1]; dims + 8..15: b[2], b[3] */
-                ad_ldsm4t(b, vb + ad_sw<D>(warp * 16 + (lane & 7) + (((lane >> 3) & 1) << 3), n2 * 2 + (lane >> 4)));
+                tc_ldsm4t(b, vb + tc_sw<D>(warp * 16 + (lane & 7) + (((lane >> 3) & 1) << 3), n2 * 2 + (lane >> 4)));
                 M::mma(o[2 * n2], pa, b[0], b[1]);
                 M::mma(o[2 * n2 + 1], pa, b[2], b[3]);
             }
@@ -240,7 +189,7 @@ __global__ void __launch_bounds__(32 * AD_NW, 3)
         if (Mx != -INFINITY) {
 #pragma unroll
             for (int w = 0; w < AD_NW; w++) {
-                const float f = ad_ex2((s_m[w][h] - Mx) * scale_log2); /* empty warp: m = -inf, f = 0 */
+                const float f = tc_ex2((s_m[w][h] - Mx) * scale_log2); /* empty warp: m = -inf, f = 0 */
                 L += s_l[w][h] * f;
                 A += sa[(w * 16 + h) * SO + d] * f;
             }

@@ -20,62 +20,9 @@
 #include <math.h>
 
 #include "backend/cuda/cu_common.cuh"
+#include "backend/cuda/cu_tc.cuh"
 
 #define AP_BN 64 /* keys per tile */
-
-/* mma.sync m16n8k16, A row-major 16x16, B "col" 16x8, fp32 C += A B. DT picks bf16 or f16 inputs. */
-template <int DT> struct ap_mma;
-template <> struct ap_mma<TL_BF16> {
-    static __device__ __forceinline__ void mma(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
-        asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-            "{%0,%1,%2,%3};\n"
-            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-    }
-    static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
-        __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
-        return *(uint32_t *)&h;
-    }
-};
-template <> struct ap_mma<TL_F16> {
-    static __device__ __forceinline__ void mma(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
-        asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-            "{%0,%1,%2,%3};\n"
-            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-    }
-    static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
-        __half2 h = __floats2half2_rn(lo, hi);
-        return *(uint32_t *)&h;
-    }
-};
-
-static __device__ __forceinline__ void ap_ldsm4(uint32_t r[4], uint32_t addr) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(addr));
-}
-static __device__ __forceinline__ void ap_ldsm4t(uint32_t r[4], uint32_t addr) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(addr));
-}
-/* 16 bytes global -> shared; src_bytes 0 zero-fills (src is not read). */
-static __device__ __forceinline__ void ap_cp16(uint32_t dst, const void *src, int src_bytes) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes));
-}
-static __device__ __forceinline__ void ap_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N> static __device__ __forceinline__ void ap_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
-static __device__ __forceinline__ float ap_ex2(float x) {
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-    return y;
-}
-
-/* byte offset of 16-byte chunk c of row r in a [rows][D] 16-bit tile, swizzled */
-template <int D> static __device__ __forceinline__ uint32_t ap_sw(int r, int c) {
-    return (uint32_t)(r * (D * 2) + ((c ^ (r & 7)) << 4));
-}
 
 /* grid (n_tiles, n_head_kv), NW warps (NW * 16 query rows), dynamic shared memory ap_smem<D, NW>():
  * Q [16 NW][D] + K [2][64][D] + V [2][64][D], 16-bit. tiles: [n_tiles][2] = (first token, tokens).
@@ -90,7 +37,7 @@ __global__ void __launch_bounds__(32 * NW, 8 / NW)
                         int bs_log2,
                         const int32_t *__restrict__ ctx_len, const int32_t *__restrict__ bt_off,
                         const int32_t *__restrict__ bt, const int32_t *__restrict__ tiles, int n_tiles) {
-    typedef ap_mma<DT> M;
+    typedef tc_mma<DT> M;
     constexpr int AP_BM = 16 * NW, AP_THREADS = 32 * NW;
     constexpr int NC = D / 8; /* 16-byte chunks per row */
     constexpr int TB = AP_BN * D * 2; /* bytes of one K or V tile */
@@ -114,7 +61,7 @@ __global__ void __launch_bounds__(32 * NW, 8 / NW)
             float4 a = *(const float4 *)src, b = *(const float4 *)(src + 4);
             w[0] = M::pack(a.x, a.y), w[1] = M::pack(a.z, a.w), w[2] = M::pack(b.x, b.y), w[3] = M::pack(b.z, b.w);
         }
-        *(uint4 *)(ap_sm + ap_sw<D>(r, c)) = make_uint4(w[0], w[1], w[2], w[3]);
+        *(uint4 *)(ap_sm + tc_sw<D>(r, c)) = make_uint4(w[0], w[1], w[2], w[3]);
     }
     /* K/V tile kt -> buffer kt & 1: thread takes chunk tid % NC of rows tid / NC + k * (THREADS / NC) */
     auto load_kv = [&](int kt) {
@@ -129,10 +76,10 @@ __global__ void __launch_bounds__(32 * NW, 8 / NW)
                 const int blk = bs_log2 >= 0 ? p >> bs_log2 : p / bs, in = bs_log2 >= 0 ? p & (bs - 1) : p % bs;
                 off = (((size_t)table[blk] * n_head_kv + g) * bs + in) * D + c * 8, nb = 16;
             }
-            ap_cp16(sK + boff + ap_sw<D>(r, c), kc + off, nb);
-            ap_cp16(sV + boff + ap_sw<D>(r, c), vc + off, nb);
+            tc_cp16(sK + boff + tc_sw<D>(r, c), kc + off, nb);
+            tc_cp16(sV + boff + tc_sw<D>(r, c), vc + off, nb);
         }
-        ap_commit();
+        tc_commit();
     };
     load_kv(0);
     __syncthreads();
@@ -140,7 +87,7 @@ __global__ void __launch_bounds__(32 * NW, 8 / NW)
     /* this warp's 16 Q rows as A fragments, all of D */
     uint32_t qf[D / 16][4];
 #pragma unroll
-    for (int kq = 0; kq < D / 16; kq++) ap_ldsm4(qf[kq], sQ + ap_sw<D>(warp * 16 + (lane & 15), kq * 2 + (lane >> 4)));
+    for (int kq = 0; kq < D / 16; kq++) tc_ldsm4(qf[kq], sQ + tc_sw<D>(warp * 16 + (lane & 15), kq * 2 + (lane >> 4)));
 
     /* the thread's two rows (C layout: row lane/4 and lane/4 + 8 of the warp's 16) and their key limits */
     const int r0 = warp * 16 + (lane >> 2), r1 = r0 + 8;
@@ -155,9 +102,9 @@ __global__ void __launch_bounds__(32 * NW, 8 / NW)
     for (int kt = 0; kt < n_kt; kt++) {
         if (kt + 1 < n_kt) {
             load_kv(kt + 1);
-            ap_wait<1>();
+            tc_wait<1>();
         } else {
-            ap_wait<0>();
+            tc_wait<0>();
         }
         __syncthreads();
         const uint32_t kb = sK + (uint32_t)(kt & 1) * TB, vb = sV + (uint32_t)(kt & 1) * TB;
@@ -170,7 +117,7 @@ __global__ void __launch_bounds__(32 * NW, 8 / NW)
 #pragma unroll
             for (int n2 = 0; n2 < AP_BN / 16; n2++) {
                 uint32_t b[4]; /* keys n2*16 + 0..7: b[0], b[1]; keys + 8..15: b[2], b[3] */
-                ap_ldsm4(b, kb + ap_sw<D>(n2 * 16 + ((lane >> 4) << 3) + (lane & 7), kq * 2 + ((lane >> 3) & 1)));
+                tc_ldsm4(b, kb + tc_sw<D>(n2 * 16 + ((lane >> 4) << 3) + (lane & 7), kq * 2 + ((lane >> 3) & 1)));
                 M::mma(s[2 * n2], qf[kq], b[0], b[1]);
                 M::mma(s[2 * n2 + 1], qf[kq], b[2], b[3]);
             }
@@ -197,15 +144,15 @@ __global__ void __launch_bounds__(32 * NW, 8 / NW)
         mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
         mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
         /* every row sees key 0 in tile 0, so mx is finite from the first tile on */
-        const float c0 = ap_ex2((m0 - mx0) * scale_log2), c1 = ap_ex2((m1 - mx1) * scale_log2);
+        const float c0 = tc_ex2((m0 - mx0) * scale_log2), c1 = tc_ex2((m1 - mx1) * scale_log2);
         const float ms0 = mx0 * scale_log2, ms1 = mx1 * scale_log2;
         m0 = mx0, m1 = mx1;
         float ls0 = 0.f, ls1 = 0.f;
         uint32_t pa[AP_BN / 16][4]; /* P as A fragments: keys kk*16 .. +15 */
 #pragma unroll
         for (int nt = 0; nt < AP_BN / 8; nt++) {
-            const float p0 = ap_ex2(fmaf(s[nt][0], scale_log2, -ms0)), p1 = ap_ex2(fmaf(s[nt][1], scale_log2, -ms0));
-            const float p2 = ap_ex2(fmaf(s[nt][2], scale_log2, -ms1)), p3 = ap_ex2(fmaf(s[nt][3], scale_log2, -ms1));
+            const float p0 = tc_ex2(fmaf(s[nt][0], scale_log2, -ms0)), p1 = tc_ex2(fmaf(s[nt][1], scale_log2, -ms0));
+            const float p2 = tc_ex2(fmaf(s[nt][2], scale_log2, -ms1)), p3 = tc_ex2(fmaf(s[nt][3], scale_log2, -ms1));
             ls0 += p0 + p1, ls1 += p2 + p3;
             pa[nt >> 1][(nt & 1) * 2] = M::pack(p0, p1);
             pa[nt >> 1][(nt & 1) * 2 + 1] = M::pack(p2, p3);
@@ -218,7 +165,7 @@ __global__ void __launch_bounds__(32 * NW, 8 / NW)
 #pragma unroll
             for (int n2 = 0; n2 < D / 16; n2++) {
                 uint32_t b[4]; /* dims n2*16 + 0..7: b[0], b[1]; dims + 8..15: b[2], b[3] */
-                ap_ldsm4t(b, vb + ap_sw<D>(kk * 16 + (lane & 7) + (((lane >> 3) & 1) << 3), n2 * 2 + (lane >> 4)));
+                tc_ldsm4t(b, vb + tc_sw<D>(kk * 16 + (lane & 7) + (((lane >> 3) & 1) << 3), n2 * 2 + (lane >> 4)));
                 M::mma(o[2 * n2], pa[kk], b[0], b[1]);
                 M::mma(o[2 * n2 + 1], pa[kk], b[2], b[3]);
             }
