@@ -10,48 +10,9 @@
 #include "backend/cuda/cuda_ops.h"
 #include "model/model.h"
 #include "tl_test.h" /* tl_t_rng */
-
-#define CU(x)                                                                                     \
-    do {                                                                                          \
-        cudaError_t err_ = (x);                                                                   \
-        if (err_ != cudaSuccess) {                                                                \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(err_)); \
-            exit(2);                                                                              \
-        }                                                                                         \
-    } while (0)
+#include "gpu_bench.h"
 
 enum { NH = 28, NKV = 4, HD = 128, BS = 16, RW = (NH + 2 * NKV) * HD };
-
-static int cmp_d(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-static double median(double *v, int n) {
-    qsort(v, n, sizeof *v, cmp_d);
-    return v[n / 2];
-}
-
-static double copy_bw(void) { /* TB/s, read + write (as gpu_bench_cuda) */
-    size_t n = (size_t)2 << 30;
-    void *a, *b;
-    CU(cudaMalloc(&a, n));
-    CU(cudaMalloc(&b, n));
-    CU(cudaMemset(a, 0x3c, n));
-    cudaEvent_t e0, e1;
-    cudaEventCreate(&e0), cudaEventCreate(&e1);
-    double t[10];
-    for (int i = -2; i < 10; i++) {
-        cudaEventRecord(e0, 0);
-        CU(cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice, 0));
-        cudaEventRecord(e1, 0);
-        CU(cudaEventSynchronize(e1));
-        float ms;
-        cudaEventElapsedTime(&ms, e0, e1);
-        if (i >= 0) t[i] = ms * 1e-3;
-    }
-    cudaFree(a), cudaFree(b);
-    return 2.0 * n / median(t, 10) / 1e12;
-}
 
 static void *dalloc_rand(size_t bytes, unsigned long long seed, int as_bf16) {
     void *d;

@@ -11,24 +11,8 @@
 #include "backend/cuda/cuda_ops.h"
 #include "engine/engine.h"
 #include "tl_test.h" /* tl_t_rng */
+#include "gpu_bench.h"
 
-#define CU(x)                                                                                     \
-    do {                                                                                          \
-        cudaError_t err_ = (x);                                                                   \
-        if (err_ != cudaSuccess) {                                                                \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(err_)); \
-            exit(2);                                                                              \
-        }                                                                                         \
-    } while (0)
-
-static int cmp_d(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-static double median(double *v, int n) {
-    qsort(v, n, sizeof *v, cmp_d);
-    return v[n / 2];
-}
 static void fill_random(void *d, size_t bytes, unsigned long long seed) {
     size_t chunk = 64 << 20;
     uint64_t *h = tl_malloc(chunk);
@@ -38,62 +22,6 @@ static void fill_random(void *d, size_t bytes, unsigned long long seed) {
         CU(cudaMemcpy((char *)d + off, h, n, cudaMemcpyHostToDevice));
     }
     free(h);
-}
-
-static double copy_bw(void) { /* TB/s, read + write */
-    size_t n = (size_t)2 << 30;
-    void *a, *b;
-    CU(cudaMalloc(&a, n));
-    CU(cudaMalloc(&b, n));
-    CU(cudaMemset(a, 0x3c, n));
-    cudaEvent_t e0, e1;
-    cudaEventCreate(&e0), cudaEventCreate(&e1);
-    double t[10];
-    for (int i = -2; i < 10; i++) {
-        cudaEventRecord(e0, 0);
-        CU(cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice, 0));
-        cudaEventRecord(e1, 0);
-        CU(cudaEventSynchronize(e1));
-        float ms;
-        cudaEventElapsedTime(&ms, e0, e1);
-        if (i >= 0) t[i] = ms * 1e-3;
-    }
-    cudaFree(a), cudaFree(b);
-    return 2.0 * n / median(t, 10) / 1e12;
-}
-
-static double gemm_rate(void) { /* TFLOP/s, bf16 in/out, fp32 accumulate, random data */
-    const int N = 8192;
-    void *a, *b, *c;
-    CU(cudaMalloc(&a, (size_t)N * N * 2));
-    CU(cudaMalloc(&b, (size_t)N * N * 2));
-    CU(cudaMalloc(&c, (size_t)N * N * 2));
-    uint16_t *h = tl_malloc((size_t)N * N * 2);
-    unsigned long long s = 3;
-    for (size_t i = 0; i < (size_t)N * N; i++) h[i] = tl_f32_to_bf16(tl_t_randf(&s));
-    CU(cudaMemcpy(a, h, (size_t)N * N * 2, cudaMemcpyHostToDevice));
-    CU(cudaMemcpy(b, h, (size_t)N * N * 2, cudaMemcpyHostToDevice));
-    free(h);
-    cublasHandle_t bl;
-    cublasCreate(&bl);
-    const float one = 1, zero = 0;
-    cudaEvent_t e0, e1;
-    cudaEventCreate(&e0), cudaEventCreate(&e1);
-    double t[10];
-    for (int i = -3; i < 10; i++) {
-        cudaEventRecord(e0, 0);
-        cublasStatus_t st = cublasGemmEx(bl, CUBLAS_OP_T, CUBLAS_OP_N, N, N, N, &one, a, CUDA_R_16BF, N, b, CUDA_R_16BF,
-                                         N, &zero, c, CUDA_R_16BF, N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
-        cudaEventRecord(e1, 0);
-        CU(cudaEventSynchronize(e1));
-        if (st != CUBLAS_STATUS_SUCCESS) fprintf(stderr, "cublas %d\n", (int)st), exit(2);
-        float ms;
-        cudaEventElapsedTime(&ms, e0, e1);
-        if (i >= 0) t[i] = ms * 1e-3;
-    }
-    cublasDestroy(bl);
-    cudaFree(a), cudaFree(b), cudaFree(c);
-    return 2.0 * N * N * (double)N / median(t, 10) / 1e12;
 }
 
 /* GEMV alone on 7B-shaped matrices: 4 copies rotated so L2 (50 MB) holds none between calls */

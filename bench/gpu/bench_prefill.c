@@ -12,15 +12,8 @@
 #include "backend/cuda/cuda_ops.h"
 #include "model/model.h"
 #include "tl_test.h"
+#include "gpu_bench.h"
 
-#define CU(x)                                                                                     \
-    do {                                                                                          \
-        cudaError_t err_ = (x);                                                                   \
-        if (err_ != cudaSuccess) {                                                                \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(err_)); \
-            exit(2);                                                                              \
-        }                                                                                         \
-    } while (0)
 #define OK(x)                                                   \
     do {                                                        \
         tl_error e_ = {{0}};                                    \
@@ -120,15 +113,6 @@ static void matmul_big(const tl_cu_q4 *w, const uint16_t *xb, void *y, int y_bf1
                         y_bf16 ? CUDA_R_16BF : CUDA_R_32F, (int)w->rows, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
         mark(), cat[n_ev - 1] = C_GEMM;
     }
-}
-
-static double median(double *v, int n) {
-    for (int i = 1; i < n; i++)
-        for (int j = i; j > 0 && v[j] < v[j - 1]; j--) {
-            double t = v[j];
-            v[j] = v[j - 1], v[j - 1] = t;
-        }
-    return v[n / 2];
 }
 
 static double gemm_tflops(int m, int n, int k, const void *a, const void *b, void *c, cudaDataType ct) {
