@@ -2,11 +2,17 @@
  * row gather, RoPE + paged KV write. fp32 math throughout (as the CPU reference). */
 #include "backend/cuda/cu_common.cuh"
 
-/* One block per token: optional x += d, then y = x * rsqrt(mean(x^2) + eps) * w. */
+/* y element: fp32 as is, or rounded to bf16 (the prefill path's cuBLAS input) */
+static __device__ __forceinline__ void rms_store(float *y, float v) { *y = v; }
+static __device__ __forceinline__ void rms_store(uint16_t *y, float v) { *y = tl_cu_f32_bf16(v); }
+
+/* One block per token: optional x += d, then y = x * rsqrt(mean(x^2) + eps) * w, y fp32 or bf16 (the same
+ * arithmetic and reduction order either way). */
+template <typename Y>
 __global__ void rmsnorm_kernel(float *__restrict__ x, const float *__restrict__ d, const float *__restrict__ w,
-                               float *__restrict__ y, int n, float eps) {
+                               Y *__restrict__ y, int n, float eps) {
     float *xr = x + (size_t)blockIdx.x * n;
-    float *yr = y + (size_t)blockIdx.x * n;
+    Y *yr = y + (size_t)blockIdx.x * n;
     float ss = 0.f;
     for (int i = threadIdx.x; i < n; i += blockDim.x) {
         float v = xr[i];
@@ -27,14 +33,24 @@ __global__ void rmsnorm_kernel(float *__restrict__ x, const float *__restrict__ 
     }
     __syncthreads();
     float inv = rsqrtf(red[0] / (float)n + eps);
-    for (int i = threadIdx.x; i < n; i += blockDim.x) yr[i] = xr[i] * inv * w[i];
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        const float v = xr[i] * inv * w[i];
+        rms_store(yr + i, v);
+    }
 }
 
 extern "C" int tl_cu_rmsnorm(float *x, const float *d, const float *w, float *y, int n_tok, int n, float eps,
                              cudaStream_t st, tl_error *e) {
     if (n_tok <= 0) return 0;
-    rmsnorm_kernel<<<n_tok, 256, 0, st>>>(x, d, w, y, n, eps);
+    rmsnorm_kernel<float><<<n_tok, 256, 0, st>>>(x, d, w, y, n, eps);
     TL_CU_LAUNCHED(e, "rmsnorm");
+}
+
+extern "C" int tl_cu_rmsnorm_bf16(float *x, const float *d, const float *w, uint16_t *y, int n_tok, int n, float eps,
+                                  cudaStream_t st, tl_error *e) {
+    if (n_tok <= 0) return 0;
+    rmsnorm_kernel<uint16_t><<<n_tok, 256, 0, st>>>(x, d, w, y, n, eps);
+    TL_CU_LAUNCHED(e, "rmsnorm_bf16");
 }
 
 __global__ void silu_mul_kernel(const float *__restrict__ gu, float *__restrict__ out, int n_tok, int n_ff) {

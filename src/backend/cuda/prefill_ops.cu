@@ -1,47 +1,12 @@
 /* prefill_ops.cu: the bf16-activation ops of the prefill path (batches of > CU_BIG_T tokens), where cuBLAS
- * takes bf16 inputs: producers write bf16 directly instead of fp32 + a conversion pass, and the INT4
- * matrices are dequantized by a kernel whose stores are whole 128-byte lines.
- *   - rmsnorm_bf16: rmsnorm_kernel's arithmetic (same reduction order), the output rounded to bf16
+ * takes bf16 inputs: producers write bf16 directly instead of fp32 + a conversion pass (the RMSNorm is
+ * ops.cu's rmsnorm_kernel<uint16_t>), and the INT4 matrices are dequantized by a kernel whose stores are
+ * whole 128-byte lines.
  *   - silu_mul_bf16: gate/up in bf16 (cuBLAS bf16 output), silu(g) * u in fp32, rounded to bf16
  *   - q4t_dequant_bf16_lines: q4t_dequant_kernel's arithmetic per element (bit-identical output), but a
  *     warp stages its 16x64 tile in shared memory and writes 4 rows x 128 bytes per store instruction
  *     (the direct version writes 16-byte pieces of 8 rows per instruction: half-used sectors, ~1.6 TB/s). */
 #include "backend/cuda/cu_common.cuh"
-
-/* One block (256 threads) per token, as rmsnorm_kernel. */
-__global__ void rmsnorm_bf16_kernel(float *__restrict__ x, const float *__restrict__ d, const float *__restrict__ w,
-                                    uint16_t *__restrict__ y, int n, float eps) {
-    float *xr = x + (size_t)blockIdx.x * n;
-    uint16_t *yr = y + (size_t)blockIdx.x * n;
-    float ss = 0.f;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) {
-        float v = xr[i];
-        if (d) {
-            v += d[(size_t)blockIdx.x * n + i];
-            xr[i] = v;
-        }
-        ss += v * v;
-    }
-    __shared__ float red[32];
-    ss = tl_cu_warp_sum(ss);
-    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = ss;
-    __syncthreads();
-    if (threadIdx.x < 32) {
-        float v = threadIdx.x < blockDim.x / 32 ? red[threadIdx.x] : 0.f;
-        v = tl_cu_warp_sum(v);
-        if (threadIdx.x == 0) red[0] = v;
-    }
-    __syncthreads();
-    float inv = rsqrtf(red[0] / (float)n + eps);
-    for (int i = threadIdx.x; i < n; i += blockDim.x) yr[i] = tl_cu_f32_bf16(xr[i] * inv * w[i]);
-}
-
-extern "C" int tl_cu_rmsnorm_bf16(float *x, const float *d, const float *w, uint16_t *y, int n_tok, int n, float eps,
-                                  cudaStream_t st, tl_error *e) {
-    if (n_tok <= 0) return 0;
-    rmsnorm_bf16_kernel<<<n_tok, 256, 0, st>>>(x, d, w, y, n, eps);
-    TL_CU_LAUNCHED(e, "rmsnorm_bf16");
-}
 
 /* 8 outputs per thread (n_ff % 8 == 0: 16-byte loads and stores). */
 __global__ void silu_mul_bf16_kernel(const uint16_t *__restrict__ gu, uint16_t *__restrict__ out, int n_tok, int n_ff) {
