@@ -2,7 +2,8 @@
  * usage: bench_matmul [threads] [rows] [cols]
  * Decode (n_tok = 1): weight GB/s vs a threaded read of a buffer far larger than the caches,
  * measured in the same run; batched decode (n_tok = 4); prefill (n_tok = 512) GFLOP/s.
- * Q4 is run both ways: int8 activations (i8) and fp32 FMA on dequantized groups (f32).
+ * Q4 is run both ways: int8 activations (i8) and fp32 FMA on dequantized groups (f32); then the
+ * i8 path once per Q4 kernel table this CPU runs (AVX2 / AVX-512, one-row "-rows" vs 4-row).
  * The machine may be shared with other jobs: numbers are best-of-N. */
 #include <immintrin.h>
 
@@ -120,7 +121,7 @@ int main(int argc, char **argv) {
     int nth = argc > 1 ? atoi(argv[1]) : 0;
     int64_t rows = argc > 2 ? atoll(argv[2]) : 32768, cols = argc > 3 ? atoll(argv[3]) : 4096;
     tl_pool *pool = tl_pool_create(nth);
-    const tl_mm_kernels *k = tl_mm_for_isa(tl_cpu_isa());
+    const tl_mm_kernels *k = tl_mm_for_isa(tl_mm_isa());
     printf("bench_matmul: %d threads, kernels %s; the machine may be shared with other jobs (best-of-N)\n",
            tl_pool_size(pool), k->name);
     double bw = read_bw(pool);
@@ -151,6 +152,27 @@ int main(int argc, char **argv) {
         tl_aligned_free(w.scales);
         if (w.biases) tl_aligned_free(w.biases);
     }
+    /* Q4 int8 path per kernel table this CPU runs (the "-rows" ones: the previous one-row kernels) */
+    const tl_mm_kernels *tabs[4];
+    int ntab = 0;
+    if (tl_mm_isa() >= TL_ISA_AVX2) tabs[ntab++] = &tl_mm_avx2_rows, tabs[ntab++] = &tl_mm_avx2;
+    if (tl_mm_isa() >= TL_ISA_AVX512) tabs[ntab++] = &tl_mm_avx512_rows, tabs[ntab++] = &tl_mm_avx512;
+    printf("q4 g64 i8 by kernel table (same W and x):\n");
+    printf("%-12s %9s %8s %7s %10s %10s %12s\n", "table", "MB", "n_tok=1", "GB/s", "%read-bw", "n_tok=4", "512 GFLOP/s");
+    tl_tensor w = make(TL_Q4, rows, cols, 64);
+    for (int ti = 0; ti < ntab; ti++) {
+        double t1 = time_mm(tabs[ti], TL_MM_Q4_I8, &w, x, y, 1, pool, 5);
+        double t4 = time_mm(tabs[ti], TL_MM_Q4_I8, &w, x, y, 4, pool, 3);
+        tl_tensor wp = w;
+        wp.rows = TL_MIN(rows, 4864);
+        double tp = time_mm(tabs[ti], TL_MM_Q4_I8, &wp, x, y, 512, pool, 2);
+        double gbs = wbytes(&w) / t1 / 1e9;
+        printf("%-12s %9.1f %6.2fms %7.1f %9.0f%% %8.2fms %12.1f\n", tabs[ti]->name, wbytes(&w) / 1e6, t1 * 1e3, gbs,
+               100 * gbs / bw, t4 * 1e3, 2.0 * 512 * wp.rows * cols / tp / 1e9);
+    }
+    tl_aligned_free(w.data);
+    tl_aligned_free(w.scales);
+    tl_aligned_free(w.biases);
     tl_pool_free(pool);
     return 0;
 }

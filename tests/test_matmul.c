@@ -118,6 +118,16 @@ static float *rand_x(int n_tok, int64_t cols) {
     return x;
 }
 
+/* Every table this CPU can run: scalar, avx2-rows (the previous Q4 kernel), avx2, avx512-rows,
+ * avx512 (the 4-row VNNI kernel); tl_mm_isa() is the tier the driver picks here. Returns the count. */
+static int tables(const tl_mm_kernels **tabs) {
+    int n = 0;
+    tabs[n++] = &tl_mm_scalar;
+    if (tl_mm_isa() >= TL_ISA_AVX2) tabs[n++] = &tl_mm_avx2_rows, tabs[n++] = &tl_mm_avx2;
+    if (tl_mm_isa() >= TL_ISA_AVX512) tabs[n++] = &tl_mm_avx512_rows, tabs[n++] = &tl_mm_avx512;
+    return n;
+}
+
 /* Runs every available tier/path on (w, x) and compares with the reference. */
 static void check_all(wt *w, const float *x, int n_tok, tl_pool *pool, const char *what) {
     int64_t rows = w->t.rows, cols = w->t.cols;
@@ -135,17 +145,9 @@ static void check_all(wt *w, const float *x, int n_tok, tl_pool *pool, const cha
     double e = tl_rel_err(ref, exp, ny);
     CHECK(e < 1e-6, "%s n_tok=%d: reference vs truth rel err %g", what, n_tok, e);
 
-    tl_isa best = tl_cpu_isa();
     bool q4 = w->t.type == TL_Q4;
-    /* every table this CPU can run: scalar, avx2-rows (the previous Q4 kernel), avx2, avx512 */
-    const tl_mm_kernels *tabs[4];
-    int ntab = 0;
-    tabs[ntab++] = &tl_mm_scalar;
-    if (best >= TL_ISA_AVX2) {
-        tabs[ntab++] = &tl_mm_avx2_rows;
-        tabs[ntab++] = &tl_mm_avx2;
-    }
-    if (best >= TL_ISA_AVX512) tabs[ntab++] = &tl_mm_avx512;
+    const tl_mm_kernels *tabs[5];
+    int ntab = tables(tabs);
     for (int ti = 0; ti < ntab; ti++) {
         const tl_mm_kernels *k = tabs[ti];
         for (int path = 0; path < (q4 ? 4 : 1); path++) {
@@ -170,6 +172,15 @@ static void check_all(wt *w, const float *x, int n_tok, tl_pool *pool, const cha
                 CHECK(e < 2e-5, "%s n_tok=%d isa=%s: int8 path vs scalar int8 spec rel err %g", what, n_tok, k->name,
                       e);
             }
+        }
+    }
+    if (q4 && tl_mm_isa() >= TL_ISA_AVX512) { /* same integer sums, same fp32 fold order as AVX2: equal bits */
+        const tl_mm_kernels *pairs[2][2] = {{&tl_mm_avx2, &tl_mm_avx512}, {&tl_mm_avx2_rows, &tl_mm_avx512_rows}};
+        for (int pi = 0; pi < 2; pi++) {
+            tl_mm_run(pairs[pi][0], TL_MM_Q4_I8, &w->t, x, yi8, n_tok, pool);
+            tl_mm_run(pairs[pi][1], TL_MM_Q4_I8, &w->t, x, y, n_tok, pool);
+            CHECK(!memcmp(y, yi8, ny * sizeof(float)), "%s n_tok=%d: %s differs from %s (rel err %g)", what, n_tok,
+                  pairs[pi][1]->name, pairs[pi][0]->name, tl_rel_err(y, yi8, ny));
         }
     }
     free(ref);
@@ -225,9 +236,9 @@ static void check_parts(tl_dtype type, int group, int n_tok, tl_pool *pool) {
 
 int main(void) {
     tl_pool *pool = tl_pool_create(3);
-    printf("best ISA here: %s\n", tl_isa_name(tl_cpu_isa()));
-    if (tl_cpu_isa() < TL_ISA_AVX512) printf("SKIP AVX-512 kernels: cpuid reports no AVX-512 (F/BW/VL/DQ/VNNI/BF16)\n");
-    if (tl_cpu_isa() < TL_ISA_AVX2) printf("SKIP AVX2 kernels: not available or capped by TL_CPU\n");
+    printf("best ISA here: %s (matmul tier: %s)\n", tl_isa_name(tl_cpu_isa()), tl_isa_name(tl_mm_isa()));
+    if (tl_mm_isa() < TL_ISA_AVX512) printf("SKIP AVX-512 kernels: cpuid reports no AVX-512 (F/BW/VL/DQ/VNNI)\n");
+    if (tl_mm_isa() < TL_ISA_AVX2) printf("SKIP AVX2 kernels: not available or capped by TL_CPU\n");
 
     const int ntoks[] = {1, 2, 3, 4, 5, 7, 13};
     const int ntoks_q4[] = {1, 2, 3, 4, 5, 6, 7, 8, 13, 37};
@@ -298,13 +309,13 @@ int main(void) {
     {
         wt w = make_weight(TL_Q4, 8, 64, 32, TL_F16);
         float x[64] = {0}, y[8];
-        for (int isa = 0; isa <= (int)tl_cpu_isa() + 1; isa++) { /* + avx2-rows */
-            if (isa == (int)tl_cpu_isa() + 1 && tl_cpu_isa() < TL_ISA_AVX2) break;
-            tl_mm_run(isa > (int)tl_cpu_isa() ? &tl_mm_avx2_rows : tl_mm_for_isa((tl_isa)isa), TL_MM_Q4_I8, &w.t, x, y, 1,
-                      NULL);
+        const tl_mm_kernels *tabs[5];
+        int ntab = tables(tabs);
+        for (int ti = 0; ti < ntab; ti++) {
+            tl_mm_run(tabs[ti], TL_MM_Q4_I8, &w.t, x, y, 1, NULL);
             int nz = 0;
             for (int i = 0; i < 8; i++) nz += y[i] != 0.0f;
-            CHECK(nz == 0, "zero x gives %d non-zero outputs", nz);
+            CHECK(nz == 0, "%s: zero x gives %d non-zero outputs", tabs[ti]->name, nz);
         }
         free_weight(&w);
     }

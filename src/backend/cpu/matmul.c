@@ -1,6 +1,6 @@
 /* matmul.c: y[n_tok, rows] = x[n_tok, cols] @ W^T for every weight dtype.
  * The scalar reference, the scalar kernel table, and the threaded driver that picks the direct
- * (decode) or panel (prefill) path and a kernel table by tl_cpu_isa(). See matmul_impl.h. */
+ * (decode) or panel (prefill) path and a kernel table by tl_mm_isa(). See matmul_impl.h. */
 #include <math.h>
 
 #include "backend/cpu/matmul_impl.h"
@@ -128,6 +128,16 @@ const tl_mm_kernels *tl_mm_for_isa(tl_isa isa) {
     if (isa >= TL_ISA_AVX512) return &tl_mm_avx512;
     if (isa >= TL_ISA_AVX2) return &tl_mm_avx2;
     return &tl_mm_scalar;
+}
+
+tl_isa tl_mm_isa(void) {
+    tl_isa isa = tl_cpu_isa();
+    const tl_cpu_features *f = tl_cpu();
+    const char *cap = getenv("TL_CPU"); /* the same caps as tl_cpu_isa */
+    bool capped = cap && (!strcmp(cap, "scalar") || !strcmp(cap, "avx2"));
+    if (isa == TL_ISA_AVX2 && !capped && f->avx512f && f->avx512bw && f->avx512vl && f->avx512dq && f->avx512vnni)
+        return TL_ISA_AVX512;
+    return isa;
 }
 
 /* ---- activation quantization for the int8 path ---- */
@@ -319,15 +329,17 @@ void tl_mm_run(const tl_mm_kernels *k, tl_mm_q4_path q4, const tl_tensor *w, con
 }
 
 void tl_cpu_matmul(const tl_tensor *w, const float *x, float *y, int n_tok, tl_pool *pool) {
-    tl_mm_run(tl_mm_for_isa(tl_cpu_isa()), TL_MM_Q4_AUTO, w, x, y, n_tok, pool);
+    tl_mm_run(tl_mm_for_isa(tl_mm_isa()), TL_MM_Q4_AUTO, w, x, y, n_tok, pool);
 }
 
 void tl_cpu_matmul_n(const tl_tensor *const *w, float *const *y, int n, const float *x, int n_tok, tl_pool *pool) {
-    tl_mm_run_n(tl_mm_for_isa(tl_cpu_isa()), TL_MM_Q4_AUTO, w, y, n, x, n_tok, pool);
+    tl_mm_run_n(tl_mm_for_isa(tl_mm_isa()), TL_MM_Q4_AUTO, w, y, n, x, n_tok, pool);
 }
 
 void tl_cpu_matmul_old(const tl_tensor *w, const float *x, float *y, int n_tok, tl_pool *pool) {
-    tl_isa isa = tl_cpu_isa();
-    const tl_mm_kernels *k = isa == TL_ISA_AVX2 ? &tl_mm_avx2_rows : tl_mm_for_isa(isa);
+    tl_isa isa = tl_mm_isa();
+    const tl_mm_kernels *k = isa == TL_ISA_AVX512 ? &tl_mm_avx512_rows
+                             : isa == TL_ISA_AVX2 ? &tl_mm_avx2_rows
+                                                  : &tl_mm_scalar;
     tl_mm_run(k, TL_MM_Q4_LEGACY, w, x, y, n_tok, pool);
 }

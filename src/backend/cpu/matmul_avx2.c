@@ -296,7 +296,7 @@ AI void sb_4x8(tl_dtype t, const uint16_t *h, int64_t ng, int64_t g, float *out)
 /* out[g*4 + i] = fp32 of p[(r + i) * ng + g] for i < 4, g < ng: rows r..r+3 transposed so that one
  * 128-bit load gives a group's four rows. 8 groups per step; a ragged end redoes the last 8
  * (overlapping, same values) instead of going scalar: at n_embd = 896, G = 64 a row has 14 groups. */
-static void sb_4rows(tl_dtype t, const void *p, int64_t r, int64_t ng, float *out) {
+void tl_mm_sb_4rows(tl_dtype t, const void *p, int64_t r, int64_t ng, float *out) {
     const uint16_t *h = (const uint16_t *)p + r * ng;
     int64_t g = 0;
     for (; g + 8 <= ng; g += 8) sb_4x8(t, h, ng, g, out);
@@ -306,12 +306,8 @@ static void sb_4rows(tl_dtype t, const void *p, int64_t r, int64_t ng, float *ou
             for (int i = 0; i < 4; i++) out[g * 4 + i] = h2f(t, h[i * ng + g]);
 }
 
-/* Software prefetch distance (bytes) on the codes stream. Measured (151936 x 896 Q4, 1 thread):
- * 8.5 -> 13-16 GB/s with 4096 (2048: 9-12, 8192: 12-15): the hardware prefetcher alone leaves
- * the core waiting on DRAM between its bursts of integer work. */
-#define TL_Q4_PF 4096
-/* Rows r..r+3, T tokens, cols % 64 == 0. st: [ng][4] scales from sb_4rows; bf: [4][ngp] biases
- * from b_4rows (rows as they are: the bias term is four row dots, no transpose needed). */
+/* Rows r..r+3, T tokens, cols % 64 == 0. st: [ng][4] scales from tl_mm_sb_4rows; bf: [4][ngp]
+ * biases from tl_mm_b_4rows (rows as they are: the bias term is four row dots, no transpose needed). */
 AI void q4i8_4rows(const tl_tensor *w, int64_t r, const tl_mm_xq *xq, float *y, int64_t ldy, const float *st,
                    const float *bf, const int T) {
     const int64_t cols = w->cols, G = w->group, ng = cols / G, nc = cols / 64, rs = cols / 2;
@@ -372,7 +368,7 @@ AI void q4i8_4rows(const tl_tensor *w, int64_t r, const tl_mm_xq *xq, float *y, 
 
 /* bf[i * ngp + g] = fp32 of p[(r + i) * ng + g] for rows r..r+3, each row zero-padded to ngp (a
  * multiple of 8); 8 at a time, a ragged end redone overlapping (ng >= 8). */
-static void b_4rows(tl_dtype t, const void *p, int64_t r, int64_t ng, int64_t ngp, float *bf) {
+void tl_mm_b_4rows(tl_dtype t, const void *p, int64_t r, int64_t ng, int64_t ngp, float *bf) {
     const uint16_t *h = (const uint16_t *)p + r * ng;
     for (int i = 0; i < 4; i++) {
         const uint16_t *hi = h + i * ng;
@@ -392,8 +388,8 @@ static void dot_q4i8_avx2(const tl_tensor *w, int64_t r0, int64_t r1, const tl_m
     int64_t ng = w->cols / w->group, r = r0;
     if (w->cols % 64 == 0 && ng <= 512) {
         for (; r + 4 <= r1; r += 4) {
-            sb_4rows(w->sb_type, w->scales, r, ng, st);
-            b_4rows(w->sb_type, w->biases, r, ng, (ng + 7) & ~(int64_t)7, bt);
+            tl_mm_sb_4rows(w->sb_type, w->scales, r, ng, st);
+            tl_mm_b_4rows(w->sb_type, w->biases, r, ng, (ng + 7) & ~(int64_t)7, bt);
             for (int t0 = 0; t0 < nt; t0 += TL_MM_DIRECT_T) { /* all tokens over these 4 rows (in L1) */
                 tl_mm_xq v = tl_mm_xq_at(xq, t0);
                 float *yt = y + t0 * ldy;

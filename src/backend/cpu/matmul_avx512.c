@@ -202,7 +202,7 @@ static void dot_dense_avx512(const tl_tensor *w, int64_t r0, int64_t r1, const f
     else dense_TL_BF16(w, r0, r1, x, ldx, nt, y, ldy);
 }
 
-/* ---- Q4 x int8 activations ---- */
+/* ---- Q4 x int8 activations, one weight row per pass (the previous kernel; tail rows) ---- */
 AI __m256i dot_i8(__m256i lo, __m256i hi, const int8_t *xq) {
     __m256i a = _mm256_dpbusd_epi32(_mm256_setzero_si256(), lo, _mm256_loadu_si256((const __m256i *)xq));
     return _mm256_dpbusd_epi32(a, hi, _mm256_loadu_si256((const __m256i *)(xq + 32)));
@@ -254,8 +254,9 @@ AI void q4i8_row(const tl_tensor *w, int64_t r, const tl_mm_xq *xq, float *y, in
     }
 }
 
-static void dot_q4i8_avx512(const tl_tensor *w, int64_t r0, int64_t r1, const tl_mm_xq *xq, int nt, float *y,
-                          int64_t ldy) {
+/* The previous kernel: one weight row per pass (per-row scale conversion, two hsums per row). */
+static void dot_q4i8_rows_avx512(const tl_tensor *w, int64_t r0, int64_t r1, const tl_mm_xq *xq, int nt, float *y,
+                                 int64_t ldy) {
     float sf[1024], bf[1024]; /* one row's scales / biases in fp32 */
     int64_t ng = w->cols / w->group;
     if (ng > 1024) { /* wider than any model we know; stay correct */
@@ -272,5 +273,117 @@ static void dot_q4i8_avx512(const tl_tensor *w, int64_t r0, int64_t r1, const tl
     }
 }
 
+/* ---- Q4 x int8, four weight rows per pass (VNNI) ----
+ * The AVX2 kernel's structure (matmul_avx2.c, q4i8_4rows): 4 rows share each x load, their int32
+ * block sums are reduced together to one vector [r0..r3 of block 0 | r0..r3 of block 1] and scaled
+ * in fp32 exactly as there (same vectors, same fold order: the outputs equal the AVX2 kernel's).
+ * What AVX-512 changes is the integer part: two rows per zmm (row i's 32 bytes of codes in the low
+ * half, row i+1's in the high half) against x broadcast to both halves, so one vpdpbusd does 128
+ * u8 x s8 products straight into int32 (AVX2: vpmaddubsw + vpaddw + vphaddw x3 + vpmaddwd), and the
+ * 4-row reduction is two vpermt2d + one 256-bit fold instead of three vphaddw. Up to 8 tokens a
+ * tile (32 zmm registers): the codes' unpacking is shared by twice the tokens of the AVX2 tile. */
+#define Q4_T512 8
+
+/* Q01, Q23: int32 dot partials of rows (0, 1) and (2, 3); element 8*j + 4*b + p of Q01 is part p
+ * (4 u8 x s8 products each, p < 4) of row j's 32-block b (b < 2), same for Q23 with rows 2 + j.
+ * Returns [sum_p row 0..3 of block 0 | sum_p row 0..3 of block 1]: vpermt2d takes parts (0, 2)
+ * and (1, 3) of output lane o = 4*b + row into lanes o and o + 8, then two adds fold them. */
+AI __m256i reduce_4rows(__m512i q01, __m512i q23) {
+    const __m512i i02 = _mm512_setr_epi32(0, 8, 16, 24, 4, 12, 20, 28, 2, 10, 18, 26, 6, 14, 22, 30);
+    const __m512i i13 = _mm512_setr_epi32(1, 9, 17, 25, 5, 13, 21, 29, 3, 11, 19, 27, 7, 15, 23, 31);
+    __m512i s = _mm512_add_epi32(_mm512_permutex2var_epi32(q01, i02, q23), _mm512_permutex2var_epi32(q01, i13, q23));
+    return _mm256_add_epi32(_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64(s, 1));
+}
+
+/* Rows r..r+3, T <= Q4_T512 tokens, cols % 64 == 0. st: [ng][4] scales (tl_mm_sb_4rows); bf:
+ * [4][ngp] biases (tl_mm_b_4rows). y[t*ldy + r + i] for i < 4, t < T. */
+AI void q4i8_4rows(const tl_tensor *w, int64_t r, const tl_mm_xq *xq, float *y, int64_t ldy, const float *st,
+                   const float *bf, const int T) {
+    const int64_t cols = w->cols, G = w->group, ng = cols / G, nc = cols / 64, rs = cols / 2;
+    const uint8_t *q = (const uint8_t *)((const uint32_t *)w->data + r * (cols / 8));
+    const __m512i m4 = _mm512_set1_epi8(15);
+    __m256 acc[Q4_T512];
+    for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
+    for (int64_t c = 0; c < nc; c++) {
+        /* the rows' scales for the chunk's two 32-blocks: [s(r..r+3, block 2c) | s(r..r+3, block 2c+1)] */
+        __m256 s = G == 32   ? _mm256_loadu_ps(st + c * 8)
+                   : G == 64 ? _mm256_broadcast_ps((const __m128 *)(st + c * 4))
+                             : _mm256_broadcast_ps((const __m128 *)(st + (c >> 1) * 4));
+        /* the 4 rows are one contiguous 4*rs-byte run: 128 bytes per chunk step */
+        _mm_prefetch((const char *)q + TL_Q4_PF + c * 128, _MM_HINT_T0);
+        _mm_prefetch((const char *)q + TL_Q4_PF + c * 128 + 64, _MM_HINT_T0);
+        const uint8_t *qc = q + c * 32;
+        __m512i v01 = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)qc)),
+                                         _mm256_loadu_si256((const __m256i *)(qc + rs)), 1);
+        __m512i v23 = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(qc + 2 * rs))),
+                                         _mm256_loadu_si256((const __m256i *)(qc + 3 * rs)), 1);
+        /* low nibbles = even columns (match x bytes 0-31), high nibbles = odd columns (bytes 32-63) */
+        __m512i lo01 = _mm512_and_si512(v01, m4), hi01 = _mm512_and_si512(_mm512_srli_epi16(v01, 4), m4);
+        __m512i lo23 = _mm512_and_si512(v23, m4), hi23 = _mm512_and_si512(_mm512_srli_epi16(v23, 4), m4);
+        for (int t = 0; t < T; t++) {
+            const int8_t *xp = xq->q + t * cols + c * 64;
+            __m512i xa = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)xp));
+            __m512i xb = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(xp + 32)));
+            /* |int32 lane| <= 8 * 15 * 127: exact */
+            __m512i q01 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lo01, xa), hi01, xb);
+            __m512i q23 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lo23, xa), hi23, xb);
+            __m256i h = reduce_4rows(q01, q23);
+            __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(h), _mm256_load_ps(xq->d8 + t * nc * 8 + c * 8));
+            acc[t] = _mm256_fmadd_ps(f, s, acc[t]);
+        }
+    }
+    const int64_t ngp = (ng + 7) & ~(int64_t)7;
+    const __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(ng & 7)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    for (int t = 0; t < T; t++) { /* + bias term sum_g b[r+i, g] * gsum[t, g]: as the AVX2 kernel */
+        const float *gs = xq->gsum + t * ng;
+        __m256 b[4];
+        for (int i = 0; i < 4; i++) b[i] = _mm256_setzero_ps();
+        int64_t g = 0;
+        for (; g + 8 <= ng; g += 8) {
+            __m256 gv = _mm256_loadu_ps(gs + g);
+            for (int i = 0; i < 4; i++) b[i] = _mm256_fmadd_ps(_mm256_loadu_ps(bf + i * ngp + g), gv, b[i]);
+        }
+        if (g < ng) { /* masked load: no read past gsum; bf is zero-padded to ngp */
+            __m256 gv = _mm256_maskload_ps(gs + g, tail);
+            for (int i = 0; i < 4; i++) b[i] = _mm256_fmadd_ps(_mm256_loadu_ps(bf + i * ngp + g), gv, b[i]);
+        }
+        __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(b[0], b[1]), _mm256_hadd_ps(b[2], b[3]));
+        __m256 v8 = _mm256_add_ps(acc[t], h);
+        _mm_storeu_ps(y + t * ldy + r, _mm_add_ps(_mm256_castps256_ps128(v8), _mm256_extractf128_ps(v8, 1)));
+    }
+}
+
+static void dot_q4i8_avx512(const tl_tensor *w, int64_t r0, int64_t r1, const tl_mm_xq *xq, int nt, float *y,
+                            int64_t ldy) {
+    _Alignas(32) float st[4 * 512], bt[4 * 512]; /* rows' scales [ng][4], biases [4][ngp] */
+    int64_t ng = w->cols / w->group, r = r0;
+    if (w->cols % 64 == 0 && ng <= 512) {
+        for (; r + 4 <= r1; r += 4) {
+            tl_mm_sb_4rows(w->sb_type, w->scales, r, ng, st);
+            tl_mm_b_4rows(w->sb_type, w->biases, r, ng, (ng + 7) & ~(int64_t)7, bt);
+            for (int t0 = 0; t0 < nt; t0 += Q4_T512) { /* all tokens over these 4 rows (in L1) */
+                tl_mm_xq v = tl_mm_xq_at(xq, t0);
+                float *yt = y + t0 * ldy;
+                switch (TL_MIN(Q4_T512, nt - t0)) {
+                case 1: q4i8_4rows(w, r, &v, yt, ldy, st, bt, 1); break;
+                case 2: q4i8_4rows(w, r, &v, yt, ldy, st, bt, 2); break;
+                case 3: q4i8_4rows(w, r, &v, yt, ldy, st, bt, 3); break;
+                case 4: q4i8_4rows(w, r, &v, yt, ldy, st, bt, 4); break;
+                case 5: q4i8_4rows(w, r, &v, yt, ldy, st, bt, 5); break;
+                case 6: q4i8_4rows(w, r, &v, yt, ldy, st, bt, 6); break;
+                case 7: q4i8_4rows(w, r, &v, yt, ldy, st, bt, 7); break;
+                default: q4i8_4rows(w, r, &v, yt, ldy, st, bt, 8); break;
+                }
+            }
+        }
+    }
+    for (int t0 = 0; r < r1 && t0 < nt; t0 += TL_MM_DIRECT_T) { /* leftover rows, a last 32-block, huge ng */
+        tl_mm_xq v = tl_mm_xq_at(xq, t0);
+        dot_q4i8_rows_avx512(w, r, r1, &v, TL_MIN(TL_MM_DIRECT_T, nt - t0), y + t0 * ldy, ldy);
+    }
+}
+
 const tl_mm_kernels tl_mm_avx512 = {"avx512", deq_avx512, gemm_avx512, dot_dense_avx512, dot_q4i8_avx512,
-                                    tl_mm_quantize_x_avx2, TL_MM_DIRECT_T};
+                                    tl_mm_quantize_x_avx2, 0};
+const tl_mm_kernels tl_mm_avx512_rows = {"avx512-rows", deq_avx512, gemm_avx512, dot_dense_avx512,
+                                         dot_q4i8_rows_avx512, tl_mm_quantize_x, TL_MM_DIRECT_T};

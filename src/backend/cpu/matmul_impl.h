@@ -66,17 +66,31 @@ static inline tl_mm_xq tl_mm_xq_at(const tl_mm_xq *xq, int t0) {
     return v;
 }
 
-/* tl_mm_avx2_rows: the AVX2 table with the previous Q4 kernel (one weight row per pass) and the
- * scalar activation quantizer, kept for A/B measurement (TL_Q4_KERNEL=old) and as a test subject. */
-extern const tl_mm_kernels tl_mm_scalar, tl_mm_avx2, tl_mm_avx2_rows, tl_mm_avx512;
+/* tl_mm_avx2_rows / tl_mm_avx512_rows: the AVX2 / AVX-512 tables with the previous Q4 kernel (one
+ * weight row per pass, driver-tiled 4 tokens) and the scalar activation quantizer, kept for A/B
+ * measurement (TL_Q4_KERNEL=old) and as test subjects. */
+extern const tl_mm_kernels tl_mm_scalar, tl_mm_avx2, tl_mm_avx2_rows, tl_mm_avx512, tl_mm_avx512_rows;
 const tl_mm_kernels *tl_mm_for_isa(tl_isa isa);
+/* The tier the matmul driver uses here: tl_cpu_isa(), raised to AVX512 on a CPU that has AVX-512
+ * F/BW/VL/DQ + VNNI but not BF16 (the matmul kernels need no BF16 instruction) unless TL_CPU caps it. */
+tl_isa tl_mm_isa(void);
+
+/* Shared by the 4-row Q4 kernels (AVX2 code; the AVX-512 kernel calls it too). */
+/* st[g*4 + i] = fp32 scale of row r+i, group g (i < 4, g < ng): [ng][4], one 128-bit load per group. */
+void tl_mm_sb_4rows(tl_dtype t, const void *p, int64_t r, int64_t ng, float *st);
+/* bf[i*ngp + g] = fp32 bias of row r+i, group g, each row zero-padded to ngp (a multiple of 8). */
+void tl_mm_b_4rows(tl_dtype t, const void *p, int64_t r, int64_t ng, int64_t ngp, float *bf);
+/* Software prefetch distance (bytes) on the codes stream of the 4-row kernels. Measured on the AVX2
+ * kernel (151936 x 896 Q4, 1 thread): 8.5 -> 13-16 GB/s with 4096 (2048: 9-12, 8192: 12-15): the
+ * hardware prefetcher alone leaves the core waiting on DRAM between its bursts of integer work. */
+#define TL_Q4_PF 4096
 
 /* Path for Q4 weights: int8 activations for every n_tok (AUTO = I8, the default: see
  * docs/QUANT.md), fp32 FMA on dequantized panels (F32), or the previous choice (LEGACY: int8 up to
  * TL_MM_DIRECT_T tokens, fp32 panels above). */
 typedef enum { TL_MM_Q4_AUTO = 0, TL_MM_Q4_I8 = 1, TL_MM_Q4_F32 = 2, TL_MM_Q4_LEGACY = 3 } tl_mm_q4_path;
 
-/* The driver with an explicit kernel table and Q4 path (tl_cpu_matmul uses tl_cpu_isa() + AUTO). */
+/* The driver with an explicit kernel table and Q4 path (tl_cpu_matmul uses tl_mm_isa() + AUTO). */
 void tl_mm_run(const tl_mm_kernels *k, tl_mm_q4_path q4, const tl_tensor *w, const float *x, float *y, int n_tok,
                tl_pool *pool);
 /* n products over one input, y[i] = x @ w[i]^T (n <= TL_MM_MAX_PARTS): one activation
@@ -88,7 +102,8 @@ void tl_mm_run_n(const tl_mm_kernels *k, tl_mm_q4_path q4, const tl_tensor *cons
 
 /* Quantize x[n_tok, cols] into xq (buffers allocated by the caller with the sizes above).
  * Rounding: to nearest, ties to even (lrintf), d = max|x| / 127 per 32-block. The scalar
- * specification; tl_mm_quantize_x_avx2 gives bit-identical q, d, d8 (gsum: summation order only). */
+ * specification; tl_mm_quantize_x_avx2 gives bit-identical q, d, d8 (gsum: summation order only);
+ * the AVX-512 table uses it too (0.3% of a decode step: no separate AVX-512 version). */
 void tl_mm_quantize_x(const float *x, int n_tok, int64_t cols, int group, tl_mm_xq *xq);
 void tl_mm_quantize_x_avx2(const float *x, int n_tok, int64_t cols, int group, tl_mm_xq *xq);
 
