@@ -1,5 +1,5 @@
 /* bench_matmul.c: matmul kernels vs the machine's read bandwidth (not a test).
- * usage: bench_matmul [threads] [rows] [cols]
+ * usage: bench_matmul [threads] [rows] [cols] [all|q4]   (q4: only the Q4 kernel-table section)
  * Decode (n_tok = 1): weight GB/s vs a threaded read of a buffer far larger than the caches,
  * measured in the same run; batched decode (n_tok = 4); prefill (n_tok = 512) GFLOP/s.
  * Q4 is run both ways: int8 activations (i8) and fp32 FMA on dequantized groups (f32); then the
@@ -138,7 +138,8 @@ int main(int argc, char **argv) {
     printf("decode/batched: W [%lld, %lld]; prefill: first 4864 rows x %lld cols (qwen2-0.5b ffn-like)\n",
            (long long)rows, (long long)cols, (long long)cols);
     printf("%-12s %9s %8s %7s %10s %10s %12s\n", "weights", "MB", "n_tok=1", "GB/s", "%read-bw", "n_tok=4", "512 GFLOP/s");
-    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+    bool q4_only = argc > 4 && !strcmp(argv[4], "q4");
+    for (size_t ci = 0; ci < (q4_only ? 0 : sizeof cases / sizeof cases[0]); ci++) {
         tl_tensor w = make(cases[ci].ty, rows, cols, cases[ci].ty == TL_Q8 ? 32 : 64);
         double t1 = time_mm(k, cases[ci].path, &w, x, y, 1, pool, 5);
         double t4 = time_mm(k, cases[ci].path, &w, x, y, 4, pool, 3);
