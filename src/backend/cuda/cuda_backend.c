@@ -921,9 +921,8 @@ static int cu_run(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *
     ci->gemv_old = gv && !strcmp(gv, "mma");
     ci->gemv_impl = !gv                    ? 0
                     : !strcmp(gv, "v1")    ? TL_CU_GEMV_V1
-                    : !strcmp(gv, "v2")    ? TL_CU_GEMV_V2
-                    : !strcmp(gv, "v2w16") ? TL_CU_GEMV_V2W16
                     : !strcmp(gv, "v2w16a") ? TL_CU_GEMV_V2W16A
+                    : !strcmp(gv, "v3")    ? TL_CU_GEMV_V3
                                            : 0;
     ci->no_fuse = fu && !strcmp(fu, "0");
     ci->no_pdl = pd && !strcmp(pd, "0");

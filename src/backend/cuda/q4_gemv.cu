@@ -19,7 +19,7 @@
  *             (rows g + 8) made by bit operations; per group y += s*C + (b - off s) * sum(x) in fp32;
  *   epilogue  warps reduce through shared memory in a fixed order; + bias, + residual, one store each.
  * The grid is persistent (tiles strided over min(tiles, SMs x resident blocks)). Deterministic: no atomics,
- * fixed orders. This is "v1" (TL_CUDA_GEMV=v1); the default is v2 below (q4s_kernel, weights through a
+ * fixed orders. This is "v1" (TL_CUDA_GEMV=v1); the default is below (q4s_kernel, weights through a
  * shared-memory ring), chosen in tl_cu_q4g_gemv by tl_cu_gemv_args.impl. */
 #include "backend/cuda/cu_common.cuh"
 
@@ -296,18 +296,19 @@ __global__ void __launch_bounds__(32 * GV_WARPS, U8 ? 2 : 3) q4g_kernel(const q4
  * the blocks 2w, 2w + 1 of every stage (group-aligned, a function of cols only: batch invariance), so the hot
  * loop has no range checks (one warp-uniform test per stage); per tile the warps reduce through shared memory
  * (double-buffered: one barrier a tile) in a fixed order. x (fp16, group sums) as in v1, prologue by the
- * consumers. Deterministic: no atomics; results depend on (cols, group, W, PRE) only, not on n_tok or the ring.
- * Default: W = 16, PRE = false (v2w16a); PRE (x operands loaded before the stage wait, mma left to the
- * scheduler) and W = 8 measured slower on an H200 (7B decode 2.80 / 3.19 against 2.675 ms/token). */
+ * consumers. Deterministic: no atomics; results depend on (cols, group, W) only, not on n_tok or the ring.
+ * MODE 1 (v3, the default): no guards in the hot loop (token rows clamped, gs_compute_lean), A fragments by
+ * one LOP3 each, stage addresses and barrier addresses computed once: 7B decode 2.45 ms/token against v2w16a's
+ * 2.80 on an H100 (same run). MODE 0 (v2w16a, TL_CUDA_GEMV=v2w16a): the previous kernel, x loads guarded by
+ * t < n_tok next to each mma. MODE 2 / 3: benchmark probes (ring alone / math alone, wrong results). W = 16,
+ * KW = 2 blocks a warp a stage; W = 8 and x operands loaded before the stage wait measured slower (7B decode
+ * 3.24 / 2.91 against 2.81 ms/token on an H100, removed), W = 14 with KW = 4 (one 3584-column stage) too
+ * (2.50-2.53 against 2.45-2.47, removed). */
 #define GS_NSMAX 32
-#define GS_KW 2
 
 static __device__ __forceinline__ uint32_t gs_sa(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
 static __device__ __forceinline__ void gs_bar_init(uint64_t *b, unsigned n) {
     asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(gs_sa(b)), "r"(n) : "memory");
-}
-static __device__ __forceinline__ void gs_bar_arrive(uint64_t *b) {
-    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(gs_sa(b)) : "memory");
 }
 static __device__ __forceinline__ void gs_bar_expect(uint64_t *b, unsigned bytes) {
     asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(gs_sa(b)), "r"(bytes) : "memory");
@@ -334,6 +335,22 @@ static __device__ __forceinline__ void gs_bar_wait(uint64_t *b, unsigned parity)
         else if (now - t0 > 5000000000ull) __trap();
     }
 }
+/* the same on a shared-window address computed once (the generic -> shared conversion costs a few
+ * instructions each time in a hot loop) */
+static __device__ __forceinline__ void gs_bar_arrive_sa(uint32_t b) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(b) : "memory");
+}
+static __device__ __forceinline__ void gs_bar_wait_sa(uint32_t b, unsigned parity) {
+    uint32_t ok;
+    asm volatile(
+        "{\n\t.reg .pred P1;\n\t"
+        "mbarrier.try_wait.parity.shared::cta.b64 P1, [%1], %2;\n\t"
+        "selp.u32 %0, 1, 0, P1;\n\t}"
+        : "=r"(ok)
+        : "r"(b), "r"(parity)
+        : "memory");
+    if (!ok) gs_bar_wait((uint64_t *)__cvta_shared_to_generic(b), parity); /* the slow path, with the 5 s trap */
+}
 static __device__ __forceinline__ void gs_bulk(void *dst, const void *src, unsigned bytes, uint64_t *b) {
     asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
                      gs_sa(dst)),
@@ -347,7 +364,7 @@ template <int NT> static __device__ __forceinline__ void gs_sync() { /* the cons
 /* The mma work of NU (1 or 2) 64-column blocks of one warp: words q[u] and scale words s[u][h][row half], their
  * first 64-column block kbg (global); as gv_compute, without guards. */
 template <int NTILE, bool BF16, int G, int NU>
-static __device__ __forceinline__ void gs_compute(const uint4 (&qw)[GS_KW], const uint32_t (&sw)[GS_KW][G < 64 ? 64 / G : 1][2],
+static __device__ __forceinline__ void gs_compute(const uint4 (&qw)[2], const uint32_t (&sw)[2][G < 64 ? 64 / G : 1][2],
                                                   float (&acc)[NTILE][4], int kbg, const __half *xh, const float *gs,
                                                   int KP, int ng, int n_tok, int g, int q) {
     constexpr int SPG = G / 16;
@@ -395,52 +412,32 @@ static __device__ __forceinline__ void gs_compute(const uint4 (&qw)[GS_KW], cons
     }
 }
 
-/* mma without `volatile`: the compiler may schedule it among the loads */
-static __device__ __forceinline__ void gs_mma(float c[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                              uint32_t b0, uint32_t b1) {
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+/* A fragments from one code word: (w & 0x000F000F) | 0x64006400 and (w & 0x00F000F0) | 0x54005400 in one LOP3
+ * each (written as C, the compiler makes two: both constants are immediates) */
+static __device__ __forceinline__ uint32_t gs_lo(uint32_t w) {
+    uint32_t d;
+    asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(d) : "r"(w), "n"(0x000F000F), "n"(0x64006400));
+    return d;
+}
+static __device__ __forceinline__ uint32_t gs_hi(uint32_t w) {
+    uint32_t d;
+    asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(d) : "r"(w), "n"(0x00F000F0), "n"(0x54005400));
+    return d;
 }
 
-/* A warp's x operands for NU 64-column blocks from kbg: B fragments of every k-step and n-tile, and the group
- * sums of tokens 2q, 2q + 1 of each group (loaded before the stage's weights are waited for: x is ready). */
-template <int NTILE, int G, int NU> struct gs_xop {
-    static constexpr int NGC = (NU * 4 + G / 16 - 1) / (G / 16);
-    uint2 b[NU][4][NTILE];
-    float x0[NGC][NTILE], x1[NGC][NTILE];
-};
-template <int NTILE, int G, int NU>
-static __device__ __forceinline__ void gs_xload(gs_xop<NTILE, G, NU> &o, int kbg, const __half *xh, const float *gs,
-                                                int KP, int ng, int n_tok, int g, int q) {
-#pragma unroll
-    for (int u = 0; u < NU; u++)
-#pragma unroll
-        for (int jj = 0; jj < 4; jj++)
-#pragma unroll
-            for (int n = 0; n < NTILE; n++) {
-                const int t = n * 8 + g;
-                o.b[u][jj][n] = t < n_tok ? *(const uint2 *)(xh + t * KP + (kbg + u) * 64 + jj * 16 + 4 * q)
-                                          : make_uint2(0u, 0u);
-            }
-#pragma unroll
-    for (int gc = 0; gc < gs_xop<NTILE, G, NU>::NGC; gc++) {
-        const int ks0 = gc * (G / 16), gi = ((kbg + ks0 / 4) * 64 + (ks0 % 4) * 16) / G;
-#pragma unroll
-        for (int n = 0; n < NTILE; n++) {
-            const int t0 = n * 8 + 2 * q;
-            o.x0[gc][n] = t0 < n_tok ? gs[t0 * ng + gi] : 0.f;
-            o.x1[gc][n] = t0 + 1 < n_tok ? gs[(t0 + 1) * ng + gi] : 0.f;
-        }
-    }
-}
-/* The mma work of NU blocks with preloaded x: per group C on the tensor cores (independent chains), then
- * acc = fma(s, C, acc); acc = fma(b - off s, sum x, acc), in group order. */
-template <int NTILE, bool BF16, int G, int NU>
-static __device__ __forceinline__ void gs_compute2(const uint4 (&qw)[GS_KW],
-                                                   const uint32_t (&sw)[GS_KW][G < 64 ? 64 / G : 1][2],
-                                                   const gs_xop<NTILE, G, NU> &xo, float (&acc)[NTILE][4]) {
-    constexpr int SPG = G / 16, NGC = gs_xop<NTILE, G, NU>::NGC;
+/* v3 (MODE 1): the mma work of blocks U0 .. U0 + NU - 1 of a warp's KW, without per-k-step guards. Token
+ * columns past n_tok read a valid token's x (the index clamped to n_tok - 1) and their outputs are never
+ * stored: column t of an mma depends on column t of B only. xb[n]: this lane's B row for n-tile n (token
+ * min(8n + g, n_tok - 1), offset 4q); g0[n] / g1[n]: the group-sum rows of tokens 8n + 2q / 8n + 2q + 1
+ * (clamped). Per group: C on the tensor cores (k-steps in order), then acc = fma(s, C, fma(b - off s, sum x,
+ * acc)) with explicit intrinsics, so no instantiation (NTILE, NU) contracts it differently: a token's result
+ * is the same bits for any n_tok and any split of a stage's blocks into calls. */
+template <int NTILE, bool BF16, int G, int KW, int NU, int U0>
+static __device__ __forceinline__ void gs_compute_lean(const uint4 (&qw)[KW], const uint32_t (&sw)[KW][G < 64 ? 64 / G : 1][2],
+                                                       float (&acc)[NTILE][4], int kbg, const __half *const (&xb)[NTILE],
+                                                       const float *const (&g0)[NTILE], const float *const (&g1)[NTILE]) {
+    constexpr int SPG = G / 16;
+    constexpr int NGC = (NU * 4 + SPG - 1) / SPG;
     float c[NGC][NTILE][4];
 #pragma unroll
     for (int gc = 0; gc < NGC; gc++)
@@ -452,35 +449,40 @@ static __device__ __forceinline__ void gs_compute2(const uint4 (&qw)[GS_KW],
     for (int jj = 0; jj < 4; jj++) {
 #pragma unroll
         for (int u = 0; u < NU; u++) {
-            const int gc = (u * 4 + jj) / SPG;
-            const uint32_t w = jj == 0 ? qw[u].x : jj == 1 ? qw[u].y : jj == 2 ? qw[u].z : qw[u].w, w8 = w >> 8;
-            const uint32_t a0 = (w & 0x000F000Fu) | 0x64006400u, a1 = (w & 0x00F000F0u) | 0x54005400u;
-            const uint32_t a2 = (w8 & 0x000F000Fu) | 0x64006400u, a3 = (w8 & 0x00F000F0u) | 0x54005400u;
+            const int k0 = (kbg + U0 + u) * 64 + jj * 16, gc = (u * 4 + jj) / SPG;
+            const uint4 &qv = qw[U0 + u];
+            const uint32_t w = jj == 0 ? qv.x : jj == 1 ? qv.y : jj == 2 ? qv.z : qv.w, w8 = w >> 8;
+            const uint32_t a0 = gs_lo(w), a1 = gs_hi(w), a2 = gs_lo(w8), a3 = gs_hi(w8);
 #pragma unroll
-            for (int n = 0; n < NTILE; n++) gs_mma(c[gc][n], a0, a1, a2, a3, xo.b[u][jj][n].x, xo.b[u][jj][n].y);
+            for (int n = 0; n < NTILE; n++) {
+                const uint2 bv = *(const uint2 *)(xb[n] + k0);
+                gv_mma(c[gc][n], a0, a1, a2, a3, bv.x, bv.y);
+            }
         }
     }
 #pragma unroll
     for (int gc = 0; gc < NGC; gc++) {
-        const int ks0 = gc * SPG, u = ks0 / 4, h = G < 64 ? (ks0 % 4) * 16 / G : 0;
+        const int ks0 = gc * SPG, u = U0 + ks0 / 4;
+        const int gi = ((kbg + u) * 64 + (ks0 % 4) * 16) / G, h = G < 64 ? (ks0 % 4) * 16 / G : 0;
         const float2 s0 = gv_sb<BF16>(sw[u][h][0]), s1 = gv_sb<BF16>(sw[u][h][1]);
         const float bb0 = s0.y - 1024.f * s0.x, bb1 = s1.y - 64.f * s1.x;
 #pragma unroll
         for (int n = 0; n < NTILE; n++) {
-            acc[n][0] = fmaf(bb0, xo.x0[gc][n], fmaf(s0.x, c[gc][n][0], acc[n][0]));
-            acc[n][1] = fmaf(bb0, xo.x1[gc][n], fmaf(s0.x, c[gc][n][1], acc[n][1]));
-            acc[n][2] = fmaf(bb1, xo.x0[gc][n], fmaf(s1.x, c[gc][n][2], acc[n][2]));
-            acc[n][3] = fmaf(bb1, xo.x1[gc][n], fmaf(s1.x, c[gc][n][3], acc[n][3]));
+            const float x0 = g0[n][gi], x1 = g1[n][gi];
+            acc[n][0] = __fmaf_rn(s0.x, c[gc][n][0], __fmaf_rn(bb0, x0, acc[n][0]));
+            acc[n][1] = __fmaf_rn(s0.x, c[gc][n][1], __fmaf_rn(bb0, x1, acc[n][1]));
+            acc[n][2] = __fmaf_rn(s1.x, c[gc][n][2], __fmaf_rn(bb1, x0, acc[n][2]));
+            acc[n][3] = __fmaf_rn(s1.x, c[gc][n][3], __fmaf_rn(bb1, x1, acc[n][3]));
         }
     }
 }
 
 /* bytes of a stage: SK blocks of codes (512 B each) + their scale words (64 * 64 / G B each) */
-static __host__ __device__ constexpr int gs_stage_bytes(int W, int G) { return W * GS_KW * (512 + 64 * 64 / G); }
+static __host__ __device__ constexpr int gs_stage_bytes(int SK, int G) { return SK * (512 + 64 * 64 / G); }
 
-template <int NTILE, bool BF16, int G, int W, bool PRE>
+template <int NTILE, bool BF16, int G, int W, int KW, int MODE>
 __global__ void __launch_bounds__(32 * (W + 1), 1) q4s_kernel(const q4g_params p, int ns) {
-    constexpr int SK = W * GS_KW, SBKB = 64 * 64 / G, SB = gs_stage_bytes(W, G), NT = 32 * W;
+    constexpr int SK = W * KW, SBKB = 64 * 64 / G, SB = gs_stage_bytes(SK, G), NT = 32 * W;
     constexpr int NGK = G < 64 ? 64 / G : 1;
     extern __shared__ __align__(128) unsigned char gs_smem[];
     __shared__ __align__(8) uint64_t full[GS_NSMAX], empty[GS_NSMAX];
@@ -499,7 +501,7 @@ __global__ void __launch_bounds__(32 * (W + 1), 1) q4s_kernel(const q4g_params p
     __syncthreads();
 
     if (warp == W) { /* ---- producer: one lane issues every stage of this block's tiles, ns ahead ---- */
-        if (lane == 0) {
+        if (lane == 0 && MODE != 3) {
             const unsigned char *cb = (const unsigned char *)p.codes, *sbb = (const unsigned char *)p.sb;
             int s = 0;
             unsigned ph = 0;
@@ -596,7 +598,20 @@ __global__ void __launch_bounds__(32 * (W + 1), 1) q4s_kernel(const q4g_params p
     gs_sync<NT>();
     tl_cu_pdl_trigger();
 
-    /* ---- main loop: the stages of this block's tiles, in the producer's order ---- */
+    /* ---- main loop: the stages of this block's tiles, in the producer's order. Per lane, fixed offsets:
+     * its codes at l0 * 512 + lane * 16 (+ 512 a block), its scale words at SK * 512 + l0 * SBKB + 4g (+ SBKB a
+     * block; + 32: row g + 8) ---- */
+    const __half *xb[NTILE];
+    const float *g0[NTILE], *g1[NTILE];
+#pragma unroll
+    for (int n = 0; n < NTILE; n++) { /* v3's clamped token rows */
+        xb[n] = xh + min(n * 8 + g, n_tok - 1) * KP + 4 * q;
+        g0[n] = gs + min(n * 8 + 2 * q, n_tok - 1) * ng;
+        g1[n] = gs + min(n * 8 + 2 * q + 1, n_tok - 1) * ng;
+    }
+    const int l0 = warp * KW;
+    const unsigned char *my_q = ring + l0 * 512 + lane * 16, *my_s = ring + SK * 512 + l0 * SBKB + 4 * g;
+    const uint32_t full_sa = gs_sa(full), empty_sa = gs_sa(empty);
     int s = 0, rb = 0;
     unsigned ph = 0;
     for (int tile = blockIdx.x; tile < p.ntiles; tile += gridDim.x) {
@@ -606,30 +621,20 @@ __global__ void __launch_bounds__(32 * (W + 1), 1) q4s_kernel(const q4g_params p
 #pragma unroll
             for (int i = 0; i < 4; i++) acc[n][i] = 0.f;
         for (int st = 0; st < nst; st++) {
-            const int kb0 = st * SK, n = min(SK, nkb - kb0), l0 = warp * GS_KW, nu = min(GS_KW, n - l0);
-            gs_xop<NTILE, G, GS_KW> xo2;
-            gs_xop<NTILE, G, 1> xo1;
-            if (PRE) { /* x operands first: they do not wait for the stage */
-                if (nu == GS_KW) gs_xload(xo2, kb0 + l0, xh, gs, KP, ng, n_tok, g, q);
-                else if (G <= 64 && nu == 1) gs_xload(xo1, kb0 + l0, xh, gs, KP, ng, n_tok, g, q);
-            }
-            gs_bar_wait(&full[s], ph);
-            const unsigned char *stg = ring + (size_t)s * SB;
-            uint4 qw[GS_KW];
-            uint32_t sw[GS_KW][NGK][2];
-            if (nu > 0) {
+            const int kb0 = st * SK, nu = min(KW, min(SK, nkb - kb0) - l0); /* this warp's blocks in the stage */
+            if (MODE != 3) gs_bar_wait_sa(full_sa + 8 * s, ph);
+            uint4 qw[KW];
+            uint32_t sw[KW][NGK][2];
+            if (nu > 0 && MODE != 2) {
+                const int so = s * SB;
 #pragma unroll
-                for (int u = 0; u < GS_KW; u++) {
+                for (int u = 0; u < KW; u++) {
                     if (u < nu) {
-                        qw[u] = *(const uint4 *)(stg + (l0 + u) * 512 + lane * 16);
-                        const uint32_t *sp = (const uint32_t *)(stg + SK * 512 + (l0 + u) * SBKB);
-                        /* group 128: the group holding block l0 + u (both blocks of a warp share one) */
-                        const int go = G > 64 ? -(((l0 + u) & 1) * SBKB / 4) : 0;
+                        qw[u] = *(const uint4 *)(my_q + so + u * 512);
+                        /* group 128: the group holding block l0 + u (l0 is even: u & 1 says which half) */
+                        const uint32_t *sp = (const uint32_t *)(my_s + so + u * SBKB) - (G > 64 ? (u & 1) * SBKB / 4 : 0);
 #pragma unroll
-                        for (int h = 0; h < NGK; h++) {
-                            sw[u][h][0] = sp[go + h * 16 + g];
-                            sw[u][h][1] = sp[go + h * 16 + g + 8];
-                        }
+                        for (int h = 0; h < NGK; h++) sw[u][h][0] = sp[h * 16], sw[u][h][1] = sp[h * 16 + 8];
                     } else {
                         qw[u] = make_uint4(0u, 0u, 0u, 0u);
 #pragma unroll
@@ -637,15 +642,19 @@ __global__ void __launch_bounds__(32 * (W + 1), 1) q4s_kernel(const q4g_params p
                     }
                 }
             }
-            __syncwarp();
-            if (lane == 0) gs_bar_arrive(&empty[s]);
+            if (MODE != 3) {
+                __syncwarp();
+                if (lane == 0) gs_bar_arrive_sa(empty_sa + 8 * s);
+            }
             if (++s == ns) s = 0, ph ^= 1u;
-            if (PRE) {
-                if (nu == GS_KW) gs_compute2<NTILE, BF16, G, GS_KW>(qw, sw, xo2, acc);
-                else if (G <= 64 && nu == 1) gs_compute2<NTILE, BF16, G, 1>(qw, sw, xo1, acc);
-            } else {
-                if (nu == GS_KW) gs_compute<NTILE, BF16, G, GS_KW>(qw, sw, acc, kb0 + l0, xh, gs, KP, ng, n_tok, g, q);
+            if constexpr (MODE == 0) {
+                if (nu == KW) gs_compute<NTILE, BF16, G, KW>(qw, sw, acc, kb0 + l0, xh, gs, KP, ng, n_tok, g, q);
                 else if (G <= 64 && nu == 1) gs_compute<NTILE, BF16, G, 1>(qw, sw, acc, kb0 + l0, xh, gs, KP, ng, n_tok, g, q);
+            } else if constexpr (MODE != 2) { /* a ragged last stage: nu < KW (even for group 128: nkb and SK are even) */
+                if (nu == KW) gs_compute_lean<NTILE, BF16, G, KW, KW, 0>(qw, sw, acc, kb0 + l0, xb, g0, g1);
+                else if (nu == 1) gs_compute_lean<NTILE, BF16, G, KW, 1, 0>(qw, sw, acc, kb0 + l0, xb, g0, g1);
+                else if (nu == 2) gs_compute_lean<NTILE, BF16, G, KW, KW >= 2 ? 2 : 1, 0>(qw, sw, acc, kb0 + l0, xb, g0, g1);
+                else if (nu == 3) gs_compute_lean<NTILE, BF16, G, KW, KW >= 3 ? 3 : 1, 0>(qw, sw, acc, kb0 + l0, xb, g0, g1);
             }
         }
 #pragma unroll
@@ -699,9 +708,9 @@ static cudaError_t q4g_launch(const q4g_params &p, size_t smem, cudaStream_t st,
  * (persistent, tiles strided) with a ring of what shared memory x leaves, at most the stages one block ever
  * needs (small matrices leave room for the next kernel) and GS_NSMAX. `ring` > 0 caps the ring (tests). The
  * grid never changes results (a tile is one block's). */
-template <int NT, bool BF, int G, int W, bool PRE>
+template <int NT, bool BF, int G, int W, int KW, int MODE>
 static cudaError_t q4s_launch(const q4g_params &p, size_t xbytes, cudaStream_t st, int pdl, int ring) {
-    void (*k)(const q4g_params, int) = q4s_kernel<NT, BF, G, W, PRE>;
+    void (*k)(const q4g_params, int) = q4s_kernel<NT, BF, G, W, KW, MODE>;
     static int nsm, optin, per_sm, stat_smem, occ_regs; /* per instantiation; device 0 only */
     cudaError_t err = cudaSuccess;
     if (!nsm) {
@@ -717,7 +726,7 @@ static cudaError_t q4s_launch(const q4g_params &p, size_t xbytes, cudaStream_t s
         stat_smem = (int)fa.sharedSizeBytes;
         nsm = n;
     }
-    constexpr int SB = gs_stage_bytes(W, G), SK = W * GS_KW;
+    constexpr int SK = W * KW, SB = gs_stage_bytes(SK, G);
     const int64_t nst = (p.cols / 64 + SK - 1) / SK;
     int64_t grid = p.ntiles < nsm ? p.ntiles : nsm, ns = 0;
     if (p.ntiles > nsm && nst <= GS_NSMAX && ring <= 0) { /* a block a tile, if they all fit at once */
@@ -763,15 +772,16 @@ extern "C" int tl_cu_q4g_gemv(const tl_cu_gemv_args *a, cudaStream_t st, tl_erro
             err = w->sb_bf16 ? GV_G(2, true) : GV_G(2, false);
 #undef GV_G
     } else {
-#define GS_G(NT, BF, W, PRE)                                                              \
-    (w->group == 32   ? q4s_launch<NT, BF, 32, W, PRE>(p, smem, st, a->pdl, a->ring)        \
-     : w->group == 64 ? q4s_launch<NT, BF, 64, W, PRE>(p, smem, st, a->pdl, a->ring)        \
-                      : q4s_launch<NT, BF, 128, W, PRE>(p, smem, st, a->pdl, a->ring))
-#define GS_W(NT, BF)                                                                          \
-    (impl == TL_CU_GEMV_V2W16   ? GS_G(NT, BF, 16, true)                                      \
-     : impl == TL_CU_GEMV_V2W16A ? GS_G(NT, BF, 16, false)                                    \
-                                 : GS_G(NT, BF, 8, true))
-        if (a->n_tok <= 8)
+#define GS_G(NT, BF, W, KW, MODE)                                                            \
+    (w->group == 32   ? q4s_launch<NT, BF, 32, W, KW, MODE>(p, smem, st, a->pdl, a->ring)         \
+     : w->group == 64 ? q4s_launch<NT, BF, 64, W, KW, MODE>(p, smem, st, a->pdl, a->ring)         \
+                      : q4s_launch<NT, BF, 128, W, KW, MODE>(p, smem, st, a->pdl, a->ring))
+#define GS_W(NT, BF) (impl == TL_CU_GEMV_V2W16A ? GS_G(NT, BF, 16, 2, 0) : GS_G(NT, BF, 16, 2, 1))
+        if (impl == TL_CU_GEMV_RING || impl == TL_CU_GEMV_MATH) { /* bench-only ceilings: 1 n-tile, group 64, fp16 */
+            if (a->n_tok > 8 || w->group != 64 || w->sb_bf16) return tl_errf(e, "cuda int4 gemv: ring/math probes: n_tok <= 8, g64, fp16 only");
+            err = impl == TL_CU_GEMV_RING ? q4s_launch<1, false, 64, 16, 2, 2>(p, smem, st, a->pdl, a->ring)
+                                          : q4s_launch<1, false, 64, 16, 2, 3>(p, smem, st, a->pdl, a->ring);
+        } else if (a->n_tok <= 8)
             err = w->sb_bf16 ? GS_W(1, true) : GS_W(1, false);
         else
             err = w->sb_bf16 ? GS_W(2, true) : GS_W(2, false);
