@@ -4,7 +4,9 @@
 #   full = all + 72b; prefill = test + the 7B prefill breakdown (gpu_bench_prefill) + bench's prefill rows alone;
 #   decode = kernel tests, GEMV / decode variants old vs new on 7B, model tests; TL_NCU=1: + Nsight Compute
 #   (TL_NCU=steps: only the kernel durations of two decode steps);
-#   attn = test + decode attention alone, attn.cu vs tensor cores (gpu_bench_attn) + engine)
+#   attn = test + decode attention alone, attn.cu vs tensor cores (gpu_bench_attn) + engine;
+#   gemm = kernel tests, the INT4 GEMM alone vs dequant/bf16-copy + cuBLAS and batched decode steps (7B), model tests:
+#   builds only those targets, and keeps the whole under ~450 s)
 # Logs go to $OUT (or ./out). If the machine lacks the -dev libraries (jansson, pcre2, utf8proc,
 # microhttpd) or pkg-config, .deb files in $TL_DEBS (default .gpu-debs) are unpacked into a private
 # prefix (never into /). Benchmarks print the card, the commit and the card's measured ceilings.
@@ -39,7 +41,9 @@ fi
 cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DTL_GPU_TESTS=ON "${EXTRA[@]}" >"$OUT/cmake.log" 2>&1 ||
   { tail -30 "$OUT/cmake.log"; exit 1; }
 grep 'tinyllm:' "$OUT/cmake.log"
-cmake --build build-gpu -j"$J" --target gpu_test_cuda_ops gpu_test_cuda_model gpu_test_cuda_sample gpu_bench_cuda gpu_bench_prefill gpu_bench_attn tinyllm_cli >"$OUT/build.log" 2>&1 ||
+TARGETS="gpu_test_cuda_ops gpu_test_cuda_model gpu_test_cuda_sample gpu_bench_cuda gpu_bench_prefill gpu_bench_attn tinyllm_cli"
+[ "$WHAT" = gemm ] && TARGETS="gpu_test_cuda_ops gpu_test_cuda_model gpu_bench_cuda"
+cmake --build build-gpu -j"$J" --target $TARGETS >"$OUT/build.log" 2>&1 ||
   { grep -E 'error|Error' "$OUT/build.log" | head -40; exit 1; }
 echo "gpu.sh: built"
 
@@ -86,6 +90,16 @@ if [ "$WHAT" = decode ]; then  # the decode work: kernel tests, old vs new decod
     TL_BENCH_PROFILE=1 timeout 60 $N $SEC -k regex:attn_kernel --launch-skip 56 --launch-count 1 $B >> "$D" 2>&1
     grep -E "Duration|DRAM Throughput|Achieved Occupancy|Issued Ipc" "$D" | head -40
   fi
+fi
+if [ "$WHAT" = gemm ]; then  # the INT4 GEMM: kernel tests, alone vs the cuBLAS paths, decode steps, model tests
+  echo "== gpu_test_cuda_ops ($SECONDS s)"
+  timeout 150 ./build-gpu/gpu_test_cuda_ops 2>&1 | tee "$OUT/gpu_test_cuda_ops.log" | grep -E "FAIL|passed|q4 gemm" | head -80
+  [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
+  echo "== INT4 GEMM alone + batched decode, dummy:qwen2-7b ($SECONDS s)"
+  timeout $((400 - SECONDS)) ./build-gpu/gpu_bench_cuda dummy:qwen2-7b "$COMMIT" gemm ${TL_GEMM_BATCH:-256} 2>&1 | tee "$OUT/bench_gemm.log" || rc=1
+  echo "== gpu_test_cuda_model ($SECONDS s)"
+  timeout $((465 - SECONDS)) ./build-gpu/gpu_test_cuda_model 2>&1 | tee "$OUT/gpu_test_cuda_model.log" | grep -E "FAIL|passed|checks" | tail -30
+  [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
 fi
 if [ "$WHAT" = attn ]; then
   echo "== decode attention alone (7B shapes)"

@@ -1,7 +1,8 @@
 /* bench_cuda.c: CUDA backend benchmarks against the card's own ceilings, measured in the same run:
  * device-to-device copy bandwidth (bytes read + written) and a cuBLAS bf16 8192^3 matmul rate. Then the
  * INT4 GEMV alone, decode (batch 1 and batched) and 4096-token prefill of a dummy model through the
- * backend's forward. Usage: gpu_bench_cuda [model=dummy:qwen2-7b] [commit]. Prints "RESULT name value".
+ * backend's forward. Usage: gpu_bench_cuda [model=dummy:qwen2-7b] [commit] [decode | engine [n] | gemm [max batch]].
+ * Prints "RESULT name value".
  * Timings are medians; the host may be shared, the GPU is not. */
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
@@ -214,6 +215,182 @@ static void small_bench(void) {
     cudaFree(y), cudaFree(dm), cudaFree(cnt);
 }
 
+
+/* ---- INT4 GEMM (q4_gemm.cu) alone against what matmul_run did before, 7B shapes, n = 32..512 token rows:
+ * new = tl_cu_q4t_gemm (x -> fp16 + GEMM (+ split-K reduce)), each configuration and the default pick;
+ * deq = x -> bf16, dequantize to bf16 in 128 MiB row chunks + cuBLAS per chunk (no bf16 copies: 72B);
+ * copy = x -> bf16 + cuBLAS on a resident bf16 copy (make_bf16_copies: 7B). 4 weight sets rotated so L2 holds
+ * none between calls. Effective weight GB/s: the bytes each path must read (INT4 + scales, or bf16). ---- */
+typedef struct {
+    int which; /* 0 new, 1 deq, 2 copy */
+    tl_cu_gemm_args ga;
+    tl_cu_q4 *w;   /* [4] */
+    uint16_t *wb[4], *xbf, *deq;
+    const float *x;
+    float *y;
+    int n, k;
+    cublasHandle_t bl;
+} gemm_ctx;
+static int run_gemm(void *c_, tl_error *e) {
+    gemm_ctx *c = c_;
+    const tl_cu_q4 *w = &c->w[c->k++ % 4];
+    if (c->which == 0) {
+        c->ga.w = w;
+        return tl_cu_q4t_gemm(&c->ga, 0, e);
+    }
+    if (tl_cu_f32_to_bf16(c->x, c->xbf, (size_t)c->n * w->cols, 0, e)) return -1;
+    const float one = 1, zero = 0;
+    const int64_t chunk = c->which == 1 ? TL_MAX(16, ((int64_t)64 << 20) / w->cols / 16 * 16) : w->rows;
+    for (int64_t r0 = 0; r0 < w->rows; r0 += chunk) {
+        const int64_t nr = TL_MIN(chunk, w->rows - r0);
+        const uint16_t *A = c->wb[(c->k - 1) % 4] + r0 * w->cols;
+        if (c->which == 1) {
+            if (tl_cu_q4t_dequant_bf16(w, r0, nr, c->deq, 0, e)) return -1;
+            A = c->deq;
+        }
+        if (cublasGemmEx(c->bl, CUBLAS_OP_T, CUBLAS_OP_N, (int)nr, c->n, (int)w->cols, &one, A, CUDA_R_16BF,
+                         (int)w->cols, c->xbf, CUDA_R_16BF, (int)w->cols, &zero, c->y + r0, CUDA_R_32F, (int)w->rows,
+                         CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT) != CUBLAS_STATUS_SUCCESS)
+            return tl_errf(e, "cublasGemmEx failed");
+    }
+    return 0;
+}
+
+static void gemm_bench(double copy, double mm) {
+    const int shapes[][2] = {{4608, 3584}, {3584, 3584}, {37888, 3584}, {3584, 18944}};
+    const char *sn[4] = {"qkv", "o", "gate_up", "down"};
+    const int ns[] = {32, 64, 128, 256, 512};
+    const int nmax = 512, kmax = 18944;
+    gemm_ctx c = {0};
+    CU(cudaMalloc((void **)&c.x, (size_t)nmax * kmax * 4));
+    CU(cudaMalloc((void **)&c.y, (size_t)nmax * 37888 * 4));
+    CU(cudaMalloc((void **)&c.xbf, (size_t)nmax * kmax * 2));
+    CU(cudaMalloc((void **)&c.deq, (size_t)64 << 21));
+    CU(cudaMalloc((void **)&c.ga.part, (size_t)64 << 21));
+    CU(cudaMemset((void *)c.x, 0x3c, (size_t)nmax * kmax * 4));
+    c.ga.xh = c.xbf;
+    c.ga.part_floats = (size_t)32 << 20;
+    cublasCreate(&c.bl);
+    tl_cu_q4 w[4];
+    c.w = w;
+    double tot[3][5] = {{0}};
+    for (int si = 0; si < 4; si++) {
+        const int rows = shapes[si][0], cols = shapes[si][1];
+        const size_t cb = (size_t)rows * cols / 2, sbb = (size_t)((rows + 15) / 16 * 16) * (cols / 64) * 4;
+        for (int k = 0; k < 4; k++) {
+            void *cd, *sd;
+            CU(cudaMalloc(&cd, cb));
+            CU(cudaMalloc(&sd, sbb));
+            fill_random(cd, cb, 21 + k);
+            uint16_t *hs = tl_malloc(sbb);
+            for (size_t i = 0; i < sbb / 2; i += 2) hs[i] = tl_f32_to_f16(0.01f), hs[i + 1] = tl_f32_to_f16(-0.08f);
+            CU(cudaMemcpy(sd, hs, sbb, cudaMemcpyHostToDevice));
+            free(hs);
+            w[k] = (tl_cu_q4){.rows = rows, .cols = cols, .group = 64, .sb_bf16 = 0, .tiled = 1, .codes = cd, .sb = sd};
+            CU(cudaMalloc((void **)&c.wb[k], (size_t)rows * cols * 2));
+            tl_error e = {{0}};
+            if (tl_cu_q4t_dequant_bf16(&w[k], 0, rows, c.wb[k], 0, &e)) fprintf(stderr, "%s\n", e.msg), exit(2);
+        }
+        for (int ni = 0; ni < 5; ni++) {
+            const int n = ns[ni];
+            const double fl = 2.0 * rows * cols * n;
+            c.n = n, c.ga.n = n, c.ga.x = c.x, c.ga.y = c.y, c.ga.split = 0;
+            char line[512];
+            int o = snprintf(line, sizeof line, "gemm %-7s %5d x %5d n %3d:", sn[si], rows, cols, n);
+            double best = 1e30;
+            for (int cfg = 1; cfg <= TL_CU_GEMM_NCFG; cfg++) {
+                c.which = 0, c.ga.cfg = cfg;
+                double us = time_us(run_gemm, &c);
+                best = TL_MIN(best, us);
+                o += snprintf(line + o, sizeof line - o, " %s %.1f", tl_cu_q4t_gemm_cfg_name(cfg), us);
+            }
+            printf("%s us\n", line);
+            double t[3];
+            for (int v = 0; v < 3; v++) {
+                c.which = v, c.ga.cfg = 0;
+                t[v] = time_us(run_gemm, &c);
+                tot[v][ni] += t[v];
+            }
+            const double wb4 = cb + sbb, wb16 = (double)rows * cols * 2;
+            printf("gemm %-7s n %3d: new (%s) %.1f us = %.0f TFLOP/s, %.0f GB/s of INT4 = %.0f%% of copy (best config "
+                   "%.1f us) | deq+cuBLAS %.1f us | cuBLAS on bf16 copy %.1f us = %.0f TFLOP/s = %.0f%% of cuBLAS %.0f, "
+                   "%.0f GB/s | new vs copy %.2fx, vs deq %.2fx\n",
+                   sn[si], n, tl_cu_q4t_gemm_cfg_name(tl_cu_q4t_gemm_cfg(n)), t[0], fl / t[0] / 1e6, wb4 / t[0] / 1e3,
+                   100 * wb4 / t[0] / 1e6 / copy, best, t[1], t[2], fl / t[2] / 1e6, 100 * fl / t[2] / 1e6 / mm, mm,
+                   wb16 / t[2] / 1e3, t[2] / t[0], t[1] / t[0]);
+            printf("RESULT gemm_%s_n%d_us new %.1f deq %.1f copy %.1f\n", sn[si], n, t[0], t[1], t[2]);
+        }
+        /* split-K sweep of the default configuration on the small matrices */
+        if (si == 1 || si == 3)
+            for (int n = 32; n <= 128; n *= 2) {
+                char line[512];
+                int o = snprintf(line, sizeof line, "gemm %-7s n %3d split:", sn[si], n);
+                for (int sp = 1; sp <= 12; sp += sp < 4 ? 1 : 4) {
+                    c.which = 0, c.ga.cfg = 0, c.ga.split = sp, c.n = n, c.ga.n = n;
+                    o += snprintf(line + o, sizeof line - o, " %d: %.1f", sp, time_us(run_gemm, &c));
+                }
+                c.ga.split = 0;
+                printf("%s us\n", line);
+            }
+        for (int k = 0; k < 4; k++) cudaFree((void *)w[k].codes), cudaFree((void *)w[k].sb), cudaFree(c.wb[k]);
+    }
+    for (int ni = 0; ni < 5; ni++)
+        printf("gemm 7B layer (qkv + o + gate_up + down) n %3d: new %.1f us, deq+cuBLAS %.1f us, bf16 copy %.1f us; x 28 "
+               "layers: %.2f / %.2f / %.2f ms\n",
+               ns[ni], tot[0][ni], tot[1][ni], tot[2][ni], 28e-3 * tot[0][ni], 28e-3 * tot[1][ni], 28e-3 * tot[2][ni]);
+    cublasDestroy(c.bl);
+    cudaFree((void *)c.x), cudaFree(c.y), cudaFree(c.xbf), cudaFree(c.deq), cudaFree(c.ga.part);
+}
+
+/* Batched decode steps (n sequences of one new token at ctx 512) through the backend: the INT4 GEMM
+ * (TL_CUDA_Q4GEMM=1) vs the path before it (=0) vs the default, in one process; bf16 copies as the backend
+ * decides (7B: made) and, in a second backend, TL_CUDA_BF16W=0 (the 72B situation). */
+static void gemm_decode(const char *spec, int max_batch) {
+    tl_error e = {{0}};
+    tl_load_opts lo = {.quant_bits = 4, .group_size = 64, .quiet = true};
+    double t0 = tl_now();
+    tl_model *m = tl_model_load(spec, &lo, &e);
+    if (!m) fprintf(stderr, "%s: %s\n", spec, e.msg), exit(2);
+    printf("%s: built in %.1f s\n", spec, tl_now() - t0);
+    const int ctx = 512;
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1) setenv("TL_CUDA_BF16W", "0", 1);
+        bctx c = {.m = m, .bs = 16};
+        c.be = tl_backend_cuda_new(0.92f, &e);
+        t0 = tl_now();
+        if (!c.be || c.be->prepare(c.be, m, &e)) fprintf(stderr, "cuda: %s\n", e.msg), exit(2);
+        printf("backend ready in %.1f s (bf16 copies %s)\n", tl_now() - t0, pass ? "off" : "auto");
+        const tl_config *cf = &m->cfg;
+        const int per = (ctx + 64) / c.bs + 1;
+        if (c.be->kv_alloc(c.be, &c.kv, cf, c.bs, max_batch * per, TL_BF16, &e)) fprintf(stderr, "%s\n", e.msg), exit(2);
+        c.logits = tl_malloc((size_t)max_batch * cf->n_vocab * 4);
+        step(&c, max_batch, ctx, 0, per); /* histories (512 tokens each: the prefill path) */
+        const char *mode[3] = {"0", "1", NULL}, *mname[3] = {"old (TL_CUDA_Q4GEMM=0)", "int4 gemm (=1)", "default"};
+        for (int n = 32; n <= max_batch; n *= 2) {
+            double tm[3];
+            for (int v = 0; v < 3; v++) {
+                if (mode[v]) setenv("TL_CUDA_Q4GEMM", mode[v], 1);
+                else unsetenv("TL_CUDA_Q4GEMM");
+                step(&c, n, 1, ctx, per); /* warm */
+                double tb[8];
+                for (int i = 0; i < 8; i++) tb[i] = step(&c, n, 1, ctx + 1 + i, per);
+                tm[v] = median(tb, 8);
+            }
+            printf("decode batch %3d (%s, ctx %d, bf16 copies %s): %s %.2f ms/step = %.0f tok/s | %s %.2f ms = %.0f "
+                   "tok/s | %s %.2f ms = %.0f tok/s | gemm vs old %.2fx\n",
+                   n, spec, ctx, pass ? "off" : "auto", mname[0], tm[0] * 1e3, n / tm[0], mname[1], tm[1] * 1e3,
+                   n / tm[1], mname[2], tm[2] * 1e3, n / tm[2], tm[0] / tm[1]);
+            printf("RESULT decode_b%d_%s_ms old %.3f gemm %.3f default %.3f\n", n, pass ? "nocopy" : "copy", tm[0] * 1e3,
+                   tm[1] * 1e3, tm[2] * 1e3);
+        }
+        unsetenv("TL_CUDA_Q4GEMM");
+        c.be->kv_free(c.be, &c.kv);
+        c.be->free(c.be);
+        free(c.logits);
+    }
+    unsetenv("TL_CUDA_BF16W");
+    tl_model_free(m);
+}
 
 /* Decode of one model through the backend's forward, variant by variant in one process (the switches are
  * read at every forward): old = q4_mma.cu GEMV + unfused sequence; then the new GEMV unfused, fused
@@ -468,6 +645,11 @@ int main(int argc, char **argv) {
             small_bench();
         }
         decode_variants(spec, copy);
+        return 0;
+    }
+    if (argc > 3 && !strcmp(argv[3], "gemm")) { /* INT4 GEMM alone (7B shapes), then batched decode steps */
+        if (strstr(spec, "7b")) gemm_bench(copy, mm);
+        gemm_decode(spec, argc > 4 ? atoi(argv[4]) : 256);
         return 0;
     }
     if (argc > 3 && !strcmp(argv[3], "engine")) { /* the engine alone (the GEMV table is in `bench`) */

@@ -213,6 +213,82 @@ static void test_q4(int rows, int cols, int group, int n_tok, tl_dtype sbt) {
     free(codes), free(sc), free(bi), free(sb), free(x), free(bias), free(want), free(got), free(hq), free(row);
 }
 
+/* ---- the INT4 tensor-core GEMM (q4_gemm.cu), 17..512 token rows, against tl_cpu_matmul_ref: every
+ * configuration, split-K automatic / off / 3 (partials summed by the reduce kernel), outputs and partials
+ * poisoned with NaN, fresh x with outliers per n; the automatic run twice, equal bit for bit ---- */
+static void test_q4m(int rows, int cols, int group, tl_dtype sbt, const int *ns, int nn, int with_bias) {
+    size_t nw = (size_t)rows * cols / 8, ng = (size_t)rows * cols / group, nt = ((size_t)rows + 15) / 16;
+    uint32_t *codes = tl_malloc(nw * 4);
+    uint16_t *sc = tl_malloc(ng * 2), *bi = tl_malloc(ng * 2);
+    for (size_t i = 0; i < nw; i++) codes[i] = (uint32_t)tl_t_rng(&seed);
+    for (size_t i = 0; i < ng; i++) {
+        float s = 0.01f + 0.05f * fabsf(tl_t_randf(&seed)), b = -8 * s + 0.01f * tl_t_randf(&seed);
+        if (i % 37 == 0) s *= 20, b *= 20; /* outlier groups */
+        sc[i] = sbt == TL_BF16 ? tl_f32_to_bf16(s) : tl_f32_to_f16(s);
+        bi[i] = sbt == TL_BF16 ? tl_f32_to_bf16(b) : tl_f32_to_f16(b);
+    }
+    tl_tensor w = {.type = TL_Q4, .rows = rows, .cols = cols, .data = codes, .group = group, .sb_type = sbt,
+                   .scales = sc, .biases = bi};
+    uint32_t *tc = tl_malloc(nt * 16 * (cols / 8) * 4), *tsb = tl_malloc(nt * 16 * (cols / group) * 4);
+    CHECK(tl_cu_q4t_repack(codes, sc, bi, rows, cols, group, tc, tsb) == 0);
+    tl_cu_q4 tw = {.rows = rows, .cols = cols, .group = group, .sb_bf16 = sbt == TL_BF16, .tiled = 1};
+    tw.codes = dup_dev(tc, nt * 16 * (cols / 8) * 4);
+    tw.sb = dup_dev(tsb, nt * 16 * (cols / group) * 4);
+    float *bias = rand_vec(rows, 1.f), *db = dup_dev(bias, rows * 4);
+    tl_error e = {{0}};
+    for (int ni = 0; ni < nn; ni++) {
+        const int n = ns[ni];
+        const size_t ny = (size_t)n * rows, part_floats = 3 * ny;
+        float *x = rand_vec((size_t)n * cols, 30.f), *want = tl_malloc(ny * 4), *got = tl_malloc(ny * 4),
+              *again = tl_malloc(ny * 4);
+        tl_cpu_matmul_ref(&w, x, want, n);
+        if (with_bias)
+            for (int t = 0; t < n; t++)
+                for (int r = 0; r < rows; r++) want[(size_t)t * rows + r] += bias[r];
+        float *dx = dup_dev(x, (size_t)n * cols * 4), *dy = dev_nan(ny * 4), *dpart = dev_nan(part_floats * 4);
+        uint16_t *dxh = dev_nan((size_t)n * cols * 2);
+        double worst = 0;
+        for (int cfg = 0; cfg <= TL_CU_GEMM_NCFG; cfg++)
+            for (int sp = 0; sp < 3; sp++) {
+                const int split = sp == 0 ? 0 : sp == 1 ? 1 : 3;
+                CU(cudaMemset(dy, 0xff, ny * 4));
+                CU(cudaMemset(dpart, 0xff, part_floats * 4));
+                tl_cu_gemm_args ga = {.w = &tw, .x = dx, .bias = with_bias ? db : NULL, .y = dy, .n = n, .xh = dxh,
+                                      .part = dpart, .part_floats = part_floats, .cfg = cfg, .split = split};
+                CHECK(tl_cu_q4t_gemm(&ga, 0, &e) == 0, "%s", e.msg);
+                get(got, dy, ny * 4);
+                double err = tl_rel_err(got, want, ny);
+                worst = err > worst ? err : worst;
+                CHECK(err < 1e-3, "q4 gemm %s split %d %dx%d g%d %s n %d bias %d: rel err %.3g",
+                      tl_cu_q4t_gemm_cfg_name(cfg ? cfg : tl_cu_q4t_gemm_cfg(n)), split, rows, cols, group,
+                      tl_dtype_name(sbt), n, with_bias, err);
+                if (sp == 0) { /* again: equal bit for bit */
+                    CU(cudaMemset(dy, 0xff, ny * 4));
+                    CHECK(tl_cu_q4t_gemm(&ga, 0, &e) == 0, "%s", e.msg);
+                    get(again, dy, ny * 4);
+                    CHECK(!memcmp(got, again, ny * 4), "q4 gemm cfg %d %dx%d n %d: two runs differ", cfg, rows, cols, n);
+                }
+            }
+        printf("q4 gemm %dx%d g%d %s n %d bias %d: worst rel err %.2e over %d configurations x 3 splits\n", rows, cols,
+               group, tl_dtype_name(sbt), n, with_bias, worst, TL_CU_GEMM_NCFG + 1);
+        cudaFree(dx), cudaFree(dy), cudaFree(dpart), cudaFree(dxh);
+        free(x), free(want), free(got), free(again);
+    }
+    /* errors: untiled, a bad configuration, a forced split without room for its partials */
+    tl_cu_q4 ut = tw;
+    ut.tiled = 0;
+    tl_cu_gemm_args bad = {.w = &ut, .n = 17};
+    CHECK(tl_cu_q4t_gemm(&bad, 0, &e) == -1 && strstr(e.msg, "tiled"), "%s", e.msg);
+    bad.w = &tw, bad.cfg = TL_CU_GEMM_NCFG + 1;
+    CHECK(tl_cu_q4t_gemm(&bad, 0, &e) == -1 && strstr(e.msg, "configuration"), "%s", e.msg);
+    if (cols >= 256) {
+        bad.cfg = 0, bad.split = 2;
+        CHECK(tl_cu_q4t_gemm(&bad, 0, &e) == -1 && strstr(e.msg, "partials"), "%s", e.msg);
+    }
+    cudaFree((void *)tw.codes), cudaFree((void *)tw.sb), cudaFree(db);
+    free(codes), free(sc), free(bi), free(tc), free(tsb), free(bias);
+}
+
 static void test_q4_errors(void) {
     tl_cu_q4 w = {.rows = 4, .cols = 96, .group = 48};
     tl_error e = {{0}};
@@ -594,6 +670,17 @@ int main(void) {
     test_q4(40, 1472, 32, 1, TL_BF16);
     test_q4(50, 1152, 128, 5, TL_BF16);
     test_q4(300, 1472, 64, 16, TL_BF16);
+    /* the INT4 GEMM: ragged rows, n = 17 .. 512, cols 64 .. 18944, groups 32/64/128, fp16/bf16 scales, bias on/off */
+    const int n_a[] = {17, 33}, n_b[] = {17, 100}, n_c[] = {64, 257}, n_d[] = {33, 129}, n_e[] = {512}, n_f[] = {17, 40},
+              n_g[] = {80}, n_h[] = {20};
+    test_q4m(37, 896, 64, TL_F16, n_a, 2, 1);
+    test_q4m(300, 1472, 32, TL_BF16, n_b, 2, 0);
+    test_q4m(1000, 3584, 128, TL_BF16, n_c, 2, 1);
+    test_q4m(333, 18944, 64, TL_F16, n_d, 2, 1);
+    test_q4m(513, 4864, 32, TL_F16, n_e, 1, 0);
+    test_q4m(16, 64, 32, TL_BF16, n_f, 2, 1);
+    test_q4m(4608, 3584, 64, TL_F16, n_g, 1, 1);
+    test_q4m(3584, 18944, 128, TL_BF16, n_h, 1, 0);
     test_small_ops(1, 896);
     test_small_ops(7, 3584);
     test_small_ops(3, 100);

@@ -36,6 +36,8 @@ static const char *const p_name[P_N] = {"other", "matmul", "attention", "lm_head
 #define CU_PREFILL_ROWS 128       /* query rows per block of the prefill attention kernel (64 or 128): 128 measured
                                    * 210 vs 192 TFLOP/s at 4096 tokens (7B, H200), the end-to-end prefill 1% faster */
 #define CU_BIG_T 512              /* forwards of more tokens: bf16 activations into cuBLAS (layer_big) */
+#define CU_Q4GEMM_COPY_MAX 128    /* INT4 products of 17..CU_BIG_T rows take q4_gemm.cu's kernel when the matrix has
+                                   * no bf16 copy, and with one up to this many rows (cuBLAS on the copy above) */
 
 typedef struct cu_mat {
     int64_t rows, cols;
@@ -86,6 +88,7 @@ typedef struct cu_impl {
     int gemv_impl; /* TL_CUDA_GEMV=v1 / v2 / v2w16 / v2w16a: q4_gemv.cu's kernel (0: its default, v2w16a) */
     int split_keys;        /* attention slices of the decode sequence: context positions per slice at least */
     int merge_last;
+    int q4gemm;            /* TL_CUDA_Q4GEMM: 0 never (dequantize / bf16 copy + cuBLAS), 1 always, -1 (unset) auto */
     int all_tiled;         /* every matrix is tiled INT4 (no cuBLAS in decode steps) */
     int graph_ok;          /* all_tiled and TL_CUDA_GRAPH != 0 */
     int no_graph;
@@ -533,6 +536,12 @@ static int matmul_run(cu_impl *ci, const cu_mat *W, const float *x, float *y, in
         return W->q.tiled ? tl_cu_q4t_gemv(&W->q, x, W->bias, y, n, ci->gemv_ws, ci->st, e)
                           : tl_cu_q4_gemv(&W->q, x, W->bias, y, n, ci->st, e);
     }
+    if (W->is_q4 && W->q.tiled && n <= CU_BIG_T && ci->q4gemm &&
+        (ci->q4gemm == 1 || !W->bf16 || n <= CU_Q4GEMM_COPY_MAX)) { /* INT4 tensor-core GEMM (q4_gemm.cu) */
+        tl_cu_gemm_args ga = {.w = &W->q, .x = x, .bias = W->bias, .y = y, .n = n, .xh = ci->xbf,
+                              .part = (float *)ci->deq, .part_floats = (size_t)CU_DEQ_ELEMS / 2};
+        return tl_cu_q4t_gemm(&ga, ci->st, e);
+    }
     if (tl_cu_f32_to_bf16(x, ci->xbf, (size_t)n * W->cols, ci->st, e)) return -1;
     const float one = 1.f, zero = 0.f;
     const int deq = W->is_q4 && !W->bf16; /* INT4 without a bf16 copy: dequantize chunks every call */
@@ -931,6 +940,8 @@ static int cu_run(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *
     ci->split_keys = sk ? atoi(sk) : 0;
     const char *am = getenv("TL_CUDA_ATT_MERGE");
     ci->merge_last = am && !strcmp(am, "last");
+    const char *qg = getenv("TL_CUDA_Q4GEMM");
+    ci->q4gemm = qg ? atoi(qg) != 0 : -1;
     void *act_before = ci->act;
     if (ensure_act(ci, c, T, e)) return -1;
     int max_ctx = 0;

@@ -84,6 +84,28 @@ enum { TL_CU_GEMV_V1 = 1, TL_CU_GEMV_V2W16A = 4, TL_CU_GEMV_V3 = 5, TL_CU_GEMV_R
 int tl_cu_q4g_fits(int64_t cols, int n_tok);
 int tl_cu_q4g_gemv(const tl_cu_gemv_args *a, cudaStream_t st, tl_error *e);
 
+/* INT4 GEMM on tensor cores on the tiled layout (q4_gemm.cu), for 17..512 token rows (batched decode, mixed
+ * batches; any n >= 1 works): y[n, rows] = x[n, cols] @ W^T (+ bias). x is rounded to fp16 into xh, weights are
+ * dequantized to fp16 in registers (rel err ~3e-4 against the fp32 reference). Small matrices split K over
+ * blocks: partials in part ([split][n][rows] floats, at most part_floats; NULL: no split), summed in a fixed
+ * order (deterministic). cfg: 0 picks by n (tl_cu_q4t_gemm_cfg), else TL_CU_GEMM_*; split: 0 picks, else forced
+ * (tests, benchmarks). */
+enum { TL_CU_GEMM_N32 = 1, TL_CU_GEMM_N64 = 2, TL_CU_GEMM_N128 = 3, TL_CU_GEMM_M128 = 4, TL_CU_GEMM_N64B1 = 5, TL_CU_GEMM_NCFG = 5 };
+typedef struct tl_cu_gemm_args {
+    const tl_cu_q4 *w;   /* tiled */
+    const float *x;      /* [n, cols] */
+    const float *bias;   /* [rows] or NULL */
+    float *y;            /* [n, rows] */
+    int n;
+    uint16_t *xh;        /* scratch: [n, cols] fp16 */
+    float *part;         /* scratch for split-K partials, part_floats floats (NULL: no split) */
+    size_t part_floats;
+    int cfg, split;
+} tl_cu_gemm_args;
+int tl_cu_q4t_gemm(const tl_cu_gemm_args *a, cudaStream_t st, tl_error *e);
+int tl_cu_q4t_gemm_cfg(int n);
+const char *tl_cu_q4t_gemm_cfg_name(int cfg);
+
 /* y[n_tok, rows] = x[n_tok, cols] @ W^T (+ bias[rows] if non-NULL); n_tok in 1..16 (decode / small batch).
  * The MLX-layout CUDA-core version (fp32 math; the fallback when cols % 64 != 0). */
 int tl_cu_q4_gemv(const tl_cu_q4 *w, const float *x, const float *bias, float *y, int n_tok, cudaStream_t st,

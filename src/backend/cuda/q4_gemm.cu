@@ -1,0 +1,316 @@
+/* q4_gemm.cu: INT4 GEMM on tensor cores for 17..512 token rows (batched decode, mixed batches):
+ *   y[n, rows] = x[n, cols] @ W^T (+ bias[rows])
+ * with W in the tiled layout of q4_mma.cu (tl_cu_q4t_repack: per 16-row tile and 64-column block, 32 lanes x
+ * uint4 = the A fragments of 4 mma.m16n8k16 k-steps; (scale | bias) words tiled [tile][group][16 rows]).
+ * No other copy of the weights: they are read as INT4 (0.5 byte + the group's 4 bytes / group per weight).
+ *
+ * Block tile: BM = WM warps x MT 16-row tiles of weight rows, BN tokens; every warp takes MT tiles and all BN
+ * tokens, so a weight is dequantized once per block and each B fragment (x) feeds MT mma. K runs in 64-column
+ * blocks through an ST-stage cp.async pipeline in shared memory: per stage the block's codes (BM/16 x 512 B,
+ * a lane's 16 bytes are its A fragments), their (scale | bias) words and x (fp16, BN x 64, 16-byte chunks
+ * XOR-swizzled per row for ldmatrix). Dequantize in registers: (w >> 4i) & 0x000F000F | 0x64006400 is the fp16
+ * pair 1024 + q (rows g; rows g + 8 sit under exponent 64: 64 + q), minus the offset (exact), times s plus b
+ * in one HFMA2: the weight rounded once to fp16 (rel 2^-11; the bf16 copies it replaces round to 2^-8). x is
+ * rounded to fp16 once per call (tl_cu_q4t_gemm converts it into a workspace): |x| must stay below 65504, as in
+ * the decode GEMV. B fragments by ldmatrix.x4; mma.sync m16n8k16, fp32 accumulate.
+ *
+ * Grid: (token blocks, row blocks, K splits), token blocks fastest so the blocks that share a weight tile run
+ * together (read once from DRAM, x stays in L2). Few row blocks (small matrices): K is split over blocks and
+ * the partials [split][n][rows] summed in a fixed order by q4m_reduce_kernel (with the bias). Deterministic:
+ * no atomics; the result depends on (config, split), which depend on n, rows, cols and the card. */
+#include "backend/cuda/cu_common.cuh"
+#include "backend/cuda/cu_tc.cuh"
+
+#include <string.h>
+
+struct q4m_params {
+    const uint4 *codes;    /* tiled codes [ceil(rows/16)][cols/64][32] */
+    const uint32_t *sb;    /* [ceil(rows/16)][cols/group][16] (scale | bias << 16) */
+    const __half *xh;      /* [n, cols] fp16 */
+    const float *bias;     /* [rows] or NULL (split 1 only; else the reduce adds it) */
+    float *y;              /* [n, rows] */
+    float *part;           /* [split][n][rows] when gridDim.z > 1 */
+    int rows, cols, n, group, sb_bf16, kper; /* kper: 64-column blocks per split */
+};
+
+static __device__ __forceinline__ __half2 q4m_h2(uint32_t u) {
+    __half2 h;
+    memcpy(&h, &u, 4);
+    return h;
+}
+static __device__ __forceinline__ uint32_t q4m_u(__half2 h) {
+    uint32_t u;
+    memcpy(&u, &h, 4);
+    return u;
+}
+
+/* (scale | bias << 16) -> {s, s}, {b, b} in fp16 */
+static __device__ __forceinline__ void q4m_sb(uint32_t v, int bf16, __half2 &s, __half2 &b) {
+    if (bf16) {
+        s = __float2half2_rn(__uint_as_float(v << 16));
+        b = __float2half2_rn(__uint_as_float(v & 0xffff0000u));
+    } else {
+        const __half2 h = q4m_h2(v);
+        s = __low2half2(h);
+        b = __high2half2(h);
+    }
+}
+
+/* one code word of a lane -> its 4 A registers (fp16 pairs): rows g use (sg, bg), rows g + 8 (s8, b8) */
+static __device__ __forceinline__ void q4m_deq(uint32_t w, __half2 sg, __half2 bg, __half2 s8, __half2 b8,
+                                               uint32_t a[4]) {
+    const uint32_t w8 = w >> 8;
+    const __half2 o1024 = q4m_h2(0x64006400u), o64 = q4m_h2(0x54005400u);
+    a[0] = q4m_u(__hfma2(__hsub2(q4m_h2((w & 0x000F000Fu) | 0x64006400u), o1024), sg, bg));
+    a[1] = q4m_u(__hfma2(__hsub2(q4m_h2((w & 0x00F000F0u) | 0x54005400u), o64), s8, b8));
+    a[2] = q4m_u(__hfma2(__hsub2(q4m_h2((w8 & 0x000F000Fu) | 0x64006400u), o1024), sg, bg));
+    a[3] = q4m_u(__hfma2(__hsub2(q4m_h2((w8 & 0x00F000F0u) | 0x54005400u), o64), s8, b8));
+}
+
+template <int WM, int MT, int BN> struct q4m_shape {
+    static constexpr int TILES = WM * MT;        /* 16-row tiles a block */
+    static constexpr int W_BYTES = TILES * 512;  /* codes of one 64-column block */
+    static constexpr int SB_BYTES = TILES * 128; /* (scale | bias) words: up to 2 groups (group 32) x 16 rows */
+    static constexpr int X_BYTES = BN * 128;     /* x: BN tokens x 64 fp16 */
+    static constexpr int STAGE = W_BYTES + SB_BYTES + X_BYTES;
+};
+
+template <int WM, int MT, int BN, int ST, int MINB>
+__global__ void __launch_bounds__(WM * 32, MINB) q4m_kernel(const q4m_params p) {
+    typedef q4m_shape<WM, MT, BN> S;
+    constexpr int NT = BN / 8, NTHR = WM * 32;
+    extern __shared__ __align__(128) unsigned char q4m_smem[];
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, q = lane & 3;
+    const int nkb = p.cols / 64, ng = p.cols / p.group, ntl = (p.rows + 15) / 16;
+    const int ngk = p.group < 64 ? 64 / p.group : 1, g32 = p.group == 32;
+
+    const int t0 = blockIdx.x * BN, tile0 = blockIdx.y * S::TILES;
+    const int kb0 = blockIdx.z * p.kper, kb1 = min(nkb, kb0 + p.kper);
+    const int ntv = min(NT, (p.n - t0 + 7) / 8); /* n-tiles holding tokens (warp-uniform) */
+    const uint32_t sbase = (uint32_t)__cvta_generic_to_shared(q4m_smem);
+
+    /* stage `slot` <- 64-column block kb: codes, (scale | bias) words, x (zero-filled past rows / tokens) */
+    auto load = [&](int slot, int kb) {
+        const uint32_t s0 = sbase + slot * S::STAGE;
+        for (int c = tid; c < S::TILES * 32; c += NTHR) {
+            const int gt = tile0 + (c >> 5);
+            const uint4 *src = p.codes + (((size_t)min(gt, ntl - 1) * nkb + kb) * 32 + (c & 31));
+            tc_cp16(s0 + c * 16, src, gt < ntl ? 16 : 0);
+        }
+        const int gi0 = kb * 64 / p.group;
+        for (int c = tid; c < S::TILES * 8; c += NTHR) { /* per tile: group gg = ch / 4, 4 chunks of 16 bytes */
+            const int gt = tile0 + (c >> 3), ch = c & 7;
+            if ((ch >> 2) >= ngk) continue;
+            const uint32_t *src = p.sb + (((size_t)min(gt, ntl - 1) * ng + gi0 + (ch >> 2)) * 16 + (ch & 3) * 4);
+            tc_cp16(s0 + S::W_BYTES + c * 16, src, gt < ntl ? 16 : 0);
+        }
+        for (int c = tid; c < BN * 8; c += NTHR) {
+            const int r = c >> 3, ch = c & 7, t = t0 + r;
+            const __half *src = p.xh + (size_t)min(t, p.n - 1) * p.cols + kb * 64 + ch * 8;
+            tc_cp16(s0 + S::W_BYTES + S::SB_BYTES + tc_sw<64>(r, ch), src, t < p.n ? 16 : 0);
+        }
+    };
+
+    float acc[MT][NT][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) acc[mt][nt][i] = 0.f;
+
+#pragma unroll
+    for (int s = 0; s < ST - 1; s++) {
+        if (kb0 + s < kb1) load(s, kb0 + s);
+        tc_commit();
+    }
+    for (int it = 0; kb0 + it < kb1; it++) {
+        tc_wait<ST - 2>();
+        __syncthreads(); /* stage it landed for every thread; every warp is done with stage it - 1 */
+        if (kb0 + it + ST - 1 < kb1) load((it + ST - 1) % ST, kb0 + it + ST - 1);
+        tc_commit();
+        const int slot = it % ST;
+        const unsigned char *st = q4m_smem + slot * S::STAGE;
+        const uint32_t *sbw = (const uint32_t *)(st + S::W_BYTES);
+        const uint32_t xs = sbase + slot * S::STAGE + S::W_BYTES + S::SB_BYTES;
+        uint4 wq[MT];
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) wq[mt] = *(const uint4 *)(st + ((warp * MT + mt) * 32 + lane) * 16);
+        __half2 sg[MT], bg[MT], s8[MT], b8[MT]; /* the group's {s, s}, {b, b} of rows g, g + 8 of each tile */
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            if (j == 0 || (j == 2 && g32)) { /* group 32: k-steps 2, 3 are the block's second group */
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    const uint32_t *sw = sbw + (warp * MT + mt) * 32 + (j >> 1) * 16 + g;
+                    q4m_sb(sw[0], p.sb_bf16, sg[mt], bg[mt]);
+                    q4m_sb(sw[8], p.sb_bf16, s8[mt], b8[mt]);
+                }
+            }
+            uint32_t bf[NT][2];
+#pragma unroll
+            for (int np = 0; np < NT / 2; np++) {
+                if (2 * np < ntv) {
+                    uint32_t r[4];
+                    tc_ldsm4(r, xs + tc_sw<64>(np * 16 + ((lane >> 4) << 3) + (lane & 7), 2 * j + ((lane >> 3) & 1)));
+                    bf[2 * np][0] = r[0], bf[2 * np][1] = r[1], bf[2 * np + 1][0] = r[2], bf[2 * np + 1][1] = r[3];
+                } else {
+                    bf[2 * np][0] = bf[2 * np][1] = bf[2 * np + 1][0] = bf[2 * np + 1][1] = 0u;
+                }
+            }
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++) {
+                const uint32_t w = j == 0 ? wq[mt].x : j == 1 ? wq[mt].y : j == 2 ? wq[mt].z : wq[mt].w;
+                uint32_t a[4];
+                q4m_deq(w, sg[mt], bg[mt], s8[mt], b8[mt], a);
+#pragma unroll
+                for (int nt = 0; nt < NT; nt++)
+                    if (nt < ntv) tc_mma<TL_F16>::mma(acc[mt][nt], a, bf[nt][0], bf[nt][1]);
+            }
+        }
+    }
+    tc_wait<0>();
+
+    /* epilogue: C fragment (rows g, g + 8) x (tokens 2q, 2q + 1) of each (tile, n-tile) */
+    const int split = gridDim.z > 1;
+    float *dst = split ? p.part + (size_t)blockIdx.z * p.n * p.rows : p.y;
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) {
+        const int gt = tile0 + warp * MT + mt;
+        if (gt >= ntl) continue;
+        const int r[2] = {gt * 16 + g, gt * 16 + g + 8};
+        float bv[2] = {0.f, 0.f};
+        if (!split && p.bias) {
+            if (r[0] < p.rows) bv[0] = p.bias[r[0]];
+            if (r[1] < p.rows) bv[1] = p.bias[r[1]];
+        }
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) {
+            if (nt >= ntv) continue;
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                const int rr = r[i >> 1], t = t0 + nt * 8 + 2 * q + (i & 1);
+                if (rr < p.rows && t < p.n) dst[(size_t)t * p.rows + rr] = acc[mt][nt][i] + bv[i >> 1];
+            }
+        }
+    }
+}
+
+/* y[t, r] = sum over s of part[s, t, r] (fixed order) + bias[r] */
+__global__ void q4m_reduce_kernel(const float *__restrict__ part, const float *__restrict__ bias, float *__restrict__ y,
+                                  int rows, int n, int split) {
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, m = (int64_t)rows * n;
+    if (i >= m) return;
+    float v = 0.f;
+    for (int s = 0; s < split; s++) v += part[s * m + i];
+    y[i] = v + (bias ? bias[i % rows] : 0.f);
+}
+
+/* xh[i] = fp16(x[i]), 4 at a time (n * cols % 4 == 0) */
+__global__ void q4m_xh_kernel(const float4 *__restrict__ x, uint2 *__restrict__ xh, int64_t n4) {
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n4) return;
+    const float4 v = x[i];
+    xh[i] = make_uint2(q4m_u(__floats2half2_rn(v.x, v.y)), q4m_u(__floats2half2_rn(v.z, v.w)));
+}
+
+/* ---- host: configurations, split choice, launch ---- */
+typedef void (*q4m_fn)(const q4m_params);
+struct q4m_cfg {
+    q4m_fn fn;
+    int threads, bm, bn, smem;
+    const char *name;
+};
+#define Q4M_CFG(WM, MT, BN, ST, MINB) \
+    {q4m_kernel<WM, MT, BN, ST, MINB>, WM * 32, WM * MT * 16, BN, ST * q4m_shape<WM, MT, BN>::STAGE, \
+     "w" #WM "m" #MT "n" #BN "s" #ST}
+/* index = TL_CU_GEMM_* - 1 */
+static const q4m_cfg q4m_cfgs[TL_CU_GEMM_NCFG] = {
+    Q4M_CFG(8, 2, 32, 6, 2),  /* 256 x 32: few tokens (memory-bound: deeper pipeline) */
+    Q4M_CFG(8, 2, 64, 4, 2),  /* 256 x 64 */
+    Q4M_CFG(8, 2, 128, 4, 1), /* 256 x 128: many tokens (compute-bound) */
+    Q4M_CFG(4, 2, 64, 4, 4),  /* 128 x 64: more blocks for small matrices */
+    Q4M_CFG(8, 2, 64, 4, 1),  /* 256 x 64, one block an SM (no register cap: no spills) */
+};
+
+extern "C" const char *tl_cu_q4t_gemm_cfg_name(int cfg) {
+    return cfg >= 1 && cfg <= TL_CU_GEMM_NCFG ? q4m_cfgs[cfg - 1].name : "?";
+}
+
+extern "C" int tl_cu_q4t_gemm_cfg(int n) {
+    return n <= 32 ? TL_CU_GEMM_N32 : n <= 96 ? TL_CU_GEMM_N64 : TL_CU_GEMM_N128;
+}
+
+/* blocks of configuration c resident on one multiprocessor (set up once: dynamic shared memory over 48 KB) */
+static int q4m_occupancy(int c, tl_error *e) {
+    static int occ[TL_CU_GEMM_NCFG];
+    if (occ[c]) return occ[c];
+    const q4m_cfg *k = &q4m_cfgs[c];
+    if (cudaFuncSetAttribute(k->fn, cudaFuncAttributeMaxDynamicSharedMemorySize, k->smem) != cudaSuccess ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ[c], k->fn, k->threads, k->smem) != cudaSuccess ||
+        occ[c] < 1) {
+        cudaGetLastError();
+        occ[c] = 0;
+        return tl_errf(e, "cuda int4 gemm %s: cannot set up the kernel", k->name);
+    }
+    return occ[c];
+}
+
+static int q4m_sms(void) {
+    static int n_sm;
+    if (!n_sm) {
+        int dev = 0;
+        cudaGetDevice(&dev);
+        if (cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || n_sm < 1) n_sm = 132;
+    }
+    return n_sm;
+}
+
+/* K split: the fewest waves per unit of work. blocks * s over `slots` resident blocks takes ceil(blocks * s /
+ * slots) waves of (nkb / s) 64-column blocks each; each extra split costs 4% (partials written and summed).
+ * At least 8 64-column blocks a split (the pipeline fills), partials within part_floats. */
+static int q4m_split(int64_t blocks, int slots, int nkb, int64_t n_rows, size_t part_floats) {
+    int best = 1;
+    double bt = 1e30;
+    for (int s = 1; s <= 16; s++) {
+        const int kper = (nkb + s - 1) / s;
+        if (s > 1 && (kper < 8 || (size_t)s * n_rows > part_floats)) break;
+        const int sr = (nkb + kper - 1) / kper; /* splits actually used */
+        const double waves = (double)((blocks * sr + slots - 1) / slots);
+        const double t = waves * kper * (1.0 + 0.04 * (sr - 1));
+        if (t < bt - 1e-9) bt = t, best = sr;
+    }
+    return best;
+}
+
+extern "C" int tl_cu_q4t_gemm(const tl_cu_gemm_args *a, cudaStream_t st, tl_error *e) {
+    const tl_cu_q4 *w = a->w;
+    if (!w->tiled || w->cols % 64 || (w->group != 32 && w->group != 64 && w->group != 128))
+        return tl_errf(e, "cuda int4 gemm: needs the tiled layout, cols %% 64 == 0, group 32/64/128");
+    if (a->n < 1 || a->n > 65535 * 32) return tl_errf(e, "cuda int4 gemm: n %d out of range", a->n);
+    const int cfg = a->cfg ? a->cfg : tl_cu_q4t_gemm_cfg(a->n);
+    if (cfg < 1 || cfg > TL_CU_GEMM_NCFG) return tl_errf(e, "cuda int4 gemm: no configuration %d", cfg);
+    const q4m_cfg *k = &q4m_cfgs[cfg - 1];
+    const int occ = q4m_occupancy(cfg - 1, e);
+    if (occ < 0) return -1;
+    const int nkb = (int)(w->cols / 64);
+    const int64_t tb = (a->n + k->bn - 1) / k->bn, rb = (w->rows + k->bm - 1) / k->bm;
+    if (rb > 65535) return tl_errf(e, "cuda int4 gemm: %lld rows too many", (long long)w->rows);
+    int split = a->split > 0 ? a->split : q4m_split(tb * rb, occ * q4m_sms(), nkb, (int64_t)a->n * w->rows,
+                                                     a->part ? a->part_floats : 0);
+    int kper = (nkb + split - 1) / split;
+    split = (nkb + kper - 1) / kper;
+    if (split > 1 && (!a->part || (size_t)split * a->n * w->rows > a->part_floats))
+        return tl_errf(e, "cuda int4 gemm: split %d needs a larger partials workspace", split);
+    const int64_t n4 = (int64_t)a->n * w->cols / 4;
+    q4m_xh_kernel<<<(unsigned)((n4 + 255) / 256), 256, 0, st>>>((const float4 *)a->x, (uint2 *)a->xh, n4);
+    q4m_params p = {(const uint4 *)w->codes, w->sb, (const __half *)a->xh, a->bias, a->y, a->part, (int)w->rows,
+                    (int)w->cols, a->n, w->group, w->sb_bf16, kper};
+    k->fn<<<dim3((unsigned)tb, (unsigned)rb, (unsigned)split), k->threads, k->smem, st>>>(p);
+    if (split > 1) {
+        const int64_t m = (int64_t)a->n * w->rows;
+        q4m_reduce_kernel<<<(unsigned)((m + 255) / 256), 256, 0, st>>>(a->part, a->bias, a->y, (int)w->rows, a->n,
+                                                                       split);
+    }
+    TL_CU_LAUNCHED(e, "q4t_gemm");
+}
