@@ -100,6 +100,10 @@ if [ "$WHAT" = gemm ]; then  # the INT4 GEMM: kernel tests, alone vs the cuBLAS 
   echo "== gpu_test_cuda_model ($SECONDS s)"
   timeout $((465 - SECONDS)) ./build-gpu/gpu_test_cuda_model 2>&1 | tee "$OUT/gpu_test_cuda_model.log" | grep -E "FAIL|passed|checks" | tail -30
   [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
+  if [ -n "${TL_GEMM_72B:-}" ]; then  # 72B (no bf16 copies): batch 32 / 64 steps, old vs the INT4 GEMM (~3 min: load)
+    echo "== batched decode, dummy:qwen2-72b ($SECONDS s)"
+    timeout $((470 - SECONDS)) ./build-gpu/gpu_bench_cuda dummy:qwen2-72b "$COMMIT" gemm 64 2>&1 | tee "$OUT/bench_gemm_72b.log" || rc=1
+  fi
 fi
 if [ "$WHAT" = attn ]; then
   echo "== decode attention alone (7B shapes)"

@@ -344,8 +344,8 @@ static void gemm_bench(double copy, double mm) {
 
 /* Batched decode steps (n sequences of one new token at ctx 512) through the backend: the INT4 GEMM
  * (TL_CUDA_Q4GEMM=1) vs the path before it (=0) vs the default, in one process; bf16 copies as the backend
- * decides (7B: made) and, in a second backend, TL_CUDA_BF16W=0 (the 72B situation). */
-static void gemm_decode(const char *spec, int max_batch) {
+ * decides (7B: made; 72B: none) and, in a second backend (passes 2), TL_CUDA_BF16W=0 (the 72B situation). */
+static void gemm_decode(const char *spec, int max_batch, int passes) {
     tl_error e = {{0}};
     tl_load_opts lo = {.quant_bits = 4, .group_size = 64, .quiet = true};
     double t0 = tl_now();
@@ -353,7 +353,7 @@ static void gemm_decode(const char *spec, int max_batch) {
     if (!m) fprintf(stderr, "%s: %s\n", spec, e.msg), exit(2);
     printf("%s: built in %.1f s\n", spec, tl_now() - t0);
     const int ctx = 512;
-    for (int pass = 0; pass < 2; pass++) {
+    for (int pass = 0; pass < passes; pass++) {
         if (pass == 1) setenv("TL_CUDA_BF16W", "0", 1);
         bctx c = {.m = m, .bs = 16};
         c.be = tl_backend_cuda_new(0.92f, &e);
@@ -364,7 +364,7 @@ static void gemm_decode(const char *spec, int max_batch) {
         const int per = (ctx + 64) / c.bs + 1;
         if (c.be->kv_alloc(c.be, &c.kv, cf, c.bs, max_batch * per, TL_BF16, &e)) fprintf(stderr, "%s\n", e.msg), exit(2);
         c.logits = tl_malloc((size_t)max_batch * cf->n_vocab * 4);
-        step(&c, max_batch, ctx, 0, per); /* histories (512 tokens each: the prefill path) */
+        step(&c, TL_MIN(max_batch, 4), ctx, 0, per); /* 4 histories (the others' KV is left as allocated: timing only) */
         const char *mode[3] = {"0", "1", NULL}, *mname[3] = {"old (TL_CUDA_Q4GEMM=0)", "int4 gemm (=1)", "default"};
         for (int n = 32; n <= max_batch; n *= 2) {
             double tm[3];
@@ -648,8 +648,8 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (argc > 3 && !strcmp(argv[3], "gemm")) { /* INT4 GEMM alone (7B shapes), then batched decode steps */
-        if (strstr(spec, "7b")) gemm_bench(copy, mm);
-        gemm_decode(spec, argc > 4 ? atoi(argv[4]) : 256);
+        if (strstr(spec, "-7b")) gemm_bench(copy, mm);
+        gemm_decode(spec, argc > 4 ? atoi(argv[4]) : 256, strstr(spec, "72b") ? 1 : 2);
         return 0;
     }
     if (argc > 3 && !strcmp(argv[3], "engine")) { /* the engine alone (the GEMV table is in `bench`) */

@@ -36,8 +36,8 @@ static const char *const p_name[P_N] = {"other", "matmul", "attention", "lm_head
 #define CU_PREFILL_ROWS 128       /* query rows per block of the prefill attention kernel (64 or 128): 128 measured
                                    * 210 vs 192 TFLOP/s at 4096 tokens (7B, H200), the end-to-end prefill 1% faster */
 #define CU_BIG_T 512              /* forwards of more tokens: bf16 activations into cuBLAS (layer_big) */
-#define CU_Q4GEMM_COPY_MAX 128    /* INT4 products of 17..CU_BIG_T rows take q4_gemm.cu's kernel when the matrix has
-                                   * no bf16 copy, and with one up to this many rows (cuBLAS on the copy above) */
+#define CU_Q4GEMM_COPY_MAX 48     /* INT4 products of 17..CU_BIG_T rows take q4_gemm.cu's kernel up to this many rows */
+#define CU_Q4GEMM_NOCOPY_MAX 192  /* when the matrix has a bf16 copy (cuBLAS on it above), else up to this many */
 
 typedef struct cu_mat {
     int64_t rows, cols;
@@ -537,7 +537,7 @@ static int matmul_run(cu_impl *ci, const cu_mat *W, const float *x, float *y, in
                           : tl_cu_q4_gemv(&W->q, x, W->bias, y, n, ci->st, e);
     }
     if (W->is_q4 && W->q.tiled && n <= CU_BIG_T && ci->q4gemm &&
-        (ci->q4gemm == 1 || !W->bf16 || n <= CU_Q4GEMM_COPY_MAX)) { /* INT4 tensor-core GEMM (q4_gemm.cu) */
+        (ci->q4gemm == 1 || n <= (W->bf16 ? CU_Q4GEMM_COPY_MAX : CU_Q4GEMM_NOCOPY_MAX))) { /* q4_gemm.cu */
         tl_cu_gemm_args ga = {.w = &W->q, .x = x, .bias = W->bias, .y = y, .n = n, .xh = ci->xbf,
                               .part = (float *)ci->deq, .part_floats = (size_t)CU_DEQ_ELEMS / 2};
         return tl_cu_q4t_gemm(&ga, ci->st, e);

@@ -88,9 +88,9 @@ int tl_cu_q4g_gemv(const tl_cu_gemv_args *a, cudaStream_t st, tl_error *e);
  * batches; any n >= 1 works): y[n, rows] = x[n, cols] @ W^T (+ bias). x is rounded to fp16 into xh, weights are
  * dequantized to fp16 in registers (rel err ~3e-4 against the fp32 reference). Small matrices split K over
  * blocks: partials in part ([split][n][rows] floats, at most part_floats; NULL: no split), summed in a fixed
- * order (deterministic). cfg: 0 picks by n (tl_cu_q4t_gemm_cfg), else TL_CU_GEMM_*; split: 0 picks, else forced
- * (tests, benchmarks). */
-enum { TL_CU_GEMM_N32 = 1, TL_CU_GEMM_N64 = 2, TL_CU_GEMM_N128 = 3, TL_CU_GEMM_M128 = 4, TL_CU_GEMM_N64B1 = 5, TL_CU_GEMM_NCFG = 5 };
+ * order (deterministic). cfg: 0 picks by n (tl_cu_q4t_gemm_cfg), else 1..TL_CU_GEMM_NCFG (block shapes and
+ * pipelines, named by tl_cu_q4t_gemm_cfg_name; see q4_gemm.cu); split: 0 picks, else forced (tests, benchmarks). */
+enum { TL_CU_GEMM_NCFG = 5 };
 typedef struct tl_cu_gemm_args {
     const tl_cu_q4 *w;   /* tiled */
     const float *x;      /* [n, cols] */

@@ -67,47 +67,57 @@ static __device__ __forceinline__ void q4m_deq(uint32_t w, __half2 sg, __half2 b
     a[3] = q4m_u(__hfma2(__hsub2(q4m_h2((w8 & 0x00F000F0u) | 0x54005400u), o64), s8, b8));
 }
 
-template <int WM, int MT, int BN> struct q4m_shape {
-    static constexpr int TILES = WM * MT;        /* 16-row tiles a block */
-    static constexpr int W_BYTES = TILES * 512;  /* codes of one 64-column block */
-    static constexpr int SB_BYTES = TILES * 128; /* (scale | bias) words: up to 2 groups (group 32) x 16 rows */
-    static constexpr int X_BYTES = BN * 128;     /* x: BN tokens x 64 fp16 */
+/* Shared memory of one pipeline stage: KS 64-column blocks of the block's TILES 16-row tiles. Codes
+ * [TILES][KS][32 lanes] uint4 (a tile's KS blocks are contiguous in the tiled layout: one KS * 512-byte read),
+ * (scale | bias) words [TILES][KS][2 groups][16 rows] (2 groups: group 32), x [KS][BN tokens][64] fp16 with the
+ * 16-byte chunks of a row XOR-swizzled (ldmatrix without bank conflicts). */
+template <int WM, int MT, int BN, int KS> struct q4m_shape {
+    static constexpr int TILES = WM * MT;
+    static constexpr int W_BYTES = TILES * KS * 512;
+    static constexpr int SB_BYTES = TILES * KS * 128;
+    static constexpr int X_BYTES = KS * BN * 128;
     static constexpr int STAGE = W_BYTES + SB_BYTES + X_BYTES;
 };
 
-template <int WM, int MT, int BN, int ST, int MINB>
+template <int WM, int MT, int BN, int KS, int ST, int MINB>
 __global__ void __launch_bounds__(WM * 32, MINB) q4m_kernel(const q4m_params p) {
-    typedef q4m_shape<WM, MT, BN> S;
+    typedef q4m_shape<WM, MT, BN, KS> S;
     constexpr int NT = BN / 8, NTHR = WM * 32;
     extern __shared__ __align__(128) unsigned char q4m_smem[];
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, q = lane & 3;
     const int nkb = p.cols / 64, ng = p.cols / p.group, ntl = (p.rows + 15) / 16;
     const int ngk = p.group < 64 ? 64 / p.group : 1, g32 = p.group == 32;
-
     const int t0 = blockIdx.x * BN, tile0 = blockIdx.y * S::TILES;
     const int kb0 = blockIdx.z * p.kper, kb1 = min(nkb, kb0 + p.kper);
+    const int nst = (kb1 - kb0 + KS - 1) / KS;   /* stages */
     const int ntv = min(NT, (p.n - t0 + 7) / 8); /* n-tiles holding tokens (warp-uniform) */
     const uint32_t sbase = (uint32_t)__cvta_generic_to_shared(q4m_smem);
 
-    /* stage `slot` <- 64-column block kb: codes, (scale | bias) words, x (zero-filled past rows / tokens) */
+    /* stage `slot` <- 64-column blocks kb .. kb + KS - 1 (zero-filled past kb1, the rows, the tokens) */
     auto load = [&](int slot, int kb) {
         const uint32_t s0 = sbase + slot * S::STAGE;
-        for (int c = tid; c < S::TILES * 32; c += NTHR) {
-            const int gt = tile0 + (c >> 5);
-            const uint4 *src = p.codes + (((size_t)min(gt, ntl - 1) * nkb + kb) * 32 + (c & 31));
-            tc_cp16(s0 + c * 16, src, gt < ntl ? 16 : 0);
+#pragma unroll
+        for (int i = 0; i < (S::TILES * KS * 32 + NTHR - 1) / NTHR; i++) {
+            const int c = tid + i * NTHR, gt = tile0 + c / (KS * 32), k = kb + (c / 32) % KS;
+            const bool ok = c < S::TILES * KS * 32 && gt < ntl && k < kb1;
+            const uint4 *src = p.codes + (((size_t)min(gt, ntl - 1) * nkb + min(k, nkb - 1)) * 32 + (c & 31));
+            if (c < S::TILES * KS * 32) tc_cp16(s0 + c * 16, src, ok ? 16 : 0);
         }
-        const int gi0 = kb * 64 / p.group;
-        for (int c = tid; c < S::TILES * 8; c += NTHR) { /* per tile: group gg = ch / 4, 4 chunks of 16 bytes */
-            const int gt = tile0 + (c >> 3), ch = c & 7;
-            if ((ch >> 2) >= ngk) continue;
-            const uint32_t *src = p.sb + (((size_t)min(gt, ntl - 1) * ng + gi0 + (ch >> 2)) * 16 + (ch & 3) * 4);
-            tc_cp16(s0 + S::W_BYTES + c * 16, src, gt < ntl ? 16 : 0);
+#pragma unroll
+        for (int i = 0; i < (S::TILES * KS * 8 + NTHR - 1) / NTHR; i++) { /* chunk: tile, block, group, 4 x 16 B */
+            const int c = tid + i * NTHR, gt = tile0 + c / (KS * 8), k = kb + (c / 8) % KS, gg = (c >> 2) & 1;
+            const bool ok = gt < ntl && k < kb1;
+            const uint32_t *src =
+                p.sb + (((size_t)min(gt, ntl - 1) * ng + min(k, nkb - 1) * 64 / p.group + gg) * 16 + (c & 3) * 4);
+            if (c < S::TILES * KS * 8 && gg < ngk) tc_cp16(s0 + S::W_BYTES + c * 16, src, ok ? 16 : 0);
         }
-        for (int c = tid; c < BN * 8; c += NTHR) {
-            const int r = c >> 3, ch = c & 7, t = t0 + r;
-            const __half *src = p.xh + (size_t)min(t, p.n - 1) * p.cols + kb * 64 + ch * 8;
-            tc_cp16(s0 + S::W_BYTES + S::SB_BYTES + tc_sw<64>(r, ch), src, t < p.n ? 16 : 0);
+#pragma unroll
+        for (int i = 0; i < (BN * KS * 8 + NTHR - 1) / NTHR; i++) { /* chunk: token, block, 8 x 16 B */
+            const int c = tid + i * NTHR, r = c / (KS * 8), kk = (c / 8) % KS, ch = c & 7, t = t0 + r;
+            const bool ok = t < p.n && kb + kk < kb1;
+            const __half *src = p.xh + (size_t)min(t, p.n - 1) * p.cols + min(kb + kk, nkb - 1) * 64 + ch * 8;
+            if (c < BN * KS * 8)
+                tc_cp16(s0 + S::W_BYTES + S::SB_BYTES + kk * BN * 128 + tc_sw<64>(r, ch), src, ok ? 16 : 0);
         }
     };
 
@@ -121,51 +131,54 @@ __global__ void __launch_bounds__(WM * 32, MINB) q4m_kernel(const q4m_params p) 
 
 #pragma unroll
     for (int s = 0; s < ST - 1; s++) {
-        if (kb0 + s < kb1) load(s, kb0 + s);
+        if (s < nst) load(s, kb0 + s * KS);
         tc_commit();
     }
-    for (int it = 0; kb0 + it < kb1; it++) {
+    for (int it = 0; it < nst; it++) {
         tc_wait<ST - 2>();
         __syncthreads(); /* stage it landed for every thread; every warp is done with stage it - 1 */
-        if (kb0 + it + ST - 1 < kb1) load((it + ST - 1) % ST, kb0 + it + ST - 1);
+        if (it + ST - 1 < nst) load((it + ST - 1) % ST, kb0 + (it + ST - 1) * KS);
         tc_commit();
-        const int slot = it % ST;
+        const int slot = it % ST, kn = min(KS, kb1 - kb0 - it * KS);
         const unsigned char *st = q4m_smem + slot * S::STAGE;
-        const uint32_t *sbw = (const uint32_t *)(st + S::W_BYTES);
-        const uint32_t xs = sbase + slot * S::STAGE + S::W_BYTES + S::SB_BYTES;
-        uint4 wq[MT];
+#pragma unroll 1
+        for (int kk = 0; kk < kn; kk++) {
+            const uint32_t *sbw = (const uint32_t *)(st + S::W_BYTES) + kk * 32;
+            const uint32_t xs = sbase + slot * S::STAGE + S::W_BYTES + S::SB_BYTES + kk * BN * 128;
+            uint4 wq[MT];
 #pragma unroll
-        for (int mt = 0; mt < MT; mt++) wq[mt] = *(const uint4 *)(st + ((warp * MT + mt) * 32 + lane) * 16);
-        __half2 sg[MT], bg[MT], s8[MT], b8[MT]; /* the group's {s, s}, {b, b} of rows g, g + 8 of each tile */
+            for (int mt = 0; mt < MT; mt++) wq[mt] = *(const uint4 *)(st + (((warp * MT + mt) * KS + kk) * 32 + lane) * 16);
+            __half2 sg[MT], bg[MT], s8[MT], b8[MT]; /* the group's {s, s}, {b, b} of rows g, g + 8 of each tile */
 #pragma unroll
-        for (int j = 0; j < 4; j++) {
-            if (j == 0 || (j == 2 && g32)) { /* group 32: k-steps 2, 3 are the block's second group */
+            for (int j = 0; j < 4; j++) {
+                if (j == 0 || (j == 2 && g32)) { /* group 32: k-steps 2, 3 are the block's second group */
+#pragma unroll
+                    for (int mt = 0; mt < MT; mt++) {
+                        const uint32_t *sw = sbw + (warp * MT + mt) * KS * 32 + (j >> 1) * 16 + g;
+                        q4m_sb(sw[0], p.sb_bf16, sg[mt], bg[mt]);
+                        q4m_sb(sw[8], p.sb_bf16, s8[mt], b8[mt]);
+                    }
+                }
+                uint32_t bf[NT][2];
+#pragma unroll
+                for (int np = 0; np < NT / 2; np++) {
+                    if (2 * np < ntv) {
+                        uint32_t r[4];
+                        tc_ldsm4(r, xs + tc_sw<64>(np * 16 + ((lane >> 4) << 3) + (lane & 7), 2 * j + ((lane >> 3) & 1)));
+                        bf[2 * np][0] = r[0], bf[2 * np][1] = r[1], bf[2 * np + 1][0] = r[2], bf[2 * np + 1][1] = r[3];
+                    } else {
+                        bf[2 * np][0] = bf[2 * np][1] = bf[2 * np + 1][0] = bf[2 * np + 1][1] = 0u;
+                    }
+                }
 #pragma unroll
                 for (int mt = 0; mt < MT; mt++) {
-                    const uint32_t *sw = sbw + (warp * MT + mt) * 32 + (j >> 1) * 16 + g;
-                    q4m_sb(sw[0], p.sb_bf16, sg[mt], bg[mt]);
-                    q4m_sb(sw[8], p.sb_bf16, s8[mt], b8[mt]);
+                    const uint32_t w = j == 0 ? wq[mt].x : j == 1 ? wq[mt].y : j == 2 ? wq[mt].z : wq[mt].w;
+                    uint32_t a[4];
+                    q4m_deq(w, sg[mt], bg[mt], s8[mt], b8[mt], a);
+#pragma unroll
+                    for (int nt = 0; nt < NT; nt++)
+                        if (nt < ntv) tc_mma<TL_F16>::mma(acc[mt][nt], a, bf[nt][0], bf[nt][1]);
                 }
-            }
-            uint32_t bf[NT][2];
-#pragma unroll
-            for (int np = 0; np < NT / 2; np++) {
-                if (2 * np < ntv) {
-                    uint32_t r[4];
-                    tc_ldsm4(r, xs + tc_sw<64>(np * 16 + ((lane >> 4) << 3) + (lane & 7), 2 * j + ((lane >> 3) & 1)));
-                    bf[2 * np][0] = r[0], bf[2 * np][1] = r[1], bf[2 * np + 1][0] = r[2], bf[2 * np + 1][1] = r[3];
-                } else {
-                    bf[2 * np][0] = bf[2 * np][1] = bf[2 * np + 1][0] = bf[2 * np + 1][1] = 0u;
-                }
-            }
-#pragma unroll
-            for (int mt = 0; mt < MT; mt++) {
-                const uint32_t w = j == 0 ? wq[mt].x : j == 1 ? wq[mt].y : j == 2 ? wq[mt].z : wq[mt].w;
-                uint32_t a[4];
-                q4m_deq(w, sg[mt], bg[mt], s8[mt], b8[mt], a);
-#pragma unroll
-                for (int nt = 0; nt < NT; nt++)
-                    if (nt < ntv) tc_mma<TL_F16>::mma(acc[mt][nt], a, bf[nt][0], bf[nt][1]);
             }
         }
     }
@@ -218,28 +231,26 @@ __global__ void q4m_xh_kernel(const float4 *__restrict__ x, uint2 *__restrict__ 
 typedef void (*q4m_fn)(const q4m_params);
 struct q4m_cfg {
     q4m_fn fn;
-    int threads, bm, bn, smem;
+    int threads, bm, bn, ks, smem;
     const char *name;
 };
-#define Q4M_CFG(WM, MT, BN, ST, MINB) \
-    {q4m_kernel<WM, MT, BN, ST, MINB>, WM * 32, WM * MT * 16, BN, ST * q4m_shape<WM, MT, BN>::STAGE, \
-     "w" #WM "m" #MT "n" #BN "s" #ST}
-/* index = TL_CU_GEMM_* - 1 */
+#define Q4M_CFG(WM, MT, BN, KS, ST, MINB) \
+    {q4m_kernel<WM, MT, BN, KS, ST, MINB>, WM * 32, WM * MT * 16, BN, KS, ST * q4m_shape<WM, MT, BN, KS>::STAGE, \
+     "w" #WM "m" #MT "n" #BN "k" #KS "s" #ST}
+/* cfg = index + 1 (tl_cu_gemm_args.cfg) */
 static const q4m_cfg q4m_cfgs[TL_CU_GEMM_NCFG] = {
-    Q4M_CFG(8, 2, 32, 6, 2),  /* 256 x 32: few tokens (memory-bound: deeper pipeline) */
-    Q4M_CFG(8, 2, 64, 4, 2),  /* 256 x 64 */
-    Q4M_CFG(8, 2, 128, 4, 1), /* 256 x 128: many tokens (compute-bound) */
-    Q4M_CFG(4, 2, 64, 4, 4),  /* 128 x 64: more blocks for small matrices */
-    Q4M_CFG(8, 2, 64, 4, 1),  /* 256 x 64, one block an SM (no register cap: no spills) */
+    Q4M_CFG(8, 2, 32, 2, 8, 1), /* 256 x 32, 2 blocks a stage, 7 stages (196 KB) in flight: few tokens (memory-bound) */
+    Q4M_CFG(8, 2, 32, 4, 4, 1), /* 256 x 32, 4 blocks a stage (2 KB contiguous a tile), 3 stages in flight */
+    Q4M_CFG(8, 2, 64, 2, 6, 1), /* 256 x 64, 2 blocks a stage, 5 in flight */
+    Q4M_CFG(8, 2, 64, 1, 4, 2), /* 256 x 64, 1 block a stage, 2 blocks an SM: many tokens (run 1's best there) */
+    Q4M_CFG(8, 2, 32, 1, 6, 2), /* 256 x 32, 1 block a stage, 2 blocks an SM (run 1's n <= 32 default) */
 };
 
 extern "C" const char *tl_cu_q4t_gemm_cfg_name(int cfg) {
     return cfg >= 1 && cfg <= TL_CU_GEMM_NCFG ? q4m_cfgs[cfg - 1].name : "?";
 }
 
-extern "C" int tl_cu_q4t_gemm_cfg(int n) {
-    return n <= 32 ? TL_CU_GEMM_N32 : n <= 96 ? TL_CU_GEMM_N64 : TL_CU_GEMM_N128;
-}
+extern "C" int tl_cu_q4t_gemm_cfg(int n) { return n <= 32 ? 1 : n <= 64 ? 3 : 4; }
 
 /* blocks of configuration c resident on one multiprocessor (set up once: dynamic shared memory over 48 KB) */
 static int q4m_occupancy(int c, tl_error *e) {
