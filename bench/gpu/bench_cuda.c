@@ -304,7 +304,10 @@ static void gemm_bench(double copy, double mm) {
                 best = TL_MIN(best, us);
                 o += snprintf(line + o, sizeof line - o, " %s %.1f", tl_cu_q4t_gemm_cfg_name(cfg), us);
             }
-            printf("%s us\n", line);
+            c.which = 0, c.ga.cfg = 0, c.ga.no_rot = 1;
+            const double lock = time_us(run_gemm, &c);
+            c.ga.no_rot = 0;
+            printf("%s us; default without K rotation %.1f us\n", line, lock);
             double t[3];
             for (int v = 0; v < 3; v++) {
                 c.which = v, c.ga.cfg = 0;

@@ -214,7 +214,7 @@ static void test_q4(int rows, int cols, int group, int n_tok, tl_dtype sbt) {
 }
 
 /* ---- the INT4 tensor-core GEMM (q4_gemm.cu), 17..512 token rows, against tl_cpu_matmul_ref: every
- * configuration, split-K automatic / off / 3 (partials summed by the reduce kernel), outputs and partials
+ * configuration, split-K automatic / off (and no K rotation) / 3 (partials summed by the reduce kernel), outputs and partials
  * poisoned with NaN, fresh x with outliers per n; the automatic run twice, equal bit for bit ---- */
 static void test_q4m(int rows, int cols, int group, tl_dtype sbt, const int *ns, int nn, int with_bias) {
     size_t nw = (size_t)rows * cols / 8, ng = (size_t)rows * cols / group, nt = ((size_t)rows + 15) / 16;
@@ -254,7 +254,8 @@ static void test_q4m(int rows, int cols, int group, tl_dtype sbt, const int *ns,
                 CU(cudaMemset(dy, 0xff, ny * 4));
                 CU(cudaMemset(dpart, 0xff, part_floats * 4));
                 tl_cu_gemm_args ga = {.w = &tw, .x = dx, .bias = with_bias ? db : NULL, .y = dy, .n = n, .xh = dxh,
-                                      .part = dpart, .part_floats = part_floats, .cfg = cfg, .split = split};
+                                      .part = dpart, .part_floats = part_floats, .cfg = cfg, .split = split,
+                                      .no_rot = sp == 1};
                 CHECK(tl_cu_q4t_gemm(&ga, 0, &e) == 0, "%s", e.msg);
                 get(got, dy, ny * 4);
                 double err = tl_rel_err(got, want, ny);

@@ -101,6 +101,7 @@ typedef struct tl_cu_gemm_args {
     float *part;         /* scratch for split-K partials, part_floats floats (NULL: no split) */
     size_t part_floats;
     int cfg, split;
+    int no_rot;          /* 1: every row block walks K from its start (measured against the rotated default) */
 } tl_cu_gemm_args;
 int tl_cu_q4t_gemm(const tl_cu_gemm_args *a, cudaStream_t st, tl_error *e);
 int tl_cu_q4t_gemm_cfg(int n);

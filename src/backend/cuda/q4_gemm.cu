@@ -31,6 +31,7 @@ struct q4m_params {
     float *y;              /* [n, rows] */
     float *part;           /* [split][n][rows] when gridDim.z > 1 */
     int rows, cols, n, group, sb_bf16, kper; /* kper: 64-column blocks per split */
+    int rot;               /* 1: row block b starts its K loop at stage (13 b) mod stages (see q4m_kernel) */
 };
 
 static __device__ __forceinline__ __half2 q4m_h2(uint32_t u) {
@@ -91,6 +92,12 @@ __global__ void __launch_bounds__(WM * 32, MINB) q4m_kernel(const q4m_params p) 
     const int kb0 = blockIdx.z * p.kper, kb1 = min(nkb, kb0 + p.kper);
     const int nst = (kb1 - kb0 + KS - 1) / KS;   /* stages */
     const int ntv = min(NT, (p.n - t0 + 7) / 8); /* n-tiles holding tokens (warp-uniform) */
+    /* Row blocks walk their stages rotated, so blocks running together read different 64-column blocks: the
+     * tiled layout puts tile t's block kb at (t * nkb + kb) * 512 bytes, and a lockstep sweep sends every
+     * block to the same offset modulo the tile stride (and to the same x columns) at once. The token blocks
+     * of a row block keep the same order (they share its weights through L2). Fixed per block: deterministic. */
+    const int rot = p.rot ? (int)((blockIdx.y * 13u) % (unsigned)nst) : 0;
+    auto skb = [&](int s) { return kb0 + (s + rot < nst ? s + rot : s + rot - nst) * KS; };
     const uint32_t sbase = (uint32_t)__cvta_generic_to_shared(q4m_smem);
 
     /* stage `slot` <- 64-column blocks kb .. kb + KS - 1 (zero-filled past kb1, the rows, the tokens) */
@@ -131,15 +138,15 @@ __global__ void __launch_bounds__(WM * 32, MINB) q4m_kernel(const q4m_params p) 
 
 #pragma unroll
     for (int s = 0; s < ST - 1; s++) {
-        if (s < nst) load(s, kb0 + s * KS);
+        if (s < nst) load(s, skb(s));
         tc_commit();
     }
     for (int it = 0; it < nst; it++) {
         tc_wait<ST - 2>();
         __syncthreads(); /* stage it landed for every thread; every warp is done with stage it - 1 */
-        if (it + ST - 1 < nst) load((it + ST - 1) % ST, kb0 + (it + ST - 1) * KS);
+        if (it + ST - 1 < nst) load((it + ST - 1) % ST, skb(it + ST - 1));
         tc_commit();
-        const int slot = it % ST, kn = min(KS, kb1 - kb0 - it * KS);
+        const int slot = it % ST, kn = min(KS, kb1 - skb(it));
         const unsigned char *st = q4m_smem + slot * S::STAGE;
 #pragma unroll 1
         for (int kk = 0; kk < kn; kk++) {
@@ -250,7 +257,9 @@ extern "C" const char *tl_cu_q4t_gemm_cfg_name(int cfg) {
     return cfg >= 1 && cfg <= TL_CU_GEMM_NCFG ? q4m_cfgs[cfg - 1].name : "?";
 }
 
-extern "C" int tl_cu_q4t_gemm_cfg(int n) { return n <= 32 ? 1 : n <= 64 ? 3 : 4; }
+/* measured (H100, b980e99, 7B shapes): 256 x 32 with 1 block a stage at <= 32 rows (gate_up 87.9 us against 88.5 -
+ * 89.6 for 2 / 4 blocks a stage), 256 x 64 two blocks an SM above (gate_up 128 rows 210 us, the others 254 - 261) */
+extern "C" int tl_cu_q4t_gemm_cfg(int n) { return n <= 32 ? 5 : 4; }
 
 /* blocks of configuration c resident on one multiprocessor (set up once: dynamic shared memory over 48 KB) */
 static int q4m_occupancy(int c, tl_error *e) {
@@ -316,7 +325,7 @@ extern "C" int tl_cu_q4t_gemm(const tl_cu_gemm_args *a, cudaStream_t st, tl_erro
     const int64_t n4 = (int64_t)a->n * w->cols / 4;
     q4m_xh_kernel<<<(unsigned)((n4 + 255) / 256), 256, 0, st>>>((const float4 *)a->x, (uint2 *)a->xh, n4);
     q4m_params p = {(const uint4 *)w->codes, w->sb, (const __half *)a->xh, a->bias, a->y, a->part, (int)w->rows,
-                    (int)w->cols, a->n, w->group, w->sb_bf16, kper};
+                    (int)w->cols, a->n, w->group, w->sb_bf16, kper, !a->no_rot};
     k->fn<<<dim3((unsigned)tb, (unsigned)rb, (unsigned)split), k->threads, k->smem, st>>>(p);
     if (split > 1) {
         const int64_t m = (int64_t)a->n * w->rows;
