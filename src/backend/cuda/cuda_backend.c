@@ -5,10 +5,10 @@
  *
  * Matrix products: INT4 with <= 16 rows -> tl_cu_q4g_gemv (q4_gemv.cu, one launch) where x fits its shared
  * memory, else tl_cu_q4t_gemv (q4_mma.cu) or tl_cu_q4_gemv (decode); decode-sized steps with every matrix
- * tiled run as forward_decode (norms, SiLU*up and residual adds inside the GEMVs, PDL). Otherwise the INT4
- * matrix is dequantized to bf16 in row chunks and multiplied by cuBLAS (bf16 in, fp32 out) -- a first step toward
- * a fused INT4 tensor-core kernel; dequantizing costs ~2.5 bytes/weight of traffic against the GEMM's
- * O(n_tok) FLOPs per weight, a few % at prefill sizes. Non-INT4 weights are held in bf16 (cuBLAS).
+ * tiled run as forward_decode (norms, SiLU*up and residual adds inside the GEMVs, PDL). 17..CU_BIG_T rows: the
+ * INT4 tensor-core GEMM (q4_gemm.cu) where it measured faster (no bf16 copy: <= CU_Q4GEMM_NOCOPY_MAX rows; with
+ * one: <= CU_Q4GEMM_COPY_MAX). Otherwise the INT4 matrix's resident bf16 copy, or its rows dequantized to bf16 in
+ * chunks, multiplied by cuBLAS (bf16 in, fp32 out). Non-INT4 weights are held in bf16 (cuBLAS).
  * Forwards of > CU_BIG_T tokens feed cuBLAS bf16 written by the producers (matmul_big, prefill_ops.cu).
  * Attention: sequences with > 16 new tokens on the tensor-core prefill kernel (attn_prefill.cu), the other
  * tokens on attn.cu's kernel (attention()). */
@@ -37,7 +37,9 @@ static const char *const p_name[P_N] = {"other", "matmul", "attention", "lm_head
                                    * 210 vs 192 TFLOP/s at 4096 tokens (7B, H200), the end-to-end prefill 1% faster */
 #define CU_BIG_T 512              /* forwards of more tokens: bf16 activations into cuBLAS (layer_big) */
 #define CU_Q4GEMM_COPY_MAX 48     /* INT4 products of 17..CU_BIG_T rows take q4_gemm.cu's kernel up to this many rows */
-#define CU_Q4GEMM_NOCOPY_MAX 192  /* when the matrix has a bf16 copy (cuBLAS on it above), else up to this many */
+#define CU_Q4GEMM_NOCOPY_MAX 192  /* when the matrix has a bf16 copy (cuBLAS on it above), else up to this many.
+                                   * H100, 6c4fc45, 7B steps: copies 1.18x at 32 rows, 0.90x at 64; none 1.47x at 128,
+                                   * 1.00x at 256 */
 
 typedef struct cu_mat {
     int64_t rows, cols;
