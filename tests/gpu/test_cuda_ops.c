@@ -74,9 +74,9 @@ static void test_q4g(const tl_tensor *w, const tl_cu_q4 *tw, int n_tok, const fl
         for (int t = 0; t < n_tok; t++)
             for (int r = 0; r < rows; r++) want[(size_t)t * rows + r] += bias[r] + (mode ? res[(size_t)t * rows + r] : 0.f);
         /* mode 0 writes y; modes 1, 2 add the residual in place (y = resid). Each kernel of q4_gemv.cu: v1
-         * (rep 1: its 4-loads variant), v2w16a, v3 (rep 1: a ring of 2 / 3 stages, wrapped many times) */
-        const int impls[3] = {TL_CU_GEMV_V1, TL_CU_GEMV_V2W16A, TL_CU_GEMV_V3};
-        for (int ii = 0; ii < 3; ii++) {
+         * (rep 1: its 4-loads variant), v3 (rep 1: a ring of 2 stages, wrapped many times) */
+        const int impls[2] = {TL_CU_GEMV_V1, TL_CU_GEMV_V3};
+        for (int ii = 0; ii < 2; ii++) {
             const int impl = impls[ii];
             float *y = mode ? dres : dy;
             for (int rep = 0; rep < 2; rep++) {

@@ -87,7 +87,7 @@ typedef struct cu_impl {
      * attention slices merged by the last slice to finish instead of a second kernel (measured slower: 3.62
      * against 3.43 ms/token, 7B on an H200) */
     int gemv_old, no_fuse, no_pdl, gemv_u4;
-    int gemv_impl; /* TL_CUDA_GEMV=v1 / v2 / v2w16 / v2w16a: q4_gemv.cu's kernel (0: its default, v2w16a) */
+    int gemv_impl; /* TL_CUDA_GEMV=v1 / v3: q4_gemv.cu's kernel (0: its default, v3) */
     int split_keys;        /* attention slices of the decode sequence: context positions per slice at least */
     int merge_last;
     int q4gemm;            /* TL_CUDA_Q4GEMM: 0 never (dequantize / bf16 copy + cuBLAS), 1 always, -1 (unset) auto */
@@ -932,7 +932,6 @@ static int cu_run(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *
     ci->gemv_old = gv && !strcmp(gv, "mma");
     ci->gemv_impl = !gv                    ? 0
                     : !strcmp(gv, "v1")    ? TL_CU_GEMV_V1
-                    : !strcmp(gv, "v2w16a") ? TL_CU_GEMV_V2W16A
                     : !strcmp(gv, "v3")    ? TL_CU_GEMV_V3
                                            : 0;
     ci->no_fuse = fu && !strcmp(fu, "0");

@@ -70,16 +70,16 @@ typedef struct tl_cu_gemv_args {
     int pdl;
     int u4;   /* v1: 4 loads in flight per lane, 3 blocks a multiprocessor (default: 8 loads, 2 blocks) */
     int impl; /* 0: TL_CU_GEMV_DEFAULT; TL_CU_GEMV_V1: registers double-buffered, 8 warps on a tile, 2 blocks an
-               * SM (the first one-launch kernel); the others stream weights through a shared-memory ring by bulk
-               * copies, one block an SM, a producer warp + 16 consumer warps: _V2W16A with guarded x loads next
-               * to each mma (the previous default), _V3 (the default) the same arithmetic without guards (token
-               * rows clamped), a third fewer instructions.
-               * _RING / _MATH: benchmark probes only (wrong results): the ring without the math (consumers wait
-               * and release stages), the math without the ring (no loads, no waits); n_tok <= 8, group 64, fp16 */
+               * SM (the first one-launch kernel); TL_CU_GEMV_V3 (the default): weights streamed through a
+               * shared-memory ring by bulk copies, one block an SM, a producer warp + 16 consumer warps, no
+               * guards in the hot loop (token rows clamped). _RING / _MATH: benchmark probes only (wrong
+               * results): the ring without the math (consumers wait and release stages), the math without
+               * the ring (no loads, no waits); n_tok <= 8, group 64, fp16 */
     int ring; /* v2: at most this many ring stages (0: as many as fit; tests use 2 to wrap the ring often) */
 } tl_cu_gemv_args;
-enum { TL_CU_GEMV_V1 = 1, TL_CU_GEMV_V2W16A = 4, TL_CU_GEMV_V3 = 5, TL_CU_GEMV_RING = 6, TL_CU_GEMV_MATH = 7 };
-/* v3: measured fastest (H100, 7B decode 2.445-2.467 ms/token against v2w16a's 2.794-2.798 and v1's 3.19, same run) */
+enum { TL_CU_GEMV_V1 = 1, TL_CU_GEMV_V3 = 5, TL_CU_GEMV_RING = 6, TL_CU_GEMV_MATH = 7 };
+/* v3: measured fastest (H100, 7B decode 2.445-2.467 ms/token against the removed v2w16a's 2.794-2.798 and v1's 3.19,
+ * same run) */
 #define TL_CU_GEMV_DEFAULT TL_CU_GEMV_V3
 int tl_cu_q4g_fits(int64_t cols, int n_tok);
 int tl_cu_q4g_gemv(const tl_cu_gemv_args *a, cudaStream_t st, tl_error *e);

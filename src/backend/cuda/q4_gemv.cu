@@ -299,11 +299,13 @@ __global__ void __launch_bounds__(32 * GV_WARPS, U8 ? 2 : 3) q4g_kernel(const q4
  * consumers. Deterministic: no atomics; results depend on (cols, group, W) only, not on n_tok or the ring.
  * MODE 1 (v3, the default): no guards in the hot loop (token rows clamped, gs_compute_lean), A fragments by
  * one LOP3 each, stage addresses and barrier addresses computed once: 7B decode 2.45 ms/token against v2w16a's
- * 2.80 on an H100 (same run). MODE 0 (v2w16a, TL_CUDA_GEMV=v2w16a): the previous kernel, x loads guarded by
- * t < n_tok next to each mma. MODE 2 / 3: benchmark probes (ring alone / math alone, wrong results). W = 16,
+ * 2.80 for the previous form of this kernel (v2w16a: x loads guarded by t < n_tok next to each mma, two LOP3s
+ * a fragment; removed) on an H100, same run. MODE 2 / 3: benchmark probes (ring alone / math alone, wrong
+ * results). W = 16,
  * KW = 2 blocks a warp a stage; W = 8 and x operands loaded before the stage wait measured slower (7B decode
  * 3.24 / 2.91 against 2.81 ms/token on an H100, removed), W = 14 with KW = 4 (one 3584-column stage) too
- * (2.50-2.53 against 2.45-2.47, removed). */
+ * (2.50-2.53 against 2.45-2.47, removed), and so did stream-K and two 8-warp blocks an SM (bench/RESULTS.md
+ * "Decode GEMV v3"). */
 #define GS_NSMAX 32
 
 static __device__ __forceinline__ uint32_t gs_sa(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
@@ -359,57 +361,6 @@ static __device__ __forceinline__ void gs_bulk(void *dst, const void *src, unsig
 }
 template <int NT> static __device__ __forceinline__ void gs_sync() { /* the consumer warps only */
     asm volatile("bar.sync 1, %0;" ::"n"(NT) : "memory");
-}
-
-/* The mma work of NU (1 or 2) 64-column blocks of one warp: words q[u] and scale words s[u][h][row half], their
- * first 64-column block kbg (global); as gv_compute, without guards. */
-template <int NTILE, bool BF16, int G, int NU>
-static __device__ __forceinline__ void gs_compute(const uint4 (&qw)[2], const uint32_t (&sw)[2][G < 64 ? 64 / G : 1][2],
-                                                  float (&acc)[NTILE][4], int kbg, const __half *xh, const float *gs,
-                                                  int KP, int ng, int n_tok, int g, int q) {
-    constexpr int SPG = G / 16;
-    constexpr int NGC = (NU * 4 + SPG - 1) / SPG;
-    float c[NGC][NTILE][4];
-#pragma unroll
-    for (int gc = 0; gc < NGC; gc++)
-#pragma unroll
-        for (int n = 0; n < NTILE; n++)
-#pragma unroll
-            for (int i = 0; i < 4; i++) c[gc][n][i] = 0.f;
-#pragma unroll
-    for (int jj = 0; jj < 4; jj++) {
-#pragma unroll
-        for (int u = 0; u < NU; u++) {
-            const int k0 = (kbg + u) * 64 + jj * 16, gc = (u * 4 + jj) / SPG;
-            const uint32_t w = jj == 0 ? qw[u].x : jj == 1 ? qw[u].y : jj == 2 ? qw[u].z : qw[u].w, w8 = w >> 8;
-            const uint32_t a0 = (w & 0x000F000Fu) | 0x64006400u, a1 = (w & 0x00F000F0u) | 0x54005400u;
-            const uint32_t a2 = (w8 & 0x000F000Fu) | 0x64006400u, a3 = (w8 & 0x00F000F0u) | 0x54005400u;
-#pragma unroll
-            for (int n = 0; n < NTILE; n++) {
-                const int t = n * 8 + g;
-                uint2 bv = make_uint2(0u, 0u);
-                if (t < n_tok) bv = *(const uint2 *)(xh + t * KP + k0 + 4 * q);
-                gv_mma(c[gc][n], a0, a1, a2, a3, bv.x, bv.y);
-            }
-        }
-    }
-#pragma unroll
-    for (int gc = 0; gc < NGC; gc++) {
-        const int ks0 = gc * SPG, u = ks0 / 4;
-        const int gi = ((kbg + u) * 64 + (ks0 % 4) * 16) / G, h = G < 64 ? (ks0 % 4) * 16 / G : 0;
-        const float2 s0 = gv_sb<BF16>(sw[u][h][0]), s1 = gv_sb<BF16>(sw[u][h][1]);
-        const float bb0 = s0.y - 1024.f * s0.x, bb1 = s1.y - 64.f * s1.x;
-#pragma unroll
-        for (int n = 0; n < NTILE; n++) {
-            const int t0 = n * 8 + 2 * q;
-            const float x0 = t0 < n_tok ? gs[t0 * ng + gi] : 0.f;
-            const float x1 = t0 + 1 < n_tok ? gs[(t0 + 1) * ng + gi] : 0.f;
-            acc[n][0] += s0.x * c[gc][n][0] + bb0 * x0;
-            acc[n][1] += s0.x * c[gc][n][1] + bb0 * x1;
-            acc[n][2] += s1.x * c[gc][n][2] + bb1 * x0;
-            acc[n][3] += s1.x * c[gc][n][3] + bb1 * x1;
-        }
-    }
 }
 
 /* A fragments from one code word: (w & 0x000F000F) | 0x64006400 and (w & 0x00F000F0) | 0x54005400 in one LOP3
@@ -647,10 +598,7 @@ __global__ void __launch_bounds__(32 * (W + 1), 1) q4s_kernel(const q4g_params p
                 if (lane == 0) gs_bar_arrive_sa(empty_sa + 8 * s);
             }
             if (++s == ns) s = 0, ph ^= 1u;
-            if constexpr (MODE == 0) {
-                if (nu == KW) gs_compute<NTILE, BF16, G, KW>(qw, sw, acc, kb0 + l0, xh, gs, KP, ng, n_tok, g, q);
-                else if (G <= 64 && nu == 1) gs_compute<NTILE, BF16, G, 1>(qw, sw, acc, kb0 + l0, xh, gs, KP, ng, n_tok, g, q);
-            } else if constexpr (MODE != 2) { /* a ragged last stage: nu < KW (even for group 128: nkb and SK are even) */
+            if constexpr (MODE != 2) { /* a ragged last stage: nu < KW (even for group 128: nkb and SK are even) */
                 if (nu == KW) gs_compute_lean<NTILE, BF16, G, KW, KW, 0>(qw, sw, acc, kb0 + l0, xb, g0, g1);
                 else if (nu == 1) gs_compute_lean<NTILE, BF16, G, KW, 1, 0>(qw, sw, acc, kb0 + l0, xb, g0, g1);
                 else if (nu == 2) gs_compute_lean<NTILE, BF16, G, KW, KW >= 2 ? 2 : 1, 0>(qw, sw, acc, kb0 + l0, xb, g0, g1);
@@ -776,7 +724,7 @@ extern "C" int tl_cu_q4g_gemv(const tl_cu_gemv_args *a, cudaStream_t st, tl_erro
     (w->group == 32   ? q4s_launch<NT, BF, 32, W, KW, MODE>(p, smem, st, a->pdl, a->ring)         \
      : w->group == 64 ? q4s_launch<NT, BF, 64, W, KW, MODE>(p, smem, st, a->pdl, a->ring)         \
                       : q4s_launch<NT, BF, 128, W, KW, MODE>(p, smem, st, a->pdl, a->ring))
-#define GS_W(NT, BF) (impl == TL_CU_GEMV_V2W16A ? GS_G(NT, BF, 16, 2, 0) : GS_G(NT, BF, 16, 2, 1))
+#define GS_W(NT, BF) GS_G(NT, BF, 16, 2, 1)
         if (impl == TL_CU_GEMV_RING || impl == TL_CU_GEMV_MATH) { /* bench-only ceilings: 1 n-tile, group 64, fp16 */
             if (a->n_tok > 8 || w->group != 64 || w->sb_bf16) return tl_errf(e, "cuda int4 gemv: ring/math probes: n_tok <= 8, g64, fp16 only");
             err = impl == TL_CU_GEMV_RING ? q4s_launch<1, false, 64, 16, 2, 2>(p, smem, st, a->pdl, a->ring)
