@@ -8,7 +8,7 @@
 # TL_CPU=avx2 (the AVX2 4-row kernel on the same CPU); bf16 as well at the first thread count.
 # Logs go to $OUT (or ./out), one file per step, and cpu-logs.tgz with all of them. If the machine
 # lacks the -dev libraries or pkg-config, .deb files in $TL_DEBS (default .gpu-debs) are unpacked into
-# a private prefix (never into /), as scripts/gpu.sh does.
+# a private prefix (never into /) by scripts/debs-prefix.sh, as for scripts/gpu.sh.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/out}
@@ -21,22 +21,7 @@ lscpu | grep -iE 'model name|^cpu\(s\)|mhz|l2|l3|^flags' | tee "$OUT/lscpu.log" 
 grep -o -wE 'avx512(f|bw|vl|dq|_vnni|_bf16)' "$OUT/lscpu.log" | sort -u | tr '\n' ' '
 echo
 
-EXTRA=()
-if ! pkg-config --exists jansson libpcre2-8 libutf8proc libmicrohttpd 2>/dev/null; then
-  DEBS=${TL_DEBS:-.gpu-debs}
-  PFX=/tmp/tl-deps
-  echo "cpu.sh: system -dev libraries missing; unpacking $(ls "$DEBS"/*.deb 2>/dev/null | wc -l) .debs from $DEBS into $PFX"
-  mkdir -p "$PFX"
-  for f in "$DEBS"/*.deb; do dpkg -x "$f" "$PFX"; done
-  LIB=$PFX/usr/lib/x86_64-linux-gnu
-  for pc in "$LIB"/pkgconfig/*.pc; do
-    sed -i -e "s|^prefix=.*|prefix=$PFX/usr|" -e '/^Requires.private/d' "$pc"
-  done
-  export PATH=$PFX/usr/bin:$PATH LD_LIBRARY_PATH=$LIB:${LD_LIBRARY_PATH:-}
-  export PKG_CONFIG_PATH=$LIB/pkgconfig PKG_CONFIG_LIBDIR=$LIB/pkgconfig
-  EXTRA=(-DCMAKE_EXE_LINKER_FLAGS="-Wl,--as-needed -Wl,--allow-shlib-undefined"
-         -DCMAKE_SHARED_LINKER_FLAGS="-Wl,--allow-shlib-undefined")
-fi
+. scripts/debs-prefix.sh
 
 TESTS=(test_matmul test_int4 test_int4_quality test_ops)
 cmake -S . -B build-cpu -DCMAKE_BUILD_TYPE=Release -DTL_CUDA=OFF "${EXTRA[@]}" >"$OUT/cmake.log" 2>&1 ||

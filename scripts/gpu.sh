@@ -21,22 +21,7 @@ echo "gpu.sh: $WHAT, commit $COMMIT, $(date -u +%FT%TZ)"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv,noheader || true
 nvcc --version | tail -1
 
-EXTRA=()
-if ! pkg-config --exists jansson libpcre2-8 libutf8proc libmicrohttpd 2>/dev/null; then
-  DEBS=${TL_DEBS:-.gpu-debs}
-  PFX=/tmp/tl-deps
-  echo "gpu.sh: system -dev libraries missing; unpacking $(ls "$DEBS"/*.deb 2>/dev/null | wc -l) .debs from $DEBS into $PFX"
-  mkdir -p "$PFX"
-  for f in "$DEBS"/*.deb; do dpkg -x "$f" "$PFX"; done
-  LIB=$PFX/usr/lib/x86_64-linux-gnu
-  for pc in "$LIB"/pkgconfig/*.pc; do
-    sed -i -e "s|^prefix=.*|prefix=$PFX/usr|" -e '/^Requires.private/d' "$pc"
-  done
-  export PATH=$PFX/usr/bin:$PATH LD_LIBRARY_PATH=$LIB:${LD_LIBRARY_PATH:-}
-  export PKG_CONFIG_PATH=$LIB/pkgconfig PKG_CONFIG_LIBDIR=$LIB/pkgconfig
-  EXTRA=(-DCMAKE_EXE_LINKER_FLAGS="-Wl,--as-needed -Wl,--allow-shlib-undefined"
-         -DCMAKE_SHARED_LINKER_FLAGS="-Wl,--allow-shlib-undefined")
-fi
+. scripts/debs-prefix.sh
 
 cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DTL_GPU_TESTS=ON "${EXTRA[@]}" >"$OUT/cmake.log" 2>&1 ||
   { tail -30 "$OUT/cmake.log"; exit 1; }

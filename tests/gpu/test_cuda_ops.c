@@ -45,6 +45,23 @@ static float *rand_vec(size_t n, float amp) {
     return v;
 }
 
+/* a random INT4 tensor [rows, cols] (host): random codes, scales 0.01-0.06 with every 37th group 20x (outliers),
+ * biases near -8 scale; codes / scales / biases are the caller's to free */
+static tl_tensor rand_q4(int rows, int cols, int group, tl_dtype sbt) {
+    const size_t nw = (size_t)rows * cols / 8, ng = (size_t)rows * cols / group;
+    uint32_t *codes = tl_malloc(nw * 4);
+    uint16_t *sc = tl_malloc(ng * 2), *bi = tl_malloc(ng * 2);
+    for (size_t i = 0; i < nw; i++) codes[i] = (uint32_t)tl_t_rng(&seed);
+    for (size_t i = 0; i < ng; i++) {
+        float s = 0.01f + 0.05f * fabsf(tl_t_randf(&seed)), b = -8 * s + 0.01f * tl_t_randf(&seed);
+        if (i % 37 == 0) s *= 20, b *= 20; /* outlier groups */
+        sc[i] = sbt == TL_BF16 ? tl_f32_to_bf16(s) : tl_f32_to_f16(s);
+        bi[i] = sbt == TL_BF16 ? tl_f32_to_bf16(b) : tl_f32_to_f16(b);
+    }
+    return (tl_tensor){.type = TL_Q4, .rows = rows, .cols = cols, .data = codes, .group = group, .sb_type = sbt,
+                       .scales = sc, .biases = bi};
+}
+
 /* ---- the one-launch GEMV (q4_gemv.cu) on a tiled matrix: plain x, RMSNorm'ed x, SiLU(gate)*up, with bias
  * and an in-place residual; against tl_cpu_rmsnorm / tl_cpu_silu_mul + tl_cpu_matmul_ref. Also: the same
  * result twice (bit for bit), and token 0's row equal bit for bit to a 1-token run (batch invariance). ---- */
@@ -117,17 +134,9 @@ static void test_q4g(const tl_tensor *w, const tl_cu_q4 *tw, int n_tok, const fl
 /* ---- INT4 GEMV and dequantize, against tl_cpu_matmul_ref / tl_tensor_row_f32 ---- */
 static void test_q4(int rows, int cols, int group, int n_tok, tl_dtype sbt) {
     size_t nw = (size_t)rows * cols / 8, ng = (size_t)rows * cols / group;
-    uint32_t *codes = tl_malloc(nw * 4);
-    uint16_t *sc = tl_malloc(ng * 2), *bi = tl_malloc(ng * 2);
-    for (size_t i = 0; i < nw; i++) codes[i] = (uint32_t)tl_t_rng(&seed);
-    for (size_t i = 0; i < ng; i++) {
-        float s = 0.01f + 0.05f * fabsf(tl_t_randf(&seed)), b = -8 * s + 0.01f * tl_t_randf(&seed);
-        if (i % 37 == 0) s *= 20, b *= 20; /* outlier groups */
-        sc[i] = sbt == TL_BF16 ? tl_f32_to_bf16(s) : tl_f32_to_f16(s);
-        bi[i] = sbt == TL_BF16 ? tl_f32_to_bf16(b) : tl_f32_to_f16(b);
-    }
-    tl_tensor w = {.type = TL_Q4, .rows = rows, .cols = cols, .data = codes, .group = group, .sb_type = sbt,
-                   .scales = sc, .biases = bi};
+    tl_tensor w = rand_q4(rows, cols, group, sbt);
+    uint32_t *codes = (uint32_t *)w.data;
+    uint16_t *sc = (uint16_t *)w.scales, *bi = (uint16_t *)w.biases;
     float *x = rand_vec((size_t)n_tok * cols, 30.f), *bias = rand_vec(rows, 1.f);
     float *want = tl_malloc((size_t)n_tok * rows * 4), *got = tl_malloc((size_t)n_tok * rows * 4);
     tl_cpu_matmul_ref(&w, x, want, n_tok);
@@ -217,18 +226,10 @@ static void test_q4(int rows, int cols, int group, int n_tok, tl_dtype sbt) {
  * configuration, split-K automatic / off (and no K rotation) / 3 (partials summed by the reduce kernel), outputs and partials
  * poisoned with NaN, fresh x with outliers per n; the automatic run twice, equal bit for bit ---- */
 static void test_q4m(int rows, int cols, int group, tl_dtype sbt, const int *ns, int nn, int with_bias) {
-    size_t nw = (size_t)rows * cols / 8, ng = (size_t)rows * cols / group, nt = ((size_t)rows + 15) / 16;
-    uint32_t *codes = tl_malloc(nw * 4);
-    uint16_t *sc = tl_malloc(ng * 2), *bi = tl_malloc(ng * 2);
-    for (size_t i = 0; i < nw; i++) codes[i] = (uint32_t)tl_t_rng(&seed);
-    for (size_t i = 0; i < ng; i++) {
-        float s = 0.01f + 0.05f * fabsf(tl_t_randf(&seed)), b = -8 * s + 0.01f * tl_t_randf(&seed);
-        if (i % 37 == 0) s *= 20, b *= 20; /* outlier groups */
-        sc[i] = sbt == TL_BF16 ? tl_f32_to_bf16(s) : tl_f32_to_f16(s);
-        bi[i] = sbt == TL_BF16 ? tl_f32_to_bf16(b) : tl_f32_to_f16(b);
-    }
-    tl_tensor w = {.type = TL_Q4, .rows = rows, .cols = cols, .data = codes, .group = group, .sb_type = sbt,
-                   .scales = sc, .biases = bi};
+    const size_t nt = ((size_t)rows + 15) / 16;
+    tl_tensor w = rand_q4(rows, cols, group, sbt);
+    uint32_t *codes = (uint32_t *)w.data;
+    uint16_t *sc = (uint16_t *)w.scales, *bi = (uint16_t *)w.biases;
     uint32_t *tc = tl_malloc(nt * 16 * (cols / 8) * 4), *tsb = tl_malloc(nt * 16 * (cols / group) * 4);
     CHECK(tl_cu_q4t_repack(codes, sc, bi, rows, cols, group, tc, tsb) == 0);
     tl_cu_q4 tw = {.rows = rows, .cols = cols, .group = group, .sb_bf16 = sbt == TL_BF16, .tiled = 1};

@@ -315,34 +315,8 @@ static __device__ __forceinline__ void gs_bar_init(uint64_t *b, unsigned n) {
 static __device__ __forceinline__ void gs_bar_expect(uint64_t *b, unsigned bytes) {
     asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(gs_sa(b)), "r"(bytes) : "memory");
 }
-/* Waits for the phase of parity `parity` to complete. A wait longer than 5 s (a bug: a lost stage) traps, so
- * the launch fails with an error instead of hanging the GPU. */
-static __device__ __forceinline__ void gs_bar_wait(uint64_t *b, unsigned parity) {
-    uint64_t t0 = 0;
-    unsigned polls = 0;
-    for (;;) {
-        uint32_t ok;
-        asm volatile(
-            "{\n\t.reg .pred P1;\n\t"
-            "mbarrier.try_wait.parity.shared::cta.b64 P1, [%1], %2;\n\t"
-            "selp.u32 %0, 1, 0, P1;\n\t}"
-            : "=r"(ok)
-            : "r"(gs_sa(b)), "r"(parity)
-            : "memory");
-        if (ok) return;
-        if (++polls & 63) continue;
-        uint64_t now;
-        asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(now));
-        if (!t0) t0 = now;
-        else if (now - t0 > 5000000000ull) __trap();
-    }
-}
-/* the same on a shared-window address computed once (the generic -> shared conversion costs a few
- * instructions each time in a hot loop) */
-static __device__ __forceinline__ void gs_bar_arrive_sa(uint32_t b) {
-    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(b) : "memory");
-}
-static __device__ __forceinline__ void gs_bar_wait_sa(uint32_t b, unsigned parity) {
+/* One test of the phase of parity `parity` of the mbarrier at shared-window address b: 1 when complete. */
+static __device__ __forceinline__ uint32_t gs_bar_try(uint32_t b, unsigned parity) {
     uint32_t ok;
     asm volatile(
         "{\n\t.reg .pred P1;\n\t"
@@ -351,7 +325,26 @@ static __device__ __forceinline__ void gs_bar_wait_sa(uint32_t b, unsigned parit
         : "=r"(ok)
         : "r"(b), "r"(parity)
         : "memory");
-    if (!ok) gs_bar_wait((uint64_t *)__cvta_shared_to_generic(b), parity); /* the slow path, with the 5 s trap */
+    return ok;
+}
+/* Waits for that phase. A wait longer than 5 s (a bug: a lost stage) traps, so the launch fails with an error
+ * instead of hanging the GPU. The address is a shared-window one computed once by the caller (the generic ->
+ * shared conversion costs a few instructions each time in a hot loop). */
+static __device__ __forceinline__ void gs_bar_wait_sa(uint32_t b, unsigned parity) {
+    if (gs_bar_try(b, parity)) return;
+    uint64_t t0 = 0;
+    for (unsigned polls = 1;; polls++) {
+        if (gs_bar_try(b, parity)) return;
+        if (polls & 63) continue;
+        uint64_t now;
+        asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(now));
+        if (!t0) t0 = now;
+        else if (now - t0 > 5000000000ull) __trap();
+    }
+}
+static __device__ __forceinline__ void gs_bar_wait(uint64_t *b, unsigned parity) { gs_bar_wait_sa(gs_sa(b), parity); }
+static __device__ __forceinline__ void gs_bar_arrive_sa(uint32_t b) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(b) : "memory");
 }
 static __device__ __forceinline__ void gs_bulk(void *dst, const void *src, unsigned bytes, uint64_t *b) {
     asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
