@@ -5,6 +5,7 @@
 #include <immintrin.h>
 
 #include "backend/cpu/matmul_impl.h"
+#include "backend/cpu/matmul_q4_x86.h"
 
 #define AI static inline __attribute__((always_inline))
 
@@ -345,25 +346,7 @@ AI void q4i8_4rows(const tl_tensor *w, int64_t r, const tl_mm_xq *xq, float *y, 
         }
     }
     const int64_t ngp = (ng + 7) & ~(int64_t)7;
-    const __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(ng & 7)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-    for (int t = 0; t < T; t++) { /* + bias term sum_g b[r+i, g] * gsum[t, g]: four row dots, 8 groups a step */
-        const float *gs = xq->gsum + t * ng;
-        __m256 b[4];
-        for (int i = 0; i < 4; i++) b[i] = _mm256_setzero_ps();
-        int64_t g = 0;
-        for (; g + 8 <= ng; g += 8) {
-            __m256 gv = _mm256_loadu_ps(gs + g);
-            for (int i = 0; i < 4; i++) b[i] = _mm256_fmadd_ps(_mm256_loadu_ps(bf + i * ngp + g), gv, b[i]);
-        }
-        if (g < ng) { /* masked load: no read past gsum; bf is zero-padded to ngp */
-            __m256 gv = _mm256_maskload_ps(gs + g, tail);
-            for (int i = 0; i < 4; i++) b[i] = _mm256_fmadd_ps(_mm256_loadu_ps(bf + i * ngp + g), gv, b[i]);
-        }
-        /* [r0 r1 r2 r3 | r0 r1 r2 r3] partial sums, the same lane order as acc */
-        __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(b[0], b[1]), _mm256_hadd_ps(b[2], b[3]));
-        __m256 v8 = _mm256_add_ps(acc[t], h);
-        _mm_storeu_ps(y + t * ldy + r, _mm_add_ps(_mm256_castps256_ps128(v8), _mm256_extractf128_ps(v8, 1)));
-    }
+    for (int t = 0; t < T; t++) tl_mm_q4_finish_4rows(xq->gsum + t * ng, bf, ng, ngp, acc[t], y + t * ldy + r);
 }
 
 /* bf[i * ngp + g] = fp32 of p[(r + i) * ng + g] for rows r..r+3, each row zero-padded to ngp (a
