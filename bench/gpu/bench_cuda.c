@@ -50,15 +50,14 @@ static void gemv_bench(double copy) {
         CU(cudaMemset(x, 0x3c, (size_t)16 * cols * 4)); /* finite values: 0x3c3c3c3c = 0.0115 */
         void *ws;
         CU(cudaMalloc(&ws, tl_cu_q4t_ws_bytes(cols)));
-        /* fp32 CUDA-core, q4_mma.cu (3 launches), q4_gemv.cu v1 (registers, 1 launch), v3 (the default:
-         * shared-memory ring fed by bulk copies, 16 consumer warps), and two probes of v3's kernel with wrong
-         * results: ring (the weight stream alone: consumers only wait and release stages) and math (the
-         * consumers alone: no loads, no waits) */
-        const char *vn[6] = {"fp32", "mma", "v1", "v3", "ring", "math"};
-        const int vimpl[6] = {0, 0, TL_CU_GEMV_V1, TL_CU_GEMV_V3, TL_CU_GEMV_RING, TL_CU_GEMV_MATH};
-        for (int ti = 3; ti < 18; ti++) { /* (fp32 skipped: see bench/RESULTS.md for it) */
-            int vi = ti / 3, tiled = vi >= 1, one = vi >= 2, u4 = 0;
-            if (vi >= 4 && toks[ti % 3] > 8) continue;
+        /* fp32 CUDA-core, q4_mma.cu (3 launches), q4_gemv.cu (1 launch: shared-memory ring fed by bulk copies,
+         * 16 consumer warps), and two probes of q4_gemv.cu's kernel with wrong results: ring (the weight stream
+         * alone: consumers only wait and release stages) and math (the consumers alone: no loads, no waits) */
+        const char *vn[5] = {"fp32", "mma", "v3", "ring", "math"};
+        const int vimpl[5] = {0, 0, 0, TL_CU_GEMV_RING, TL_CU_GEMV_MATH};
+        for (int ti = 3; ti < 15; ti++) { /* (fp32 skipped: see bench/RESULTS.md for it) */
+            int vi = ti / 3, tiled = vi >= 1, one = vi >= 2;
+            if (vi >= 3 && toks[ti % 3] > 8) continue;
             if (one && !tl_cu_q4g_fits(cols, toks[ti % 3])) {
                 printf("gemv int4 %-5s %6d x %5d  n_tok %2d: x does not fit shared memory (mma used)\n", vn[vi], rows, cols, toks[ti % 3]);
                 continue;
@@ -71,7 +70,7 @@ static void gemv_bench(double copy) {
             for (int i = -4; i < 20; i++) {
                 cudaEventRecord(e0, 0);
                 tl_cu_gemv_args ga = {.w = &w[(i + 8) % 4], .x = x, .x_stride = cols, .y = y, .n_tok = toks[ti % 3],
-                                      .u4 = u4, .impl = vimpl[vi]};
+                                      .impl = vimpl[vi]};
                 int r = one     ? tl_cu_q4g_gemv(&ga, 0, &e)
                         : tiled ? tl_cu_q4t_gemv(&w[(i + 8) % 4], x, NULL, y, toks[ti % 3], ws, 0, &e)
                                 : tl_cu_q4_gemv(&w[(i + 8) % 4], x, NULL, y, toks[ti % 3], 0, &e);
@@ -421,19 +420,19 @@ static void decode_variants(const char *spec, double copy) {
     bctx *bc = &c;
     const int prof = getenv("TL_BENCH_PROFILE") != NULL; /* under ncu: a few steps of the default only */
     step(bc, prof ? 1 : 16, ctx_dec, 0, per); /* the 512-token histories of the 16 sequences (s owns blocks s*per..) */
-    /* v1 / v3: q4_gemv.cu's kernels (TL_CUDA_GEMV); 5, 6, 7 repeat 2, 1, 0 (drift of the card) */
-    const char *names[8] = {"old (q4_mma GEMV, unfused)",      "v1 GEMV, fused, PDL",         "v3 GEMV, fused, PDL (default)",
-                            "v3 GEMV, fused, no PDL",          "v3 GEMV, unfused, PDL",       "v3 GEMV, fused, PDL (again)",
-                            "v1 GEMV, fused, PDL (again)",     "old (q4_mma GEMV, unfused) again"};
-    const char *gemv[8] = {"mma", "v1", "v3", "v3", "v3", "v3", "v1", "mma"},
-               *fuse[8] = {"0", "1", "1", "1", "0", "1", "1", "0"}, *pdl[8] = {"0", "1", "1", "0", "1", "1", "1", "0"},
-               *gu4[8] = {"8", "8", "8", "8", "8", "8", "8", "8"}, *skeys[8] = {"0", "0", "0", "0", "0", "0", "0", "0"},
-               *amerge[8] = {"", "", "", "", "", "", "", ""};
+    /* q4_mma.cu's GEMV unfused (TL_CUDA_GEMV=mma TL_CUDA_FUSE=0), q4_gemv.cu's with attention slices of >= 64
+     * keys, with and without PDL, and the unfused sequence; 5, 6, 7 repeat 2, 3, 0 (drift of the card) */
+    const char *names[8] = {"old (q4_mma GEMV, unfused)",      "q4_gemv, attention slices 64", "q4_gemv, fused, PDL (default)",
+                            "q4_gemv GEMV, fused, no PDL",     "q4_gemv GEMV, unfused, PDL",   "q4_gemv, fused, PDL (again)",
+                            "q4_gemv GEMV, fused, no PDL again", "old (q4_mma GEMV, unfused) again"};
+    const char *gemv[8] = {"mma", "", "", "", "", "", "", "mma"},
+               *fuse[8] = {"0", "1", "1", "1", "0", "1", "1", "0"}, *pdl[8] = {"0", "1", "1", "0", "1", "1", "0", "0"},
+               *skeys[8] = {"0", "64", "0", "0", "0", "0", "0", "0"}, *amerge[8] = {"", "", "", "", "", "", "", ""};
     const int nv = prof ? 1 : 8;
     size_t kvb = (size_t)(ctx_dec + 32) * cf->n_layer * cf->n_head_kv * cf->head_dim * 2 * 2;
     for (int vi = nv == 1 ? 2 : 0; vi < (nv == 1 ? 3 : 8); vi++) {
         setenv("TL_CUDA_GEMV", gemv[vi], 1), setenv("TL_CUDA_FUSE", fuse[vi], 1), setenv("TL_CUDA_PDL", pdl[vi], 1);
-        setenv("TL_CUDA_GEMV_U", gu4[vi], 1), setenv("TL_CUDA_SPLIT_KEYS", skeys[vi], 1);
+        setenv("TL_CUDA_SPLIT_KEYS", skeys[vi], 1);
         setenv("TL_CUDA_ATT_MERGE", amerge[vi], 1);
         double t[64];
         const int nstep = nv == 1 ? 2 : 64;
@@ -454,7 +453,7 @@ static void decode_variants(const char *spec, double copy) {
                        n / tbm);
             }
     }
-    unsetenv("TL_CUDA_GEMV"), unsetenv("TL_CUDA_FUSE"), unsetenv("TL_CUDA_PDL"), unsetenv("TL_CUDA_GEMV_U"), unsetenv("TL_CUDA_SPLIT_KEYS");
+    unsetenv("TL_CUDA_GEMV"), unsetenv("TL_CUDA_FUSE"), unsetenv("TL_CUDA_PDL"), unsetenv("TL_CUDA_SPLIT_KEYS");
     unsetenv("TL_CUDA_ATT_MERGE");
     c.be->kv_free(c.be, &c.kv);
     c.be->free(c.be);

@@ -90,41 +90,34 @@ static void test_q4g(const tl_tensor *w, const tl_cu_q4 *tw, int n_tok, const fl
         tl_cpu_matmul_ref(w, xr, want, n_tok);
         for (int t = 0; t < n_tok; t++)
             for (int r = 0; r < rows; r++) want[(size_t)t * rows + r] += bias[r] + (mode ? res[(size_t)t * rows + r] : 0.f);
-        /* mode 0 writes y; modes 1, 2 add the residual in place (y = resid). Each kernel of q4_gemv.cu: v1
-         * (rep 1: its 4-loads variant), v3 (rep 1: a ring of 2 stages, wrapped many times) */
-        const int impls[2] = {TL_CU_GEMV_V1, TL_CU_GEMV_V3};
-        for (int ii = 0; ii < 2; ii++) {
-            const int impl = impls[ii];
-            float *y = mode ? dres : dy;
-            for (int rep = 0; rep < 2; rep++) {
-                if (mode) CU(cudaMemcpy(dres, res, (size_t)n_tok * rows * 4, cudaMemcpyHostToDevice));
-                else CU(cudaMemset(dy, 0xff, (size_t)n_tok * rows * 4));
-                tl_cu_gemv_args ga = {.w = tw, .x = dxin, .x_stride = 2 * cols, .x_mode = mode, .norm_w = dnw,
-                                      .eps = 1e-6f, .bias = db, .resid = mode ? dres : NULL, .y = y, .n_tok = n_tok,
-                                      .u4 = rep, .impl = impl, .ring = rep ? 1 + ii : 0};
-                CHECK(tl_cu_q4g_gemv(&ga, 0, &e) == 0, "%s", e.msg);
-                get(rep ? again : got, y, (size_t)n_tok * rows * 4);
-            }
-            double err = tl_rel_err(got, want, (size_t)n_tok * rows);
-            CHECK(err < 1e-3, "q4g gemv v%d mode %d %dx%d g%d n_tok %d: rel err %.3g", impl, mode, rows, cols, w->group,
-                  n_tok, err);
-            /* the 4-loads variant / a short ring sums in the same order: equal bit for bit */
-            CHECK(!memcmp(got, again, (size_t)n_tok * rows * 4), "q4g gemv v%d mode %d %dx%d n_tok %d: two runs differ",
-                  impl, mode, rows, cols, n_tok);
-            if (mode == 0 && rows >= 1000)
-                printf("q4g gemv v%d %dx%d g%d n_tok %d: rel err %.2e\n", impl, rows, cols, w->group, n_tok, err);
-            if (n_tok > 1) { /* token 0 alone (every mode: the prologue's per-token work too) */
-                if (mode) CU(cudaMemcpy(dres, res, (size_t)rows * 4, cudaMemcpyHostToDevice));
-                else CU(cudaMemset(dy, 0xff, (size_t)rows * 4));
-                tl_cu_gemv_args g1 = {.w = tw, .x = dxin, .x_stride = 2 * cols, .x_mode = mode, .norm_w = dnw,
-                                      .eps = 1e-6f, .bias = db, .resid = mode ? dres : NULL, .y = y, .n_tok = 1,
-                                      .impl = impl};
-                CHECK(tl_cu_q4g_gemv(&g1, 0, &e) == 0, "%s", e.msg);
-                get(again, y, (size_t)rows * 4);
-                CHECK(!memcmp(got, again, (size_t)rows * 4),
-                      "q4g gemv v%d mode %d %dx%d n_tok %d: token 0 differs from a 1-token run", impl, mode, rows, cols,
-                      n_tok);
-            }
+        /* mode 0 writes y; modes 1, 2 add the residual in place (y = resid). rep 1: a ring of 2 stages,
+         * wrapped many times */
+        float *y = mode ? dres : dy;
+        for (int rep = 0; rep < 2; rep++) {
+            if (mode) CU(cudaMemcpy(dres, res, (size_t)n_tok * rows * 4, cudaMemcpyHostToDevice));
+            else CU(cudaMemset(dy, 0xff, (size_t)n_tok * rows * 4));
+            tl_cu_gemv_args ga = {.w = tw, .x = dxin, .x_stride = 2 * cols, .x_mode = mode, .norm_w = dnw,
+                                  .eps = 1e-6f, .bias = db, .resid = mode ? dres : NULL, .y = y, .n_tok = n_tok,
+                                  .ring = rep ? 2 : 0};
+            CHECK(tl_cu_q4g_gemv(&ga, 0, &e) == 0, "%s", e.msg);
+            get(rep ? again : got, y, (size_t)n_tok * rows * 4);
+        }
+        double err = tl_rel_err(got, want, (size_t)n_tok * rows);
+        CHECK(err < 1e-3, "q4g gemv mode %d %dx%d g%d n_tok %d: rel err %.3g", mode, rows, cols, w->group, n_tok, err);
+        /* a short ring sums in the same order: equal bit for bit */
+        CHECK(!memcmp(got, again, (size_t)n_tok * rows * 4), "q4g gemv mode %d %dx%d n_tok %d: two runs differ", mode,
+              rows, cols, n_tok);
+        if (mode == 0 && rows >= 1000)
+            printf("q4g gemv %dx%d g%d n_tok %d: rel err %.2e\n", rows, cols, w->group, n_tok, err);
+        if (n_tok > 1) { /* token 0 alone (every mode: the prologue's per-token work too) */
+            if (mode) CU(cudaMemcpy(dres, res, (size_t)rows * 4, cudaMemcpyHostToDevice));
+            else CU(cudaMemset(dy, 0xff, (size_t)rows * 4));
+            tl_cu_gemv_args g1 = {.w = tw, .x = dxin, .x_stride = 2 * cols, .x_mode = mode, .norm_w = dnw,
+                                  .eps = 1e-6f, .bias = db, .resid = mode ? dres : NULL, .y = y, .n_tok = 1};
+            CHECK(tl_cu_q4g_gemv(&g1, 0, &e) == 0, "%s", e.msg);
+            get(again, y, (size_t)rows * 4);
+            CHECK(!memcmp(got, again, (size_t)rows * 4),
+                  "q4g gemv mode %d %dx%d n_tok %d: token 0 differs from a 1-token run", mode, rows, cols, n_tok);
         }
     }
     cudaFree(dxin), cudaFree(dnw), cudaFree(dres), cudaFree(dy);

@@ -81,13 +81,11 @@ typedef struct cu_impl {
     int no_tiled;          /* TL_CUDA_GEMV=fp32: keep the MLX layout and the CUDA-core GEMV (comparisons) */
     /* read at every forward (so one process can compare them): TL_CUDA_GEMV=mma: the three-launch
      * q4_mma.cu GEMV instead of q4_gemv.cu's; TL_CUDA_FUSE=0: the unfused decode sequence;
-     * TL_CUDA_PDL=0: no programmatic dependent launches; TL_CUDA_GEMV_U=4: q4_gemv.cu with 4 loads in flight
-     * per lane and 3 blocks a multiprocessor instead of 8 and 2; TL_CUDA_SPLIT_KEYS=N: attention slices of
+     * TL_CUDA_PDL=0: no programmatic dependent launches; TL_CUDA_SPLIT_KEYS=N: attention slices of
      * at least N context positions in the fused decode sequence (default 128); TL_CUDA_ATT_MERGE=last:
      * attention slices merged by the last slice to finish instead of a second kernel (measured slower: 3.62
      * against 3.43 ms/token, 7B on an H200) */
-    int gemv_old, no_fuse, no_pdl, gemv_u4;
-    int gemv_impl; /* TL_CUDA_GEMV=v1 / v3: q4_gemv.cu's kernel (0: its default, v3) */
+    int gemv_old, no_fuse, no_pdl;
     int split_keys;        /* attention slices of the decode sequence: context positions per slice at least */
     int merge_last;
     int q4gemm;            /* TL_CUDA_Q4GEMM: 0 never (dequantize / bf16 copy + cuBLAS), 1 always, -1 (unset) auto */
@@ -95,7 +93,7 @@ typedef struct cu_impl {
     int graph_ok;          /* all_tiled and TL_CUDA_GRAPH != 0 */
     int no_graph;
     cudaGraphExec_t gexec; /* the captured decode step, for the shape in gkey */
-    intptr_t gkey[13];
+    intptr_t gkey[11];
     /* batch metadata: host (pinned) and device copies */
     int32_t *meta_h, *meta_d;
     size_t meta_cap;
@@ -531,8 +529,7 @@ static int matmul_run(cu_impl *ci, const cu_mat *W, const float *x, float *y, in
     if (n <= 0) return 0;
     if (W->is_q4 && n <= 16) {
         if (W->q.tiled && !ci->gemv_old && tl_cu_q4g_fits(W->cols, n)) {
-            tl_cu_gemv_args ga = {.w = &W->q, .x = x, .x_stride = (int)W->cols, .bias = W->bias, .y = y, .n_tok = n,
-                                  .u4 = ci->gemv_u4, .impl = ci->gemv_impl};
+            tl_cu_gemv_args ga = {.w = &W->q, .x = x, .x_stride = (int)W->cols, .bias = W->bias, .y = y, .n_tok = n};
             return tl_cu_q4g_gemv(&ga, ci->st, e);
         }
         return W->q.tiled ? tl_cu_q4t_gemv(&W->q, x, W->bias, y, n, ci->gemv_ws, ci->st, e)
@@ -817,7 +814,7 @@ static int forward_decode(cu_impl *ci, const tl_model *m, tl_kv *kv, int T, int 
         void *kc = (char *)kv->k + (size_t)l * layer_bytes, *vc = (char *)kv->v + (size_t)l * layer_bytes;
         tl_cu_gemv_args qkv = {.w = &L->qkv.q, .x = ci->x, .x_stride = E, .x_mode = TL_CU_X_RMSNORM,
                                .norm_w = L->attn_norm, .eps = c->rms_eps, .bias = L->qkv.bias, .y = ci->qkv,
-                               .n_tok = T, .pdl = pdl, .u4 = ci->gemv_u4, .impl = ci->gemv_impl};
+                               .n_tok = T, .pdl = pdl};
         tl_cu_rope_args ra = {.qkv = ci->qkv, .n_tok = T, .n_head = c->n_head, .n_head_kv = c->n_head_kv,
                               .head_dim = hd, .pos = d_pos, .slot = d_slot, .theta = c->rope_theta,
                               .neox = c->rope == TL_ROPE_NEOX, .kcache = kc, .vcache = vc, .kv_dtype = kv->dtype,
@@ -829,13 +826,12 @@ static int forward_decode(cu_impl *ci, const tl_model *m, tl_kv *kv, int T, int 
                               .max_split = ci->max_split, .max_ctx = max_ctx, .n_sm = ci->n_sm, .pdl = pdl,
                               .split_keys = ci->split_keys, .counters = ci->merge_last ? ci->att_cnt : NULL};
         tl_cu_gemv_args o = {.w = &L->o.q, .x = ci->att, .x_stride = QD, .bias = L->o.bias, .resid = ci->x,
-                             .y = ci->x, .n_tok = T, .pdl = pdl, .u4 = ci->gemv_u4, .impl = ci->gemv_impl};
+                             .y = ci->x, .n_tok = T, .pdl = pdl};
         tl_cu_gemv_args gu = {.w = &L->gu.q, .x = ci->x, .x_stride = E, .x_mode = TL_CU_X_RMSNORM,
                               .norm_w = L->ffn_norm, .eps = c->rms_eps, .bias = L->gu.bias, .y = ci->gu,
-                              .n_tok = T, .pdl = pdl, .u4 = ci->gemv_u4, .impl = ci->gemv_impl};
+                              .n_tok = T, .pdl = pdl};
         tl_cu_gemv_args down = {.w = &L->down.q, .x = ci->gu, .x_stride = 2 * F, .x_mode = TL_CU_X_SILU,
-                                .bias = L->down.bias, .resid = ci->x, .y = ci->x, .n_tok = T, .pdl = pdl,
-                                .u4 = ci->gemv_u4, .impl = ci->gemv_impl};
+                                .bias = L->down.bias, .resid = ci->x, .y = ci->x, .n_tok = T, .pdl = pdl};
         if (gemv(ci, &qkv, e) || tl_cu_rope_kv_write(&ra, st, e) || pmark(ci, P_OTHER) ||
             attention(ci, &aa, d_tiles, e) || pmark(ci, P_ATTN) || gemv(ci, &o, e) || gemv(ci, &gu, e) ||
             gemv(ci, &down, e))
@@ -930,14 +926,9 @@ static int cu_run(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *
         return tl_errf(e, "cuda: KV pool shape does not match the model");
     const char *gv = getenv("TL_CUDA_GEMV"), *fu = getenv("TL_CUDA_FUSE"), *pd = getenv("TL_CUDA_PDL");
     ci->gemv_old = gv && !strcmp(gv, "mma");
-    ci->gemv_impl = !gv                    ? 0
-                    : !strcmp(gv, "v1")    ? TL_CU_GEMV_V1
-                    : !strcmp(gv, "v3")    ? TL_CU_GEMV_V3
-                                           : 0;
     ci->no_fuse = fu && !strcmp(fu, "0");
     ci->no_pdl = pd && !strcmp(pd, "0");
-    const char *gu4 = getenv("TL_CUDA_GEMV_U"), *sk = getenv("TL_CUDA_SPLIT_KEYS");
-    ci->gemv_u4 = gu4 && !strcmp(gu4, "4");
+    const char *sk = getenv("TL_CUDA_SPLIT_KEYS");
     ci->split_keys = sk ? atoi(sk) : 0;
     const char *am = getenv("TL_CUDA_ATT_MERGE");
     ci->merge_last = am && !strcmp(am, "last");
@@ -963,9 +954,8 @@ static int cu_run(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *
         tl_cu_attn_args probe = {.n_tok = T, .n_head = c->n_head, .n_head_kv = c->n_head_kv, .head_dim = hd,
                                  .max_split = ci->max_split, .max_ctx = max_ctx, .n_sm = ci->n_sm,
                                  .split_keys = decode_fused(ci, c, T) ? ci->split_keys : 0};
-        intptr_t key[13] = {T, b->n_logits, tl_cu_attention_splits(&probe), (intptr_t)kv->k, (intptr_t)kv->dtype,
-                            kv->n_blocks, ci->gemv_old, ci->no_fuse, ci->no_pdl, ci->gemv_u4, ci->merge_last,
-                            ci->attn_dec, ci->gemv_impl};
+        intptr_t key[11] = {T, b->n_logits, tl_cu_attention_splits(&probe), (intptr_t)kv->k, (intptr_t)kv->dtype,
+                            kv->n_blocks, ci->gemv_old, ci->no_fuse, ci->no_pdl, ci->merge_last, ci->attn_dec};
         if (!ci->gexec || memcmp(key, ci->gkey, sizeof key)) {
             graph_drop(ci);
             cudaGraph_t g;

@@ -68,19 +68,12 @@ typedef struct tl_cu_gemv_args {
     float *y;
     int n_tok;
     int pdl;
-    int u4;   /* v1: 4 loads in flight per lane, 3 blocks a multiprocessor (default: 8 loads, 2 blocks) */
-    int impl; /* 0: TL_CU_GEMV_DEFAULT; TL_CU_GEMV_V1: registers double-buffered, 8 warps on a tile, 2 blocks an
-               * SM (the first one-launch kernel); TL_CU_GEMV_V3 (the default): weights streamed through a
-               * shared-memory ring by bulk copies, one block an SM, a producer warp + 16 consumer warps, no
-               * guards in the hot loop (token rows clamped). _RING / _MATH: benchmark probes only (wrong
-               * results): the ring without the math (consumers wait and release stages), the math without
+    int impl; /* 0 (or TL_CU_GEMV_V3): the kernel. TL_CU_GEMV_RING / _MATH: benchmark probes only (wrong
+               * results): the weight ring without the math (consumers wait and release stages), the math without
                * the ring (no loads, no waits); n_tok <= 8, group 64, fp16 */
-    int ring; /* v2: at most this many ring stages (0: as many as fit; tests use 2 to wrap the ring often) */
+    int ring; /* at most this many ring stages (0: as many as fit; tests use 2 to wrap the ring often) */
 } tl_cu_gemv_args;
-enum { TL_CU_GEMV_V1 = 1, TL_CU_GEMV_V3 = 5, TL_CU_GEMV_RING = 6, TL_CU_GEMV_MATH = 7 };
-/* v3: measured fastest (H100, 7B decode 2.445-2.467 ms/token against the removed v2w16a's 2.794-2.798 and v1's 3.19,
- * same run) */
-#define TL_CU_GEMV_DEFAULT TL_CU_GEMV_V3
+enum { TL_CU_GEMV_V3 = 5, TL_CU_GEMV_RING = 6, TL_CU_GEMV_MATH = 7 };
 int tl_cu_q4g_fits(int64_t cols, int n_tok);
 int tl_cu_q4g_gemv(const tl_cu_gemv_args *a, cudaStream_t st, tl_error *e);
 
