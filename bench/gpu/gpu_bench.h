@@ -8,16 +8,8 @@
 #include <cuda_runtime_api.h>
 
 #include "model/model.h" /* tl_f32_to_bf16 */
+#include "gpu/cu_check.h" /* CU() */
 #include "tl_test.h"     /* tl_t_randf */
-
-#define CU(x)                                                                                     \
-    do {                                                                                          \
-        cudaError_t err_ = (x);                                                                   \
-        if (err_ != cudaSuccess) {                                                                \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(err_)); \
-            exit(2);                                                                              \
-        }                                                                                         \
-    } while (0)
 
 static inline int tl_b_cmp_d(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;

@@ -6,18 +6,10 @@
 
 #include "backend/cpu/cpu_ops.h"
 #include "backend/cuda/cuda_ops.h"
+#include "gpu/cu_check.h"
 #include "tl_test.h"
 
 static unsigned long long seed = 42;
-
-#define CU(x)                                                                                  \
-    do {                                                                                       \
-        cudaError_t err_ = (x);                                                                \
-        if (err_ != cudaSuccess) {                                                             \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(err_)); \
-            exit(2);                                                                           \
-        }                                                                                      \
-    } while (0)
 
 static void *dup_dev(const void *h, size_t n) {
     void *d;

@@ -14,18 +14,10 @@
 #include "engine/engine.h"
 #include "engine/sampler.h"
 #include "model/session.h"
+#include "gpu/cu_check.h"
 #include "tl_test.h"
 
 static unsigned long long seed = 7;
-
-#define CU(x)                                                                                  \
-    do {                                                                                       \
-        cudaError_t err_ = (x);                                                                \
-        if (err_ != cudaSuccess) {                                                             \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(err_)); \
-            exit(2);                                                                           \
-        }                                                                                      \
-    } while (0)
 
 /* row kinds: logits shape (0 random*amp, 1 few distinct values: ties, 2 flat) and parameters */
 typedef struct {
