@@ -240,19 +240,32 @@ static void graph_check(void) {
     tl_model_free(m);
 }
 
+/* dummy:qwen2-0.5b INT4 on a CUDA backend with a bf16 KV pool of 96 blocks of 16 tokens (the mixed-batch
+ * checks below); NULL (after a failed CHECK) when something could not be made */
+static tl_model *mixed_setup(tl_backend **gpu, tl_kv *kv, tl_error *e) {
+    tl_load_opts o = {.quiet = true, .quant_bits = 4};
+    tl_model *m = tl_model_load("dummy:qwen2-0.5b", &o, e);
+    CHECK(m != NULL, "%s", e->msg);
+    if (!m) return NULL;
+    *gpu = tl_backend_cuda_new(0.5f, e);
+    const int ok = *gpu && (*gpu)->kv_alloc(*gpu, kv, &m->cfg, 16, 96, TL_BF16, e) == 0;
+    CHECK(ok, "%s", e->msg);
+    if (ok) return m;
+    if (*gpu) (*gpu)->free(*gpu);
+    tl_model_free(m);
+    return NULL;
+}
+
 /* dummy:qwen2-0.5b INT4 (head_dim 64, GQA 7), bf16 KV: two steps of a mixed batch (step 1: chunks of 100 and
  * 50 tokens; step 2: a 300-token prompt, a decode on the 100, a 40-token chunk on the 50) give the same
  * logits with the tensor-core prefill attention as with attn.cu's kernel for every row (TL_CUDA_ATTN=old). */
 static void prefill_attention_check(void) {
     tl_error e = {{0}};
-    tl_load_opts o = {.quiet = true, .quant_bits = 4};
-    tl_model *m = tl_model_load("dummy:qwen2-0.5b", &o, &e);
-    CHECK(m != NULL, "%s", e.msg);
-    if (!m) return;
-    const int V = m->cfg.n_vocab, bs = 16;
-    tl_backend *gpu = tl_backend_cuda_new(0.5f, &e);
+    tl_backend *gpu;
     tl_kv kv;
-    CHECK(gpu && gpu->kv_alloc(gpu, &kv, &m->cfg, bs, 96, TL_BF16, &e) == 0, "%s", e.msg);
+    tl_model *m = mixed_setup(&gpu, &kv, &e);
+    if (!m) return;
+    const int V = m->cfg.n_vocab;
     int32_t bt[3][32], toks[512], pos[512], lr[3];
     for (int s = 0; s < 3; s++)
         for (int i = 0; i < 32; i++) bt[s][i] = 95 - (32 * s + i); /* descending: not in position order */
@@ -309,14 +322,11 @@ static void prefill_attention_check(void) {
  * 100 tokens, then a decode on the 600 and a 600-token chunk on the 100; logits of every sequence. */
 static void prefill_bf16_check(void) {
     tl_error e = {{0}};
-    tl_load_opts o = {.quiet = true, .quant_bits = 4};
-    tl_model *m = tl_model_load("dummy:qwen2-0.5b", &o, &e);
-    CHECK(m != NULL, "%s", e.msg);
-    if (!m) return;
-    const int V = m->cfg.n_vocab, bs = 16;
-    tl_backend *gpu = tl_backend_cuda_new(0.5f, &e);
+    tl_backend *gpu;
     tl_kv kv;
-    CHECK(gpu && gpu->kv_alloc(gpu, &kv, &m->cfg, bs, 96, TL_BF16, &e) == 0, "%s", e.msg);
+    tl_model *m = mixed_setup(&gpu, &kv, &e);
+    if (!m) return;
+    const int V = m->cfg.n_vocab;
     int32_t bt[2][48], toks[1400], pos[1400], lr[4];
     for (int s = 0; s < 2; s++)
         for (int i = 0; i < 48; i++) bt[s][i] = (i * 2 + s * 37) % 96; /* interleaved, not in position order */
