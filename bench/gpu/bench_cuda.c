@@ -99,6 +99,34 @@ static size_t tensor_stream_bytes(const tl_tensor *t) {
     return (size_t)t->rows * t->cols * (t->type == TL_F32 ? 4 : 2);
 }
 
+/* spec loaded as INT4 group 64 (exit on failure), with its build time printed */
+static tl_model *bench_model(const char *spec) {
+    tl_error e = {{0}};
+    tl_load_opts o = {.quant_bits = 4, .group_size = 64, .quiet = true};
+    double t0 = tl_now();
+    tl_model *m = tl_model_load(spec, &o, &e);
+    if (!m) fprintf(stderr, "%s: %s\n", spec, e.msg), exit(2);
+    printf("%s: built in %.1f s\n", spec, tl_now() - t0);
+    return m;
+}
+
+/* bytes a decode token streams: every layer tensor, lm_head and the final norm; mat_params (if not NULL): the
+ * parameters of the 7 matrices of every layer plus lm_head (2 FLOPs each a token) */
+static size_t stream_bytes(const tl_model *m, double *mat_params) {
+    const tl_config *cf = &m->cfg;
+    size_t wbytes = tensor_stream_bytes(&m->w.lm_head) + (size_t)cf->n_embd * 4;
+    double mp = (double)m->w.lm_head.rows * m->w.lm_head.cols;
+    for (int l = 0; l < cf->n_layer; l++) {
+        const tl_layer *L = &m->w.layers[l];
+        const tl_tensor *ts[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down, &L->bq, &L->bk, &L->bv,
+                                 &L->attn_norm, &L->ffn_norm};
+        for (int i = 0; i < 12; i++) wbytes += tensor_stream_bytes(ts[i]);
+        for (int i = 0; i < 7; i++) mp += (double)ts[i]->rows * ts[i]->cols;
+    }
+    if (mat_params) *mat_params = mp;
+    return wbytes;
+}
+
 typedef struct {
     tl_model *m;
     tl_backend *be;
@@ -348,11 +376,8 @@ static void gemm_bench(double copy, double mm) {
  * decides (7B: made; 72B: none) and, in a second backend (passes 2), TL_CUDA_BF16W=0 (the 72B situation). */
 static void gemm_decode(const char *spec, int max_batch, int passes) {
     tl_error e = {{0}};
-    tl_load_opts lo = {.quant_bits = 4, .group_size = 64, .quiet = true};
-    double t0 = tl_now();
-    tl_model *m = tl_model_load(spec, &lo, &e);
-    if (!m) fprintf(stderr, "%s: %s\n", spec, e.msg), exit(2);
-    printf("%s: built in %.1f s\n", spec, tl_now() - t0);
+    tl_model *m = bench_model(spec);
+    double t0;
     const int ctx = 512;
     for (int pass = 0; pass < passes; pass++) {
         if (pass == 1) setenv("TL_CUDA_BF16W", "0", 1);
@@ -398,22 +423,12 @@ static void gemm_decode(const char *spec, int max_batch, int passes) {
  * without PDL, fused with PDL (the default). Batch 1 at ctx 512 (64 steps, median), and batch 4 / 16. */
 static void decode_variants(const char *spec, double copy) {
     tl_error e = {{0}};
-    tl_load_opts o = {.quant_bits = 4, .group_size = 64, .quiet = true};
-    double t0 = tl_now();
-    tl_model *m = tl_model_load(spec, &o, &e);
-    if (!m) fprintf(stderr, "%s: %s\n", spec, e.msg), exit(2);
-    printf("%s: built in %.1f s\n", spec, tl_now() - t0);
+    tl_model *m = bench_model(spec);
     bctx c = {.m = m, .bs = 16};
     c.be = tl_backend_cuda_new(0.92f, &e);
     if (!c.be || c.be->prepare(c.be, m, &e)) fprintf(stderr, "cuda: %s\n", e.msg), exit(2);
     const tl_config *cf = &m->cfg;
-    size_t wbytes = tensor_stream_bytes(&m->w.lm_head) + (size_t)cf->n_embd * 4;
-    for (int l = 0; l < cf->n_layer; l++) {
-        const tl_layer *L = &m->w.layers[l];
-        const tl_tensor *ts[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down, &L->bq, &L->bk, &L->bv,
-                                 &L->attn_norm, &L->ffn_norm};
-        for (int i = 0; i < 12; i++) wbytes += tensor_stream_bytes(ts[i]);
-    }
+    const size_t wbytes = stream_bytes(m, NULL);
     const int ctx_dec = 512, per = (ctx_dec + 64) / c.bs + 1;
     if (c.be->kv_alloc(c.be, &c.kv, cf, c.bs, 16 * per, TL_BF16, &e)) fprintf(stderr, "%s\n", e.msg), exit(2);
     c.logits = tl_malloc((size_t)16 * cf->n_vocab * 4);
@@ -463,24 +478,13 @@ static void decode_variants(const char *spec, double copy) {
 
 static void model_bench(const char *spec, double copy, double mm) {
     tl_error e = {{0}};
-    tl_load_opts o = {.quant_bits = 4, .group_size = 64, .quiet = true};
-    double t0 = tl_now();
-    tl_model *m = tl_model_load(spec, &o, &e);
-    if (!m) fprintf(stderr, "%s: %s\n", spec, e.msg), exit(2);
-    printf("%s: built in %.1f s\n", spec, tl_now() - t0);
+    tl_model *m = bench_model(spec);
     bctx c = {.m = m, .bs = 16};
     c.be = tl_backend_cuda_new(0.92f, &e);
     if (!c.be || c.be->prepare(c.be, m, &e)) fprintf(stderr, "cuda: %s\n", e.msg), exit(2);
     const tl_config *cf = &m->cfg;
-    size_t wbytes = tensor_stream_bytes(&m->w.lm_head) + (size_t)cf->n_embd * 4;
-    double mat_params = (double)m->w.lm_head.rows * m->w.lm_head.cols;
-    for (int l = 0; l < cf->n_layer; l++) {
-        const tl_layer *L = &m->w.layers[l];
-        const tl_tensor *ts[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down, &L->bq, &L->bk, &L->bv,
-                                 &L->attn_norm, &L->ffn_norm};
-        for (int i = 0; i < 12; i++) wbytes += tensor_stream_bytes(ts[i]);
-        for (int i = 0; i < 7; i++) mat_params += (double)ts[i]->rows * ts[i]->cols;
-    }
+    double mat_params;
+    const size_t wbytes = stream_bytes(m, &mat_params);
     size_t budget = c.be->kv_default_budget(c.be, m);
     int nblk = tl_kv_blocks_for_budget(cf, c.bs, TL_BF16, budget);
     int max_seq = 256, ctx_dec = 512;
