@@ -7,6 +7,8 @@
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "backend/backend.h"
 #include "backend/cuda/cuda_ops.h"
@@ -435,41 +437,70 @@ static void decode_variants(const char *spec, double copy) {
     bctx *bc = &c;
     const int prof = getenv("TL_BENCH_PROFILE") != NULL; /* under ncu: a few steps of the default only */
     step(bc, prof ? 1 : 16, ctx_dec, 0, per); /* the 512-token histories of the 16 sequences (s owns blocks s*per..) */
-    /* q4_mma.cu's GEMV unfused (TL_CUDA_GEMV=mma TL_CUDA_FUSE=0), q4_gemv.cu's with attention slices of >= 64
-     * keys, with and without PDL, and the unfused sequence; 5, 6, 7 repeat 2, 3, 0 (drift of the card) */
-    const char *names[8] = {"old (q4_mma GEMV, unfused)",      "q4_gemv, attention slices 64", "q4_gemv, fused, PDL (default)",
-                            "q4_gemv GEMV, fused, no PDL",     "q4_gemv GEMV, unfused, PDL",   "q4_gemv, fused, PDL (again)",
-                            "q4_gemv GEMV, fused, no PDL again", "old (q4_mma GEMV, unfused) again"};
-    const char *gemv[8] = {"mma", "", "", "", "", "", "", "mma"},
-               *fuse[8] = {"0", "1", "1", "1", "0", "1", "1", "0"}, *pdl[8] = {"0", "1", "1", "0", "1", "1", "0", "0"},
-               *skeys[8] = {"0", "64", "0", "0", "0", "0", "0", "0"}, *amerge[8] = {"", "", "", "", "", "", "", ""};
-    const int nv = prof ? 1 : 8;
+    /* each variant: a name and the switches it sets (all others unset; read by the backend at every forward).
+     * Later rows repeat the default (drift of the card). The TL_CUDA_DBG_SKIP / TL_CUDA_GEMV_PROBE rows leave
+     * parts of the step out or run GEMV probes (wrong results): the step's time without them says what
+     * they cost inside the graph. */
+    static const char *const keys[] = {"TL_CUDA_GEMV", "TL_CUDA_FUSE", "TL_CUDA_PDL", "TL_CUDA_SPLIT_KEYS",
+                                       "TL_CUDA_ATT_MERGE", "TL_CUDA_L2PF", "TL_CUDA_L2PF_EARLY",
+                                       "TL_CUDA_EVICT_FIRST", "TL_CUDA_DBG_SKIP", "TL_CUDA_GEMV_PROBE"};
+    const int nkeys = (int)(sizeof keys / sizeof keys[0]);
+    static const char *const var[][2] = {
+        {"default (fused, PDL)", ""},
+        {"old (q4_mma GEMV, unfused)", "TL_CUDA_GEMV=mma TL_CUDA_FUSE=0 TL_CUDA_PDL=0"},
+        {"no PDL", "TL_CUDA_PDL=0"},
+        {"L2 prefetch 8 MB", "TL_CUDA_L2PF=8"},
+        {"L2 prefetch 16 MB", "TL_CUDA_L2PF=16"},
+        {"L2 prefetch 24 MB", "TL_CUDA_L2PF=24"},
+        {"L2 prefetch 16 MB early", "TL_CUDA_L2PF=16 TL_CUDA_L2PF_EARLY=1"},
+        {"L2 prefetch 16 MB, evict-first", "TL_CUDA_L2PF=16 TL_CUDA_EVICT_FIRST=1"},
+        {"L2 prefetch 24 MB, evict-first", "TL_CUDA_L2PF=24 TL_CUDA_EVICT_FIRST=1"},
+        {"evict-first only", "TL_CUDA_EVICT_FIRST=1"},
+        {"default again", ""},
+        {"skip: q/k/v GEMV", "TL_CUDA_DBG_SKIP=1"},
+        {"skip: RoPE + attention", "TL_CUDA_DBG_SKIP=2"},
+        {"skip: o GEMV", "TL_CUDA_DBG_SKIP=4"},
+        {"skip: gate/up GEMV", "TL_CUDA_DBG_SKIP=8"},
+        {"skip: down GEMV", "TL_CUDA_DBG_SKIP=16"},
+        {"skip: all layers", "TL_CUDA_DBG_SKIP=31"},
+        {"skip: all but gate/up", "TL_CUDA_DBG_SKIP=23"},
+        {"skip: all but down", "TL_CUDA_DBG_SKIP=15"},
+        {"skip: all but q/k/v + o", "TL_CUDA_DBG_SKIP=26"},
+        {"probe: GEMV ring alone", "TL_CUDA_GEMV_PROBE=ring"},
+        {"probe: GEMV math alone", "TL_CUDA_GEMV_PROBE=math"},
+        {"probe: ring alone, L2 prefetch 16 MB", "TL_CUDA_GEMV_PROBE=ring TL_CUDA_L2PF=16"},
+        {"default again", ""},
+    };
+    const int nvar = (int)(sizeof var / sizeof var[0]);
     size_t kvb = (size_t)(ctx_dec + 32) * cf->n_layer * cf->n_head_kv * cf->head_dim * 2 * 2;
-    for (int vi = nv == 1 ? 2 : 0; vi < (nv == 1 ? 3 : 8); vi++) {
-        setenv("TL_CUDA_GEMV", gemv[vi], 1), setenv("TL_CUDA_FUSE", fuse[vi], 1), setenv("TL_CUDA_PDL", pdl[vi], 1);
-        setenv("TL_CUDA_SPLIT_KEYS", skeys[vi], 1);
-        setenv("TL_CUDA_ATT_MERGE", amerge[vi], 1);
+    for (int vi = 0; vi < (prof ? 1 : nvar); vi++) {
+        for (int k = 0; k < nkeys; k++) unsetenv(keys[k]);
+        char buf[256];
+        snprintf(buf, sizeof buf, "%s", var[vi][1]);
+        for (char *tok = strtok(buf, " "); tok; tok = strtok(NULL, " ")) {
+            char *eq = strchr(tok, '=');
+            if (eq) *eq = 0, setenv(tok, eq + 1, 1);
+        }
         double t[64];
-        const int nstep = nv == 1 ? 2 : 64;
-        for (int i = -(nv == 1 ? 0 : 3); i < nstep; i++) {
+        const int nstep = prof ? 2 : 64;
+        for (int i = -(prof ? 0 : 3); i < nstep; i++) {
             double s = step(bc, 1, 1, ctx_dec + TL_MAX(i, 0), per);
             if (i >= 0) t[i] = s;
         }
         double tm = median(t, nstep), bw = (wbytes + kvb) / tm / 1e12;
-        printf("decode batch 1 (%s, ctx %d) %-32s: %.3f ms/token, %.1f tok/s, %.2f TB/s = %.1f%% of copy %.2f TB/s\n",
-               spec, ctx_dec, names[vi], tm * 1e3, 1 / tm, bw, 100 * bw / copy, copy);
+        printf("decode batch 1 (%s, ctx %d) %-36s: %.3f ms/token, %.1f tok/s, %.2f TB/s = %.1f%% of copy %.2f TB/s\n",
+               spec, ctx_dec, var[vi][0], tm * 1e3, 1 / tm, bw, 100 * bw / copy, copy);
         printf("RESULT decode_b1_v%d_ms %.4f\n", vi, tm * 1e3);
-        if (nv > 1 && vi <= 3)
+        if (!prof && vi <= 8)
             for (int n = 4; n <= 16; n *= 4) {
                 double tb[8];
                 for (int i = 0; i < 8; i++) tb[i] = step(bc, n, 1, ctx_dec + i, per);
                 double tbm = median(tb, 8);
-                printf("decode batch %2d (ctx %d) %-32s: %.3f ms/step, %.0f tok/s\n", n, ctx_dec, names[vi], tbm * 1e3,
+                printf("decode batch %2d (ctx %d) %-36s: %.3f ms/step, %.0f tok/s\n", n, ctx_dec, var[vi][0], tbm * 1e3,
                        n / tbm);
             }
     }
-    unsetenv("TL_CUDA_GEMV"), unsetenv("TL_CUDA_FUSE"), unsetenv("TL_CUDA_PDL"), unsetenv("TL_CUDA_SPLIT_KEYS");
-    unsetenv("TL_CUDA_ATT_MERGE");
+    for (int k = 0; k < nkeys; k++) unsetenv(keys[k]);
     c.be->kv_free(c.be, &c.kv);
     c.be->free(c.be);
     free(c.logits);

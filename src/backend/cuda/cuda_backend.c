@@ -35,6 +35,7 @@ static const char *const p_name[P_N] = {"other", "matmul", "attention", "lm_head
                                    * vs 9,429 output tok/s; GPU tests pass with it on); 0: attn.cu unless =tc */
 #define CU_PREFILL_ROWS 128       /* query rows per block of the prefill attention kernel (64 or 128): 128 measured
                                    * 210 vs 192 TFLOP/s at 4096 tokens (7B, H200), the end-to-end prefill 1% faster */
+#define CU_GKEY 16                /* graph key: the shape and switches a captured decode step depends on */
 #define CU_BIG_T 512              /* forwards of more tokens: bf16 activations into cuBLAS (layer_big) */
 #define CU_Q4GEMM_COPY_MAX 48     /* INT4 products of 17..CU_BIG_T rows take q4_gemm.cu's kernel up to this many rows */
 #define CU_Q4GEMM_NOCOPY_MAX 192  /* when the matrix has a bf16 copy (cuBLAS on it above), else up to this many.
@@ -86,6 +87,12 @@ typedef struct cu_impl {
      * attention slices merged by the last slice to finish instead of a second kernel (measured slower: 3.62
      * against 3.43 ms/token, 7B on an H200) */
     int gemv_old, no_fuse, no_pdl;
+    /* forward_decode's L2 prefetch (TL_CUDA_L2PF=MB: each GEMV pulls the first MB of the weights read after
+     * it into L2; TL_CUDA_L2PF_EARLY=1: at the kernel's start; TL_CUDA_EVICT_FIRST=1: ring loads evict-first)
+     * and, for measurements only (wrong results), TL_CUDA_DBG_SKIP (bits: 1 q/k/v GEMV, 2 RoPE + attention,
+     * 4 o, 8 gate/up, 16 down) and TL_CUDA_GEMV_PROBE=ring|math (tl_cu_gemv_args.impl) */
+    size_t l2pf;
+    int pf_early, evict_first, dbg_skip, probe;
     int split_keys;        /* attention slices of the decode sequence: context positions per slice at least */
     int merge_last;
     int q4gemm;            /* TL_CUDA_Q4GEMM: 0 never (dequantize / bf16 copy + cuBLAS), 1 always, -1 (unset) auto */
@@ -93,7 +100,7 @@ typedef struct cu_impl {
     int graph_ok;          /* all_tiled and TL_CUDA_GRAPH != 0 */
     int no_graph;
     cudaGraphExec_t gexec; /* the captured decode step, for the shape in gkey */
-    intptr_t gkey[11];
+    intptr_t gkey[CU_GKEY];
     /* batch metadata: host (pinned) and device copies */
     int32_t *meta_h, *meta_d;
     size_t meta_cap;
@@ -791,6 +798,30 @@ static int decode_fused(const cu_impl *ci, const tl_config *c, int T) {
            tl_cu_q4g_fits((int64_t)c->n_head * c->head_dim, T) && tl_cu_q4g_fits(c->n_ff, T);
 }
 
+/* The matrix forward_decode reads as its i-th GEMV (4 a layer: q/k/v, o, gate/up, down; then lm_head) */
+static const tl_cu_q4 *decode_mat(const cu_impl *ci, int n_layer, int i) {
+    if (i >= 4 * n_layer) return i == 4 * n_layer && ci->lm_head.is_q4 ? &ci->lm_head.q : NULL;
+    const cu_layer *L = &ci->layers[i / 4];
+    const cu_mat *M = i % 4 == 0 ? &L->qkv : i % 4 == 1 ? &L->o : i % 4 == 2 ? &L->gu : &L->down;
+    return &M->q;
+}
+
+/* a->pf_*: the first `bytes` of the weights read after GEMV i, in the order the GEMVs read them (whole
+ * 16-row tiles from the first: codes and their (scale | bias) words), at most two matrices. */
+static void pf_plan(const cu_impl *ci, int n_layer, int i, size_t bytes, tl_cu_gemv_args *a) {
+    a->pf_early = ci->pf_early, a->evict_first = ci->evict_first;
+    for (int r = 0; r < 4 && bytes; r += 2) {
+        const tl_cu_q4 *w = decode_mat(ci, n_layer, ++i);
+        if (!w || !w->tiled) return;
+        const size_t nt = (size_t)(w->rows + 15) / 16, tc = (size_t)w->cols / 64 * 512,
+                     ts = (size_t)w->cols / w->group * 64; /* bytes of a tile */
+        const size_t t = TL_MIN(nt, (bytes + tc + ts - 1) / (tc + ts));
+        a->pf_p[r] = w->codes, a->pf_n[r] = t * tc;
+        a->pf_p[r + 1] = w->sb, a->pf_n[r + 1] = t * ts;
+        bytes -= TL_MIN(bytes, t * (tc + ts));
+    }
+}
+
 /* A decode-sized step in 7 kernels a layer instead of ~18: the RMSNorms run in the prologue of the GEMV
  * that reads them (q/k/v, gate/up), SiLU*up in down_proj's, and the residual adds in the epilogues of
  * o_proj and down_proj (x += W h, in place); x -> fp16 inside each GEMV. Every kernel of a layer is a
@@ -832,9 +863,16 @@ static int forward_decode(cu_impl *ci, const tl_model *m, tl_kv *kv, int T, int 
                               .n_tok = T, .pdl = pdl};
         tl_cu_gemv_args down = {.w = &L->down.q, .x = ci->gu, .x_stride = 2 * F, .x_mode = TL_CU_X_SILU,
                                 .bias = L->down.bias, .resid = ci->x, .y = ci->x, .n_tok = T, .pdl = pdl};
-        if (gemv(ci, &qkv, e) || tl_cu_rope_kv_write(&ra, st, e) || pmark(ci, P_OTHER) ||
-            attention(ci, &aa, d_tiles, e) || pmark(ci, P_ATTN) || gemv(ci, &o, e) || gemv(ci, &gu, e) ||
-            gemv(ci, &down, e))
+        tl_cu_gemv_args *g4[4] = {&qkv, &o, &gu, &down};
+        for (int k = 0; k < 4; k++) {
+            g4[k]->impl = ci->probe;
+            if (ci->l2pf) pf_plan(ci, c->n_layer, 4 * l + k, ci->l2pf, g4[k]);
+        }
+        const int sk = ci->dbg_skip;
+        if ((!(sk & 1) && gemv(ci, &qkv, e)) ||
+            (!(sk & 2) && (tl_cu_rope_kv_write(&ra, st, e) || pmark(ci, P_OTHER) || attention(ci, &aa, d_tiles, e) ||
+                           pmark(ci, P_ATTN))) ||
+            (!(sk & 4) && gemv(ci, &o, e)) || (!(sk & 8) && gemv(ci, &gu, e)) || (!(sk & 16) && gemv(ci, &down, e)))
             return -1;
     }
     return forward_tail(ci, c, T, n_logits, NULL, d_lr, logits, e);
@@ -932,6 +970,13 @@ static int cu_run(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *
     ci->split_keys = sk ? atoi(sk) : 0;
     const char *am = getenv("TL_CUDA_ATT_MERGE");
     ci->merge_last = am && !strcmp(am, "last");
+    const char *pf = getenv("TL_CUDA_L2PF"), *pe = getenv("TL_CUDA_L2PF_EARLY"), *ef = getenv("TL_CUDA_EVICT_FIRST");
+    ci->l2pf = pf ? (size_t)(atof(pf) * 1048576.0) / 256 * 256 : 0;
+    ci->pf_early = pe && !strcmp(pe, "1");
+    ci->evict_first = ef && !strcmp(ef, "1");
+    const char *ds = getenv("TL_CUDA_DBG_SKIP"), *gp = getenv("TL_CUDA_GEMV_PROBE");
+    ci->dbg_skip = ds ? atoi(ds) : 0;
+    ci->probe = gp && !strcmp(gp, "ring") ? TL_CU_GEMV_RING : gp && !strcmp(gp, "math") ? TL_CU_GEMV_MATH : 0;
     const char *qg = getenv("TL_CUDA_Q4GEMM");
     ci->q4gemm = qg ? atoi(qg) != 0 : -1;
     void *act_before = ci->act;
@@ -954,8 +999,9 @@ static int cu_run(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *
         tl_cu_attn_args probe = {.n_tok = T, .n_head = c->n_head, .n_head_kv = c->n_head_kv, .head_dim = hd,
                                  .max_split = ci->max_split, .max_ctx = max_ctx, .n_sm = ci->n_sm,
                                  .split_keys = decode_fused(ci, c, T) ? ci->split_keys : 0};
-        intptr_t key[11] = {T, b->n_logits, tl_cu_attention_splits(&probe), (intptr_t)kv->k, (intptr_t)kv->dtype,
-                            kv->n_blocks, ci->gemv_old, ci->no_fuse, ci->no_pdl, ci->merge_last, ci->attn_dec};
+        intptr_t key[CU_GKEY] = {T, b->n_logits, tl_cu_attention_splits(&probe), (intptr_t)kv->k, (intptr_t)kv->dtype,
+                                 kv->n_blocks, ci->gemv_old, ci->no_fuse, ci->no_pdl, ci->merge_last, ci->attn_dec,
+                                 (intptr_t)ci->l2pf, ci->pf_early, ci->evict_first, ci->dbg_skip, ci->probe};
         if (!ci->gexec || memcmp(key, ci->gkey, sizeof key)) {
             graph_drop(ci);
             cudaGraph_t g;

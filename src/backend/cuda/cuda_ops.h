@@ -72,6 +72,13 @@ typedef struct tl_cu_gemv_args {
                * results): the weight ring without the math (consumers wait and release stages), the math without
                * the ring (no loads, no waits); n_tok <= 8, group 64, fp16 */
     int ring; /* at most this many ring stages (0: as many as fit; tests use 2 to wrap the ring often) */
+    /* L2 prefetch, issued by the producer warps: byte ranges (16-aligned, lengths multiples of 16, NULL: none)
+     * the next kernels will read, pulled into L2 while this one runs, so that the memory keeps streaming
+     * across kernel boundaries and the attention kernels. pf_early: at the kernel's start (else once the
+     * block has issued its own weights). evict_first: the ring's own loads marked evict-first in L2. */
+    const void *pf_p[4];
+    size_t pf_n[4];
+    int pf_early, evict_first;
 } tl_cu_gemv_args;
 enum { TL_CU_GEMV_V3 = 5, TL_CU_GEMV_RING = 6, TL_CU_GEMV_MATH = 7 };
 int tl_cu_q4g_fits(int64_t cols, int n_tok);

@@ -23,6 +23,12 @@ struct q4g_params {
     const float *resid; /* may alias y */
     float *y;
     int rows, cols, n_tok, ntiles;
+    /* L2 prefetch of the weights the next kernels read (tl_cu_gemv_args.pf): up to 4 byte ranges, split over
+     * every lane of the producer warps; pf_early: issued at the start, else after this block's last stage */
+    const unsigned char *pf_p[4];
+    unsigned pf_n[4];
+    int pf_early;
+    int evict_first; /* ring loads with the L2 evict-first policy (they are read once) */
 };
 
 template <bool BF16> static __device__ __forceinline__ float2 gv_sb(uint32_t v) {
@@ -106,6 +112,28 @@ static __device__ __forceinline__ void gs_bulk(void *dst, const void *src, unsig
                      gs_sa(dst)),
                  "l"(src), "r"(bytes), "r"(gs_sa(b))
                  : "memory");
+}
+static __device__ __forceinline__ void gs_bulk_ef(void *dst, const void *src, unsigned bytes, uint64_t *b, uint64_t pol) {
+    asm volatile(
+        "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], %2, [%3], %4;" ::"r"(
+            gs_sa(dst)),
+        "l"(src), "r"(bytes), "r"(gs_sa(b)), "l"(pol)
+        : "memory");
+}
+/* This lane's share of p.pf_*: the ranges cut into 256-byte-aligned pieces, one per lane of the grid's
+ * producer warps (the addresses and lengths are multiples of 16: tile prefixes of the tiled layout). */
+static __device__ __forceinline__ void gs_prefetch(const q4g_params &p) {
+    const unsigned nw = gridDim.x * 32u, w = blockIdx.x * 32u + (threadIdx.x & 31u);
+#pragma unroll
+    for (int r = 0; r < 4; r++) {
+        const unsigned n = p.pf_n[r];
+        if (!n) continue;
+        const unsigned piece = ((n + nw - 1) / nw + 255u) & ~255u;
+        const size_t o = (size_t)w * piece;
+        if (o >= n) continue;
+        const unsigned len = min(piece, n - (unsigned)o);
+        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p.pf_p[r] + o), "r"(len) : "memory");
+    }
 }
 template <int NT> static __device__ __forceinline__ void gs_sync() { /* the consumer warps only */
     asm volatile("bar.sync 1, %0;" ::"n"(NT) : "memory");
@@ -200,22 +228,34 @@ __global__ void __launch_bounds__(32 * (W + 1), 1) q4s_kernel(const q4g_params p
     __syncthreads();
 
     if (warp == W) { /* ---- producer: one lane issues every stage of this block's tiles, ns ahead ---- */
+        if (p.pf_early) gs_prefetch(p);
         if (lane == 0 && MODE != 3) {
             const unsigned char *cb = (const unsigned char *)p.codes, *sbb = (const unsigned char *)p.sb;
             int s = 0;
             unsigned ph = 0;
+            const int ef = p.evict_first;
+            uint64_t pol = 0;
+            if (ef) asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(pol));
             for (int tile = blockIdx.x; tile < p.ntiles; tile += gridDim.x)
                 for (int st = 0; st < nst; st++) {
                     gs_bar_wait(&empty[s], ph ^ 1u); /* pass 0: parity 1 of a fresh barrier counts as done */
                     const int kb0 = st * SK, n = min(SK, nkb - kb0);
                     gs_bar_expect(&full[s], (unsigned)(n * (512 + SBKB)));
                     unsigned char *dst = ring + (size_t)s * SB;
-                    gs_bulk(dst, cb + ((size_t)tile * nkb + kb0) * 512, (unsigned)n * 512, &full[s]);
-                    gs_bulk(dst + SK * 512, sbb + (size_t)tile * ng * 64 + (size_t)kb0 * SBKB, (unsigned)n * SBKB,
-                            &full[s]);
+                    const unsigned char *src = cb + ((size_t)tile * nkb + kb0) * 512,
+                                        *ssrc = sbb + (size_t)tile * ng * 64 + (size_t)kb0 * SBKB;
+                    if (ef) {
+                        gs_bulk_ef(dst, src, (unsigned)n * 512, &full[s], pol);
+                        gs_bulk_ef(dst + SK * 512, ssrc, (unsigned)n * SBKB, &full[s], pol);
+                    } else {
+                        gs_bulk(dst, src, (unsigned)n * 512, &full[s]);
+                        gs_bulk(dst + SK * 512, ssrc, (unsigned)n * SBKB, &full[s]);
+                    }
                     if (++s == ns) s = 0, ph ^= 1u;
                 }
         }
+        __syncwarp();
+        if (!p.pf_early) gs_prefetch(p);
         return;
     }
 
@@ -437,7 +477,13 @@ extern "C" int tl_cu_q4g_gemv(const tl_cu_gemv_args *a, cudaStream_t st, tl_erro
         a->x_stride < (a->x_mode == TL_CU_X_SILU ? 2 : 1) * w->cols || a->x_stride % 4)
         return tl_errf(e, "cuda int4 gemv: bad x mode %d / stride %d", a->x_mode, a->x_stride);
     q4g_params p = {(const uint4 *)w->codes, w->sb, a->x, a->x_stride, a->x_mode, a->norm_w, a->eps, a->bias,
-                    a->resid, a->y, (int)w->rows, (int)w->cols, a->n_tok, (int)((w->rows + 15) / 16)};
+                    a->resid, a->y, (int)w->rows, (int)w->cols, a->n_tok, (int)((w->rows + 15) / 16),
+                    {}, {}, a->pf_early, a->evict_first};
+    for (int r = 0; r < 4; r++) {
+        if (a->pf_n[r] > 0xffffff00u || a->pf_n[r] % 16 || (uintptr_t)a->pf_p[r] % 16)
+            return tl_errf(e, "cuda int4 gemv: prefetch range %d: %zu bytes, not 16-aligned or over 4 GB", r, a->pf_n[r]);
+        p.pf_p[r] = (const unsigned char *)a->pf_p[r], p.pf_n[r] = a->pf_p[r] ? (unsigned)a->pf_n[r] : 0u;
+    }
     const size_t smem = q4g_smem(w->cols, a->n_tok, w->group);
     cudaError_t err;
     if (a->impl == TL_CU_GEMV_RING || a->impl == TL_CU_GEMV_MATH) { /* benchmark probes: 1 n-tile, group 64, fp16 */
