@@ -443,32 +443,27 @@ static void decode_variants(const char *spec, double copy) {
      * they cost inside the graph. */
     static const char *const keys[] = {"TL_CUDA_GEMV", "TL_CUDA_FUSE", "TL_CUDA_PDL", "TL_CUDA_SPLIT_KEYS",
                                        "TL_CUDA_ATT_MERGE", "TL_CUDA_L2PF", "TL_CUDA_L2PF_EARLY",
-                                       "TL_CUDA_EVICT_FIRST", "TL_CUDA_DBG_SKIP", "TL_CUDA_GEMV_PROBE"};
+                                       "TL_CUDA_EVICT_FIRST", "TL_CUDA_DBG_SKIP", "TL_CUDA_GEMV_PROBE",
+                                       "TL_CUDA_CHAIN"};
     const int nkeys = (int)(sizeof keys / sizeof keys[0]);
     static const char *const var[][2] = {
-        {"default (fused, PDL)", ""},
+        {"default (GEMV chain, PDL)", ""},
         {"old (q4_mma GEMV, unfused)", "TL_CUDA_GEMV=mma TL_CUDA_FUSE=0 TL_CUDA_PDL=0"},
-        {"no PDL", "TL_CUDA_PDL=0"},
-        {"L2 prefetch 8 MB", "TL_CUDA_L2PF=8"},
-        {"L2 prefetch 16 MB", "TL_CUDA_L2PF=16"},
-        {"L2 prefetch 24 MB", "TL_CUDA_L2PF=24"},
-        {"L2 prefetch 16 MB early", "TL_CUDA_L2PF=16 TL_CUDA_L2PF_EARLY=1"},
-        {"L2 prefetch 16 MB, evict-first", "TL_CUDA_L2PF=16 TL_CUDA_EVICT_FIRST=1"},
-        {"L2 prefetch 24 MB, evict-first", "TL_CUDA_L2PF=24 TL_CUDA_EVICT_FIRST=1"},
-        {"evict-first only", "TL_CUDA_EVICT_FIRST=1"},
+        {"no chain (one launch a GEMV)", "TL_CUDA_CHAIN=0"},
+        {"chain, L2 prefetch 8 MB", "TL_CUDA_L2PF=8"},
+        {"chain, L2 prefetch 16 MB", "TL_CUDA_L2PF=16"},
+        {"chain, L2 prefetch 16 MB, evict-first", "TL_CUDA_L2PF=16 TL_CUDA_EVICT_FIRST=1"},
+        {"chain, L2 prefetch 24 MB, evict-first", "TL_CUDA_L2PF=24 TL_CUDA_EVICT_FIRST=1"},
+        {"no chain, L2 prefetch 16 MB, evict-first", "TL_CUDA_CHAIN=0 TL_CUDA_L2PF=16 TL_CUDA_EVICT_FIRST=1"},
+        {"chain, evict-first", "TL_CUDA_EVICT_FIRST=1"},
+        {"chain, no PDL", "TL_CUDA_PDL=0"},
         {"default again", ""},
-        {"skip: q/k/v GEMV", "TL_CUDA_DBG_SKIP=1"},
-        {"skip: RoPE + attention", "TL_CUDA_DBG_SKIP=2"},
-        {"skip: o GEMV", "TL_CUDA_DBG_SKIP=4"},
-        {"skip: gate/up GEMV", "TL_CUDA_DBG_SKIP=8"},
-        {"skip: down GEMV", "TL_CUDA_DBG_SKIP=16"},
-        {"skip: all layers", "TL_CUDA_DBG_SKIP=31"},
-        {"skip: all but gate/up", "TL_CUDA_DBG_SKIP=23"},
-        {"skip: all but down", "TL_CUDA_DBG_SKIP=15"},
-        {"skip: all but q/k/v + o", "TL_CUDA_DBG_SKIP=26"},
-        {"probe: GEMV ring alone", "TL_CUDA_GEMV_PROBE=ring"},
-        {"probe: GEMV math alone", "TL_CUDA_GEMV_PROBE=math"},
-        {"probe: ring alone, L2 prefetch 16 MB", "TL_CUDA_GEMV_PROBE=ring TL_CUDA_L2PF=16"},
+        {"chain, skip: RoPE + attention", "TL_CUDA_DBG_SKIP=2"},
+        {"no chain, skip: all layers", "TL_CUDA_CHAIN=0 TL_CUDA_DBG_SKIP=31"},
+        {"no chain, skip: RoPE + attention", "TL_CUDA_CHAIN=0 TL_CUDA_DBG_SKIP=2"},
+        {"chain, probe: ring alone", "TL_CUDA_GEMV_PROBE=ring"},
+        {"chain, probe: math alone", "TL_CUDA_GEMV_PROBE=math"},
+        {"chain, probe: ring alone, skip attention", "TL_CUDA_GEMV_PROBE=ring TL_CUDA_DBG_SKIP=2"},
         {"default again", ""},
     };
     const int nvar = (int)(sizeof var / sizeof var[0]);
@@ -491,7 +486,7 @@ static void decode_variants(const char *spec, double copy) {
         printf("decode batch 1 (%s, ctx %d) %-36s: %.3f ms/token, %.1f tok/s, %.2f TB/s = %.1f%% of copy %.2f TB/s\n",
                spec, ctx_dec, var[vi][0], tm * 1e3, 1 / tm, bw, 100 * bw / copy, copy);
         printf("RESULT decode_b1_v%d_ms %.4f\n", vi, tm * 1e3);
-        if (!prof && vi <= 8)
+        if (!prof && (vi <= 2 || vi == 5))
             for (int n = 4; n <= 16; n *= 4) {
                 double tb[8];
                 for (int i = 0; i < 8; i++) tb[i] = step(bc, n, 1, ctx_dec + i, per);

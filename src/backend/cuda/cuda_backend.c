@@ -35,7 +35,7 @@ static const char *const p_name[P_N] = {"other", "matmul", "attention", "lm_head
                                    * vs 9,429 output tok/s; GPU tests pass with it on); 0: attn.cu unless =tc */
 #define CU_PREFILL_ROWS 128       /* query rows per block of the prefill attention kernel (64 or 128): 128 measured
                                    * 210 vs 192 TFLOP/s at 4096 tokens (7B, H200), the end-to-end prefill 1% faster */
-#define CU_GKEY 16                /* graph key: the shape and switches a captured decode step depends on */
+#define CU_GKEY 17                /* graph key: the shape and switches a captured decode step depends on */
 #define CU_BIG_T 512              /* forwards of more tokens: bf16 activations into cuBLAS (layer_big) */
 #define CU_Q4GEMM_COPY_MAX 48     /* INT4 products of 17..CU_BIG_T rows take q4_gemm.cu's kernel up to this many rows */
 #define CU_Q4GEMM_NOCOPY_MAX 192  /* when the matrix has a bf16 copy (cuBLAS on it above), else up to this many.
@@ -77,6 +77,7 @@ typedef struct cu_impl {
     float *x, *xn, *qkv, *att, *tmp, *gu, *hb, *lx, *logits, *partial;
     uint16_t *xbf, *deq;
     int *att_cnt;          /* [64 * n_head_kv] zeroed counters: attention slices merged in one kernel */
+    unsigned *chain_bar;   /* [2] (of 64) zeroed: the grid barrier of tl_cu_q4g_chain */
     int max_split;
     void *gemv_ws;         /* tl_cu_q4t_ws_bytes(widest input) */
     int no_tiled;          /* TL_CUDA_GEMV=fp32: keep the MLX layout and the CUDA-core GEMV (comparisons) */
@@ -93,6 +94,8 @@ typedef struct cu_impl {
      * 4 o, 8 gate/up, 16 down) and TL_CUDA_GEMV_PROBE=ring|math (tl_cu_gemv_args.impl) */
     size_t l2pf;
     int pf_early, evict_first, dbg_skip, probe;
+    int no_chain; /* TL_CUDA_CHAIN=0: forward_decode's GEMVs one launch each instead of o -> gate/up -> down -> next
+                   * q/k/v chained in one (tl_cu_q4g_chain) */
     int split_keys;        /* attention slices of the decode sequence: context positions per slice at least */
     int merge_last;
     int q4gemm;            /* TL_CUDA_Q4GEMM: 0 never (dequantize / bf16 copy + cuBLAS), 1 always, -1 (unset) auto */
@@ -321,7 +324,7 @@ static int ensure_act(cu_impl *ci, const tl_config *c, int n_tok, tl_error *e) {
                     part_tok * c->n_head * ci->max_split * (c->head_dim + 2);
     size_t ws = tl_cu_q4t_ws_bytes((int64_t)W);
     size_t bytes = floats * 4 + (size_t)T * W * 2 + (size_t)CU_DEQ_ELEMS * 2 + ws + part_tok * c->n_head_kv * 4 +
-                   16 * 256; /* + the 256-byte alignment of each carve */
+                   256 + 20 * 256; /* + the chain barrier, + the 256-byte alignment of each carve */
     void *p;
     if (cudaMalloc(&p, bytes) != cudaSuccess) {
         cudaGetLastError();
@@ -349,7 +352,12 @@ static int ensure_act(cu_impl *ci, const tl_config *c, int n_tok, tl_error *e) {
     CARVE(ci->deq, (size_t)CU_DEQ_ELEMS, uint16_t);
     CARVE(ci->gemv_ws, ws, char);
     CARVE(ci->att_cnt, part_tok * c->n_head_kv, int);
+    CARVE(ci->chain_bar, 64, unsigned);
 #undef CARVE
+    if (cudaMemset(ci->chain_bar, 0, 64 * sizeof(unsigned)) != cudaSuccess) {
+        cudaGetLastError();
+        return tl_errf(e, "cuda: cannot clear the GEMV chain barrier");
+    }
     if (cudaMemset(ci->att_cnt, 0, part_tok * c->n_head_kv * 4) != cudaSuccess) {
         cudaGetLastError();
         return tl_errf(e, "cuda: cannot clear the attention counters");
@@ -822,16 +830,38 @@ static void pf_plan(const cu_impl *ci, int n_layer, int i, size_t bytes, tl_cu_g
     }
 }
 
-/* A decode-sized step in 7 kernels a layer instead of ~18: the RMSNorms run in the prologue of the GEMV
+/* The four GEMVs of layer l in a decode step: q/k/v (RMSNorm'ed x), o (+= x), gate/up (RMSNorm'ed x), down
+ * (SiLU(gate) * up, += x), with forward_decode's switches (probe, L2 prefetch). */
+static void decode_gemvs(const cu_impl *ci, const tl_config *c, int l, int T, int pdl, tl_cu_gemv_args g[4]) {
+    const cu_layer *L = &ci->layers[l];
+    const int E = c->n_embd, QD = c->n_head * c->head_dim, F = c->n_ff;
+    g[0] = (tl_cu_gemv_args){.w = &L->qkv.q, .x = ci->x, .x_stride = E, .x_mode = TL_CU_X_RMSNORM,
+                             .norm_w = L->attn_norm, .eps = c->rms_eps, .bias = L->qkv.bias, .y = ci->qkv,
+                             .n_tok = T, .pdl = pdl};
+    g[1] = (tl_cu_gemv_args){.w = &L->o.q, .x = ci->att, .x_stride = QD, .bias = L->o.bias, .resid = ci->x,
+                             .y = ci->x, .n_tok = T, .pdl = pdl};
+    g[2] = (tl_cu_gemv_args){.w = &L->gu.q, .x = ci->x, .x_stride = E, .x_mode = TL_CU_X_RMSNORM,
+                             .norm_w = L->ffn_norm, .eps = c->rms_eps, .bias = L->gu.bias, .y = ci->gu,
+                             .n_tok = T, .pdl = pdl};
+    g[3] = (tl_cu_gemv_args){.w = &L->down.q, .x = ci->gu, .x_stride = 2 * F, .x_mode = TL_CU_X_SILU,
+                             .bias = L->down.bias, .resid = ci->x, .y = ci->x, .n_tok = T, .pdl = pdl};
+    for (int k = 0; k < 4; k++) {
+        g[k].impl = ci->probe;
+        if (ci->l2pf) pf_plan(ci, c->n_layer, 4 * l + k, ci->l2pf, &g[k]);
+    }
+}
+
+/* A decode-sized step in 4 kernels a layer instead of ~18: the RMSNorms run in the prologue of the GEMV
  * that reads them (q/k/v, gate/up), SiLU*up in down_proj's, and the residual adds in the epilogues of
- * o_proj and down_proj (x += W h, in place); x -> fp16 inside each GEMV. Every kernel of a layer is a
- * programmatic dependent launch (unless TL_CUDA_PDL=0): its weight loads start during the previous
- * kernel's tail. Layer: qkv GEMV, RoPE + KV write, attention + split merge (by build_meta's plan), o GEMV,
- * gate/up GEMV, down GEMV. */
+ * o_proj and down_proj (x += W h, in place); x -> fp16 inside each GEMV. Layer: RoPE + KV write, attention +
+ * split merge (by build_meta's plan), then one chain launch of o, gate/up, down and the next layer's q/k/v
+ * GEMVs (the weights stream on across the grid barriers between them; TL_CUDA_CHAIN=0: four launches). Every
+ * kernel is a programmatic dependent launch (unless TL_CUDA_PDL=0): its weight loads start during the
+ * previous kernel's tail. */
 static int forward_decode(cu_impl *ci, const tl_model *m, tl_kv *kv, int T, int n_logits, int max_ctx, float *logits,
                           tl_error *e) {
     const tl_config *c = &m->cfg;
-    const int E = c->n_embd, hd = c->head_dim, F = c->n_ff, pdl = !ci->no_pdl;
+    const int E = c->n_embd, hd = c->head_dim, pdl = !ci->no_pdl;
     const int32_t *d_tok = ci->meta_d, *d_pos = d_tok + T, *d_slot = d_pos + T, *d_ctx = d_slot + T,
                   *d_off = d_ctx + T, *d_lr = d_off + T, *d_bt = d_lr + n_logits, *d_tiles = d_bt + ci->n_bt;
     const int QD = c->n_head * hd, RW = QD + 2 * c->n_head_kv * hd;
@@ -840,12 +870,12 @@ static int forward_decode(cu_impl *ci, const tl_model *m, tl_kv *kv, int T, int 
     cudaStream_t st = ci->st;
     if (tl_cu_embed(ci->embd.is_q4 ? &ci->embd.q : NULL, ci->embd.bf16, c->n_vocab, E, d_tok, T, ci->x, st, e))
         return -1;
+    const int chain = !ci->no_chain, sk = ci->dbg_skip;
+    tl_cu_gemv_args g[4], gn[4];
+    decode_gemvs(ci, c, 0, T, pdl, g);
+    if (chain && gemv(ci, &g[0], e)) return -1; /* layer 0's q/k/v; every later one ends the chain before it */
     for (int l = 0; l < c->n_layer; l++) {
-        const cu_layer *L = &ci->layers[l];
         void *kc = (char *)kv->k + (size_t)l * layer_bytes, *vc = (char *)kv->v + (size_t)l * layer_bytes;
-        tl_cu_gemv_args qkv = {.w = &L->qkv.q, .x = ci->x, .x_stride = E, .x_mode = TL_CU_X_RMSNORM,
-                               .norm_w = L->attn_norm, .eps = c->rms_eps, .bias = L->qkv.bias, .y = ci->qkv,
-                               .n_tok = T, .pdl = pdl};
         tl_cu_rope_args ra = {.qkv = ci->qkv, .n_tok = T, .n_head = c->n_head, .n_head_kv = c->n_head_kv,
                               .head_dim = hd, .pos = d_pos, .slot = d_slot, .theta = c->rope_theta,
                               .neox = c->rope == TL_ROPE_NEOX, .kcache = kc, .vcache = vc, .kv_dtype = kv->dtype,
@@ -856,24 +886,22 @@ static int forward_decode(cu_impl *ci, const tl_model *m, tl_kv *kv, int T, int 
                               .ctx_len = d_ctx, .bt_off = d_off, .bt = d_bt, .partial = ci->partial,
                               .max_split = ci->max_split, .max_ctx = max_ctx, .n_sm = ci->n_sm, .pdl = pdl,
                               .split_keys = ci->split_keys, .counters = ci->merge_last ? ci->att_cnt : NULL};
-        tl_cu_gemv_args o = {.w = &L->o.q, .x = ci->att, .x_stride = QD, .bias = L->o.bias, .resid = ci->x,
-                             .y = ci->x, .n_tok = T, .pdl = pdl};
-        tl_cu_gemv_args gu = {.w = &L->gu.q, .x = ci->x, .x_stride = E, .x_mode = TL_CU_X_RMSNORM,
-                              .norm_w = L->ffn_norm, .eps = c->rms_eps, .bias = L->gu.bias, .y = ci->gu,
-                              .n_tok = T, .pdl = pdl};
-        tl_cu_gemv_args down = {.w = &L->down.q, .x = ci->gu, .x_stride = 2 * F, .x_mode = TL_CU_X_SILU,
-                                .bias = L->down.bias, .resid = ci->x, .y = ci->x, .n_tok = T, .pdl = pdl};
-        tl_cu_gemv_args *g4[4] = {&qkv, &o, &gu, &down};
-        for (int k = 0; k < 4; k++) {
-            g4[k]->impl = ci->probe;
-            if (ci->l2pf) pf_plan(ci, c->n_layer, 4 * l + k, ci->l2pf, g4[k]);
-        }
-        const int sk = ci->dbg_skip;
-        if ((!(sk & 1) && gemv(ci, &qkv, e)) ||
+        if ((!chain && !(sk & 1) && gemv(ci, &g[0], e)) ||
             (!(sk & 2) && (tl_cu_rope_kv_write(&ra, st, e) || pmark(ci, P_OTHER) || attention(ci, &aa, d_tiles, e) ||
-                           pmark(ci, P_ATTN))) ||
-            (!(sk & 4) && gemv(ci, &o, e)) || (!(sk & 8) && gemv(ci, &gu, e)) || (!(sk & 16) && gemv(ci, &down, e)))
+                           pmark(ci, P_ATTN))))
             return -1;
+        if (l + 1 < c->n_layer) decode_gemvs(ci, c, l + 1, T, pdl, gn);
+        if (chain) { /* o -> gate/up -> down -> the next layer's q/k/v, one launch */
+            tl_cu_gemv_args jobs[4] = {g[1], g[2], g[3], gn[0]};
+            pmark(ci, P_OTHER);
+            int r = tl_cu_q4g_chain(jobs, l + 1 < c->n_layer ? 4 : 3, ci->chain_bar, st, e);
+            pmark(ci, P_MATMUL);
+            if (r) return -1;
+        } else if ((!(sk & 4) && gemv(ci, &g[1], e)) || (!(sk & 8) && gemv(ci, &g[2], e)) ||
+                   (!(sk & 16) && gemv(ci, &g[3], e))) {
+            return -1;
+        }
+        if (l + 1 < c->n_layer) memcpy(g, gn, sizeof g);
     }
     return forward_tail(ci, c, T, n_logits, NULL, d_lr, logits, e);
 }
@@ -974,6 +1002,8 @@ static int cu_run(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *
     ci->l2pf = pf ? (size_t)(atof(pf) * 1048576.0) / 256 * 256 : 0;
     ci->pf_early = pe && !strcmp(pe, "1");
     ci->evict_first = ef && !strcmp(ef, "1");
+    const char *ch = getenv("TL_CUDA_CHAIN");
+    ci->no_chain = ch && !strcmp(ch, "0");
     const char *ds = getenv("TL_CUDA_DBG_SKIP"), *gp = getenv("TL_CUDA_GEMV_PROBE");
     ci->dbg_skip = ds ? atoi(ds) : 0;
     ci->probe = gp && !strcmp(gp, "ring") ? TL_CU_GEMV_RING : gp && !strcmp(gp, "math") ? TL_CU_GEMV_MATH : 0;
@@ -1001,7 +1031,8 @@ static int cu_run(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *
                                  .split_keys = decode_fused(ci, c, T) ? ci->split_keys : 0};
         intptr_t key[CU_GKEY] = {T, b->n_logits, tl_cu_attention_splits(&probe), (intptr_t)kv->k, (intptr_t)kv->dtype,
                                  kv->n_blocks, ci->gemv_old, ci->no_fuse, ci->no_pdl, ci->merge_last, ci->attn_dec,
-                                 (intptr_t)ci->l2pf, ci->pf_early, ci->evict_first, ci->dbg_skip, ci->probe};
+                                 (intptr_t)ci->l2pf, ci->pf_early, ci->evict_first, ci->dbg_skip, ci->probe,
+                                 ci->no_chain};
         if (!ci->gexec || memcmp(key, ci->gkey, sizeof key)) {
             graph_drop(ci);
             cudaGraph_t g;

@@ -83,6 +83,12 @@ typedef struct tl_cu_gemv_args {
 enum { TL_CU_GEMV_V3 = 5, TL_CU_GEMV_RING = 6, TL_CU_GEMV_MATH = 7 };
 int tl_cu_q4g_fits(int64_t cols, int n_tok);
 int tl_cu_q4g_gemv(const tl_cu_gemv_args *a, cudaStream_t st, tl_error *e);
+/* n (1..4) GEMVs in one launch, each job reading what the one before wrote (e.g. o -> gate/up -> down ->
+ * the next layer's q/k/v): the blocks meet at a grid barrier between jobs while the weights keep streaming.
+ * Every job as tl_cu_q4g_gemv would compute it, bit for bit; the jobs share group, scale type, n_tok and
+ * impl; pdl and ring are a[0]'s, the L2 prefetch the last job's. bar: 2 device words, zero before the first
+ * use (the barrier resets itself); one chain at a time may use them. */
+int tl_cu_q4g_chain(const tl_cu_gemv_args *a, int n, unsigned *bar, cudaStream_t st, tl_error *e);
 
 /* INT4 GEMM on tensor cores on the tiled layout (q4_gemm.cu), for 17..512 token rows (batched decode, mixed
  * batches; any n >= 1 works): y[n, rows] = x[n, cols] @ W^T (+ bias). x is rounded to fp16 into xh, weights are
