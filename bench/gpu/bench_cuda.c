@@ -95,6 +95,90 @@ static void gemv_bench(double copy) {
     }
 }
 
+/* One 7B layer's GEMVs alone (o 3584x3584 on att, gate/up 37888x3584 RMSNorm'ed, down 3584x18944 SiLU*up,
+ * next q/k/v 4608x3584 RMSNorm'ed, batch 1), 4 copies of the layer rotated past L2, CUDA events around the
+ * four launches (PDL, own stream) or the one chain launch, in its variants: ring depth caps, without the grid
+ * barrier (wrong results: what the barrier costs), the ring-alone probe. */
+static void layer_bench(double copy) {
+    const int shp[4][2] = {{3584, 3584}, {37888, 3584}, {3584, 18944}, {4608, 3584}};
+    tl_cu_q4 w[4][4];
+    size_t bytes = 0;
+    for (int m = 0; m < 4; m++) {
+        const int rows = shp[m][0], cols = shp[m][1];
+        size_t cb = (size_t)(rows + 15) / 16 * 16 * cols / 2, sb = (size_t)(rows + 15) / 16 * 16 * (cols / 64) * 4;
+        bytes += cb + sb;
+        for (int k = 0; k < 4; k++) {
+            void *c, *sv;
+            CU(cudaMalloc(&c, cb));
+            CU(cudaMalloc(&sv, sb));
+            fill_random(c, cb, 31 + 4 * m + k);
+            uint16_t *hs = tl_malloc(sb);
+            for (size_t i = 0; i < sb / 2; i += 2) hs[i] = tl_f32_to_f16(0.01f), hs[i + 1] = tl_f32_to_f16(-0.08f);
+            CU(cudaMemcpy(sv, hs, sb, cudaMemcpyHostToDevice));
+            free(hs);
+            w[m][k] = (tl_cu_q4){.rows = rows, .cols = cols, .group = 64, .tiled = 1, .codes = c, .sb = sv};
+        }
+    }
+    float *x, *att, *gu, *qkv, *nw;
+    unsigned *bar;
+    CU(cudaMalloc((void **)&x, 3584 * 4));
+    CU(cudaMalloc((void **)&att, 3584 * 4));
+    CU(cudaMalloc((void **)&gu, 37888 * 4));
+    CU(cudaMalloc((void **)&qkv, 4608 * 4));
+    CU(cudaMalloc((void **)&nw, 3584 * 4));
+    CU(cudaMalloc((void **)&bar, 256));
+    CU(cudaMemset(x, 0x3c, 3584 * 4));
+    CU(cudaMemset(att, 0x3c, 3584 * 4));
+    CU(cudaMemset(gu, 0x3c, 37888 * 4));
+    CU(cudaMemset(nw, 0x3c, 3584 * 4));
+    CU(cudaMemset(bar, 0, 256));
+    cudaStream_t st;
+    CU(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+    const char *vn[] = {"4 launches, PDL", "chain", "chain, ring <= 4", "chain, ring <= 6", "chain, ring <= 8",
+                        "chain, no grid barrier (probe)", "4 launches, ring alone", "chain, ring alone",
+                        "chain, ring alone, ring <= 4", "chain, no barrier, ring alone", "chain, math alone"};
+    const int nvn = (int)(sizeof vn / sizeof vn[0]);
+    for (int v = 0; v < nvn; v++) {
+        cudaEvent_t e0, e1;
+        cudaEventCreate(&e0), cudaEventCreate(&e1);
+        double t[20];
+        tl_error e = {{0}};
+        for (int i = -4; i < 20; i++) {
+            const int k = (i + 8) % 4;
+            tl_cu_gemv_args a[4] = {
+                {.w = &w[0][k], .x = att, .x_stride = 3584, .resid = x, .y = x, .n_tok = 1, .pdl = 1},
+                {.w = &w[1][k], .x = x, .x_stride = 3584, .x_mode = TL_CU_X_RMSNORM, .norm_w = nw, .eps = 1e-6f, .y = gu, .n_tok = 1, .pdl = 1},
+                {.w = &w[2][k], .x = gu, .x_stride = 37888, .x_mode = TL_CU_X_SILU, .resid = x, .y = x, .n_tok = 1, .pdl = 1},
+                {.w = &w[3][k], .x = x, .x_stride = 3584, .x_mode = TL_CU_X_RMSNORM, .norm_w = nw, .eps = 1e-6f, .y = qkv, .n_tok = 1, .pdl = 1}};
+            for (int j = 0; j < 4; j++) {
+                a[j].ring = v == 2 || v == 8 ? 4 : v == 3 ? 6 : v == 4 ? 8 : 0;
+                a[j].dbg_nobar = v == 5 || v == 9;
+                a[j].impl = v >= 6 && v <= 9 ? TL_CU_GEMV_RING : v == 10 ? TL_CU_GEMV_MATH : 0;
+            }
+            CU(cudaMemcpyAsync(x, nw, 3584 * 4, cudaMemcpyDeviceToDevice, st)); /* finite x each time */
+            cudaEventRecord(e0, st);
+            int r = 0;
+            if (v == 0 || v == 6)
+                for (int j = 0; j < 4 && !r; j++) r = tl_cu_q4g_gemv(&a[j], st, &e);
+            else r = tl_cu_q4g_chain(a, 4, bar, st, &e);
+            if (r) fprintf(stderr, "%s\n", e.msg), exit(2);
+            cudaEventRecord(e1, st);
+            CU(cudaEventSynchronize(e1));
+            float ms;
+            cudaEventElapsedTime(&ms, e0, e1);
+            if (i >= 0) t[i] = ms * 1e-3;
+        }
+        double tm = median(t, 20), bw = bytes / tm / 1e12;
+        printf("layer gemvs (7B o, gate/up, down, q/k/v; %.1f MB) %-32s: %6.1f us  %.2f TB/s (%.0f%% of copy)\n",
+               bytes / 1e6, vn[v], tm * 1e6, bw, 100 * bw / copy);
+        cudaEventDestroy(e0), cudaEventDestroy(e1);
+    }
+    cudaStreamDestroy(st);
+    for (int m = 0; m < 4; m++)
+        for (int k = 0; k < 4; k++) cudaFree((void *)w[m][k].codes), cudaFree((void *)w[m][k].sb);
+    cudaFree(x), cudaFree(att), cudaFree(gu), cudaFree(qkv), cudaFree(nw), cudaFree(bar);
+}
+
 static size_t tensor_stream_bytes(const tl_tensor *t) {
     if (!t->data) return 0;
     if (t->type == TL_Q4) return (size_t)t->rows * t->cols / 2 + (size_t)t->rows * (t->cols / t->group) * 4;
@@ -444,26 +528,28 @@ static void decode_variants(const char *spec, double copy) {
     static const char *const keys[] = {"TL_CUDA_GEMV", "TL_CUDA_FUSE", "TL_CUDA_PDL", "TL_CUDA_SPLIT_KEYS",
                                        "TL_CUDA_ATT_MERGE", "TL_CUDA_L2PF", "TL_CUDA_L2PF_EARLY",
                                        "TL_CUDA_EVICT_FIRST", "TL_CUDA_DBG_SKIP", "TL_CUDA_GEMV_PROBE",
-                                       "TL_CUDA_CHAIN"};
+                                       "TL_CUDA_CHAIN", "TL_CUDA_RING"};
     const int nkeys = (int)(sizeof keys / sizeof keys[0]);
     static const char *const var[][2] = {
         {"default (GEMV chain, PDL)", ""},
         {"old (q4_mma GEMV, unfused)", "TL_CUDA_GEMV=mma TL_CUDA_FUSE=0 TL_CUDA_PDL=0"},
         {"no chain (one launch a GEMV)", "TL_CUDA_CHAIN=0"},
-        {"chain, L2 prefetch 8 MB", "TL_CUDA_L2PF=8"},
-        {"chain, L2 prefetch 16 MB", "TL_CUDA_L2PF=16"},
+        {"chain, ring <= 4", "TL_CUDA_RING=4"},
+        {"chain, ring <= 6", "TL_CUDA_RING=6"},
         {"chain, L2 prefetch 16 MB, evict-first", "TL_CUDA_L2PF=16 TL_CUDA_EVICT_FIRST=1"},
-        {"chain, L2 prefetch 24 MB, evict-first", "TL_CUDA_L2PF=24 TL_CUDA_EVICT_FIRST=1"},
+        {"chain, L2 pf 16 MB, evict-first, ring <= 4", "TL_CUDA_L2PF=16 TL_CUDA_EVICT_FIRST=1 TL_CUDA_RING=4"},
+        {"chain, L2 pf 16 MB, evict-first, ring <= 6", "TL_CUDA_L2PF=16 TL_CUDA_EVICT_FIRST=1 TL_CUDA_RING=6"},
+        {"no chain, ring <= 4", "TL_CUDA_CHAIN=0 TL_CUDA_RING=4"},
+        {"no chain, ring <= 6", "TL_CUDA_CHAIN=0 TL_CUDA_RING=6"},
         {"no chain, L2 prefetch 16 MB, evict-first", "TL_CUDA_CHAIN=0 TL_CUDA_L2PF=16 TL_CUDA_EVICT_FIRST=1"},
-        {"chain, evict-first", "TL_CUDA_EVICT_FIRST=1"},
-        {"chain, no PDL", "TL_CUDA_PDL=0"},
+        {"no chain, L2 pf 16 MB, evict-first, ring <= 6", "TL_CUDA_CHAIN=0 TL_CUDA_L2PF=16 TL_CUDA_EVICT_FIRST=1 TL_CUDA_RING=6"},
         {"default again", ""},
         {"chain, skip: RoPE + attention", "TL_CUDA_DBG_SKIP=2"},
+        {"chain, ring <= 4, skip: RoPE + attention", "TL_CUDA_RING=4 TL_CUDA_DBG_SKIP=2"},
         {"no chain, skip: all layers", "TL_CUDA_CHAIN=0 TL_CUDA_DBG_SKIP=31"},
-        {"no chain, skip: RoPE + attention", "TL_CUDA_CHAIN=0 TL_CUDA_DBG_SKIP=2"},
         {"chain, probe: ring alone", "TL_CUDA_GEMV_PROBE=ring"},
-        {"chain, probe: math alone", "TL_CUDA_GEMV_PROBE=math"},
-        {"chain, probe: ring alone, skip attention", "TL_CUDA_GEMV_PROBE=ring TL_CUDA_DBG_SKIP=2"},
+        {"chain, probe: ring alone, ring <= 4", "TL_CUDA_GEMV_PROBE=ring TL_CUDA_RING=4"},
+        {"no chain, probe: ring alone", "TL_CUDA_CHAIN=0 TL_CUDA_GEMV_PROBE=ring"},
         {"default again", ""},
     };
     const int nvar = (int)(sizeof var / sizeof var[0]);
@@ -486,7 +572,7 @@ static void decode_variants(const char *spec, double copy) {
         printf("decode batch 1 (%s, ctx %d) %-36s: %.3f ms/token, %.1f tok/s, %.2f TB/s = %.1f%% of copy %.2f TB/s\n",
                spec, ctx_dec, var[vi][0], tm * 1e3, 1 / tm, bw, 100 * bw / copy, copy);
         printf("RESULT decode_b1_v%d_ms %.4f\n", vi, tm * 1e3);
-        if (!prof && (vi <= 2 || vi == 5))
+        if (!prof && (vi <= 3 || vi == 6))
             for (int n = 4; n <= 16; n *= 4) {
                 double tb[8];
                 for (int i = 0; i < 8; i++) tb[i] = step(bc, n, 1, ctx_dec + i, per);
@@ -672,7 +758,7 @@ int main(int argc, char **argv) {
     const char *only = getenv("TL_BENCH_ONLY");
     if (argc > 3 && !strcmp(argv[3], "decode")) { /* GEMV per shape, non-GEMV kernels, decode variants */
         if (strstr(spec, "7b")) {
-            gemv_bench(copy);
+            layer_bench(copy);
             small_bench();
         }
         decode_variants(spec, copy);

@@ -737,7 +737,8 @@ int main(void) {
     test_q4g_chain(896, 896, 4864, 1152, 64, TL_F16, 1); /* 0.5B */
     test_q4g_chain(896, 896, 4864, 1152, 32, TL_BF16, 3);
     test_q4g_chain(256, 256, 512, 384, 128, TL_F16, 9);   /* fewer tiles than blocks */
-    test_q4g_chain(1536, 1536, 8960, 2048, 64, TL_BF16, 16);
+    test_q4g_chain(1536, 1536, 8960, 2048, 64, TL_BF16, 5); /* 1.5B */
+    test_q4g_chain(896, 896, 4864, 1152, 64, TL_BF16, 9);
     test_q4g_chain(3584, 3584, 18944, 4608, 64, TL_F16, 1); /* 7B */
     /* the INT4 GEMM: ragged rows, n = 17 .. 512, cols 64 .. 18944, groups 32/64/128, fp16/bf16 scales, bias on/off */
     const int n_a[] = {17, 33}, n_b[] = {17, 100}, n_c[] = {64, 257}, n_d[] = {33, 129}, n_e[] = {512}, n_f[] = {17, 40},

@@ -217,6 +217,7 @@ struct q4c_params {
     q4g_params job[GS_MAXJ];
     int n_jobs;
     unsigned *bar; /* [2]: arrivals, generation: the grid barrier (self-resetting: CUDA graph replays) */
+    int nobar;     /* benchmark probe (wrong results): no grid barrier, what it costs */
 };
 
 /* The consumer warps of every block: job j's global writes visible to job j + 1's reads in any block. Thread
@@ -325,7 +326,8 @@ __global__ void __launch_bounds__(32 * (W + 1), 1) q4s_kernel(const q4c_params P
         const int nst = (nkb + SK - 1) / SK; /* stages a tile */
         float *gs = (float *)((unsigned char *)xh + (size_t)n_tok * KP * 2);
         if (j == 0) tl_cu_pdl_wait();
-        else gs_grid_sync<NT>(P.bar);
+        else if (!P.nobar) gs_grid_sync<NT>(P.bar);
+        else gs_sync<NT>();
 
         /* ---- consumers: x of every token -> fp16 in shared memory with group sums. x (and the residual
          * below) may have been written by other blocks in the job before: read at L2 (ld.global.cg) ---- */
@@ -565,7 +567,7 @@ static int q4g_job(const tl_cu_gemv_args *a, q4g_params *p, tl_error *e) {
 extern "C" int tl_cu_q4g_chain(const tl_cu_gemv_args *a, int n, unsigned *bar, cudaStream_t st, tl_error *e) {
     if (n < 1 || n > GS_MAXJ || (n > 1 && !bar)) return tl_errf(e, "cuda int4 gemv chain: %d jobs (1..%d, a barrier)", n, GS_MAXJ);
     q4c_params P = {};
-    P.n_jobs = n, P.bar = bar;
+    P.n_jobs = n, P.bar = bar, P.nobar = a[0].dbg_nobar;
     size_t smem = 0;
     const tl_cu_q4 *w = a[0].w;
     for (int j = 0; j < n; j++) {
