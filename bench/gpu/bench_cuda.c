@@ -134,10 +134,25 @@ static void layer_bench(double copy) {
     CU(cudaMemset(bar, 0, 256));
     cudaStream_t st;
     CU(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
-    const char *vn[] = {"4 launches, PDL", "chain", "chain, ring <= 4", "chain, ring <= 6", "chain, ring <= 8",
-                        "chain, no grid barrier (probe)", "4 launches, ring alone", "chain, ring alone",
-                        "chain, ring alone, ring <= 4", "chain, no barrier, ring alone", "chain, math alone"};
-    const int nvn = (int)(sizeof vn / sizeof vn[0]);
+    /* variants: name, chain, ring cap, tl_cu_gemv_args.dbg probe bits, impl */
+    static const struct { const char *name; int chain, ring, dbg, impl; } lv[] = {
+        {"4 launches, PDL", 0, 0, 0, 0},
+        {"chain", 1, 0, 0, 0},
+        {"chain, ring <= 4", 1, 4, 0, 0},
+        {"4 launches, ring <= 4", 0, 4, 0, 0},
+        {"4 launches, ring <= 6", 0, 6, 0, 0},
+        {"chain, no grid barrier (probe)", 1, 0, 1, 0},
+        {"4 launches, no x prologue (probe)", 0, 0, 2, 0},
+        {"4 launches, no epilogue (probe)", 0, 0, 4, 0},
+        {"4 launches, two-pass RMSNorm", 0, 0, 8, 0},
+        {"4 launches, ring alone", 0, 0, 0, TL_CU_GEMV_RING},
+        {"4 launches, ring alone, no prologue", 0, 0, 2, TL_CU_GEMV_RING},
+        {"4 launches, math alone", 0, 0, 0, TL_CU_GEMV_MATH},
+        {"4 launches, math alone, no pro/epilogue", 0, 0, 6, TL_CU_GEMV_MATH},
+        {"chain, math alone", 1, 0, 0, TL_CU_GEMV_MATH},
+        {"4 launches, PDL (again)", 0, 0, 0, 0},
+    };
+    const int nvn = (int)(sizeof lv / sizeof lv[0]);
     for (int v = 0; v < nvn; v++) {
         cudaEvent_t e0, e1;
         cudaEventCreate(&e0), cudaEventCreate(&e1);
@@ -150,15 +165,11 @@ static void layer_bench(double copy) {
                 {.w = &w[1][k], .x = x, .x_stride = 3584, .x_mode = TL_CU_X_RMSNORM, .norm_w = nw, .eps = 1e-6f, .y = gu, .n_tok = 1, .pdl = 1},
                 {.w = &w[2][k], .x = gu, .x_stride = 37888, .x_mode = TL_CU_X_SILU, .resid = x, .y = x, .n_tok = 1, .pdl = 1},
                 {.w = &w[3][k], .x = x, .x_stride = 3584, .x_mode = TL_CU_X_RMSNORM, .norm_w = nw, .eps = 1e-6f, .y = qkv, .n_tok = 1, .pdl = 1}};
-            for (int j = 0; j < 4; j++) {
-                a[j].ring = v == 2 || v == 8 ? 4 : v == 3 ? 6 : v == 4 ? 8 : 0;
-                a[j].dbg_nobar = v == 5 || v == 9;
-                a[j].impl = v >= 6 && v <= 9 ? TL_CU_GEMV_RING : v == 10 ? TL_CU_GEMV_MATH : 0;
-            }
+            for (int j = 0; j < 4; j++) a[j].ring = lv[v].ring, a[j].dbg = lv[v].dbg, a[j].impl = lv[v].impl;
             CU(cudaMemcpyAsync(x, nw, 3584 * 4, cudaMemcpyDeviceToDevice, st)); /* finite x each time */
             cudaEventRecord(e0, st);
             int r = 0;
-            if (v == 0 || v == 6)
+            if (!lv[v].chain)
                 for (int j = 0; j < 4 && !r; j++) r = tl_cu_q4g_gemv(&a[j], st, &e);
             else r = tl_cu_q4g_chain(a, 4, bar, st, &e);
             if (r) fprintf(stderr, "%s\n", e.msg), exit(2);
@@ -169,8 +180,8 @@ static void layer_bench(double copy) {
             if (i >= 0) t[i] = ms * 1e-3;
         }
         double tm = median(t, 20), bw = bytes / tm / 1e12;
-        printf("layer gemvs (7B o, gate/up, down, q/k/v; %.1f MB) %-32s: %6.1f us  %.2f TB/s (%.0f%% of copy)\n",
-               bytes / 1e6, vn[v], tm * 1e6, bw, 100 * bw / copy);
+        printf("layer gemvs (7B o, gate/up, down, q/k/v; %.1f MB) %-40s: %6.1f us  %.2f TB/s (%.0f%% of copy)\n",
+               bytes / 1e6, lv[v].name, tm * 1e6, bw, 100 * bw / copy);
         cudaEventDestroy(e0), cudaEventDestroy(e1);
     }
     cudaStreamDestroy(st);
@@ -534,22 +545,17 @@ static void decode_variants(const char *spec, double copy) {
         {"default (GEMV chain, PDL)", ""},
         {"old (q4_mma GEMV, unfused)", "TL_CUDA_GEMV=mma TL_CUDA_FUSE=0 TL_CUDA_PDL=0"},
         {"no chain (one launch a GEMV)", "TL_CUDA_CHAIN=0"},
-        {"chain, ring <= 4", "TL_CUDA_RING=4"},
-        {"chain, ring <= 6", "TL_CUDA_RING=6"},
-        {"chain, L2 prefetch 16 MB, evict-first", "TL_CUDA_L2PF=16 TL_CUDA_EVICT_FIRST=1"},
-        {"chain, L2 pf 16 MB, evict-first, ring <= 4", "TL_CUDA_L2PF=16 TL_CUDA_EVICT_FIRST=1 TL_CUDA_RING=4"},
-        {"chain, L2 pf 16 MB, evict-first, ring <= 6", "TL_CUDA_L2PF=16 TL_CUDA_EVICT_FIRST=1 TL_CUDA_RING=6"},
         {"no chain, ring <= 4", "TL_CUDA_CHAIN=0 TL_CUDA_RING=4"},
-        {"no chain, ring <= 6", "TL_CUDA_CHAIN=0 TL_CUDA_RING=6"},
-        {"no chain, L2 prefetch 16 MB, evict-first", "TL_CUDA_CHAIN=0 TL_CUDA_L2PF=16 TL_CUDA_EVICT_FIRST=1"},
-        {"no chain, L2 pf 16 MB, evict-first, ring <= 6", "TL_CUDA_CHAIN=0 TL_CUDA_L2PF=16 TL_CUDA_EVICT_FIRST=1 TL_CUDA_RING=6"},
+        {"no chain, ring <= 3", "TL_CUDA_CHAIN=0 TL_CUDA_RING=3"},
+        {"no chain, ring <= 4, L2 pf 16 MB, evict-first", "TL_CUDA_CHAIN=0 TL_CUDA_RING=4 TL_CUDA_L2PF=16 TL_CUDA_EVICT_FIRST=1"},
+        {"no chain, ring <= 4, L2 pf 8 MB, evict-first", "TL_CUDA_CHAIN=0 TL_CUDA_RING=4 TL_CUDA_L2PF=8 TL_CUDA_EVICT_FIRST=1"},
+        {"no chain, ring <= 6, L2 pf 16 MB, evict-first", "TL_CUDA_CHAIN=0 TL_CUDA_RING=6 TL_CUDA_L2PF=16 TL_CUDA_EVICT_FIRST=1"},
+        {"no chain, ring <= 4, L2 pf 24 MB, evict-first", "TL_CUDA_CHAIN=0 TL_CUDA_RING=4 TL_CUDA_L2PF=24 TL_CUDA_EVICT_FIRST=1"},
+        {"chain, ring <= 4, L2 pf 16 MB, evict-first", "TL_CUDA_RING=4 TL_CUDA_L2PF=16 TL_CUDA_EVICT_FIRST=1"},
         {"default again", ""},
-        {"chain, skip: RoPE + attention", "TL_CUDA_DBG_SKIP=2"},
-        {"chain, ring <= 4, skip: RoPE + attention", "TL_CUDA_RING=4 TL_CUDA_DBG_SKIP=2"},
+        {"no chain, r4 pf16 ef, skip: RoPE + attention", "TL_CUDA_CHAIN=0 TL_CUDA_RING=4 TL_CUDA_L2PF=16 TL_CUDA_EVICT_FIRST=1 TL_CUDA_DBG_SKIP=2"},
         {"no chain, skip: all layers", "TL_CUDA_CHAIN=0 TL_CUDA_DBG_SKIP=31"},
-        {"chain, probe: ring alone", "TL_CUDA_GEMV_PROBE=ring"},
-        {"chain, probe: ring alone, ring <= 4", "TL_CUDA_GEMV_PROBE=ring TL_CUDA_RING=4"},
-        {"no chain, probe: ring alone", "TL_CUDA_CHAIN=0 TL_CUDA_GEMV_PROBE=ring"},
+        {"no chain, r4 pf16 ef, again", "TL_CUDA_CHAIN=0 TL_CUDA_RING=4 TL_CUDA_L2PF=16 TL_CUDA_EVICT_FIRST=1"},
         {"default again", ""},
     };
     const int nvar = (int)(sizeof var / sizeof var[0]);
@@ -572,7 +578,7 @@ static void decode_variants(const char *spec, double copy) {
         printf("decode batch 1 (%s, ctx %d) %-36s: %.3f ms/token, %.1f tok/s, %.2f TB/s = %.1f%% of copy %.2f TB/s\n",
                spec, ctx_dec, var[vi][0], tm * 1e3, 1 / tm, bw, 100 * bw / copy, copy);
         printf("RESULT decode_b1_v%d_ms %.4f\n", vi, tm * 1e3);
-        if (!prof && (vi <= 3 || vi == 6))
+        if (!prof && (vi <= 3 || vi == 5))
             for (int n = 4; n <= 16; n *= 4) {
                 double tb[8];
                 for (int i = 0; i < 8; i++) tb[i] = step(bc, n, 1, ctx_dec + i, per);

@@ -79,7 +79,8 @@ typedef struct tl_cu_gemv_args {
     const void *pf_p[4];
     size_t pf_n[4];
     int pf_early, evict_first;
-    int dbg_nobar; /* tl_cu_q4g_chain: no grid barrier between jobs (benchmark probe only: wrong results) */
+    int dbg; /* benchmark probes only (wrong results), bits: 1 no grid barrier between a chain's jobs, 2 no x
+              * prologue, 4 no epilogue loads / stores, 8 the two-pass RMSNorm prologue even at n_tok 1 */
 } tl_cu_gemv_args;
 enum { TL_CU_GEMV_V3 = 5, TL_CU_GEMV_RING = 6, TL_CU_GEMV_MATH = 7 };
 int tl_cu_q4g_fits(int64_t cols, int n_tok);

@@ -217,7 +217,8 @@ struct q4c_params {
     q4g_params job[GS_MAXJ];
     int n_jobs;
     unsigned *bar; /* [2]: arrivals, generation: the grid barrier (self-resetting: CUDA graph replays) */
-    int nobar;     /* benchmark probe (wrong results): no grid barrier, what it costs */
+    int dbg;       /* benchmark probes (wrong results), bits: 1 no grid barrier, 2 no x prologue, 4 no epilogue
+                    * loads and stores, 8 the two-pass RMSNorm prologue at n_tok 1 too: what each costs */
 };
 
 /* The consumer warps of every block: job j's global writes visible to job j + 1's reads in any block. Thread
@@ -326,14 +327,53 @@ __global__ void __launch_bounds__(32 * (W + 1), 1) q4s_kernel(const q4c_params P
         const int nst = (nkb + SK - 1) / SK; /* stages a tile */
         float *gs = (float *)((unsigned char *)xh + (size_t)n_tok * KP * 2);
         if (j == 0) tl_cu_pdl_wait();
-        else if (!P.nobar) gs_grid_sync<NT>(P.bar);
+        else if (!(P.dbg & 1)) gs_grid_sync<NT>(P.bar);
         else gs_sync<NT>();
 
         /* ---- consumers: x of every token -> fp16 in shared memory with group sums. x (and the residual
          * below) may have been written by other blocks in the job before: read at L2 (ld.global.cg) ---- */
         constexpr int PB = 4;
-        const int c4 = cols / 4, n4 = n_tok * c4;
-        if (p.mode == TL_CU_X_RMSNORM) {
+        const int c4 = cols / 4, n4 = P.dbg & 2 ? 0 : n_tok * c4;
+        /* RMSNorm of one token whose row fits PB float4 a thread: x and the norm weights loaded once, the
+         * sum of squares reduced over the block, x scaled from registers (one L2 round trip, not two) */
+        const bool one = p.mode == TL_CU_X_RMSNORM && n_tok == 1 && c4 <= PB * NT && !(P.dbg & 8);
+        if (one && n4) {
+            float4 a[PB], b[PB];
+            float ss = 0.f;
+#pragma unroll
+            for (int u = 0; u < PB; u++) {
+                const int k4 = u * NT + threadIdx.x;
+                a[u] = b[u] = make_float4(0.f, 0.f, 0.f, 0.f);
+                if (k4 < c4) a[u] = __ldcg((const float4 *)p.x + k4), b[u] = ((const float4 *)p.norm_w)[k4];
+            }
+#pragma unroll
+            for (int u = 0; u < PB; u++) ss += a[u].x * a[u].x + a[u].y * a[u].y + a[u].z * a[u].z + a[u].w * a[u].w;
+            ss = tl_cu_warp_sum(ss);
+            if (lane == 0) s_ss[warp][0] = ss;
+            gs_sync<NT>();
+            float tot = 0.f;
+#pragma unroll
+            for (int w2 = 0; w2 < W; w2++) tot += s_ss[w2][0];
+            const float inv = rsqrtf(tot / (float)cols + p.eps);
+            constexpr int SEG = G / 4;
+#pragma unroll
+            for (int u = 0; u < PB; u++) {
+                const int k4 = u * NT + threadIdx.x, k = k4 * 4;
+                const float4 v = make_float4(a[u].x * inv * b[u].x, a[u].y * inv * b[u].y, a[u].z * inv * b[u].z,
+                                             a[u].w * inv * b[u].w);
+                const __half2 h0 = __floats2half2_rn(v.x, v.y), h1 = __floats2half2_rn(v.z, v.w);
+                float sum = (__low2float(h0) + __high2float(h0)) + (__low2float(h1) + __high2float(h1));
+#pragma unroll
+                for (int o = 1; o < SEG; o <<= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+                if (k4 < c4) {
+                    const int c = k & 15, c2 = c + 2;
+                    __half *row = xh + (k - c);
+                    *(__half2 *)(row + (c < 8 ? 2 * c : 2 * c - 14)) = h0;
+                    *(__half2 *)(row + (c2 < 8 ? 2 * c2 : 2 * c2 - 14)) = h1;
+                    if ((threadIdx.x & (SEG - 1)) == 0) gs[k / G] = sum;
+                }
+            }
+        } else if (p.mode == TL_CU_X_RMSNORM && n4) {
             for (int t = 0; t < n_tok; t++) {
                 const float4 *xr = (const float4 *)(p.x + (size_t)t * p.x_stride);
                 float ss = 0.f;
@@ -359,7 +399,7 @@ __global__ void __launch_bounds__(32 * (W + 1), 1) q4s_kernel(const q4c_params P
             }
             gs_sync<NT>();
         }
-        {
+        if (!one) {
             constexpr int SEG = G / 4;
             for (int base = 0; base < n4; base += PB * NT) {
                 float4 a[PB], b[PB];
@@ -471,7 +511,7 @@ __global__ void __launch_bounds__(32 * (W + 1), 1) q4s_kernel(const q4c_params P
 #pragma unroll
                 for (int w2 = 0; w2 < W; w2++) v += red[rb][w2][n][i][l];
                 const int r = tile * 16 + (l >> 2) + (i >= 2 ? 8 : 0), t = n * 8 + 2 * (l & 3) + (i & 1);
-                if (r < p.rows && t < n_tok) {
+                if (r < p.rows && t < n_tok && !(P.dbg & 4)) {
                     const size_t o = (size_t)t * p.rows + r;
                     if (p.bias) v += p.bias[r];
                     if (p.resid) v += __ldcg(p.resid + o);
@@ -567,7 +607,7 @@ static int q4g_job(const tl_cu_gemv_args *a, q4g_params *p, tl_error *e) {
 extern "C" int tl_cu_q4g_chain(const tl_cu_gemv_args *a, int n, unsigned *bar, cudaStream_t st, tl_error *e) {
     if (n < 1 || n > GS_MAXJ || (n > 1 && !bar)) return tl_errf(e, "cuda int4 gemv chain: %d jobs (1..%d, a barrier)", n, GS_MAXJ);
     q4c_params P = {};
-    P.n_jobs = n, P.bar = bar, P.nobar = a[0].dbg_nobar;
+    P.n_jobs = n, P.bar = bar, P.dbg = a[0].dbg;
     size_t smem = 0;
     const tl_cu_q4 *w = a[0].w;
     for (int j = 0; j < n; j++) {
