@@ -135,22 +135,28 @@ static void layer_bench(double copy) {
     cudaStream_t st;
     CU(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
     /* variants: name, chain, ring cap, tl_cu_gemv_args.dbg probe bits, impl */
-    static const struct { const char *name; int chain, ring, dbg, impl; } lv[] = {
-        {"4 launches, PDL", 0, 0, 0, 0},
-        {"chain", 1, 0, 0, 0},
-        {"chain, ring <= 4", 1, 4, 0, 0},
-        {"4 launches, ring <= 4", 0, 4, 0, 0},
-        {"4 launches, ring <= 6", 0, 6, 0, 0},
-        {"chain, no grid barrier (probe)", 1, 0, 1, 0},
-        {"4 launches, no x prologue (probe)", 0, 0, 2, 0},
-        {"4 launches, no epilogue (probe)", 0, 0, 4, 0},
-        {"4 launches, two-pass RMSNorm", 0, 0, 8, 0},
-        {"4 launches, ring alone", 0, 0, 0, TL_CU_GEMV_RING},
-        {"4 launches, ring alone, no prologue", 0, 0, 2, TL_CU_GEMV_RING},
-        {"4 launches, math alone", 0, 0, 0, TL_CU_GEMV_MATH},
-        {"4 launches, math alone, no pro/epilogue", 0, 0, 6, TL_CU_GEMV_MATH},
-        {"chain, math alone", 1, 0, 0, TL_CU_GEMV_MATH},
-        {"4 launches, PDL (again)", 0, 0, 0, 0},
+    static const struct { const char *name; int chain, ring, dbg, impl, pre; } lv[] = {
+        {"4 launches, PDL", 0, 0, 0, 0, 0},
+        {"4 launches, ring <= 4, 1 stage before x", 0, 4, 0, 0, 1},
+        {"4 launches, ring <= 4, 2 stages before x", 0, 4, 0, 0, 2},
+        {"4 launches, ring <= 6, 2 stages before x", 0, 6, 0, 0, 2},
+        {"4 launches, ring <= 8, 2 stages before x", 0, 8, 0, 0, 2},
+        {"4 launches, ring <= 8, 1 stage before x", 0, 8, 0, 0, 1},
+        {"4 launches, 2 stages before x", 0, 0, 0, 0, 2},
+        {"chain", 1, 0, 0, 0, 0},
+        {"chain, ring <= 4", 1, 4, 0, 0, 0},
+        {"4 launches, ring <= 4", 0, 4, 0, 0, 0},
+        {"4 launches, ring <= 6", 0, 6, 0, 0, 0},
+        {"chain, no grid barrier (probe)", 1, 0, 1, 0, 0},
+        {"4 launches, no x prologue (probe)", 0, 0, 2, 0, 0},
+        {"4 launches, no epilogue (probe)", 0, 0, 4, 0, 0},
+        {"4 launches, two-pass RMSNorm", 0, 0, 8, 0, 0},
+        {"4 launches, ring alone", 0, 0, 0, TL_CU_GEMV_RING, 0},
+        {"4 launches, ring alone, no prologue", 0, 0, 2, TL_CU_GEMV_RING, 0},
+        {"4 launches, math alone", 0, 0, 0, TL_CU_GEMV_MATH, 0},
+        {"4 launches, math alone, no pro/epilogue", 0, 0, 6, TL_CU_GEMV_MATH, 0},
+        {"chain, math alone", 1, 0, 0, TL_CU_GEMV_MATH, 0},
+        {"4 launches, PDL (again)", 0, 0, 0, 0, 0},
     };
     const int nvn = (int)(sizeof lv / sizeof lv[0]);
     for (int v = 0; v < nvn; v++) {
@@ -165,7 +171,8 @@ static void layer_bench(double copy) {
                 {.w = &w[1][k], .x = x, .x_stride = 3584, .x_mode = TL_CU_X_RMSNORM, .norm_w = nw, .eps = 1e-6f, .y = gu, .n_tok = 1, .pdl = 1},
                 {.w = &w[2][k], .x = gu, .x_stride = 37888, .x_mode = TL_CU_X_SILU, .resid = x, .y = x, .n_tok = 1, .pdl = 1},
                 {.w = &w[3][k], .x = x, .x_stride = 3584, .x_mode = TL_CU_X_RMSNORM, .norm_w = nw, .eps = 1e-6f, .y = qkv, .n_tok = 1, .pdl = 1}};
-            for (int j = 0; j < 4; j++) a[j].ring = lv[v].ring, a[j].dbg = lv[v].dbg, a[j].impl = lv[v].impl;
+            for (int j = 0; j < 4; j++)
+                a[j].ring = lv[v].ring, a[j].dbg = lv[v].dbg, a[j].impl = lv[v].impl, a[j].ring_pre = lv[v].pre;
             CU(cudaMemcpyAsync(x, nw, 3584 * 4, cudaMemcpyDeviceToDevice, st)); /* finite x each time */
             cudaEventRecord(e0, st);
             int r = 0;
@@ -539,24 +546,23 @@ static void decode_variants(const char *spec, double copy) {
     static const char *const keys[] = {"TL_CUDA_GEMV", "TL_CUDA_FUSE", "TL_CUDA_PDL", "TL_CUDA_SPLIT_KEYS",
                                        "TL_CUDA_ATT_MERGE", "TL_CUDA_L2PF", "TL_CUDA_L2PF_EARLY",
                                        "TL_CUDA_EVICT_FIRST", "TL_CUDA_DBG_SKIP", "TL_CUDA_GEMV_PROBE",
-                                       "TL_CUDA_CHAIN", "TL_CUDA_RING"};
+                                       "TL_CUDA_CHAIN", "TL_CUDA_RING", "TL_CUDA_RING_PRE"};
     const int nkeys = (int)(sizeof keys / sizeof keys[0]);
     static const char *const var[][2] = {
         {"default (GEMV chain, PDL)", ""},
         {"old (q4_mma GEMV, unfused)", "TL_CUDA_GEMV=mma TL_CUDA_FUSE=0 TL_CUDA_PDL=0"},
         {"no chain (one launch a GEMV)", "TL_CUDA_CHAIN=0"},
         {"no chain, ring <= 4", "TL_CUDA_CHAIN=0 TL_CUDA_RING=4"},
-        {"no chain, ring <= 3", "TL_CUDA_CHAIN=0 TL_CUDA_RING=3"},
-        {"no chain, ring <= 4, L2 pf 16 MB, evict-first", "TL_CUDA_CHAIN=0 TL_CUDA_RING=4 TL_CUDA_L2PF=16 TL_CUDA_EVICT_FIRST=1"},
+        {"no chain, ring <= 4, 1 stage before x", "TL_CUDA_CHAIN=0 TL_CUDA_RING=4 TL_CUDA_RING_PRE=1"},
+        {"no chain, ring <= 4, 2 stages before x", "TL_CUDA_CHAIN=0 TL_CUDA_RING=4 TL_CUDA_RING_PRE=2"},
+        {"no chain, ring <= 8, 2 stages before x", "TL_CUDA_CHAIN=0 TL_CUDA_RING=8 TL_CUDA_RING_PRE=2"},
+        {"no chain, 2 stages before x", "TL_CUDA_CHAIN=0 TL_CUDA_RING_PRE=2"},
         {"no chain, ring <= 4, L2 pf 8 MB, evict-first", "TL_CUDA_CHAIN=0 TL_CUDA_RING=4 TL_CUDA_L2PF=8 TL_CUDA_EVICT_FIRST=1"},
         {"no chain, ring <= 6, L2 pf 16 MB, evict-first", "TL_CUDA_CHAIN=0 TL_CUDA_RING=6 TL_CUDA_L2PF=16 TL_CUDA_EVICT_FIRST=1"},
-        {"no chain, ring <= 4, L2 pf 24 MB, evict-first", "TL_CUDA_CHAIN=0 TL_CUDA_RING=4 TL_CUDA_L2PF=24 TL_CUDA_EVICT_FIRST=1"},
-        {"chain, ring <= 4, L2 pf 16 MB, evict-first", "TL_CUDA_RING=4 TL_CUDA_L2PF=16 TL_CUDA_EVICT_FIRST=1"},
+        {"chain, ring <= 4, 2 stages before x", "TL_CUDA_RING=4 TL_CUDA_RING_PRE=2"},
         {"default again", ""},
-        {"no chain, r4 pf16 ef, skip: RoPE + attention", "TL_CUDA_CHAIN=0 TL_CUDA_RING=4 TL_CUDA_L2PF=16 TL_CUDA_EVICT_FIRST=1 TL_CUDA_DBG_SKIP=2"},
-        {"no chain, skip: all layers", "TL_CUDA_CHAIN=0 TL_CUDA_DBG_SKIP=31"},
-        {"no chain, r4 pf16 ef, again", "TL_CUDA_CHAIN=0 TL_CUDA_RING=4 TL_CUDA_L2PF=16 TL_CUDA_EVICT_FIRST=1"},
-        {"default again", ""},
+        {"no chain, ring <= 4, again", "TL_CUDA_CHAIN=0 TL_CUDA_RING=4"},
+        {"no chain, ring <= 4, 2 stages before x, again", "TL_CUDA_CHAIN=0 TL_CUDA_RING=4 TL_CUDA_RING_PRE=2"},
     };
     const int nvar = (int)(sizeof var / sizeof var[0]);
     size_t kvb = (size_t)(ctx_dec + 32) * cf->n_layer * cf->n_head_kv * cf->head_dim * 2 * 2;

@@ -83,8 +83,9 @@ static void test_q4g(const tl_tensor *w, const tl_cu_q4 *tw, int n_tok, const fl
         for (int t = 0; t < n_tok; t++)
             for (int r = 0; r < rows; r++) want[(size_t)t * rows + r] += bias[r] + (mode ? res[(size_t)t * rows + r] : 0.f);
         /* mode 0 writes y; modes 1, 2 add the residual in place (y = resid). rep 1: a ring of 2 stages,
-         * wrapped many times, with the ring's loads evict-first and L2 prefetches of the matrix itself
-         * (at the start or after the last stage): neither may change a bit */
+         * wrapped many times, with the ring's loads evict-first, L2 prefetches of the matrix itself (at the
+         * start or after the last stage) and the producer pausing after 1-2 stages for the x prologue: none
+         * may change a bit */
         const size_t ntl = (size_t)(rows + 15) / 16;
         float *y = mode ? dres : dy;
         for (int rep = 0; rep < 2; rep++) {
@@ -96,7 +97,7 @@ static void test_q4g(const tl_tensor *w, const tl_cu_q4 *tw, int n_tok, const fl
             if (rep) {
                 ga.pf_p[0] = tw->codes, ga.pf_n[0] = ntl * (size_t)cols / 64 * 512;
                 ga.pf_p[1] = tw->sb, ga.pf_n[1] = ntl * (size_t)cols / tw->group * 64;
-                ga.pf_early = n_tok & 1, ga.evict_first = 1;
+                ga.pf_early = n_tok & 1, ga.evict_first = 1, ga.ring_pre = 1 + (mode & 1);
             }
             CHECK(tl_cu_q4g_gemv(&ga, 0, &e) == 0, "%s", e.msg);
             get(rep ? again : got, y, (size_t)n_tok * rows * 4);
@@ -168,6 +169,7 @@ static void test_q4g_chain(int E, int QD, int F, int RW, int group, tl_dtype sbt
         memcpy(a, g, sizeof a);
         if (v == 4) {
             for (int j = 0; j < 4; j++) a[j].ring = 2;
+            a[0].ring_pre = 1;
             a[3].pf_p[0] = wo.codes, a[3].pf_n[0] = (size_t)(E + 15) / 16 * QD / 64 * 512, a[3].evict_first = 1;
         }
         if (v == 0) {

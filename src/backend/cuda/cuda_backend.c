@@ -35,7 +35,7 @@ static const char *const p_name[P_N] = {"other", "matmul", "attention", "lm_head
                                    * vs 9,429 output tok/s; GPU tests pass with it on); 0: attn.cu unless =tc */
 #define CU_PREFILL_ROWS 128       /* query rows per block of the prefill attention kernel (64 or 128): 128 measured
                                    * 210 vs 192 TFLOP/s at 4096 tokens (7B, H200), the end-to-end prefill 1% faster */
-#define CU_GKEY 18                /* graph key: the shape and switches a captured decode step depends on */
+#define CU_GKEY 19                /* graph key: the shape and switches a captured decode step depends on */
 #define CU_BIG_T 512              /* forwards of more tokens: bf16 activations into cuBLAS (layer_big) */
 #define CU_Q4GEMM_COPY_MAX 48     /* INT4 products of 17..CU_BIG_T rows take q4_gemm.cu's kernel up to this many rows */
 #define CU_Q4GEMM_NOCOPY_MAX 192  /* when the matrix has a bf16 copy (cuBLAS on it above), else up to this many.
@@ -95,6 +95,7 @@ typedef struct cu_impl {
     size_t l2pf;
     int pf_early, evict_first, dbg_skip, probe;
     int ring;     /* TL_CUDA_RING=N: forward_decode's GEMV rings at most N stages (measurements) */
+    int ring_pre; /* TL_CUDA_RING_PRE=N: tl_cu_gemv_args.ring_pre */
     int no_chain; /* TL_CUDA_CHAIN=0: forward_decode's GEMVs one launch each instead of o -> gate/up -> down -> next
                    * q/k/v chained in one (tl_cu_q4g_chain) */
     int split_keys;        /* attention slices of the decode sequence: context positions per slice at least */
@@ -847,7 +848,7 @@ static void decode_gemvs(const cu_impl *ci, const tl_config *c, int l, int T, in
     g[3] = (tl_cu_gemv_args){.w = &L->down.q, .x = ci->gu, .x_stride = 2 * F, .x_mode = TL_CU_X_SILU,
                              .bias = L->down.bias, .resid = ci->x, .y = ci->x, .n_tok = T, .pdl = pdl};
     for (int k = 0; k < 4; k++) {
-        g[k].impl = ci->probe, g[k].ring = ci->ring;
+        g[k].impl = ci->probe, g[k].ring = ci->ring, g[k].ring_pre = ci->ring_pre;
         if (ci->l2pf) pf_plan(ci, c->n_layer, 4 * l + k, ci->l2pf, &g[k]);
     }
 }
@@ -1005,6 +1006,8 @@ static int cu_run(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *
     ci->evict_first = ef && !strcmp(ef, "1");
     const char *rg = getenv("TL_CUDA_RING");
     ci->ring = rg ? atoi(rg) : 0;
+    const char *rp = getenv("TL_CUDA_RING_PRE");
+    ci->ring_pre = rp ? atoi(rp) : 0;
     const char *ch = getenv("TL_CUDA_CHAIN");
     ci->no_chain = ch && !strcmp(ch, "0");
     const char *ds = getenv("TL_CUDA_DBG_SKIP"), *gp = getenv("TL_CUDA_GEMV_PROBE");
@@ -1035,7 +1038,7 @@ static int cu_run(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *
         intptr_t key[CU_GKEY] = {T, b->n_logits, tl_cu_attention_splits(&probe), (intptr_t)kv->k, (intptr_t)kv->dtype,
                                  kv->n_blocks, ci->gemv_old, ci->no_fuse, ci->no_pdl, ci->merge_last, ci->attn_dec,
                                  (intptr_t)ci->l2pf, ci->pf_early, ci->evict_first, ci->dbg_skip, ci->probe,
-                                 ci->no_chain, ci->ring};
+                                 ci->no_chain, ci->ring, ci->ring_pre};
         if (!ci->gexec || memcmp(key, ci->gkey, sizeof key)) {
             graph_drop(ci);
             cudaGraph_t g;

@@ -72,6 +72,7 @@ typedef struct tl_cu_gemv_args {
                * results): the weight ring without the math (consumers wait and release stages), the math without
                * the ring (no loads, no waits); n_tok <= 8, group 64, fp16 */
     int ring; /* at most this many ring stages (0: as many as fit; tests use 2 to wrap the ring often) */
+    int ring_pre; /* > 0: stages issued before the x prologue is done (its L2 reads then wait behind less traffic) */
     /* L2 prefetch, issued by the producer warps: byte ranges (16-aligned, lengths multiples of 16, NULL: none)
      * the next kernels will read, pulled into L2 while this one runs, so that the memory keeps streaming
      * across kernel boundaries and the attention kernels. pf_early: at the kernel's start (else once the

@@ -217,6 +217,8 @@ struct q4c_params {
     q4g_params job[GS_MAXJ];
     int n_jobs;
     unsigned *bar; /* [2]: arrivals, generation: the grid barrier (self-resetting: CUDA graph replays) */
+    int pre;       /* > 0: the producer issues this many stages, then waits for the consumers' first x prologue
+                    * (its L2 reads then do not queue behind the whole ring's DRAM traffic), then the rest */
     int dbg;       /* benchmark probes (wrong results), bits: 1 no grid barrier, 2 no x prologue, 4 no epilogue
                     * loads and stores, 8 the two-pass RMSNorm prologue at n_tok 1 too: what each costs */
 };
@@ -263,7 +265,7 @@ __global__ void __launch_bounds__(32 * (W + 1), 1) q4s_kernel(const q4c_params P
     constexpr int SK = W * KW, SBKB = 64 * 64 / G, SB = gs_stage_bytes(SK, G), NT = 32 * W;
     constexpr int NGK = G < 64 ? 64 / G : 1;
     extern __shared__ __align__(128) unsigned char gs_smem[];
-    __shared__ __align__(8) uint64_t full[GS_NSMAX], empty[GS_NSMAX];
+    __shared__ __align__(8) uint64_t full[GS_NSMAX], empty[GS_NSMAX], xrdy;
     __shared__ float red[2][W][NTILE][4][32];
     __shared__ float s_inv[16], s_ss[W][16];
     __shared__ q4g_params sj[GS_MAXJ]; /* the jobs (indexed by a loop variable: shared, not the parameter space) */
@@ -273,6 +275,7 @@ __global__ void __launch_bounds__(32 * (W + 1), 1) q4s_kernel(const q4c_params P
     __half *xh = (__half *)(gs_smem + (size_t)ns * SB);
     if (threadIdx.x == 0) {
         for (int s = 0; s < ns; s++) gs_bar_init(&full[s], 1), gs_bar_init(&empty[s], W);
+        gs_bar_init(&xrdy, 1);
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
 #pragma unroll
         for (int j = 0; j < GS_MAXJ; j++)
@@ -287,7 +290,7 @@ __global__ void __launch_bounds__(32 * (W + 1), 1) q4s_kernel(const q4c_params P
             const int ef = pl.evict_first;
             uint64_t pol = 0;
             if (ef) asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(pol));
-            int s = 0, off = 0;
+            int s = 0, off = 0, issued = 0;
             unsigned ph = 0;
             for (int j = 0; j < nj; j++) {
                 const q4g_params &p = sj[j];
@@ -309,6 +312,7 @@ __global__ void __launch_bounds__(32 * (W + 1), 1) q4s_kernel(const q4c_params P
                             gs_bulk(dst + SK * 512, ssrc, (unsigned)n * SBKB, &full[s]);
                         }
                         if (++s == ns) s = 0, ph ^= 1u;
+                        if (++issued == P.pre) gs_bar_wait(&xrdy, 0);
                     }
                 off = (off + p.ntiles) % (int)gridDim.x;
             }
@@ -445,6 +449,7 @@ __global__ void __launch_bounds__(32 * (W + 1), 1) q4s_kernel(const q4c_params P
             }
         }
         gs_sync<NT>();
+        if (j == 0 && threadIdx.x == 0) gs_bar_arrive_sa(gs_sa(&xrdy));
         if (j == nj - 1) tl_cu_pdl_trigger();
 
         /* ---- main loop: the stages of this block's tiles, in the producer's order. Per lane, fixed offsets:
@@ -607,7 +612,7 @@ static int q4g_job(const tl_cu_gemv_args *a, q4g_params *p, tl_error *e) {
 extern "C" int tl_cu_q4g_chain(const tl_cu_gemv_args *a, int n, unsigned *bar, cudaStream_t st, tl_error *e) {
     if (n < 1 || n > GS_MAXJ || (n > 1 && !bar)) return tl_errf(e, "cuda int4 gemv chain: %d jobs (1..%d, a barrier)", n, GS_MAXJ);
     q4c_params P = {};
-    P.n_jobs = n, P.bar = bar, P.dbg = a[0].dbg;
+    P.n_jobs = n, P.bar = bar, P.dbg = a[0].dbg, P.pre = a[0].ring_pre;
     size_t smem = 0;
     const tl_cu_q4 *w = a[0].w;
     for (int j = 0; j < n; j++) {
