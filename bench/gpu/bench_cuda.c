@@ -97,8 +97,8 @@ static void gemv_bench(double copy) {
 
 /* One 7B layer's GEMVs alone (o 3584x3584 on att, gate/up 37888x3584 RMSNorm'ed, down 3584x18944 SiLU*up,
  * next q/k/v 4608x3584 RMSNorm'ed, batch 1), 4 copies of the layer rotated past L2, CUDA events around the
- * four launches (PDL, own stream) or the one chain launch, in its variants: ring depth caps, without the grid
- * barrier (wrong results: what the barrier costs), the ring-alone probe. */
+ * four launches (PDL, own stream), in variants: ring depth caps, and probes with wrong results that leave
+ * out the x prologue, the epilogue, the math or the loads (what each costs). */
 static void layer_bench(double copy) {
     const int shp[4][2] = {{3584, 3584}, {37888, 3584}, {3584, 18944}, {4608, 3584}};
     tl_cu_q4 w[4][4];
@@ -120,43 +120,34 @@ static void layer_bench(double copy) {
         }
     }
     float *x, *att, *gu, *qkv, *nw;
-    unsigned *bar;
     CU(cudaMalloc((void **)&x, 3584 * 4));
     CU(cudaMalloc((void **)&att, 3584 * 4));
     CU(cudaMalloc((void **)&gu, 37888 * 4));
     CU(cudaMalloc((void **)&qkv, 4608 * 4));
     CU(cudaMalloc((void **)&nw, 3584 * 4));
-    CU(cudaMalloc((void **)&bar, 256));
     CU(cudaMemset(x, 0x3c, 3584 * 4));
     CU(cudaMemset(att, 0x3c, 3584 * 4));
     CU(cudaMemset(gu, 0x3c, 37888 * 4));
     CU(cudaMemset(nw, 0x3c, 3584 * 4));
-    CU(cudaMemset(bar, 0, 256));
     cudaStream_t st;
     CU(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
-    /* variants: name, chain, ring cap, tl_cu_gemv_args.dbg probe bits, impl */
-    static const struct { const char *name; int chain, ring, dbg, impl, pre; } lv[] = {
-        {"4 launches, PDL", 0, 0, 0, 0, 0},
-        {"4 launches, ring <= 4, 1 stage before x", 0, 4, 0, 0, 1},
-        {"4 launches, ring <= 4, 2 stages before x", 0, 4, 0, 0, 2},
-        {"4 launches, ring <= 6, 2 stages before x", 0, 6, 0, 0, 2},
-        {"4 launches, ring <= 8, 2 stages before x", 0, 8, 0, 0, 2},
-        {"4 launches, ring <= 8, 1 stage before x", 0, 8, 0, 0, 1},
-        {"4 launches, 2 stages before x", 0, 0, 0, 0, 2},
-        {"chain", 1, 0, 0, 0, 0},
-        {"chain, ring <= 4", 1, 4, 0, 0, 0},
-        {"4 launches, ring <= 4", 0, 4, 0, 0, 0},
-        {"4 launches, ring <= 6", 0, 6, 0, 0, 0},
-        {"chain, no grid barrier (probe)", 1, 0, 1, 0, 0},
-        {"4 launches, no x prologue (probe)", 0, 0, 2, 0, 0},
-        {"4 launches, no epilogue (probe)", 0, 0, 4, 0, 0},
-        {"4 launches, two-pass RMSNorm", 0, 0, 8, 0, 0},
-        {"4 launches, ring alone", 0, 0, 0, TL_CU_GEMV_RING, 0},
-        {"4 launches, ring alone, no prologue", 0, 0, 2, TL_CU_GEMV_RING, 0},
-        {"4 launches, math alone", 0, 0, 0, TL_CU_GEMV_MATH, 0},
-        {"4 launches, math alone, no pro/epilogue", 0, 0, 6, TL_CU_GEMV_MATH, 0},
-        {"chain, math alone", 1, 0, 0, TL_CU_GEMV_MATH, 0},
-        {"4 launches, PDL (again)", 0, 0, 0, 0, 0},
+    /* variants: name, ring cap, tl_cu_gemv_args.dbg probe bits, impl */
+    static const struct { const char *name; int ring, dbg, impl; } lv[] = {
+        {"ring as deep as fits", 0, 0, 0},
+        {"ring <= 4 (forward_decode's)", 4, 0, 0},
+        {"ring <= 6", 6, 0, 0},
+        {"ring <= 3", 3, 0, 0},
+        {"no x prologue (probe)", 0, 2, 0},
+        {"no epilogue (probe)", 0, 4, 0},
+        {"two-pass RMSNorm", 0, 8, 0},
+        {"ring <= 4, two-pass RMSNorm", 4, 8, 0},
+        {"ring alone", 0, 0, TL_CU_GEMV_RING},
+        {"ring alone, no prologue", 0, 2, TL_CU_GEMV_RING},
+        {"ring <= 4, ring alone, no prologue", 4, 2, TL_CU_GEMV_RING},
+        {"math alone", 0, 0, TL_CU_GEMV_MATH},
+        {"math alone, no pro/epilogue", 0, 6, TL_CU_GEMV_MATH},
+        {"ring as deep as fits (again)", 0, 0, 0},
+        {"ring <= 4 (again)", 4, 0, 0},
     };
     const int nvn = (int)(sizeof lv / sizeof lv[0]);
     for (int v = 0; v < nvn; v++) {
@@ -171,14 +162,11 @@ static void layer_bench(double copy) {
                 {.w = &w[1][k], .x = x, .x_stride = 3584, .x_mode = TL_CU_X_RMSNORM, .norm_w = nw, .eps = 1e-6f, .y = gu, .n_tok = 1, .pdl = 1},
                 {.w = &w[2][k], .x = gu, .x_stride = 37888, .x_mode = TL_CU_X_SILU, .resid = x, .y = x, .n_tok = 1, .pdl = 1},
                 {.w = &w[3][k], .x = x, .x_stride = 3584, .x_mode = TL_CU_X_RMSNORM, .norm_w = nw, .eps = 1e-6f, .y = qkv, .n_tok = 1, .pdl = 1}};
-            for (int j = 0; j < 4; j++)
-                a[j].ring = lv[v].ring, a[j].dbg = lv[v].dbg, a[j].impl = lv[v].impl, a[j].ring_pre = lv[v].pre;
+            for (int j = 0; j < 4; j++) a[j].ring = lv[v].ring, a[j].dbg = lv[v].dbg, a[j].impl = lv[v].impl;
             CU(cudaMemcpyAsync(x, nw, 3584 * 4, cudaMemcpyDeviceToDevice, st)); /* finite x each time */
             cudaEventRecord(e0, st);
             int r = 0;
-            if (!lv[v].chain)
-                for (int j = 0; j < 4 && !r; j++) r = tl_cu_q4g_gemv(&a[j], st, &e);
-            else r = tl_cu_q4g_chain(a, 4, bar, st, &e);
+            for (int j = 0; j < 4 && !r; j++) r = tl_cu_q4g_gemv(&a[j], st, &e);
             if (r) fprintf(stderr, "%s\n", e.msg), exit(2);
             cudaEventRecord(e1, st);
             CU(cudaEventSynchronize(e1));
@@ -187,14 +175,14 @@ static void layer_bench(double copy) {
             if (i >= 0) t[i] = ms * 1e-3;
         }
         double tm = median(t, 20), bw = bytes / tm / 1e12;
-        printf("layer gemvs (7B o, gate/up, down, q/k/v; %.1f MB) %-40s: %6.1f us  %.2f TB/s (%.0f%% of copy)\n",
+        printf("layer gemvs (7B o, gate/up, down, q/k/v; %.1f MB, 4 launches) %-36s: %6.1f us  %.2f TB/s (%.0f%% of copy)\n",
                bytes / 1e6, lv[v].name, tm * 1e6, bw, 100 * bw / copy);
         cudaEventDestroy(e0), cudaEventDestroy(e1);
     }
     cudaStreamDestroy(st);
     for (int m = 0; m < 4; m++)
         for (int k = 0; k < 4; k++) cudaFree((void *)w[m][k].codes), cudaFree((void *)w[m][k].sb);
-    cudaFree(x), cudaFree(att), cudaFree(gu), cudaFree(qkv), cudaFree(nw), cudaFree(bar);
+    cudaFree(x), cudaFree(att), cudaFree(gu), cudaFree(qkv), cudaFree(nw);
 }
 
 static size_t tensor_stream_bytes(const tl_tensor *t) {
@@ -544,25 +532,24 @@ static void decode_variants(const char *spec, double copy) {
      * parts of the step out or run GEMV probes (wrong results): the step's time without them says what
      * they cost inside the graph. */
     static const char *const keys[] = {"TL_CUDA_GEMV", "TL_CUDA_FUSE", "TL_CUDA_PDL", "TL_CUDA_SPLIT_KEYS",
-                                       "TL_CUDA_ATT_MERGE", "TL_CUDA_L2PF", "TL_CUDA_L2PF_EARLY",
-                                       "TL_CUDA_EVICT_FIRST", "TL_CUDA_DBG_SKIP", "TL_CUDA_GEMV_PROBE",
-                                       "TL_CUDA_CHAIN", "TL_CUDA_RING", "TL_CUDA_RING_PRE"};
+                                       "TL_CUDA_ATT_MERGE", "TL_CUDA_DBG_SKIP", "TL_CUDA_GEMV_PROBE", "TL_CUDA_RING"};
     const int nkeys = (int)(sizeof keys / sizeof keys[0]);
     static const char *const var[][2] = {
-        {"default (GEMV chain, PDL)", ""},
+        {"default (ring <= 4, PDL)", ""},
         {"old (q4_mma GEMV, unfused)", "TL_CUDA_GEMV=mma TL_CUDA_FUSE=0 TL_CUDA_PDL=0"},
-        {"no chain (one launch a GEMV)", "TL_CUDA_CHAIN=0"},
-        {"no chain, ring <= 4", "TL_CUDA_CHAIN=0 TL_CUDA_RING=4"},
-        {"no chain, ring <= 4, 1 stage before x", "TL_CUDA_CHAIN=0 TL_CUDA_RING=4 TL_CUDA_RING_PRE=1"},
-        {"no chain, ring <= 4, 2 stages before x", "TL_CUDA_CHAIN=0 TL_CUDA_RING=4 TL_CUDA_RING_PRE=2"},
-        {"no chain, ring <= 8, 2 stages before x", "TL_CUDA_CHAIN=0 TL_CUDA_RING=8 TL_CUDA_RING_PRE=2"},
-        {"no chain, 2 stages before x", "TL_CUDA_CHAIN=0 TL_CUDA_RING_PRE=2"},
-        {"no chain, ring <= 4, L2 pf 8 MB, evict-first", "TL_CUDA_CHAIN=0 TL_CUDA_RING=4 TL_CUDA_L2PF=8 TL_CUDA_EVICT_FIRST=1"},
-        {"no chain, ring <= 6, L2 pf 16 MB, evict-first", "TL_CUDA_CHAIN=0 TL_CUDA_RING=6 TL_CUDA_L2PF=16 TL_CUDA_EVICT_FIRST=1"},
-        {"chain, ring <= 4, 2 stages before x", "TL_CUDA_RING=4 TL_CUDA_RING_PRE=2"},
+        {"ring as deep as fits", "TL_CUDA_RING=0"},
+        {"no PDL", "TL_CUDA_PDL=0"},
+        {"ring <= 6", "TL_CUDA_RING=6"},
         {"default again", ""},
-        {"no chain, ring <= 4, again", "TL_CUDA_CHAIN=0 TL_CUDA_RING=4"},
-        {"no chain, ring <= 4, 2 stages before x, again", "TL_CUDA_CHAIN=0 TL_CUDA_RING=4 TL_CUDA_RING_PRE=2"},
+        {"skip: q/k/v GEMV", "TL_CUDA_DBG_SKIP=1"},
+        {"skip: RoPE + attention", "TL_CUDA_DBG_SKIP=2"},
+        {"skip: o GEMV", "TL_CUDA_DBG_SKIP=4"},
+        {"skip: gate/up GEMV", "TL_CUDA_DBG_SKIP=8"},
+        {"skip: down GEMV", "TL_CUDA_DBG_SKIP=16"},
+        {"skip: all layers", "TL_CUDA_DBG_SKIP=31"},
+        {"probe: GEMV ring alone", "TL_CUDA_GEMV_PROBE=ring"},
+        {"probe: GEMV math alone", "TL_CUDA_GEMV_PROBE=math"},
+        {"default again", ""},
     };
     const int nvar = (int)(sizeof var / sizeof var[0]);
     size_t kvb = (size_t)(ctx_dec + 32) * cf->n_layer * cf->n_head_kv * cf->head_dim * 2 * 2;
@@ -584,7 +571,7 @@ static void decode_variants(const char *spec, double copy) {
         printf("decode batch 1 (%s, ctx %d) %-36s: %.3f ms/token, %.1f tok/s, %.2f TB/s = %.1f%% of copy %.2f TB/s\n",
                spec, ctx_dec, var[vi][0], tm * 1e3, 1 / tm, bw, 100 * bw / copy, copy);
         printf("RESULT decode_b1_v%d_ms %.4f\n", vi, tm * 1e3);
-        if (!prof && (vi <= 3 || vi == 5))
+        if (!prof && vi <= 2)
             for (int n = 4; n <= 16; n *= 4) {
                 double tb[8];
                 for (int i = 0; i < 8; i++) tb[i] = step(bc, n, 1, ctx_dec + i, per);

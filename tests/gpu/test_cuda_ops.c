@@ -83,10 +83,7 @@ static void test_q4g(const tl_tensor *w, const tl_cu_q4 *tw, int n_tok, const fl
         for (int t = 0; t < n_tok; t++)
             for (int r = 0; r < rows; r++) want[(size_t)t * rows + r] += bias[r] + (mode ? res[(size_t)t * rows + r] : 0.f);
         /* mode 0 writes y; modes 1, 2 add the residual in place (y = resid). rep 1: a ring of 2 stages,
-         * wrapped many times, with the ring's loads evict-first, L2 prefetches of the matrix itself (at the
-         * start or after the last stage) and the producer pausing after 1-2 stages for the x prologue: none
-         * may change a bit */
-        const size_t ntl = (size_t)(rows + 15) / 16;
+         * wrapped many times */
         float *y = mode ? dres : dy;
         for (int rep = 0; rep < 2; rep++) {
             if (mode) CU(cudaMemcpy(dres, res, (size_t)n_tok * rows * 4, cudaMemcpyHostToDevice));
@@ -94,11 +91,6 @@ static void test_q4g(const tl_tensor *w, const tl_cu_q4 *tw, int n_tok, const fl
             tl_cu_gemv_args ga = {.w = tw, .x = dxin, .x_stride = 2 * cols, .x_mode = mode, .norm_w = dnw,
                                   .eps = 1e-6f, .bias = db, .resid = mode ? dres : NULL, .y = y, .n_tok = n_tok,
                                   .ring = rep ? 2 : 0};
-            if (rep) {
-                ga.pf_p[0] = tw->codes, ga.pf_n[0] = ntl * (size_t)cols / 64 * 512;
-                ga.pf_p[1] = tw->sb, ga.pf_n[1] = ntl * (size_t)cols / tw->group * 64;
-                ga.pf_early = n_tok & 1, ga.evict_first = 1, ga.ring_pre = 1 + (mode & 1);
-            }
             CHECK(tl_cu_q4g_gemv(&ga, 0, &e) == 0, "%s", e.msg);
             get(rep ? again : got, y, (size_t)n_tok * rows * 4);
         }
@@ -122,77 +114,6 @@ static void test_q4g(const tl_tensor *w, const tl_cu_q4 *tw, int n_tok, const fl
     }
     cudaFree(dxin), cudaFree(dnw), cudaFree(dres), cudaFree(dy);
     free(xin), free(nw), free(res), free(xr), free(want), free(got), free(again);
-}
-
-/* a random INT4 matrix [rows, cols] in the tiled device layout (device memory leaked: tests) */
-static tl_cu_q4 rand_tiled(int rows, int cols, int group, tl_dtype sbt) {
-    tl_tensor w = rand_q4(rows, cols, group, sbt);
-    const size_t nt = ((size_t)rows + 15) / 16;
-    uint32_t *tc = tl_malloc(nt * 16 * (cols / 8) * 4), *tsb = tl_malloc(nt * 16 * (cols / group) * 4);
-    CHECK(tl_cu_q4t_repack(w.data, w.scales, w.biases, rows, cols, group, tc, tsb) == 0);
-    tl_cu_q4 tw = {.rows = rows, .cols = cols, .group = group, .sb_bf16 = sbt == TL_BF16, .tiled = 1};
-    tw.codes = dup_dev(tc, nt * 16 * (cols / 8) * 4);
-    tw.sb = dup_dev(tsb, nt * 16 * (cols / group) * 4);
-    free(tc), free(tsb), free(w.data), free(w.scales), free(w.biases);
-    return tw;
-}
-
-/* ---- tl_cu_q4g_chain: a decode layer's o -> gate/up -> down -> next q/k/v in one launch (each job reads
- * the one before: x += o(att), gu = W RMSNorm(x), x += down(SiLU(gate) up), qkv = W RMSNorm(x) + bias) must
- * equal the four one-launch GEMVs bit for bit (those are checked against the CPU reference above), with
- * the chain run twice (the grid barrier resets itself), with 3 jobs, with a 2-stage ring and L2 prefetch.
- * Small shapes leave blocks without tiles in some jobs. ---- */
-static void test_q4g_chain(int E, int QD, int F, int RW, int group, tl_dtype sbt, int n_tok) {
-    tl_cu_q4 wo = rand_tiled(E, QD, group, sbt), wgu = rand_tiled(2 * F, E, group, sbt),
-             wd = rand_tiled(E, F, group, sbt), wq = rand_tiled(RW, E, group, sbt);
-    float *x0 = rand_vec((size_t)n_tok * E, 5.f), *att = rand_vec((size_t)n_tok * QD, 5.f), *n1 = rand_vec(E, 2.f),
-          *n2 = rand_vec(E, 2.f), *qb = rand_vec(RW, 1.f);
-    float *dx = dup_dev(x0, (size_t)n_tok * E * 4), *datt = dup_dev(att, (size_t)n_tok * QD * 4),
-          *dn1 = dup_dev(n1, E * 4), *dn2 = dup_dev(n2, E * 4), *dqb = dup_dev(qb, RW * 4);
-    float *dgu = dev_nan((size_t)n_tok * 2 * F * 4), *dq = dev_nan((size_t)n_tok * RW * 4);
-    unsigned *bar = dev_nan(64 * 4);
-    CU(cudaMemset(bar, 0, 64 * 4));
-    tl_cu_gemv_args g[4] = {
-        {.w = &wo, .x = datt, .x_stride = QD, .resid = dx, .y = dx, .n_tok = n_tok},
-        {.w = &wgu, .x = dx, .x_stride = E, .x_mode = TL_CU_X_RMSNORM, .norm_w = dn1, .eps = 1e-6f, .y = dgu, .n_tok = n_tok},
-        {.w = &wd, .x = dgu, .x_stride = 2 * F, .x_mode = TL_CU_X_SILU, .resid = dx, .y = dx, .n_tok = n_tok},
-        {.w = &wq, .x = dx, .x_stride = E, .x_mode = TL_CU_X_RMSNORM, .norm_w = dn2, .eps = 1e-6f, .bias = dqb, .y = dq,
-         .n_tok = n_tok}};
-    const size_t nx = (size_t)n_tok * E, ngu = (size_t)n_tok * 2 * F, nq = (size_t)n_tok * RW;
-    float *want = tl_malloc((nx + ngu + nq) * 4), *got = tl_malloc((nx + ngu + nq) * 4);
-    tl_error e = {{0}};
-    for (int v = 0; v < 5; v++) { /* 0: four launches (reference); 1, 2: the chain twice; 3: 3 jobs; 4: ring 2 + prefetch */
-        CU(cudaMemcpy(dx, x0, nx * 4, cudaMemcpyHostToDevice));
-        CU(cudaMemset(dgu, 0xff, ngu * 4));
-        CU(cudaMemset(dq, 0xff, nq * 4));
-        tl_cu_gemv_args a[4];
-        memcpy(a, g, sizeof a);
-        if (v == 4) {
-            for (int j = 0; j < 4; j++) a[j].ring = 2;
-            a[0].ring_pre = 1;
-            a[3].pf_p[0] = wo.codes, a[3].pf_n[0] = (size_t)(E + 15) / 16 * QD / 64 * 512, a[3].evict_first = 1;
-        }
-        if (v == 0) {
-            for (int j = 0; j < 4; j++) CHECK(tl_cu_q4g_gemv(&a[j], 0, &e) == 0, "%s", e.msg);
-        } else if (v == 3) {
-            CHECK(tl_cu_q4g_chain(a, 3, bar, 0, &e) == 0, "%s", e.msg);
-            CHECK(tl_cu_q4g_gemv(&a[3], 0, &e) == 0, "%s", e.msg);
-        } else {
-            CHECK(tl_cu_q4g_chain(a, 4, bar, 0, &e) == 0, "%s", e.msg);
-        }
-        float *h = v ? got : want;
-        get(h, dx, nx * 4), get(h + nx, dgu, ngu * 4), get(h + nx + ngu, dq, nq * 4);
-        if (v) CHECK(!memcmp(got, want, (nx + ngu + nq) * 4), "q4g chain %d/%d/%d/%d g%d n_tok %d variant %d: differs from four launches",
-                     E, QD, F, RW, group, n_tok, v);
-    }
-    unsigned hb[2];
-    get(hb, bar, 8);
-    CHECK(hb[0] == 0 && hb[1] == 3 * 3 + 2, "q4g chain: barrier words %u %u (want 0, %d)", hb[0], hb[1], 3 * 3 + 2);
-    tl_cu_gemv_args bad = g[0];
-    CHECK(tl_cu_q4g_chain(&bad, 2, NULL, 0, &e) == -1 && strstr(e.msg, "barrier"), "%s", e.msg);
-    cudaFree(dx), cudaFree(datt), cudaFree(dn1), cudaFree(dn2), cudaFree(dqb), cudaFree(dgu), cudaFree(dq), cudaFree(bar);
-    free(x0), free(att), free(n1), free(n2), free(qb), free(want), free(got);
-    printf("q4g chain %d/%d/%d/%d g%d %s n_tok %d: equal to four launches\n", E, QD, F, RW, group, tl_dtype_name(sbt), n_tok);
 }
 
 /* ---- INT4 GEMV and dequantize, against tl_cpu_matmul_ref / tl_tensor_row_f32 ---- */
@@ -736,12 +657,6 @@ int main(void) {
     test_q4(40, 1472, 32, 1, TL_BF16);
     test_q4(50, 1152, 128, 5, TL_BF16);
     test_q4(300, 1472, 64, 16, TL_BF16);
-    test_q4g_chain(896, 896, 4864, 1152, 64, TL_F16, 1); /* 0.5B */
-    test_q4g_chain(896, 896, 4864, 1152, 32, TL_BF16, 3);
-    test_q4g_chain(256, 256, 512, 384, 128, TL_F16, 9);   /* fewer tiles than blocks */
-    test_q4g_chain(1536, 1536, 8960, 2048, 64, TL_BF16, 5); /* 1.5B */
-    test_q4g_chain(896, 896, 4864, 1152, 64, TL_BF16, 9);
-    test_q4g_chain(3584, 3584, 18944, 4608, 64, TL_F16, 1); /* 7B */
     /* the INT4 GEMM: ragged rows, n = 17 .. 512, cols 64 .. 18944, groups 32/64/128, fp16/bf16 scales, bias on/off */
     const int n_a[] = {17, 33}, n_b[] = {17, 100}, n_c[] = {64, 257}, n_d[] = {33, 129}, n_e[] = {512}, n_f[] = {17, 40},
               n_g[] = {80}, n_h[] = {20};

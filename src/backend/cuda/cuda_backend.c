@@ -35,7 +35,8 @@ static const char *const p_name[P_N] = {"other", "matmul", "attention", "lm_head
                                    * vs 9,429 output tok/s; GPU tests pass with it on); 0: attn.cu unless =tc */
 #define CU_PREFILL_ROWS 128       /* query rows per block of the prefill attention kernel (64 or 128): 128 measured
                                    * 210 vs 192 TFLOP/s at 4096 tokens (7B, H200), the end-to-end prefill 1% faster */
-#define CU_GKEY 19                /* graph key: the shape and switches a captured decode step depends on */
+#define CU_DECODE_RING 4          /* forward_decode's GEMV ring stages (see forward_decode) */
+#define CU_GKEY 14                /* graph key: the shape and switches a captured decode step depends on */
 #define CU_BIG_T 512              /* forwards of more tokens: bf16 activations into cuBLAS (layer_big) */
 #define CU_Q4GEMM_COPY_MAX 48     /* INT4 products of 17..CU_BIG_T rows take q4_gemm.cu's kernel up to this many rows */
 #define CU_Q4GEMM_NOCOPY_MAX 192  /* when the matrix has a bf16 copy (cuBLAS on it above), else up to this many.
@@ -77,7 +78,6 @@ typedef struct cu_impl {
     float *x, *xn, *qkv, *att, *tmp, *gu, *hb, *lx, *logits, *partial;
     uint16_t *xbf, *deq;
     int *att_cnt;          /* [64 * n_head_kv] zeroed counters: attention slices merged in one kernel */
-    unsigned *chain_bar;   /* [2] (of 64) zeroed: the grid barrier of tl_cu_q4g_chain */
     int max_split;
     void *gemv_ws;         /* tl_cu_q4t_ws_bytes(widest input) */
     int no_tiled;          /* TL_CUDA_GEMV=fp32: keep the MLX layout and the CUDA-core GEMV (comparisons) */
@@ -88,16 +88,10 @@ typedef struct cu_impl {
      * attention slices merged by the last slice to finish instead of a second kernel (measured slower: 3.62
      * against 3.43 ms/token, 7B on an H200) */
     int gemv_old, no_fuse, no_pdl;
-    /* forward_decode's L2 prefetch (TL_CUDA_L2PF=MB: each GEMV pulls the first MB of the weights read after
-     * it into L2; TL_CUDA_L2PF_EARLY=1: at the kernel's start; TL_CUDA_EVICT_FIRST=1: ring loads evict-first)
-     * and, for measurements only (wrong results), TL_CUDA_DBG_SKIP (bits: 1 q/k/v GEMV, 2 RoPE + attention,
-     * 4 o, 8 gate/up, 16 down) and TL_CUDA_GEMV_PROBE=ring|math (tl_cu_gemv_args.impl) */
-    size_t l2pf;
-    int pf_early, evict_first, dbg_skip, probe;
-    int ring;     /* TL_CUDA_RING=N: forward_decode's GEMV rings at most N stages (measurements) */
-    int ring_pre; /* TL_CUDA_RING_PRE=N: tl_cu_gemv_args.ring_pre */
-    int no_chain; /* TL_CUDA_CHAIN=0: forward_decode's GEMVs one launch each instead of o -> gate/up -> down -> next
-                   * q/k/v chained in one (tl_cu_q4g_chain) */
+    /* forward_decode's GEMV ring depth (TL_CUDA_RING=N, default CU_DECODE_RING; 0: as deep as shared memory
+     * allows) and, for measurements only (wrong results), TL_CUDA_DBG_SKIP (bits: 1 q/k/v GEMV, 2 RoPE +
+     * attention, 4 o, 8 gate/up, 16 down) and TL_CUDA_GEMV_PROBE=ring|math (tl_cu_gemv_args.impl) */
+    int ring, dbg_skip, probe;
     int split_keys;        /* attention slices of the decode sequence: context positions per slice at least */
     int merge_last;
     int q4gemm;            /* TL_CUDA_Q4GEMM: 0 never (dequantize / bf16 copy + cuBLAS), 1 always, -1 (unset) auto */
@@ -326,7 +320,7 @@ static int ensure_act(cu_impl *ci, const tl_config *c, int n_tok, tl_error *e) {
                     part_tok * c->n_head * ci->max_split * (c->head_dim + 2);
     size_t ws = tl_cu_q4t_ws_bytes((int64_t)W);
     size_t bytes = floats * 4 + (size_t)T * W * 2 + (size_t)CU_DEQ_ELEMS * 2 + ws + part_tok * c->n_head_kv * 4 +
-                   256 + 20 * 256; /* + the chain barrier, + the 256-byte alignment of each carve */
+                   16 * 256; /* + the 256-byte alignment of each carve */
     void *p;
     if (cudaMalloc(&p, bytes) != cudaSuccess) {
         cudaGetLastError();
@@ -354,12 +348,7 @@ static int ensure_act(cu_impl *ci, const tl_config *c, int n_tok, tl_error *e) {
     CARVE(ci->deq, (size_t)CU_DEQ_ELEMS, uint16_t);
     CARVE(ci->gemv_ws, ws, char);
     CARVE(ci->att_cnt, part_tok * c->n_head_kv, int);
-    CARVE(ci->chain_bar, 64, unsigned);
 #undef CARVE
-    if (cudaMemset(ci->chain_bar, 0, 64 * sizeof(unsigned)) != cudaSuccess) {
-        cudaGetLastError();
-        return tl_errf(e, "cuda: cannot clear the GEMV chain barrier");
-    }
     if (cudaMemset(ci->att_cnt, 0, part_tok * c->n_head_kv * 4) != cudaSuccess) {
         cudaGetLastError();
         return tl_errf(e, "cuda: cannot clear the attention counters");
@@ -808,62 +797,18 @@ static int decode_fused(const cu_impl *ci, const tl_config *c, int T) {
            tl_cu_q4g_fits((int64_t)c->n_head * c->head_dim, T) && tl_cu_q4g_fits(c->n_ff, T);
 }
 
-/* The matrix forward_decode reads as its i-th GEMV (4 a layer: q/k/v, o, gate/up, down; then lm_head) */
-static const tl_cu_q4 *decode_mat(const cu_impl *ci, int n_layer, int i) {
-    if (i >= 4 * n_layer) return i == 4 * n_layer && ci->lm_head.is_q4 ? &ci->lm_head.q : NULL;
-    const cu_layer *L = &ci->layers[i / 4];
-    const cu_mat *M = i % 4 == 0 ? &L->qkv : i % 4 == 1 ? &L->o : i % 4 == 2 ? &L->gu : &L->down;
-    return &M->q;
-}
-
-/* a->pf_*: the first `bytes` of the weights read after GEMV i, in the order the GEMVs read them (whole
- * 16-row tiles from the first: codes and their (scale | bias) words), at most two matrices. */
-static void pf_plan(const cu_impl *ci, int n_layer, int i, size_t bytes, tl_cu_gemv_args *a) {
-    a->pf_early = ci->pf_early, a->evict_first = ci->evict_first;
-    for (int r = 0; r < 4 && bytes; r += 2) {
-        const tl_cu_q4 *w = decode_mat(ci, n_layer, ++i);
-        if (!w || !w->tiled) return;
-        const size_t nt = (size_t)(w->rows + 15) / 16, tc = (size_t)w->cols / 64 * 512,
-                     ts = (size_t)w->cols / w->group * 64; /* bytes of a tile */
-        const size_t t = TL_MIN(nt, (bytes + tc + ts - 1) / (tc + ts));
-        a->pf_p[r] = w->codes, a->pf_n[r] = t * tc;
-        a->pf_p[r + 1] = w->sb, a->pf_n[r + 1] = t * ts;
-        bytes -= TL_MIN(bytes, t * (tc + ts));
-    }
-}
-
-/* The four GEMVs of layer l in a decode step: q/k/v (RMSNorm'ed x), o (+= x), gate/up (RMSNorm'ed x), down
- * (SiLU(gate) * up, += x), with forward_decode's switches (probe, L2 prefetch). */
-static void decode_gemvs(const cu_impl *ci, const tl_config *c, int l, int T, int pdl, tl_cu_gemv_args g[4]) {
-    const cu_layer *L = &ci->layers[l];
-    const int E = c->n_embd, QD = c->n_head * c->head_dim, F = c->n_ff;
-    g[0] = (tl_cu_gemv_args){.w = &L->qkv.q, .x = ci->x, .x_stride = E, .x_mode = TL_CU_X_RMSNORM,
-                             .norm_w = L->attn_norm, .eps = c->rms_eps, .bias = L->qkv.bias, .y = ci->qkv,
-                             .n_tok = T, .pdl = pdl};
-    g[1] = (tl_cu_gemv_args){.w = &L->o.q, .x = ci->att, .x_stride = QD, .bias = L->o.bias, .resid = ci->x,
-                             .y = ci->x, .n_tok = T, .pdl = pdl};
-    g[2] = (tl_cu_gemv_args){.w = &L->gu.q, .x = ci->x, .x_stride = E, .x_mode = TL_CU_X_RMSNORM,
-                             .norm_w = L->ffn_norm, .eps = c->rms_eps, .bias = L->gu.bias, .y = ci->gu,
-                             .n_tok = T, .pdl = pdl};
-    g[3] = (tl_cu_gemv_args){.w = &L->down.q, .x = ci->gu, .x_stride = 2 * F, .x_mode = TL_CU_X_SILU,
-                             .bias = L->down.bias, .resid = ci->x, .y = ci->x, .n_tok = T, .pdl = pdl};
-    for (int k = 0; k < 4; k++) {
-        g[k].impl = ci->probe, g[k].ring = ci->ring, g[k].ring_pre = ci->ring_pre;
-        if (ci->l2pf) pf_plan(ci, c->n_layer, 4 * l + k, ci->l2pf, &g[k]);
-    }
-}
-
-/* A decode-sized step in 4 kernels a layer instead of ~18: the RMSNorms run in the prologue of the GEMV
+/* A decode-sized step in 7 kernels a layer instead of ~18: the RMSNorms run in the prologue of the GEMV
  * that reads them (q/k/v, gate/up), SiLU*up in down_proj's, and the residual adds in the epilogues of
- * o_proj and down_proj (x += W h, in place); x -> fp16 inside each GEMV. Layer: RoPE + KV write, attention +
- * split merge (by build_meta's plan), then one chain launch of o, gate/up, down and the next layer's q/k/v
- * GEMVs (the weights stream on across the grid barriers between them; TL_CUDA_CHAIN=0: four launches). Every
- * kernel is a programmatic dependent launch (unless TL_CUDA_PDL=0): its weight loads start during the
- * previous kernel's tail. */
+ * o_proj and down_proj (x += W h, in place); x -> fp16 inside each GEMV. Every kernel of a layer is a
+ * programmatic dependent launch (unless TL_CUDA_PDL=0): its weight loads start during the previous
+ * kernel's tail. Layer: qkv GEMV, RoPE + KV write, attention + split merge (by build_meta's plan), o GEMV,
+ * gate/up GEMV, down GEMV. The GEMV rings hold CU_DECODE_RING stages, not all that shared memory allows:
+ * the x prologue's L2 reads queue behind less of the ring's DRAM traffic (7B on an H100: 2.36-2.37 against
+ * 2.48-2.55 ms/token; a layer's four GEMVs alone 68.7 against 74.5 us). */
 static int forward_decode(cu_impl *ci, const tl_model *m, tl_kv *kv, int T, int n_logits, int max_ctx, float *logits,
                           tl_error *e) {
     const tl_config *c = &m->cfg;
-    const int E = c->n_embd, hd = c->head_dim, pdl = !ci->no_pdl;
+    const int E = c->n_embd, hd = c->head_dim, F = c->n_ff, pdl = !ci->no_pdl;
     const int32_t *d_tok = ci->meta_d, *d_pos = d_tok + T, *d_slot = d_pos + T, *d_ctx = d_slot + T,
                   *d_off = d_ctx + T, *d_lr = d_off + T, *d_bt = d_lr + n_logits, *d_tiles = d_bt + ci->n_bt;
     const int QD = c->n_head * hd, RW = QD + 2 * c->n_head_kv * hd;
@@ -872,12 +817,12 @@ static int forward_decode(cu_impl *ci, const tl_model *m, tl_kv *kv, int T, int 
     cudaStream_t st = ci->st;
     if (tl_cu_embed(ci->embd.is_q4 ? &ci->embd.q : NULL, ci->embd.bf16, c->n_vocab, E, d_tok, T, ci->x, st, e))
         return -1;
-    const int chain = !ci->no_chain, sk = ci->dbg_skip;
-    tl_cu_gemv_args g[4], gn[4];
-    decode_gemvs(ci, c, 0, T, pdl, g);
-    if (chain && gemv(ci, &g[0], e)) return -1; /* layer 0's q/k/v; every later one ends the chain before it */
     for (int l = 0; l < c->n_layer; l++) {
+        const cu_layer *L = &ci->layers[l];
         void *kc = (char *)kv->k + (size_t)l * layer_bytes, *vc = (char *)kv->v + (size_t)l * layer_bytes;
+        tl_cu_gemv_args qkv = {.w = &L->qkv.q, .x = ci->x, .x_stride = E, .x_mode = TL_CU_X_RMSNORM,
+                               .norm_w = L->attn_norm, .eps = c->rms_eps, .bias = L->qkv.bias, .y = ci->qkv,
+                               .n_tok = T, .pdl = pdl};
         tl_cu_rope_args ra = {.qkv = ci->qkv, .n_tok = T, .n_head = c->n_head, .n_head_kv = c->n_head_kv,
                               .head_dim = hd, .pos = d_pos, .slot = d_slot, .theta = c->rope_theta,
                               .neox = c->rope == TL_ROPE_NEOX, .kcache = kc, .vcache = vc, .kv_dtype = kv->dtype,
@@ -888,22 +833,21 @@ static int forward_decode(cu_impl *ci, const tl_model *m, tl_kv *kv, int T, int 
                               .ctx_len = d_ctx, .bt_off = d_off, .bt = d_bt, .partial = ci->partial,
                               .max_split = ci->max_split, .max_ctx = max_ctx, .n_sm = ci->n_sm, .pdl = pdl,
                               .split_keys = ci->split_keys, .counters = ci->merge_last ? ci->att_cnt : NULL};
-        if ((!chain && !(sk & 1) && gemv(ci, &g[0], e)) ||
+        tl_cu_gemv_args o = {.w = &L->o.q, .x = ci->att, .x_stride = QD, .bias = L->o.bias, .resid = ci->x,
+                             .y = ci->x, .n_tok = T, .pdl = pdl};
+        tl_cu_gemv_args gu = {.w = &L->gu.q, .x = ci->x, .x_stride = E, .x_mode = TL_CU_X_RMSNORM,
+                              .norm_w = L->ffn_norm, .eps = c->rms_eps, .bias = L->gu.bias, .y = ci->gu,
+                              .n_tok = T, .pdl = pdl};
+        tl_cu_gemv_args down = {.w = &L->down.q, .x = ci->gu, .x_stride = 2 * F, .x_mode = TL_CU_X_SILU,
+                                .bias = L->down.bias, .resid = ci->x, .y = ci->x, .n_tok = T, .pdl = pdl};
+        tl_cu_gemv_args *g4[4] = {&qkv, &o, &gu, &down};
+        for (int k = 0; k < 4; k++) g4[k]->impl = ci->probe, g4[k]->ring = ci->ring;
+        const int sk = ci->dbg_skip;
+        if ((!(sk & 1) && gemv(ci, &qkv, e)) ||
             (!(sk & 2) && (tl_cu_rope_kv_write(&ra, st, e) || pmark(ci, P_OTHER) || attention(ci, &aa, d_tiles, e) ||
-                           pmark(ci, P_ATTN))))
+                           pmark(ci, P_ATTN))) ||
+            (!(sk & 4) && gemv(ci, &o, e)) || (!(sk & 8) && gemv(ci, &gu, e)) || (!(sk & 16) && gemv(ci, &down, e)))
             return -1;
-        if (l + 1 < c->n_layer) decode_gemvs(ci, c, l + 1, T, pdl, gn);
-        if (chain) { /* o -> gate/up -> down -> the next layer's q/k/v, one launch */
-            tl_cu_gemv_args jobs[4] = {g[1], g[2], g[3], gn[0]};
-            pmark(ci, P_OTHER);
-            int r = tl_cu_q4g_chain(jobs, l + 1 < c->n_layer ? 4 : 3, ci->chain_bar, st, e);
-            pmark(ci, P_MATMUL);
-            if (r) return -1;
-        } else if ((!(sk & 4) && gemv(ci, &g[1], e)) || (!(sk & 8) && gemv(ci, &g[2], e)) ||
-                   (!(sk & 16) && gemv(ci, &g[3], e))) {
-            return -1;
-        }
-        if (l + 1 < c->n_layer) memcpy(g, gn, sizeof g);
     }
     return forward_tail(ci, c, T, n_logits, NULL, d_lr, logits, e);
 }
@@ -1000,16 +944,8 @@ static int cu_run(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *
     ci->split_keys = sk ? atoi(sk) : 0;
     const char *am = getenv("TL_CUDA_ATT_MERGE");
     ci->merge_last = am && !strcmp(am, "last");
-    const char *pf = getenv("TL_CUDA_L2PF"), *pe = getenv("TL_CUDA_L2PF_EARLY"), *ef = getenv("TL_CUDA_EVICT_FIRST");
-    ci->l2pf = pf ? (size_t)(atof(pf) * 1048576.0) / 256 * 256 : 0;
-    ci->pf_early = pe && !strcmp(pe, "1");
-    ci->evict_first = ef && !strcmp(ef, "1");
     const char *rg = getenv("TL_CUDA_RING");
-    ci->ring = rg ? atoi(rg) : 0;
-    const char *rp = getenv("TL_CUDA_RING_PRE");
-    ci->ring_pre = rp ? atoi(rp) : 0;
-    const char *ch = getenv("TL_CUDA_CHAIN");
-    ci->no_chain = ch && !strcmp(ch, "0");
+    ci->ring = rg ? atoi(rg) : CU_DECODE_RING;
     const char *ds = getenv("TL_CUDA_DBG_SKIP"), *gp = getenv("TL_CUDA_GEMV_PROBE");
     ci->dbg_skip = ds ? atoi(ds) : 0;
     ci->probe = gp && !strcmp(gp, "ring") ? TL_CU_GEMV_RING : gp && !strcmp(gp, "math") ? TL_CU_GEMV_MATH : 0;
@@ -1037,8 +973,7 @@ static int cu_run(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *
                                  .split_keys = decode_fused(ci, c, T) ? ci->split_keys : 0};
         intptr_t key[CU_GKEY] = {T, b->n_logits, tl_cu_attention_splits(&probe), (intptr_t)kv->k, (intptr_t)kv->dtype,
                                  kv->n_blocks, ci->gemv_old, ci->no_fuse, ci->no_pdl, ci->merge_last, ci->attn_dec,
-                                 (intptr_t)ci->l2pf, ci->pf_early, ci->evict_first, ci->dbg_skip, ci->probe,
-                                 ci->no_chain, ci->ring, ci->ring_pre};
+                                 ci->ring, ci->dbg_skip, ci->probe};
         if (!ci->gexec || memcmp(key, ci->gkey, sizeof key)) {
             graph_drop(ci);
             cudaGraph_t g;

@@ -72,26 +72,12 @@ typedef struct tl_cu_gemv_args {
                * results): the weight ring without the math (consumers wait and release stages), the math without
                * the ring (no loads, no waits); n_tok <= 8, group 64, fp16 */
     int ring; /* at most this many ring stages (0: as many as fit; tests use 2 to wrap the ring often) */
-    int ring_pre; /* > 0: stages issued before the x prologue is done (its L2 reads then wait behind less traffic) */
-    /* L2 prefetch, issued by the producer warps: byte ranges (16-aligned, lengths multiples of 16, NULL: none)
-     * the next kernels will read, pulled into L2 while this one runs, so that the memory keeps streaming
-     * across kernel boundaries and the attention kernels. pf_early: at the kernel's start (else once the
-     * block has issued its own weights). evict_first: the ring's own loads marked evict-first in L2. */
-    const void *pf_p[4];
-    size_t pf_n[4];
-    int pf_early, evict_first;
-    int dbg; /* benchmark probes only (wrong results), bits: 1 no grid barrier between a chain's jobs, 2 no x
-              * prologue, 4 no epilogue loads / stores, 8 the two-pass RMSNorm prologue even at n_tok 1 */
+    int dbg; /* benchmark probes only (wrong results), bits: 2 no x prologue, 4 no epilogue loads / stores,
+              * 8 the two-pass RMSNorm prologue even at n_tok 1 (what each costs) */
 } tl_cu_gemv_args;
 enum { TL_CU_GEMV_V3 = 5, TL_CU_GEMV_RING = 6, TL_CU_GEMV_MATH = 7 };
 int tl_cu_q4g_fits(int64_t cols, int n_tok);
 int tl_cu_q4g_gemv(const tl_cu_gemv_args *a, cudaStream_t st, tl_error *e);
-/* n (1..4) GEMVs in one launch, each job reading what the one before wrote (e.g. o -> gate/up -> down ->
- * the next layer's q/k/v): the blocks meet at a grid barrier between jobs while the weights keep streaming.
- * Every job as tl_cu_q4g_gemv would compute it, bit for bit; the jobs share group, scale type, n_tok and
- * impl; pdl and ring are a[0]'s, the L2 prefetch the last job's. bar: 2 device words, zero before the first
- * use (the barrier resets itself); one chain at a time may use them. */
-int tl_cu_q4g_chain(const tl_cu_gemv_args *a, int n, unsigned *bar, cudaStream_t st, tl_error *e);
 
 /* INT4 GEMM on tensor cores on the tiled layout (q4_gemm.cu), for 17..512 token rows (batched decode, mixed
  * batches; any n >= 1 works): y[n, rows] = x[n, cols] @ W^T (+ bias). x is rounded to fp16 into xh, weights are
