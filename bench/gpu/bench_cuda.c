@@ -135,6 +135,9 @@ static void layer_bench(double copy) {
     static const struct { const char *name; int ring, dbg, impl; } lv[] = {
         {"ring as deep as fits", 0, 0, 0},
         {"ring <= 4 (forward_decode's)", 4, 0, 0},
+        {"v4 (reducer warp), ring <= 4", 4, 0, TL_CU_GEMV_V4},
+        {"v4 (reducer warp), ring as deep as fits", 0, 0, TL_CU_GEMV_V4},
+        {"v4 (reducer warp), ring <= 6", 6, 0, TL_CU_GEMV_V4},
         {"ring <= 6", 6, 0, 0},
         {"ring <= 3", 3, 0, 0},
         {"no x prologue (probe)", 0, 2, 0},
@@ -148,6 +151,7 @@ static void layer_bench(double copy) {
         {"math alone, no pro/epilogue", 0, 6, TL_CU_GEMV_MATH},
         {"ring as deep as fits (again)", 0, 0, 0},
         {"ring <= 4 (again)", 4, 0, 0},
+        {"v4 (reducer warp), ring <= 4 (again)", 4, 0, TL_CU_GEMV_V4},
     };
     const int nvn = (int)(sizeof lv / sizeof lv[0]);
     for (int v = 0; v < nvn; v++) {
@@ -541,10 +545,12 @@ static void decode_variants(const char *spec, double copy) {
      * parts of the step out or run GEMV probes (wrong results): the step's time without them says what
      * they cost inside the graph. */
     static const char *const keys[] = {"TL_CUDA_GEMV", "TL_CUDA_FUSE", "TL_CUDA_PDL", "TL_CUDA_SPLIT_KEYS",
-                                       "TL_CUDA_ATT_MERGE", "TL_CUDA_DBG_SKIP", "TL_CUDA_GEMV_PROBE", "TL_CUDA_RING"};
+                                       "TL_CUDA_ATT_MERGE", "TL_CUDA_DBG_SKIP", "TL_CUDA_GEMV_PROBE", "TL_CUDA_RING",
+                                       "TL_CUDA_GEMV_V"};
     const int nkeys = (int)(sizeof keys / sizeof keys[0]);
     static const char *const var[][2] = {
         {"default (ring <= 4, PDL)", ""},
+        {"v4 GEMV (reducer warp)", "TL_CUDA_GEMV_V=4"},
         {"old (q4_mma GEMV, unfused)", "TL_CUDA_GEMV=mma TL_CUDA_FUSE=0 TL_CUDA_PDL=0"},
         {"ring as deep as fits", "TL_CUDA_RING=0"},
         {"no PDL", "TL_CUDA_PDL=0"},
@@ -562,6 +568,10 @@ static void decode_variants(const char *spec, double copy) {
         {"default, greedy sampled on the GPU", "SAMPLE"},
         {"default again", ""},
         {"default, greedy sampled on the GPU, again", "SAMPLE"},
+        {"v4 GEMV (reducer warp), again", "TL_CUDA_GEMV_V=4"},
+        {"v4 GEMV, ring <= 6", "TL_CUDA_GEMV_V=4 TL_CUDA_RING=6"},
+        {"default again", ""},
+        {"v4 GEMV (reducer warp), again", "TL_CUDA_GEMV_V=4"},
     };
     const int nvar = (int)(sizeof var / sizeof var[0]);
     size_t kvb = (size_t)(ctx_dec + 32) * cf->n_layer * cf->n_head_kv * cf->head_dim * 2 * 2;

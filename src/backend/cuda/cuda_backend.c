@@ -949,6 +949,8 @@ static int cu_run(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *
     const char *ds = getenv("TL_CUDA_DBG_SKIP"), *gp = getenv("TL_CUDA_GEMV_PROBE");
     ci->dbg_skip = ds ? atoi(ds) : 0;
     ci->probe = gp && !strcmp(gp, "ring") ? TL_CU_GEMV_RING : gp && !strcmp(gp, "math") ? TL_CU_GEMV_MATH : 0;
+    const char *gvv = getenv("TL_CUDA_GEMV_V");
+    if (!ci->probe && gvv && !strcmp(gvv, "4")) ci->probe = TL_CU_GEMV_V4;
     const char *qg = getenv("TL_CUDA_Q4GEMM");
     ci->q4gemm = qg ? atoi(qg) != 0 : -1;
     void *act_before = ci->act;

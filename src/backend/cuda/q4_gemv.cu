@@ -181,11 +181,12 @@ static __device__ __forceinline__ void gs_compute_lean(const uint4 (&qw)[KW], co
 static __host__ __device__ constexpr int gs_stage_bytes(int SK, int G) { return SK * (512 + 64 * 64 / G); }
 
 template <int NTILE, bool BF16, int G, int W, int KW, int MODE>
-__global__ void __launch_bounds__(32 * (W + 1), 1) q4s_kernel(const q4g_params p, int ns) {
+__global__ void __launch_bounds__(32 * (W + 1 + (MODE == 4)), 1) q4s_kernel(const q4g_params p, int ns) {
     constexpr int SK = W * KW, SBKB = 64 * 64 / G, SB = gs_stage_bytes(SK, G), NT = 32 * W;
+    constexpr bool RD = MODE == 4; /* v4: warp W + 1 reduces the tiles (rfull / rempty), consumers never bar.sync */
     constexpr int NGK = G < 64 ? 64 / G : 1;
     extern __shared__ __align__(128) unsigned char gs_smem[];
-    __shared__ __align__(8) uint64_t full[GS_NSMAX], empty[GS_NSMAX];
+    __shared__ __align__(8) uint64_t full[GS_NSMAX], empty[GS_NSMAX], rfull[2], rempty[2];
     __shared__ float red[2][W][NTILE][4][32];
     __shared__ float s_inv[16], s_ss[W][16];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
@@ -196,6 +197,8 @@ __global__ void __launch_bounds__(32 * (W + 1), 1) q4s_kernel(const q4g_params p
     float *gs = (float *)(gs_smem + (size_t)ns * SB + (size_t)n_tok * KP * 2);
     if (threadIdx.x == 0) {
         for (int s = 0; s < ns; s++) gs_bar_init(&full[s], 1), gs_bar_init(&empty[s], W);
+        if (RD)
+            for (int b = 0; b < 2; b++) gs_bar_init(&rfull[b], W), gs_bar_init(&rempty[b], 1);
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     }
     __syncthreads();
@@ -216,6 +219,48 @@ __global__ void __launch_bounds__(32 * (W + 1), 1) q4s_kernel(const q4g_params p
                             &full[s]);
                     if (++s == ns) s = 0, ph ^= 1u;
                 }
+        }
+        return;
+    }
+    if (RD && warp == W + 1) { /* ---- v4's reducer: tile k's partials (red[k & 1]) summed in warp order, the
+                                * epilogue; its bias / residual loads issued before the partials are in ---- */
+        tl_cu_pdl_wait();
+        int rb = 0;
+        unsigned rph = 0u; /* bit b: parity of red[b]'s next use */
+        for (int tile = blockIdx.x; tile < p.ntiles; tile += gridDim.x) {
+            constexpr int PER = NTILE * 128 / 32;
+            float add[PER];
+            size_t off[PER];
+            bool ok[PER];
+#pragma unroll
+            for (int j = 0; j < PER; j++) {
+                const int idx = j * 32 + lane, n = idx >> 7, i = (idx >> 5) & 3, l = idx & 31;
+                const int r = tile * 16 + (l >> 2) + (i >= 2 ? 8 : 0), t = n * 8 + 2 * (l & 3) + (i & 1);
+                ok[j] = r < p.rows && t < n_tok && !(p.dbg & 4);
+                off[j] = (size_t)t * p.rows + r;
+                add[j] = 0.f;
+                if (ok[j] && p.bias) add[j] = p.bias[r];
+            }
+            float res[PER];
+#pragma unroll
+            for (int j = 0; j < PER; j++) res[j] = ok[j] && p.resid ? p.resid[off[j]] : 0.f;
+            gs_bar_wait(&rfull[rb], (rph >> rb) & 1u);
+#pragma unroll
+            for (int j = 0; j < PER; j++) {
+                const int idx = j * 32 + lane, n = idx >> 7, i = (idx >> 5) & 3, l = idx & 31;
+                float v = 0.f;
+#pragma unroll
+                for (int w2 = 0; w2 < W; w2++) v += red[rb][w2][n][i][l];
+                if (ok[j]) {
+                    if (p.bias) v += add[j];
+                    if (p.resid) v += res[j];
+                    p.y[off[j]] = v;
+                }
+            }
+            __syncwarp();
+            if (lane == 0) gs_bar_arrive_sa(gs_sa(&rempty[rb]));
+            rph ^= 1u << rb;
+            rb ^= 1;
         }
         return;
     }
@@ -354,6 +399,7 @@ __global__ void __launch_bounds__(32 * (W + 1), 1) q4s_kernel(const q4g_params p
     const unsigned char *my_q = ring + l0 * 512 + lane * 16, *my_s = ring + SK * 512 + l0 * SBKB + 4 * g;
     const uint32_t full_sa = gs_sa(full), empty_sa = gs_sa(empty);
     int s = 0, rb = 0;
+    unsigned eph = 0u; /* v4: bit b: parity of red[b]'s uses so far */
     unsigned ph = 0;
     for (int tile = blockIdx.x; tile < p.ntiles; tile += gridDim.x) {
         float acc[NTILE][4];
@@ -395,25 +441,37 @@ __global__ void __launch_bounds__(32 * (W + 1), 1) q4s_kernel(const q4g_params p
                 else if (nu == 3) gs_compute_lean<NTILE, BF16, G, KW, KW >= 3 ? 3 : 1, 0>(qw, sw, acc, kb0 + l0, xb, g0, g1);
             }
         }
+        if (RD) { /* hand the partials to the reducer: wait until it has read this buffer's previous tile */
+            gs_bar_wait(&rempty[rb], ((eph >> rb) & 1u) ^ 1u); /* first use: parity 1 of a fresh barrier: done */
 #pragma unroll
-        for (int n = 0; n < NTILE; n++)
+            for (int n = 0; n < NTILE; n++)
 #pragma unroll
-            for (int i = 0; i < 4; i++) red[rb][warp][n][i][lane] = acc[n][i];
-        gs_sync<NT>();
-        for (int idx = threadIdx.x; idx < NTILE * 128; idx += NT) {
-            const int n = idx >> 7, i = (idx >> 5) & 3, l = idx & 31;
-            float v = 0.f;
+                for (int i = 0; i < 4; i++) red[rb][warp][n][i][lane] = acc[n][i];
+            __syncwarp();
+            if (lane == 0) gs_bar_arrive_sa(gs_sa(&rfull[rb]));
+            eph ^= 1u << rb;
+            rb ^= 1;
+        } else {
 #pragma unroll
-            for (int w2 = 0; w2 < W; w2++) v += red[rb][w2][n][i][l];
-            const int r = tile * 16 + (l >> 2) + (i >= 2 ? 8 : 0), t = n * 8 + 2 * (l & 3) + (i & 1);
-            if (r < p.rows && t < n_tok && !(p.dbg & 4)) {
-                const size_t o = (size_t)t * p.rows + r;
-                if (p.bias) v += p.bias[r];
-                if (p.resid) v += p.resid[o];
-                p.y[o] = v;
+            for (int n = 0; n < NTILE; n++)
+#pragma unroll
+                for (int i = 0; i < 4; i++) red[rb][warp][n][i][lane] = acc[n][i];
+            gs_sync<NT>();
+            for (int idx = threadIdx.x; idx < NTILE * 128; idx += NT) {
+                const int n = idx >> 7, i = (idx >> 5) & 3, l = idx & 31;
+                float v = 0.f;
+#pragma unroll
+                for (int w2 = 0; w2 < W; w2++) v += red[rb][w2][n][i][l];
+                const int r = tile * 16 + (l >> 2) + (i >= 2 ? 8 : 0), t = n * 8 + 2 * (l & 3) + (i & 1);
+                if (r < p.rows && t < n_tok && !(p.dbg & 4)) {
+                    const size_t o = (size_t)t * p.rows + r;
+                    if (p.bias) v += p.bias[r];
+                    if (p.resid) v += p.resid[o];
+                    p.y[o] = v;
+                }
             }
+            rb ^= 1;
         }
-        rb ^= 1;
     }
 }
 
@@ -442,7 +500,7 @@ static cudaError_t q4s_launch(const q4g_params &p, size_t xbytes, cudaStream_t s
             (err = cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev)) ||
             (err = cudaFuncGetAttributes(&fa, k)) ||
             (err = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, optin - (int)fa.sharedSizeBytes)) ||
-            (err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ_regs, k, 32 * (W + 1), 0)) ||
+            (err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ_regs, k, 32 * (W + 1 + (MODE == 4)), 0)) ||
             (err = cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev)))
             return err;
         stat_smem = (int)fa.sharedSizeBytes;
@@ -465,7 +523,7 @@ static cudaError_t q4s_launch(const q4g_params &p, size_t xbytes, cudaStream_t s
         if (ns < 2) return cudaErrorInvalidConfiguration;
     }
     const size_t smem = (size_t)ns * SB + xbytes;
-    return tl_cu_launch(k, dim3((unsigned)grid), dim3(32 * (W + 1)), smem, st, pdl, p, (int)ns);
+    return tl_cu_launch(k, dim3((unsigned)grid), dim3(32 * (W + 1 + (MODE == 4))), smem, st, pdl, p, (int)ns);
 }
 
 extern "C" int tl_cu_q4g_gemv(const tl_cu_gemv_args *a, cudaStream_t st, tl_error *e) {
@@ -488,12 +546,17 @@ extern "C" int tl_cu_q4g_gemv(const tl_cu_gemv_args *a, cudaStream_t st, tl_erro
         err = a->impl == TL_CU_GEMV_RING ? q4s_launch<1, false, 64, 16, 2, 2>(p, smem, st, a->pdl, a->ring)
                                          : q4s_launch<1, false, 64, 16, 2, 3>(p, smem, st, a->pdl, a->ring);
     } else {
-#define GS_G(NT, BF)                                                              \
-    (w->group == 32   ? q4s_launch<NT, BF, 32, 16, 2, 1>(p, smem, st, a->pdl, a->ring)  \
-     : w->group == 64 ? q4s_launch<NT, BF, 64, 16, 2, 1>(p, smem, st, a->pdl, a->ring)  \
-                      : q4s_launch<NT, BF, 128, 16, 2, 1>(p, smem, st, a->pdl, a->ring))
-        if (a->n_tok <= 8) err = w->sb_bf16 ? GS_G(1, true) : GS_G(1, false);
-        else err = w->sb_bf16 ? GS_G(2, true) : GS_G(2, false);
+#define GS_G(NT, BF, M)                                                              \
+    (w->group == 32   ? q4s_launch<NT, BF, 32, 16, 2, M>(p, smem, st, a->pdl, a->ring)  \
+     : w->group == 64 ? q4s_launch<NT, BF, 64, 16, 2, M>(p, smem, st, a->pdl, a->ring)  \
+                      : q4s_launch<NT, BF, 128, 16, 2, M>(p, smem, st, a->pdl, a->ring))
+        if (a->impl == TL_CU_GEMV_V4) {
+            if (a->n_tok <= 8) err = w->sb_bf16 ? GS_G(1, true, 4) : GS_G(1, false, 4);
+            else err = w->sb_bf16 ? GS_G(2, true, 4) : GS_G(2, false, 4);
+        } else {
+            if (a->n_tok <= 8) err = w->sb_bf16 ? GS_G(1, true, 1) : GS_G(1, false, 1);
+            else err = w->sb_bf16 ? GS_G(2, true, 1) : GS_G(2, false, 1);
+        }
 #undef GS_G
     }
     if (err != cudaSuccess) return tl_errf(e, "cuda: q4g_gemv: %s", cudaGetErrorString(err));
