@@ -443,7 +443,8 @@ static void decode_variants(const char *spec, double copy) {
      * they cost inside the graph. */
     static const char *const keys[] = {"TL_CUDA_GEMV", "TL_CUDA_FUSE", "TL_CUDA_PDL", "TL_CUDA_SPLIT_KEYS",
                                        "TL_CUDA_ATT_MERGE", "TL_CUDA_L2PF", "TL_CUDA_L2PF_EARLY",
-                                       "TL_CUDA_EVICT_FIRST", "TL_CUDA_DBG_SKIP", "TL_CUDA_GEMV_PROBE"};
+                                       "TL_CUDA_EVICT_FIRST", "TL_CUDA_DBG_SKIP", "TL_CUDA_GEMV_PROBE",
+                                       "TL_CUDA_ATT_FUSE"};
     const int nkeys = (int)(sizeof keys / sizeof keys[0]);
     static const char *const var[][2] = {
         {"default (fused, PDL)", ""},
@@ -469,6 +470,15 @@ static void decode_variants(const char *spec, double copy) {
         {"probe: GEMV ring alone", "TL_CUDA_GEMV_PROBE=ring"},
         {"probe: GEMV math alone", "TL_CUDA_GEMV_PROBE=math"},
         {"probe: ring alone, L2 prefetch 16 MB", "TL_CUDA_GEMV_PROBE=ring TL_CUDA_L2PF=16"},
+        /* RoPE + attention: the fused kernel (default) against the rope kernel + decode attention (+ merge) */
+        {"attn: unfused (rope + attn + merge)", "TL_CUDA_ATT_FUSE=0"},
+        {"attn: unfused, attn w/o PDL (a865b60)", "TL_CUDA_ATT_FUSE=nopdl"},
+        {"attn: unfused, merge in attn kernel", "TL_CUDA_ATT_FUSE=0 TL_CUDA_ATT_MERGE=last"},
+        {"attn: fused, merge kernel", "TL_CUDA_ATT_MERGE=kernel"},
+        {"attn: fused, >= 256 keys a slice", "TL_CUDA_SPLIT_KEYS=256"},
+        {"attn: fused, >= 64 keys a slice", "TL_CUDA_SPLIT_KEYS=64"},
+        {"attn: fused, one slice", "TL_CUDA_SPLIT_KEYS=100000"},
+        {"attn: skip RoPE + attention", "TL_CUDA_DBG_SKIP=2"},
         {"default again", ""},
     };
     const int nvar = (int)(sizeof var / sizeof var[0]);
@@ -491,7 +501,7 @@ static void decode_variants(const char *spec, double copy) {
         printf("decode batch 1 (%s, ctx %d) %-36s: %.3f ms/token, %.1f tok/s, %.2f TB/s = %.1f%% of copy %.2f TB/s\n",
                spec, ctx_dec, var[vi][0], tm * 1e3, 1 / tm, bw, 100 * bw / copy, copy);
         printf("RESULT decode_b1_v%d_ms %.4f\n", vi, tm * 1e3);
-        if (!prof && vi <= 8)
+        if (!prof && (vi <= 8 || !strncmp(var[vi][0], "attn", 4)))
             for (int n = 4; n <= 16; n *= 4) {
                 double tb[8];
                 for (int i = 0; i < 8; i++) tb[i] = step(bc, n, 1, ctx_dec + i, per);

@@ -35,7 +35,7 @@ static const char *const p_name[P_N] = {"other", "matmul", "attention", "lm_head
                                    * vs 9,429 output tok/s; GPU tests pass with it on); 0: attn.cu unless =tc */
 #define CU_PREFILL_ROWS 128       /* query rows per block of the prefill attention kernel (64 or 128): 128 measured
                                    * 210 vs 192 TFLOP/s at 4096 tokens (7B, H200), the end-to-end prefill 1% faster */
-#define CU_GKEY 16                /* graph key: the shape and switches a captured decode step depends on */
+#define CU_GKEY 18                /* graph key: the shape and switches a captured decode step depends on */
 #define CU_BIG_T 512              /* forwards of more tokens: bf16 activations into cuBLAS (layer_big) */
 #define CU_Q4GEMM_COPY_MAX 48     /* INT4 products of 17..CU_BIG_T rows take q4_gemm.cu's kernel up to this many rows */
 #define CU_Q4GEMM_NOCOPY_MAX 192  /* when the matrix has a bf16 copy (cuBLAS on it above), else up to this many.
@@ -94,7 +94,14 @@ typedef struct cu_impl {
     size_t l2pf;
     int pf_early, evict_first, dbg_skip, probe;
     int split_keys;        /* attention slices of the decode sequence: context positions per slice at least */
-    int merge_last;
+    int merge_last;        /* TL_CUDA_ATT_MERGE: 1 (=last) slices merged by the last one to finish, 0 (=kernel) by a
+                            * merge kernel, -1 (unset): last in the fused decode attention, else kernel */
+    /* TL_CUDA_ATT_FUSE: 1 (unset): forward_decode runs RoPE + KV write + attention (+ merge) as one kernel
+     * (tl_cu_attention_decode_rope) when every sequence has one new token; 0: rope kernel, then attention;
+     * nopdl (-1): as 0 with the decode attention kernels launched without PDL (as before the fused kernel) */
+    int att_fuse;
+    int dec1;              /* build_meta: every sequence of the batch has at most one new token */
+    int fuse_on;           /* this step takes the fused kernel (att_fuse, dec1, decode kernel, no prefill tiles) */
     int q4gemm;            /* TL_CUDA_Q4GEMM: 0 never (dequantize / bf16 copy + cuBLAS), 1 always, -1 (unset) auto */
     int all_tiled;         /* every matrix is tiled INT4 (no cuBLAS in decode steps) */
     int graph_ok;          /* all_tiled and TL_CUDA_GRAPH != 0 */
@@ -610,10 +617,12 @@ static int64_t build_meta(cu_impl *ci, const tl_config *c, const tl_kv *kv, cons
                           tl_error *e) {
     const int T = b->n_tok, bs = kv->block_size;
     int64_t n_bt = 0;
+    ci->dec1 = 1;
     for (int s = 0; s < b->n_seq; s++) {
         const tl_batch_seq *q = &b->seqs[s];
         if (q->tok_start < 0 || q->n_new < 0 || q->n_past < 0 || q->tok_start + q->n_new > T)
             return tl_errf(e, "batch: sequence %d out of range", s);
+        ci->dec1 &= q->n_new <= 1;
         n_bt += TL_CDIV(q->n_past + q->n_new, bs);
     }
     /* sequences adding more than a graph step's tokens go to the tensor-core prefill kernel (so graphs,
@@ -855,7 +864,9 @@ static int forward_decode(cu_impl *ci, const tl_model *m, tl_kv *kv, int T, int 
                               .kcache = kc, .vcache = vc, .kv_dtype = kv->dtype, .block_size = kv->block_size,
                               .ctx_len = d_ctx, .bt_off = d_off, .bt = d_bt, .partial = ci->partial,
                               .max_split = ci->max_split, .max_ctx = max_ctx, .n_sm = ci->n_sm, .pdl = pdl,
-                              .split_keys = ci->split_keys, .counters = ci->merge_last ? ci->att_cnt : NULL};
+                              .split_keys = ci->split_keys,
+                              .counters = ci->merge_last > 0 || (ci->merge_last < 0 && ci->fuse_on) ? ci->att_cnt : NULL};
+        if (ci->att_fuse < 0) aa.pdl = 0; /* TL_CUDA_ATT_FUSE=nopdl (comparisons) */
         tl_cu_gemv_args o = {.w = &L->o.q, .x = ci->att, .x_stride = QD, .bias = L->o.bias, .resid = ci->x,
                              .y = ci->x, .n_tok = T, .pdl = pdl};
         tl_cu_gemv_args gu = {.w = &L->gu.q, .x = ci->x, .x_stride = E, .x_mode = TL_CU_X_RMSNORM,
@@ -870,8 +881,11 @@ static int forward_decode(cu_impl *ci, const tl_model *m, tl_kv *kv, int T, int 
         }
         const int sk = ci->dbg_skip;
         if ((!(sk & 1) && gemv(ci, &qkv, e)) ||
-            (!(sk & 2) && (tl_cu_rope_kv_write(&ra, st, e) || pmark(ci, P_OTHER) || attention(ci, &aa, d_tiles, e) ||
-                           pmark(ci, P_ATTN))) ||
+            (!(sk & 2) && ci->fuse_on && (pmark(ci, P_OTHER) || tl_cu_attention_decode_rope(&aa, &ra, st, e) ||
+                                          pmark(ci, P_ATTN))) ||
+            (!(sk & 2) && !ci->fuse_on &&
+             (tl_cu_rope_kv_write(&ra, st, e) || pmark(ci, P_OTHER) || attention(ci, &aa, d_tiles, e) ||
+              pmark(ci, P_ATTN))) ||
             (!(sk & 4) && gemv(ci, &o, e)) || (!(sk & 8) && gemv(ci, &gu, e)) || (!(sk & 16) && gemv(ci, &down, e)))
             return -1;
     }
@@ -969,7 +983,9 @@ static int cu_run(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *
     const char *sk = getenv("TL_CUDA_SPLIT_KEYS");
     ci->split_keys = sk ? atoi(sk) : 0;
     const char *am = getenv("TL_CUDA_ATT_MERGE");
-    ci->merge_last = am && !strcmp(am, "last");
+    ci->merge_last = am && !strcmp(am, "last") ? 1 : am && !strcmp(am, "kernel") ? 0 : -1;
+    const char *af = getenv("TL_CUDA_ATT_FUSE");
+    ci->att_fuse = !af ? 1 : !strcmp(af, "0") ? 0 : !strcmp(af, "nopdl") ? -1 : 1;
     const char *pf = getenv("TL_CUDA_L2PF"), *pe = getenv("TL_CUDA_L2PF_EARLY"), *ef = getenv("TL_CUDA_EVICT_FIRST");
     ci->l2pf = pf ? (size_t)(atof(pf) * 1048576.0) / 256 * 256 : 0;
     ci->pf_early = pe && !strcmp(pe, "1");
@@ -986,6 +1002,7 @@ static int cu_run(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *
     double t0 = tl_now();
     int64_t nmeta = build_meta(ci, c, kv, b, &max_ctx, e);
     if (nmeta < 0) return -1;
+    ci->fuse_on = ci->att_fuse > 0 && ci->dec1 && ci->attn_dec && !ci->n_tiles && decode_fused(ci, c, T);
     double t1 = tl_now();
     if (ci->act != act_before || ci->meta_d != meta_before) graph_drop(ci);
     ci->n_pev = 0;
@@ -1001,7 +1018,8 @@ static int cu_run(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *
                                  .split_keys = decode_fused(ci, c, T) ? ci->split_keys : 0};
         intptr_t key[CU_GKEY] = {T, b->n_logits, tl_cu_attention_splits(&probe), (intptr_t)kv->k, (intptr_t)kv->dtype,
                                  kv->n_blocks, ci->gemv_old, ci->no_fuse, ci->no_pdl, ci->merge_last, ci->attn_dec,
-                                 (intptr_t)ci->l2pf, ci->pf_early, ci->evict_first, ci->dbg_skip, ci->probe};
+                                 (intptr_t)ci->l2pf, ci->pf_early, ci->evict_first, ci->dbg_skip, ci->probe,
+                                 ci->att_fuse, ci->fuse_on};
         if (!ci->gexec || memcmp(key, ci->gkey, sizeof key)) {
             graph_drop(ci);
             cudaGraph_t g;
