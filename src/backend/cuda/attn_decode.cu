@@ -34,16 +34,26 @@
  * attn_prefill.cu). */
 #include <math.h>
 
+#include <cooperative_groups.h>
+
 #include "backend/cuda/cu_common.cuh"
 #include "backend/cuda/cu_tc.cuh"
+
+namespace cg = cooperative_groups;
 
 #define AD_BN 64     /* keys per block tile */
 #define AD_NW 4      /* warps; warp w takes keys 16w .. 16w+15 of each tile */
 #define AD_MAXG 16   /* query heads per KV head: the 16 rows of the MMA */
+#define AD_MAXCL 8   /* slices merged through a thread-block cluster at most (the portable cluster size) */
 
 /* dynamic shared memory: Q [16][D] + K [2][64][D] + V [2][64][D], 16-bit; after the key loop the K/V area
- * holds the warps' O for the merge: [AD_NW][16][D + 8] floats (fits: 16 (D+8) 4 * 4 <= 4 * 64 * D * 2). */
+ * holds the warps' O for the merge: [AD_NW][16][D + 8] floats (fits: 16 (D+8) 4 * 4 <= 4 * 64 * D * 2), then
+ * (cluster merge) the slice's result m [16], l [16], acc [16][D] floats (fits: D = 64: 18.4 + 4.2 <= 32 KB;
+ * D = 128: 34.8 + 8.3 <= 64 KB). */
 template <int D> static constexpr int ad_smem() { return (16 + 4 * AD_BN) * D * 2; }
+template <int D> __host__ __device__ static constexpr int ad_slice_off() { return 16 * D * 2 + AD_NW * 16 * (D + 8) * 4; }
+static_assert(ad_slice_off<64>() + (32 + 16 * 64) * 4 <= ad_smem<64>(), "slice result area");
+static_assert(ad_slice_off<128>() + (32 + 16 * 128) * 4 <= ad_smem<128>(), "slice result area");
 
 /* kernel arguments (one struct: the fused variant adds the RoPE / cache-write fields) */
 struct ad_args {
@@ -58,13 +68,15 @@ struct ad_args {
     float *partial;
     int n_split;
     int *cnt;                  /* non-NULL (n_split > 1): the last slice to finish merges */
+    int cluster;               /* 1 (n_split > 1): launched as clusters of the n_split slices of a (token, KV
+                                * head); merged through distributed shared memory */
     const int32_t *pos, *slot; /* ROPE only */
     float theta;
     int neox;
 };
 
 /* out of one (token, head) from its n_split partials pp[s] = (m, l, acc[D]), in slice order (the merge
- * kernel and the in-kernel merge share it: same bits) */
+ * kernel and the in-kernel merge share it: same bits; the cluster merge repeats its arithmetic) */
 static __device__ __forceinline__ float ad_merge_one(const float *pp, int n_split, int D, int d) {
     float M = -INFINITY;
     for (int s = 0; s < n_split; s++) M = fmaxf(M, __ldcg(pp + s * (D + 2)));
@@ -72,8 +84,8 @@ static __device__ __forceinline__ float ad_merge_one(const float *pp, int n_spli
     if (M != -INFINITY)
         for (int s = 0; s < n_split; s++) {
             const float f = __expf(__ldcg(pp + s * (D + 2)) - M);
-            L += __ldcg(pp + s * (D + 2) + 1) * f;
-            A += __ldcg(pp + s * (D + 2) + 2 + d) * f;
+            L = fmaf(__ldcg(pp + s * (D + 2) + 1), f, L);
+            A = fmaf(__ldcg(pp + s * (D + 2) + 2 + d), f, A);
         }
     return L > 0.f ? A / L : 0.f;
 }
@@ -326,11 +338,41 @@ __global__ void __launch_bounds__(32 * AD_NW, 3) attn_decode_kernel(const ad_arg
         const int hq = g * G + h;
         if (n_split == 1) {
             a.out[((size_t)t * a.n_head + hq) * D + d] = L > 0.f ? A / L : 0.f;
+        } else if (a.cluster) { /* the slice's result in this block's shared memory (past the warps' O) */
+            float *sr = (float *)(ad_sm + ad_slice_off<D>());
+            if (d == 0) sr[h] = Mx * a.scale, sr[16 + h] = L;
+            sr[32 + h * D + d] = A;
         } else { /* attn.cu's partial: m in units of the scaled score (natural exp), l, acc[D] */
             float *pp = a.partial + (((size_t)t * a.n_head + hq) * n_split + split) * (D + 2);
             if (d == 0) pp[0] = Mx * a.scale, pp[1] = L;
             pp[2 + d] = A;
         }
+    }
+    /* cluster: the n_split blocks of (token, KV head) are one thread-block cluster; after a cluster barrier
+     * (release / acquire of the shared-memory results) block `split` merges outputs split * NT + tid, in
+     * steps of n_split * NT, reading every slice's (m, l, acc) from its block's shared memory in slice order
+     * (ad_merge_one's arithmetic: the merge kernel's bits); a second barrier keeps every block's shared
+     * memory alive until all reads are done. No global partials, no counters, no merge kernel. */
+    if (n_split > 1 && a.cluster) {
+        cg::cluster_group cl = cg::this_cluster();
+        cl.sync();
+        const float *sr = (const float *)(ad_sm + ad_slice_off<D>()); /* slice s's: cl.map_shared_rank(sr, s) */
+        for (int i = split * NT + tid; i < G * D; i += n_split * NT) {
+            const int h = i / D, d = i % D;
+            float M = -INFINITY;
+            for (int s = 0; s < n_split; s++) M = fmaxf(M, cl.map_shared_rank(sr, (unsigned)s)[h]);
+            float L = 0.f, A = 0.f;
+            if (M != -INFINITY)
+                for (int s = 0; s < n_split; s++) {
+                    const float *rs = cl.map_shared_rank(sr, (unsigned)s);
+                    const float f = __expf(rs[h] - M);
+                    L = fmaf(rs[16 + h], f, L);
+                    A = fmaf(rs[32 + h * D + d], f, A);
+                }
+            a.out[((size_t)t * a.n_head + g * G + h) * D + d] = L > 0.f ? A / L : 0.f;
+        }
+        cl.sync();
+        return;
     }
     /* cnt: the last slice of (token, KV head) to finish merges all slices (no merge kernel); it puts the
      * counter back to 0 for the next launch (CUDA graph replays). Release: every thread's partial stores
@@ -382,12 +424,26 @@ static int ad_launch(const tl_cu_attn_args *a, const tl_cu_rope_args *r, int n_s
     for (int i = 0; i < 31; i++)
         if (a->block_size == 1 << i) k.bs_log2 = i;
     k.ctx_len = a->ctx_len, k.bt_off = a->bt_off, k.bt = a->bt, k.partial = a->partial, k.n_split = n_split;
-    k.cnt = n_split > 1 ? a->counters : NULL;
+    k.cluster = n_split > 1 && n_split <= AD_MAXCL && a->merge_cluster;
+    k.cnt = n_split > 1 && !k.cluster ? a->counters : NULL;
     if (r) k.pos = r->pos, k.slot = r->slot, k.theta = r->theta, k.neox = r->neox;
     dim3 grid((unsigned)(a->n_tok * n_split), (unsigned)a->n_head_kv);
-    cudaError_t err = tl_cu_launch(attn_decode_kernel<D, DT, ROPE>, grid, dim3(32 * AD_NW), ad_smem<D>(), st, a->pdl, k);
+    cudaError_t err;
+    if (k.cluster) { /* clusters of the n_split slices (grid.x = n_tok * n_split: whole clusters) */
+        cudaLaunchConfig_t cfg = {};
+        cfg.gridDim = grid, cfg.blockDim = dim3(32 * AD_NW), cfg.dynamicSmemBytes = ad_smem<D>(), cfg.stream = st;
+        cudaLaunchAttribute at[2];
+        at[0].id = cudaLaunchAttributeClusterDimension;
+        at[0].val.clusterDim.x = (unsigned)n_split, at[0].val.clusterDim.y = 1, at[0].val.clusterDim.z = 1;
+        at[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        at[1].val.programmaticStreamSerializationAllowed = 1;
+        cfg.attrs = at, cfg.numAttrs = a->pdl ? 2 : 1;
+        err = cudaLaunchKernelEx(&cfg, attn_decode_kernel<D, DT, ROPE>, k);
+    } else {
+        err = tl_cu_launch(attn_decode_kernel<D, DT, ROPE>, grid, dim3(32 * AD_NW), ad_smem<D>(), st, a->pdl, k);
+    }
     if (err != cudaSuccess) return tl_errf(e, "cuda: decode attention: %s", cudaGetErrorString(err));
-    if (n_split == 1 || a->counters) TL_CU_LAUNCHED(e, "decode attention");
+    if (n_split == 1 || k.cnt || k.cluster) TL_CU_LAUNCHED(e, "decode attention");
     err = tl_cu_launch(attn_decode_merge_kernel, dim3((unsigned)a->n_tok, (unsigned)a->n_head), dim3(a->head_dim), 0, st,
                        a->pdl, (const float *)a->partial, a->out, a->n_head, a->head_dim, n_split);
     if (err != cudaSuccess) return tl_errf(e, "cuda: decode attention merge: %s", cudaGetErrorString(err));

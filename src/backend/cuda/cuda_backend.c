@@ -35,6 +35,7 @@ static const char *const p_name[P_N] = {"other", "matmul", "attention", "lm_head
                                    * vs 9,429 output tok/s; GPU tests pass with it on); 0: attn.cu unless =tc */
 #define CU_PREFILL_ROWS 128       /* query rows per block of the prefill attention kernel (64 or 128): 128 measured
                                    * 210 vs 192 TFLOP/s at 4096 tokens (7B, H200), the end-to-end prefill 1% faster */
+#define CU_ATT_MERGE_DEFAULT 2    /* forward_decode's attention slices merged through a cluster (TL_CUDA_ATT_MERGE) */
 #define CU_GKEY 18                /* graph key: the shape and switches a captured decode step depends on */
 #define CU_BIG_T 512              /* forwards of more tokens: bf16 activations into cuBLAS (layer_big) */
 #define CU_Q4GEMM_COPY_MAX 48     /* INT4 products of 17..CU_BIG_T rows take q4_gemm.cu's kernel up to this many rows */
@@ -83,9 +84,9 @@ typedef struct cu_impl {
     /* read at every forward (so one process can compare them): TL_CUDA_GEMV=mma: the three-launch
      * q4_mma.cu GEMV instead of q4_gemv.cu's; TL_CUDA_FUSE=0: the unfused decode sequence;
      * TL_CUDA_PDL=0: no programmatic dependent launches; TL_CUDA_SPLIT_KEYS=N: attention slices of
-     * at least N context positions in the fused decode sequence (default 128); TL_CUDA_ATT_MERGE=last:
-     * attention slices merged by the last slice to finish instead of a second kernel (measured slower: 3.62
-     * against 3.43 ms/token, 7B on an H200) */
+     * at least N context positions in the fused decode sequence (default 128); TL_CUDA_ATT_MERGE (see merge_last):
+     * =last measured slower than a merge kernel (3.62 against 3.43 ms/token, 7B on an H200; H100 271df0b:
+     * 2.52-2.56 against 2.36 with the fused kernel) */
     int gemv_old, no_fuse, no_pdl;
     /* forward_decode's L2 prefetch (TL_CUDA_L2PF=MB: each GEMV pulls the first MB of the weights read after
      * it into L2; TL_CUDA_L2PF_EARLY=1: at the kernel's start; TL_CUDA_EVICT_FIRST=1: ring loads evict-first)
@@ -95,7 +96,8 @@ typedef struct cu_impl {
     int pf_early, evict_first, dbg_skip, probe;
     int split_keys;        /* attention slices of the decode sequence: context positions per slice at least */
     int merge_last;        /* TL_CUDA_ATT_MERGE: 1 (=last) slices merged by the last one to finish, 0 (=kernel) by a
-                            * merge kernel, -1 (unset): last in the fused decode attention, else kernel */
+                            * merge kernel, 2 (=cluster) through a thread-block cluster (decode kernel, <= 8
+                            * slices), -1 (unset): CU_ATT_MERGE_DEFAULT */
     /* TL_CUDA_ATT_FUSE: 1 (unset): forward_decode runs RoPE + KV write + attention (+ merge) as one kernel
      * (tl_cu_attention_decode_rope) when every sequence has one new token; 0: rope kernel, then attention;
      * nopdl (-1): as 0 with the decode attention kernels launched without PDL (as before the fused kernel) */
@@ -841,6 +843,7 @@ static int forward_decode(cu_impl *ci, const tl_model *m, tl_kv *kv, int T, int 
                           tl_error *e) {
     const tl_config *c = &m->cfg;
     const int E = c->n_embd, hd = c->head_dim, F = c->n_ff, pdl = !ci->no_pdl;
+    const int merge = ci->merge_last >= 0 ? ci->merge_last : CU_ATT_MERGE_DEFAULT;
     const int32_t *d_tok = ci->meta_d, *d_pos = d_tok + T, *d_slot = d_pos + T, *d_ctx = d_slot + T,
                   *d_off = d_ctx + T, *d_lr = d_off + T, *d_bt = d_lr + n_logits, *d_tiles = d_bt + ci->n_bt;
     const int QD = c->n_head * hd, RW = QD + 2 * c->n_head_kv * hd;
@@ -865,7 +868,7 @@ static int forward_decode(cu_impl *ci, const tl_model *m, tl_kv *kv, int T, int 
                               .ctx_len = d_ctx, .bt_off = d_off, .bt = d_bt, .partial = ci->partial,
                               .max_split = ci->max_split, .max_ctx = max_ctx, .n_sm = ci->n_sm, .pdl = pdl,
                               .split_keys = ci->split_keys,
-                              .counters = ci->merge_last > 0 || (ci->merge_last < 0 && ci->fuse_on) ? ci->att_cnt : NULL};
+                              .counters = merge == 1 ? ci->att_cnt : NULL, .merge_cluster = merge == 2};
         if (ci->att_fuse < 0) aa.pdl = 0; /* TL_CUDA_ATT_FUSE=nopdl (comparisons) */
         tl_cu_gemv_args o = {.w = &L->o.q, .x = ci->att, .x_stride = QD, .bias = L->o.bias, .resid = ci->x,
                              .y = ci->x, .n_tok = T, .pdl = pdl};
@@ -983,7 +986,7 @@ static int cu_run(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *
     const char *sk = getenv("TL_CUDA_SPLIT_KEYS");
     ci->split_keys = sk ? atoi(sk) : 0;
     const char *am = getenv("TL_CUDA_ATT_MERGE");
-    ci->merge_last = am && !strcmp(am, "last") ? 1 : am && !strcmp(am, "kernel") ? 0 : -1;
+    ci->merge_last = !am ? -1 : !strcmp(am, "last") ? 1 : !strcmp(am, "kernel") ? 0 : !strcmp(am, "cluster") ? 2 : -1;
     const char *af = getenv("TL_CUDA_ATT_FUSE");
     ci->att_fuse = !af ? 1 : !strcmp(af, "0") ? 0 : !strcmp(af, "nopdl") ? -1 : 1;
     const char *pf = getenv("TL_CUDA_L2PF"), *pe = getenv("TL_CUDA_L2PF_EARLY"), *ef = getenv("TL_CUDA_EVICT_FIRST");

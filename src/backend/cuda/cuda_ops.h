@@ -176,6 +176,9 @@ typedef struct tl_cu_attn_args {
     int split_keys;              /* context positions per slice at least (0: 128) */
     int *counters;               /* [n_tok * n_head_kv] ints, zero (left zero): the last slice merges in the
                                   * same kernel; NULL: a second (merge) kernel */
+    int merge_cluster;           /* tl_cu_attention_decode(_rope) with 2..8 slices: each token's slices are one
+                                  * thread-block cluster, merged through distributed shared memory (no partials,
+                                  * no merge kernel; over counters); attn.cu ignores it */
     int pdl;                     /* launch as a programmatic dependent (see cu_common.cuh) */
 } tl_cu_attn_args;
 int tl_cu_attention(const tl_cu_attn_args *a, cudaStream_t st, tl_error *e);
