@@ -90,25 +90,25 @@ static __device__ __forceinline__ float ad_merge_one(const float *pp, int n_spli
     return L > 0.f ? A / L : 0.f;
 }
 
-/* 8 elements c*8 .. c*8+7 of a head (fp32, global) rotated by RoPE (cs, sn: [D/2] in shared memory) */
+static __device__ __forceinline__ void ad_ld8(const float *p, float o[8]) {
+    const float4 a0 = *(const float4 *)p, a1 = *(const float4 *)(p + 4);
+    o[0] = a0.x, o[1] = a0.y, o[2] = a0.z, o[3] = a0.w, o[4] = a1.x, o[5] = a1.y, o[6] = a1.z, o[7] = a1.w;
+}
+/* elements c*8 .. c*8+7 of a head rotated by RoPE: x = those elements, y = the partner chunk's (neox: pairs
+ * (i, i + D/2), the partner chunk is c +- D/16; else pairs (2i, 2i + 1) inside x, y unused); cs, sn: [D/2] */
 template <int D>
-static __device__ __forceinline__ void ad_rope8(const float *x, int c, int neox, const float *cs, const float *sn,
-                                                float o[8]) {
-    const float4 a0 = *(const float4 *)(x + c * 8), a1 = *(const float4 *)(x + c * 8 + 4);
-    const float a[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
-    if (neox) { /* pairs (i, i + D/2): the partner chunk is c +- NC/2 */
-        const int pc = c < D / 16 ? c + D / 16 : c - D / 16;
-        const float4 b0 = *(const float4 *)(x + pc * 8), b1 = *(const float4 *)(x + pc * 8 + 4);
-        const float b[8] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
+static __device__ __forceinline__ void ad_rot8(const float x[8], const float y[8], int c, int neox, const float *cs,
+                                               const float *sn, float o[8]) {
+    if (neox) {
 #pragma unroll
         for (int j = 0; j < 8; j++) {
-            if (c < D / 16) o[j] = tl_cu_rope_rot(a[j], b[j], cs[c * 8 + j], sn[c * 8 + j]).x;
-            else o[j] = tl_cu_rope_rot(b[j], a[j], cs[pc * 8 + j], sn[pc * 8 + j]).y;
+            if (c < D / 16) o[j] = tl_cu_rope_rot(x[j], y[j], cs[c * 8 + j], sn[c * 8 + j]).x;
+            else o[j] = tl_cu_rope_rot(y[j], x[j], cs[(c - D / 16) * 8 + j], sn[(c - D / 16) * 8 + j]).y;
         }
-    } else { /* pairs (2i, 2i + 1) inside the chunk */
+    } else {
 #pragma unroll
         for (int j = 0; j < 8; j += 2) {
-            const float2 r = tl_cu_rope_rot(a[j], a[j + 1], cs[c * 4 + j / 2], sn[c * 4 + j / 2]);
+            const float2 r = tl_cu_rope_rot(x[j], x[j + 1], cs[c * 4 + j / 2], sn[c * 4 + j / 2]);
             o[j] = r.x, o[j + 1] = r.y;
         }
     }
@@ -180,6 +180,8 @@ __global__ void __launch_bounds__(32 * AD_NW, 3) attn_decode_kernel(const ad_arg
         load_kv(1);
         __syncthreads(); /* s_cs, s_sn */
     }
+    for (int i = tid; i < (16 - G) * NC; i += NT) /* the MMA's padding rows of Q: zero */
+        *(uint4 *)(ad_sm + tc_sw<D>(G + i / NC, i % NC)) = make_uint4(0, 0, 0, 0);
     tl_cu_pdl_wait(); /* q (and without ROPE the new K/V) come from the previous kernel */
     tl_cu_pdl_trigger();
     if (!ROPE) {
@@ -187,45 +189,43 @@ __global__ void __launch_bounds__(32 * AD_NW, 3) attn_decode_kernel(const ad_arg
         load_kv(1);
     }
 
-    /* Q rows (the G heads of KV head g) -> 16-bit, swizzled; rows >= G zero. ROPE: rotated here, and the
-     * slice owning the new position also rotates k, writes k and v to the cache and to its tile / s_new
-     * (items 16 NC .. 16 NC + 2 NC). */
+    /* Q rows (the G heads of KV head g) -> 16-bit, swizzled (rows >= G were zeroed before the wait). Items:
+     * [0, G NC) chunk c of q head r; ROPE: q rotated here, and the slice owning the new position also takes
+     * [G NC, G NC + 2 NC): k (rotated) and v of the new token, stored to the cache and to its tile / s_new.
+     * Two items a thread per pass, both loaded before either is used (one L2 round trip). */
     const float *qrow = a.q + (size_t)t * a.q_stride;
-    for (int i = tid; i < 16 * NC + (own ? 2 * NC : 0); i += NT) {
-        const int r = i / NC, c = i % NC;
-        float x[8];
-        bool any = true;
-        if (r < 16) {
-            any = r < G;
-            if (any && ROPE) {
-                ad_rope8<D>(qrow + (size_t)(g * G + r) * D, c, a.neox, s_cs, s_sn, x);
-            } else if (any) {
-                const float4 a0 = *(const float4 *)(qrow + (size_t)(g * G + r) * D + c * 8),
-                             a1 = *(const float4 *)(qrow + (size_t)(g * G + r) * D + c * 8 + 4);
-                x[0] = a0.x, x[1] = a0.y, x[2] = a0.z, x[3] = a0.w, x[4] = a1.x, x[5] = a1.y, x[6] = a1.z, x[7] = a1.w;
-            }
-        } else if (ROPE) {
-            const int kv = r - 16; /* 0: k, 1: v */
-            const float *src = qrow + (size_t)(a.n_head + kv * n_head_kv + g) * D;
-            if (kv == 0) {
-                ad_rope8<D>(src, c, a.neox, s_cs, s_sn, x);
-            } else {
+    const int n_items = G * NC + (own ? 2 * NC : 0);
+    for (int i0 = tid; i0 < n_items; i0 += 2 * NT) {
+        float x[2][8], y[2][8];
 #pragma unroll
-                for (int j = 0; j < 8; j++) x[j] = src[c * 8 + j];
-            }
+        for (int u = 0; u < 2; u++) {
+            const int i = i0 + u * NT, r = i / NC, c = i % NC;
+            if (i >= n_items) break;
+            /* q head r, or (r - G) 0: k, 1: v of KV head g */
+            const float *src = qrow + (size_t)(r < G ? g * G + r : a.n_head + (r - G) * n_head_kv + g) * D;
+            ad_ld8(src + c * 8, x[u]);
+            if (ROPE && a.neox && r <= G) ad_ld8(src + (c < D / 16 ? c + D / 16 : c - D / 16) * 8, y[u]);
         }
-        uint4 w = make_uint4(0, 0, 0, 0);
-        if (any) w = make_uint4(M::pack(x[0], x[1]), M::pack(x[2], x[3]), M::pack(x[4], x[5]), M::pack(x[6], x[7]));
-        if (r < 16) {
-            *(uint4 *)(ad_sm + tc_sw<D>(r, c)) = w;
-        } else if (ROPE) {
-            const int kv = r - 16, sl = a.slot[t];
-            const size_t off = (((size_t)(sl / bs) * n_head_kv + g) * bs + sl % bs) * D + c * 8;
-            *(uint4 *)((kv ? a.vc : a.kc) + off) = w;
-            if (kt_new < 2)
-                *(uint4 *)(ad_sm + ((kv ? sV : sK) - sQ) + (uint32_t)(kt_new & 1) * TB + tc_sw<D>(r_new, c)) = w;
-            else
-                *(uint4 *)&s_new[kv][c * 8] = w;
+#pragma unroll
+        for (int u = 0; u < 2; u++) {
+            const int i = i0 + u * NT, r = i / NC, c = i % NC;
+            if (i >= n_items) break;
+            float o[8];
+            if (ROPE && r <= G) ad_rot8<D>(x[u], y[u], c, a.neox, s_cs, s_sn, o);
+#pragma unroll
+            for (int j = 0; j < 8; j++) o[j] = ROPE && r <= G ? o[j] : x[u][j];
+            const uint4 w = make_uint4(M::pack(o[0], o[1]), M::pack(o[2], o[3]), M::pack(o[4], o[5]), M::pack(o[6], o[7]));
+            if (r < G) {
+                *(uint4 *)(ad_sm + tc_sw<D>(r, c)) = w;
+            } else if (ROPE) {
+                const int kv = r - G, sl = a.slot[t];
+                const size_t off = (((size_t)(sl / bs) * n_head_kv + g) * bs + sl % bs) * D + c * 8;
+                *(uint4 *)((kv ? a.vc : a.kc) + off) = w;
+                if (kt_new < 2)
+                    *(uint4 *)(ad_sm + ((kv ? sV : sK) - sQ) + (uint32_t)(kt_new & 1) * TB + tc_sw<D>(r_new, c)) = w;
+                else
+                    *(uint4 *)&s_new[kv][c * 8] = w;
+            }
         }
     }
     __syncthreads();
