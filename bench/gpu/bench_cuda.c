@@ -470,21 +470,19 @@ static void decode_variants(const char *spec, double copy) {
         {"probe: GEMV ring alone", "TL_CUDA_GEMV_PROBE=ring"},
         {"probe: GEMV math alone", "TL_CUDA_GEMV_PROBE=math"},
         {"probe: ring alone, L2 prefetch 16 MB", "TL_CUDA_GEMV_PROBE=ring TL_CUDA_L2PF=16"},
-        /* RoPE + attention: the fused kernel (default) against the rope kernel + decode attention, slices merged
-         * by a merge kernel, by the last slice (counters) or through a thread-block cluster (default) */
-        {"attn: unfused, merge kernel, no PDL (a865b60)", "TL_CUDA_ATT_FUSE=nopdl TL_CUDA_ATT_MERGE=kernel"},
-        {"attn: unfused, merge kernel", "TL_CUDA_ATT_FUSE=0 TL_CUDA_ATT_MERGE=kernel"},
-        {"attn: unfused, cluster merge", "TL_CUDA_ATT_FUSE=0 TL_CUDA_ATT_MERGE=cluster"},
-        {"attn: fused, merge kernel", "TL_CUDA_ATT_MERGE=kernel"},
+        /* RoPE + attention: the fused kernel (default: merge kernel, >= 64 keys a slice) against the rope kernel +
+         * decode attention + merge kernel (a865b60: attention and merge without PDL, >= 128 keys a slice) */
+        {"attn: before (a865b60: unfused, no PDL, 128 keys)", "TL_CUDA_ATT_FUSE=nopdl TL_CUDA_SPLIT_KEYS=128"},
+        {"attn: unfused, PDL, 128 keys", "TL_CUDA_ATT_FUSE=0 TL_CUDA_SPLIT_KEYS=128"},
+        {"attn: unfused, PDL, 64 keys", "TL_CUDA_ATT_FUSE=0"},
+        {"attn: fused, 128 keys", "TL_CUDA_SPLIT_KEYS=128"},
+        {"attn: fused, 128 keys, cluster merge", "TL_CUDA_SPLIT_KEYS=128 TL_CUDA_ATT_MERGE=cluster"},
         {"attn: fused, last-slice merge", "TL_CUDA_ATT_MERGE=last"},
-        {"attn: fused, cluster merge", "TL_CUDA_ATT_MERGE=cluster"},
-        {"attn: fused, cluster, >= 256 keys a slice", "TL_CUDA_ATT_MERGE=cluster TL_CUDA_SPLIT_KEYS=256"},
-        {"attn: fused, cluster, >= 64 keys a slice", "TL_CUDA_ATT_MERGE=cluster TL_CUDA_SPLIT_KEYS=64"},
         {"attn: fused, one slice", "TL_CUDA_SPLIT_KEYS=100000"},
+        {"attn: fused (default)", ""},
         {"attn: skip RoPE + attention", "TL_CUDA_DBG_SKIP=2"},
-        {"attn: unfused, merge kernel (again)", "TL_CUDA_ATT_FUSE=0 TL_CUDA_ATT_MERGE=kernel"},
-        {"attn: fused, merge kernel (again)", "TL_CUDA_ATT_MERGE=kernel"},
-        {"attn: fused, cluster merge (again)", "TL_CUDA_ATT_MERGE=cluster"},
+        {"attn: before (again)", "TL_CUDA_ATT_FUSE=nopdl TL_CUDA_SPLIT_KEYS=128"},
+        {"attn: fused (default, again)", ""},
         {"attn: skip RoPE + attention (again)", "TL_CUDA_DBG_SKIP=2"},
         {"default again", ""},
     };

@@ -319,7 +319,7 @@ static void prefill_attention_check(void) {
 
 /* dummy:qwen2-0.5b INT4 (head_dim 64, GQA 7), bf16 KV: three prompts (60, 120, 250 tokens), then 20 decode
  * steps of the three together (CUDA graphs; contexts cross the 64-key tiles and the split count changes at
- * 257): each step's logits with the fused RoPE + attention kernel (default merge, TL_CUDA_ATT_MERGE=kernel,
+ * 257): each step's logits with the fused RoPE + attention kernel (default merge, TL_CUDA_ATT_MERGE=cluster,
  * =last) and the unfused kernels with the default merge equal those of the rope kernel + decode attention +
  * merge kernel (TL_CUDA_ATT_FUSE=0 TL_CUDA_ATT_MERGE=kernel), the step rerun on the same cache (every variant
  * writes the same K/V bits). */
@@ -353,7 +353,7 @@ static void fused_decode_check(void) {
         }
         tl_batch d = {.n_tok = 3, .tokens = toks + 3 * step, .pos = pos, .n_seq = 3, .seqs = q, .n_logits = 3,
                       .logit_rows = lr};
-        static const char *const fuse[5] = {"0", NULL, NULL, NULL, "0"}, *merge[5] = {"kernel", NULL, "kernel", "last", NULL};
+        static const char *const fuse[5] = {"0", NULL, NULL, NULL, "0"}, *merge[5] = {"kernel", NULL, "cluster", "last", NULL};
         for (int v = 0; v < 5; v++) { /* the reference (rope + attention + merge kernels) first */
             if (fuse[v]) setenv("TL_CUDA_ATT_FUSE", fuse[v], 1);
             if (merge[v]) setenv("TL_CUDA_ATT_MERGE", merge[v], 1);
@@ -365,7 +365,7 @@ static void fused_decode_check(void) {
     }
     CHECK(worst < 1e-6, "fused RoPE + decode attention vs rope + attention kernels: logits rel err %.3g", worst);
     printf("  dummy:qwen2-0.5b int4, bf16 KV, 3 decodes x 20 steps: fused RoPE + attention (merges: default, "
-           "kernel, last; unfused default) vs rope + attention + merge kernels, logits rel err %.2e\n", worst);
+           "cluster, last; unfused default) vs rope + attention + merge kernels, logits rel err %.2e\n", worst);
     free(lg);
     gpu->kv_free(gpu, &kv);
     gpu->free(gpu);

@@ -35,7 +35,12 @@ static const char *const p_name[P_N] = {"other", "matmul", "attention", "lm_head
                                    * vs 9,429 output tok/s; GPU tests pass with it on); 0: attn.cu unless =tc */
 #define CU_PREFILL_ROWS 128       /* query rows per block of the prefill attention kernel (64 or 128): 128 measured
                                    * 210 vs 192 TFLOP/s at 4096 tokens (7B, H200), the end-to-end prefill 1% faster */
-#define CU_ATT_MERGE_DEFAULT 2    /* forward_decode's attention slices merged through a cluster (TL_CUDA_ATT_MERGE) */
+#define CU_ATT_MERGE_DEFAULT 0    /* forward_decode's attention slices: merge kernel (TL_CUDA_ATT_MERGE). H100, 7B
+                                   * batch 1 ctx 512, 3765dec: cluster 2.368 ms/token (5 samples), kernel 2.366 / 2.367,
+                                   * last slice 2.560: the cluster saves no time, the kernel has no slice limit */
+#define CU_DEC_SPLIT_KEYS 64      /* forward_decode's attention: >= this many context positions a slice (one 64-key
+                                   * tile: latency-bound blocks, more of them in flight); H100, 7B batch 1 ctx 512,
+                                   * 3765dec: 2.343 ms/token against 2.355-2.373 with 128 (TL_CUDA_SPLIT_KEYS) */
 #define CU_GKEY 18                /* graph key: the shape and switches a captured decode step depends on */
 #define CU_BIG_T 512              /* forwards of more tokens: bf16 activations into cuBLAS (layer_big) */
 #define CU_Q4GEMM_COPY_MAX 48     /* INT4 products of 17..CU_BIG_T rows take q4_gemm.cu's kernel up to this many rows */
@@ -84,7 +89,7 @@ typedef struct cu_impl {
     /* read at every forward (so one process can compare them): TL_CUDA_GEMV=mma: the three-launch
      * q4_mma.cu GEMV instead of q4_gemv.cu's; TL_CUDA_FUSE=0: the unfused decode sequence;
      * TL_CUDA_PDL=0: no programmatic dependent launches; TL_CUDA_SPLIT_KEYS=N: attention slices of
-     * at least N context positions in the fused decode sequence (default 128); TL_CUDA_ATT_MERGE (see merge_last):
+     * at least N context positions in the fused decode sequence (default CU_DEC_SPLIT_KEYS); TL_CUDA_ATT_MERGE (see merge_last):
      * =last measured slower than a merge kernel (3.62 against 3.43 ms/token, 7B on an H200; H100 271df0b:
      * 2.52-2.56 against 2.36 with the fused kernel) */
     int gemv_old, no_fuse, no_pdl;
@@ -984,7 +989,7 @@ static int cu_run(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *
     ci->no_fuse = fu && !strcmp(fu, "0");
     ci->no_pdl = pd && !strcmp(pd, "0");
     const char *sk = getenv("TL_CUDA_SPLIT_KEYS");
-    ci->split_keys = sk ? atoi(sk) : 0;
+    ci->split_keys = sk ? atoi(sk) : CU_DEC_SPLIT_KEYS;
     const char *am = getenv("TL_CUDA_ATT_MERGE");
     ci->merge_last = !am ? -1 : !strcmp(am, "last") ? 1 : !strcmp(am, "kernel") ? 0 : !strcmp(am, "cluster") ? 2 : -1;
     const char *af = getenv("TL_CUDA_ATT_FUSE");

@@ -200,8 +200,8 @@ int tl_cu_attention_prefill(const tl_cu_attn_args *a, const int32_t *tiles, int 
 
 /* Tensor-core paged attention for the non-prefill tokens (attn_decode.cu): the arguments and results of
  * tl_cu_attention (every token of a->n_tok, its own ctx_len; the same split count tl_cu_attention_splits(a),
- * partial layout and merge; a->counters: merged by the last slice; a->pdl honoured), for head_dim 64/128, KV bf16/f16, n_head / n_head_kv <= 16
- * (tl_cu_attention_decode_ok). q and P are rounded to the KV type (rel err ~1e-3 .. 1e-2). */
+ * partial layout and merge; a->counters: merged by the last slice; a->merge_cluster; a->pdl honoured), for
+ * head_dim 64/128, KV bf16/f16, n_head / n_head_kv <= 16 (tl_cu_attention_decode_ok). q and P are rounded to the KV type (rel err ~1e-3 .. 1e-2). */
 int tl_cu_attention_decode_ok(int head_dim, int kv_dtype, int n_head, int n_head_kv);
 int tl_cu_attention_decode(const tl_cu_attn_args *a, cudaStream_t st, tl_error *e);
 /* The same with RoPE and the KV write of tl_cu_rope_kv_write(r) done inside (one kernel instead of two; the
