@@ -11,7 +11,8 @@
  * chunks, multiplied by cuBLAS (bf16 in, fp32 out). Non-INT4 weights are held in bf16 (cuBLAS).
  * Forwards of > CU_BIG_T tokens feed cuBLAS bf16 written by the producers (matmul_big, prefill_ops.cu).
  * Attention: sequences with > 16 new tokens on the tensor-core prefill kernel (attn_prefill.cu), the other
- * tokens on attn.cu's kernel (attention()). */
+ * tokens on attn.cu's kernel (attention()). Decode steps (every sequence one new token) in forward_decode:
+ * RoPE + KV write + attention in one kernel (tl_cu_attention_decode_rope), then the slice merge. */
 #ifdef TL_HAVE_CUDA
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
@@ -37,10 +38,12 @@ static const char *const p_name[P_N] = {"other", "matmul", "attention", "lm_head
                                    * 210 vs 192 TFLOP/s at 4096 tokens (7B, H200), the end-to-end prefill 1% faster */
 #define CU_ATT_MERGE_DEFAULT 0    /* forward_decode's attention slices: merge kernel (TL_CUDA_ATT_MERGE). H100, 7B
                                    * batch 1 ctx 512, 3765dec: cluster 2.368 ms/token (5 samples), kernel 2.366 / 2.367,
-                                   * last slice 2.560: the cluster saves no time, the kernel has no slice limit */
+                                   * last slice 2.560 (17d9798: 2.390, 2.360, 2.624): the cluster saves no time, the
+                                   * kernel has no slice limit */
 #define CU_DEC_SPLIT_KEYS 64      /* forward_decode's attention: >= this many context positions a slice (one 64-key
                                    * tile: latency-bound blocks, more of them in flight); H100, 7B batch 1 ctx 512,
-                                   * 3765dec: 2.343 ms/token against 2.355-2.373 with 128 (TL_CUDA_SPLIT_KEYS) */
+                                   * fused: 3765dec 2.343 ms/token against 2.355-2.373 with 128; 17d9798 equal (2.359
+                                   * median vs 2.360); unfused 2.464 vs 2.495 (TL_CUDA_SPLIT_KEYS) */
 #define CU_GKEY 18                /* graph key: the shape and switches a captured decode step depends on */
 #define CU_BIG_T 512              /* forwards of more tokens: bf16 activations into cuBLAS (layer_big) */
 #define CU_Q4GEMM_COPY_MAX 48     /* INT4 products of 17..CU_BIG_T rows take q4_gemm.cu's kernel up to this many rows */
