@@ -546,15 +546,18 @@ static void decode_variants(const char *spec, double copy) {
      * they cost inside the graph. */
     static const char *const keys[] = {"TL_CUDA_GEMV", "TL_CUDA_FUSE", "TL_CUDA_PDL", "TL_CUDA_SPLIT_KEYS",
                                        "TL_CUDA_ATT_MERGE", "TL_CUDA_DBG_SKIP", "TL_CUDA_GEMV_PROBE", "TL_CUDA_RING",
-                                       "TL_CUDA_GEMV_V"};
+                                       "TL_CUDA_GEMV_V", "TL_CUDA_ATT_FUSE"};
     const int nkeys = (int)(sizeof keys / sizeof keys[0]);
     static const char *const var[][2] = {
-        {"default (ring <= 4, PDL)", ""},
-        {"v4 GEMV (reducer warp)", "TL_CUDA_GEMV_V=4"},
+        {"default (v4 GEMV, ring <= 6, fused attn)", ""},
         {"old (q4_mma GEMV, unfused)", "TL_CUDA_GEMV=mma TL_CUDA_FUSE=0 TL_CUDA_PDL=0"},
+        {"session 3 (v3, deep ring, unfused attn)", "TL_CUDA_GEMV_V=3 TL_CUDA_RING=0 TL_CUDA_ATT_FUSE=nopdl TL_CUDA_SPLIT_KEYS=128"},
+        {"v3 GEMV (block barrier a tile)", "TL_CUDA_GEMV_V=3"},
+        {"ring <= 4", "TL_CUDA_RING=4"},
         {"ring as deep as fits", "TL_CUDA_RING=0"},
         {"no PDL", "TL_CUDA_PDL=0"},
-        {"ring <= 6", "TL_CUDA_RING=6"},
+        {"attn: unfused, PDL, 64 keys", "TL_CUDA_ATT_FUSE=0"},
+        {"attn: fused, 128 keys", "TL_CUDA_SPLIT_KEYS=128"},
         {"default again", ""},
         {"skip: q/k/v GEMV", "TL_CUDA_DBG_SKIP=1"},
         {"skip: RoPE + attention", "TL_CUDA_DBG_SKIP=2"},
@@ -566,12 +569,9 @@ static void decode_variants(const char *spec, double copy) {
         {"probe: GEMV math alone", "TL_CUDA_GEMV_PROBE=math"},
         {"default again", ""},
         {"default, greedy sampled on the GPU", "SAMPLE"},
+        {"session 3 again", "TL_CUDA_GEMV_V=3 TL_CUDA_RING=0 TL_CUDA_ATT_FUSE=nopdl TL_CUDA_SPLIT_KEYS=128"},
         {"default again", ""},
         {"default, greedy sampled on the GPU, again", "SAMPLE"},
-        {"v4 GEMV (reducer warp), again", "TL_CUDA_GEMV_V=4"},
-        {"v4 GEMV, ring <= 6", "TL_CUDA_GEMV_V=4 TL_CUDA_RING=6"},
-        {"default again", ""},
-        {"v4 GEMV (reducer warp), again", "TL_CUDA_GEMV_V=4"},
     };
     const int nvar = (int)(sizeof var / sizeof var[0]);
     size_t kvb = (size_t)(ctx_dec + 32) * cf->n_layer * cf->n_head_kv * cf->head_dim * 2 * 2;
@@ -591,15 +591,15 @@ static void decode_variants(const char *spec, double copy) {
             if (i >= 0) t[i] = s;
         }
         double tm = median(t, nstep), bw = (wbytes + kvb) / tm / 1e12;
-        printf("decode batch 1 (%s, ctx %d) %-36s: %.3f ms/token, %.1f tok/s, %.2f TB/s = %.1f%% of copy %.2f TB/s\n",
+        printf("decode batch 1 (%s, ctx %d) %-42s: %.3f ms/token, %.1f tok/s, %.2f TB/s = %.1f%% of copy %.2f TB/s\n",
                spec, ctx_dec, var[vi][0], tm * 1e3, 1 / tm, bw, 100 * bw / copy, copy);
         printf("RESULT decode_b1_v%d_ms %.4f\n", vi, tm * 1e3);
-        if (!prof && vi <= 2)
+        if (!prof && vi <= 3)
             for (int n = 4; n <= 16; n *= 4) {
                 double tb[8];
                 for (int i = 0; i < 8; i++) tb[i] = step(bc, n, 1, ctx_dec + i, per);
                 double tbm = median(tb, 8);
-                printf("decode batch %2d (ctx %d) %-36s: %.3f ms/step, %.0f tok/s\n", n, ctx_dec, var[vi][0], tbm * 1e3,
+                printf("decode batch %2d (ctx %d) %-42s: %.3f ms/step, %.0f tok/s\n", n, ctx_dec, var[vi][0], tbm * 1e3,
                        n / tbm);
             }
     }

@@ -317,6 +317,61 @@ static void prefill_attention_check(void) {
     tl_model_free(m);
 }
 
+/* dummy:qwen2-0.5b INT4 (head_dim 64, GQA 7), bf16 KV: three prompts (60, 120, 250 tokens), then 20 decode
+ * steps of the three together (CUDA graphs; contexts cross the 64-key tiles and the split count changes at
+ * 257): each step's logits with the fused RoPE + attention kernel (default merge, TL_CUDA_ATT_MERGE=cluster,
+ * =last) and the unfused kernels with the default merge equal those of the rope kernel + decode attention +
+ * merge kernel (TL_CUDA_ATT_FUSE=0 TL_CUDA_ATT_MERGE=kernel), the step rerun on the same cache (every variant
+ * writes the same K/V bits). */
+static void fused_decode_check(void) {
+    tl_error e = {{0}};
+    tl_backend *gpu;
+    tl_kv kv;
+    tl_model *m = mixed_setup(&gpu, &kv, &e);
+    if (!m) return;
+    const int V = m->cfg.n_vocab, len[3] = {60, 120, 250};
+    int32_t bt[3][32], toks[512], pos[512], lr[3];
+    for (int s = 0; s < 3; s++)
+        for (int i = 0; i < 32; i++) bt[s][i] = 95 - (32 * s + i);
+    unsigned long long sd = 17;
+    for (int i = 0; i < 512; i++) toks[i] = (int32_t)(tl_t_rng(&sd) % 150000);
+    float *lg = tl_malloc((size_t)2 * 3 * V * 4);
+    tl_batch_seq q[3];
+    int n = 0;
+    for (int s = 0; s < 3; s++) {
+        q[s] = (tl_batch_seq){.tok_start = n, .n_new = len[s], .n_past = 0, .block_table = bt[s]};
+        for (int i = 0; i < len[s]; i++) pos[n + i] = i;
+        lr[s] = n + len[s] - 1, n += len[s];
+    }
+    tl_batch b = {.n_tok = n, .tokens = toks, .pos = pos, .n_seq = 3, .seqs = q, .n_logits = 3, .logit_rows = lr};
+    CHECK(gpu->forward(gpu, m, &kv, &b, lg, &e) == 0, "%s", e.msg);
+    double worst = 0;
+    for (int step = 0; step < 20; step++) {
+        for (int s = 0; s < 3; s++) {
+            q[s] = (tl_batch_seq){.tok_start = s, .n_new = 1, .n_past = len[s] + step, .block_table = bt[s]};
+            pos[s] = len[s] + step, lr[s] = s;
+        }
+        tl_batch d = {.n_tok = 3, .tokens = toks + 3 * step, .pos = pos, .n_seq = 3, .seqs = q, .n_logits = 3,
+                      .logit_rows = lr};
+        static const char *const fuse[5] = {"0", NULL, NULL, NULL, "0"}, *merge[5] = {"kernel", NULL, "cluster", "last", NULL};
+        for (int v = 0; v < 5; v++) { /* the reference (rope + attention + merge kernels) first */
+            if (fuse[v]) setenv("TL_CUDA_ATT_FUSE", fuse[v], 1);
+            if (merge[v]) setenv("TL_CUDA_ATT_MERGE", merge[v], 1);
+            CHECK(gpu->forward(gpu, m, &kv, &d, lg + (size_t)(v ? 1 : 0) * 3 * V, &e) == 0, "%s", e.msg);
+            unsetenv("TL_CUDA_ATT_FUSE");
+            unsetenv("TL_CUDA_ATT_MERGE");
+            if (v) worst = fmax(worst, tl_rel_err(lg + (size_t)3 * V, lg, (size_t)3 * V));
+        }
+    }
+    CHECK(worst < 1e-6, "fused RoPE + decode attention vs rope + attention kernels: logits rel err %.3g", worst);
+    printf("  dummy:qwen2-0.5b int4, bf16 KV, 3 decodes x 20 steps: fused RoPE + attention (merges: default, "
+           "cluster, last; unfused default) vs rope + attention + merge kernels, logits rel err %.2e\n", worst);
+    free(lg);
+    gpu->kv_free(gpu, &kv);
+    gpu->free(gpu);
+    tl_model_free(m);
+}
+
 /* The bf16 prefill path (forwards of > 512 tokens: producers write bf16, gate/up leave cuBLAS in bf16) against
  * the fp32-activation path (TL_CUDA_PREFILL_BF16=0), dummy:qwen2-0.5b INT4, bf16 KV, two steps: chunks of 600 and
  * 100 tokens, then a decode on the 600 and a 600-token chunk on the 100; logits of every sequence. */
@@ -384,6 +439,7 @@ int main(void) {
     batch_invariance();
     graph_check();
     prefill_attention_check();
+    fused_decode_check();
     prefill_bf16_check();
     TL_TEST_END();
 }

@@ -409,6 +409,97 @@ typedef struct {
 
 static size_t esz(tl_dtype t) { return t == TL_F32 ? 4 : 2; }
 
+/* The fused RoPE + KV write + decode attention (tl_cu_attention_decode_rope) on a batch where every sequence
+ * has one new token: a0 reads the raw q/k/v rows (a0->q) and its own copy of the cache from before the write
+ * (a0->kcache / vcache inside dk2 / dv2); ra is the rope call that ran on dk / dv, aref the unfused decode
+ * attention on its result. Variants: no split; up to 16 slices merged by a kernel, by the last slice, through
+ * a cluster (> 8 slices: the merge kernel); up to 8 slices (and >= 64 keys a slice) through a cluster. Each
+ * equals bit for bit the unfused decode kernel with the same slices merged by the merge kernel (and so does
+ * the unfused kernel with the variant's merge); the cache equals the rope kernel's byte for byte, qkv is left
+ * unrotated, the merge counters end at zero, a rerun and each token alone give the same bits. */
+static void test_decode_rope(const tl_cu_attn_args *a0, const tl_cu_attn_args *aref, const tl_cu_rope_args *ra,
+                             const float *qkv_raw, void *dk, void *dk2, void *dv, void *dv2, size_t half,
+                             const float *want, size_t part_floats) {
+    tl_error e = {{0}};
+    const int n_tok = a0->n_tok, QD = a0->n_head * a0->head_dim, RW = a0->q_stride;
+    const size_t ob = (size_t)n_tok * QD * 4;
+    float *got = tl_malloc(ob), *got2 = tl_malloc(ob), *ref = tl_malloc(ob), *gq = tl_malloc((size_t)n_tok * RW * 4);
+    char *c1 = tl_malloc(half), *c2 = tl_malloc(half);
+    int32_t *cnt = tl_calloc(1024, 4);
+    int *dcnt = dup_dev(cnt, 1024 * 4);
+    tl_cu_rope_args r = *ra;
+    r.qkv = (float *)a0->q, r.kcache = (void *)a0->kcache, r.vcache = (void *)a0->vcache;
+    static const int msplit[6] = {1, 16, 16, 16, 8, 8}, skeys[6] = {0, 0, 0, 0, 0, 64};
+    for (int v = 0; v < 6; v++) {
+        tl_cu_attn_args at = *a0, rf = *aref;
+        at.max_split = rf.max_split = msplit[v];
+        at.split_keys = rf.split_keys = skeys[v];
+        const int ns = tl_cu_attention_splits(&at);
+        /* the reference: rope kernel's q and cache, decode kernel, merge kernel */
+        rf.counters = NULL, rf.merge_cluster = 0;
+        CU(cudaMemset(rf.out, 0xff, ob));
+        CHECK(tl_cu_attention_decode(&rf, 0, &e) == 0, "%s", e.msg);
+        get(ref, rf.out, ob);
+        at.counters = v == 2 ? dcnt : NULL;
+        at.merge_cluster = v >= 3;
+        CU(cudaMemset(at.partial, 0xff, part_floats * 4));
+        if (v >= 2) { /* the unfused kernel with this variant's merge */
+            rf.counters = at.counters, rf.merge_cluster = at.merge_cluster;
+            CU(cudaMemset(rf.out, 0xff, ob));
+            CHECK(tl_cu_attention_decode(&rf, 0, &e) == 0, "%s", e.msg);
+            get(got, rf.out, ob);
+            CHECK(!memcmp(got, ref, ob), "decode attention h%d/%d hd%d variant %d (%d splits): merge differs from the "
+                  "merge kernel's", at.n_head, at.n_head_kv, at.head_dim, v, ns);
+        }
+        CU(cudaMemset(at.out, 0xff, ob));
+        CHECK(tl_cu_attention_decode_rope(&at, &r, 0, &e) == 0, "%s", e.msg);
+        get(got, at.out, ob);
+        get(c1, dk, half), get(c2, dk2, half);
+        int same_k = !memcmp(c1, c2, half);
+        get(c1, dv, half), get(c2, dv2, half);
+        CHECK(same_k && !memcmp(c1, c2, half), "decode + rope h%d/%d hd%d: cache differs from the rope kernel's",
+              at.n_head, at.n_head_kv, at.head_dim);
+        CHECK(!memcmp(got, ref, ob),
+              "decode + rope h%d/%d hd%d %s bs%d variant %d (%d splits): output differs from rope + decode kernel",
+              at.n_head, at.n_head_kv, at.head_dim, tl_dtype_name(at.kv_dtype), at.block_size, v, ns);
+        double md = 0, mb = 1e-30;
+        for (size_t i = 0; i < (size_t)n_tok * QD; i++) {
+            const double d = fabs((double)got[i] - want[i]);
+            md = d == d ? fmax(md, d) : INFINITY;
+            mb = fmax(mb, fabs((double)want[i]));
+        }
+        CHECK(md / mb < (at.kv_dtype == TL_BF16 ? 1e-2 : 3e-3), "decode + rope: rel err %.3g", md / mb);
+        get(gq, at.q, (size_t)n_tok * RW * 4);
+        CHECK(!memcmp(gq, qkv_raw, (size_t)n_tok * RW * 4), "decode + rope: qkv modified");
+        CU(cudaMemset(at.out, 0xff, ob));
+        CHECK(tl_cu_attention_decode_rope(&at, &r, 0, &e) == 0, "%s", e.msg);
+        get(got2, at.out, ob);
+        CHECK(!memcmp(got, got2, ob), "decode + rope: rerun differs");
+        printf("  decode + rope h%d/%d hd%d %s bs%d, %d tokens, max ctx %d, variant %d, %d splits: rel err %.2e, = "
+               "rope + decode kernels\n", at.n_head, at.n_head_kv, at.head_dim, tl_dtype_name(at.kv_dtype),
+               at.block_size, n_tok, at.max_ctx, v, ns, md / mb);
+        if (v) continue;
+        int same = 1;
+        for (int t = 0; t < n_tok; t += 1 + n_tok / 7) { /* a few tokens alone */
+            tl_cu_attn_args a1 = at;
+            tl_cu_rope_args r1 = r;
+            a1.q += (size_t)t * RW, a1.out += (size_t)t * QD, a1.n_tok = 1, a1.ctx_len += t, a1.bt_off += t;
+            r1.qkv += (size_t)t * RW, r1.n_tok = 1, r1.pos += t, r1.slot += t;
+            CU(cudaMemset(at.out, 0xff, ob));
+            CHECK(tl_cu_attention_decode_rope(&a1, &r1, 0, &e) == 0, "%s", e.msg);
+            get(got2, at.out, ob);
+            same &= !memcmp(got + (size_t)t * QD, got2 + (size_t)t * QD, (size_t)QD * 4);
+        }
+        CHECK(same, "decode + rope: a token alone differs from the same token in the batch");
+    }
+    get(cnt, dcnt, 1024 * 4);
+    int nz = 0;
+    for (int i = 0; i < 1024; i++) nz += cnt[i] != 0;
+    CHECK(nz == 0, "decode + rope: %d merge counters left non-zero", nz);
+    cudaFree(dcnt);
+    free(got), free(got2), free(ref), free(gq), free(c1), free(c2), free(cnt);
+}
+
 static void test_attention(int n_head, int n_head_kv, int hd, tl_dtype kvt, int bs, const seq_shape *ss, int n_seq,
                            int neox) {
     tl_error e = {{0}};
@@ -463,7 +554,8 @@ static void test_attention(int n_head, int n_head_kv, int hd, tl_dtype kvt, int 
     const int layer = 1;
     size_t lay = half / 2; /* bytes of one layer of k (n_layer = 2) */
     void *dk = dup_dev(kv.k, half), *dv = dup_dev(kv.v, half);
-    float *dqkv = dup_dev(qkv, (size_t)n_tok * RW * 4);
+    void *dk2 = dup_dev(kv.k, half), *dv2 = dup_dev(kv.v, half); /* the fused decode kernel's own cache */
+    float *dqkv = dup_dev(qkv, (size_t)n_tok * RW * 4), *dqkv2 = dup_dev(qkv, (size_t)n_tok * RW * 4);
     int32_t *dpos = dup_dev(pos, n_tok * 4), *dslot = dup_dev(slot, n_tok * 4), *dctx = dup_dev(ctx, n_tok * 4),
             *dbtoff = dup_dev(btoff, n_tok * 4), *dbt = dup_dev(perm, nblk * 4);
     /* CPU reference */
@@ -532,6 +624,8 @@ static void test_attention(int n_head, int n_head_kv, int hd, tl_dtype kvt, int 
      * and without splits; NaN-poisoned outputs and partials; bit-identical on a rerun; without splits each
      * token alone (the backend's per-run pointer offsets) gives the same bits as in the whole batch. q and P
      * are rounded to 16 bits: tolerance 1e-2 (bf16) / 3e-3 (f16) of the largest output. */
+    int dec1 = 1; /* every sequence one new token: the fused RoPE + attention kernel applies */
+    for (int s = 0; s < n_seq; s++) dec1 &= ss[s].n_new == 1;
     if (tl_cu_attention_decode_ok(hd, kvt, n_head, n_head_kv)) {
         float *got2 = tl_malloc((size_t)n_tok * QD * 4);
         for (int split = 0; split < 2; split++) {
@@ -574,6 +668,18 @@ static void test_attention(int n_head, int n_head_kv, int hd, tl_dtype kvt, int 
         }
         free(got2);
     }
+    if (dec1 && tl_cu_attention_decode_ok(hd, kvt, n_head, n_head_kv))
+        test_decode_rope(&(tl_cu_attn_args){.q = dqkv2, .q_stride = RW, .out = dout, .n_tok = n_tok, .n_head = n_head,
+                                            .n_head_kv = n_head_kv, .head_dim = hd, .scale = 1.0f / sqrtf((float)hd),
+                                            .kcache = (char *)dk2 + lay, .vcache = (char *)dv2 + lay, .kv_dtype = kvt,
+                                            .block_size = bs, .ctx_len = dctx, .bt_off = dbtoff, .bt = dbt,
+                                            .partial = dpart, .max_ctx = max_ctx, .n_sm = 132},
+                         &(tl_cu_attn_args){.q = dqkv, .q_stride = RW, .out = dout, .n_tok = n_tok, .n_head = n_head,
+                                            .n_head_kv = n_head_kv, .head_dim = hd, .scale = 1.0f / sqrtf((float)hd),
+                                            .kcache = (char *)dk + lay, .vcache = (char *)dv + lay, .kv_dtype = kvt,
+                                            .block_size = bs, .ctx_len = dctx, .bt_off = dbtoff, .bt = dbt,
+                                            .partial = dpart, .max_ctx = max_ctx, .n_sm = 132},
+                         &ra, qkv, dk, dk2, dv, dv2, half, want, part_floats);
     /* the tensor-core prefill kernel on the same batch (bf16/f16 cache, head_dim 64/128): variant 0 puts every
      * sequence in tiles of the full tile size, 1 in ragged smaller tiles, 2 only the sequences with more than
      * one new token (decode rows must stay untouched: NaN). q and P are rounded to 16 bits: tolerance 1e-2
@@ -625,6 +731,7 @@ static void test_attention(int n_head, int n_head_kv, int hd, tl_dtype kvt, int 
         }
         free(tiles), free(cov);
     }
+    cudaFree(dk2), cudaFree(dv2), cudaFree(dqkv2);
     cudaFree(dk), cudaFree(dv), cudaFree(dqkv), cudaFree(dpos), cudaFree(dslot), cudaFree(dctx), cudaFree(dbtoff);
     cudaFree(dbt), cudaFree(dpart), cudaFree(dout);
     tl_kv_free_host(&kv);

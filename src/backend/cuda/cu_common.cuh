@@ -69,6 +69,20 @@ static cudaError_t tl_cu_launch(K kernel, dim3 grid, dim3 block, size_t smem, cu
     return cudaLaunchKernelEx(&cfg, kernel, std::forward<A>(args)...);
 }
 
+/* RoPE of pair i (of hd / 2) at position pos, shared by ops.cu's rope_kv_kernel and attn_decode.cu's fused
+ * kernel so both give the same bits: inv_freq in fp32 from a double pow and the angle in double (as the CPU
+ * reference); the rotation with its products rounded explicitly (no compiler-chosen FMA contraction). */
+static __device__ __forceinline__ void tl_cu_rope_cs(float theta, int i, int hd, int pos, float *c, float *s) {
+    const float inv = (float)(1.0 / pow((double)theta, (double)(2 * i) / hd));
+    double sd, cd;
+    sincos((double)pos * (double)inv, &sd, &cd);
+    *c = (float)cd, *s = (float)sd;
+}
+/* (a, b) rotated by (c, s): (a c - b s, a s + b c) */
+static __device__ __forceinline__ float2 tl_cu_rope_rot(float a, float b, float c, float s) {
+    return make_float2(fmaf(a, c, -__fmul_rn(b, s)), fmaf(a, s, __fmul_rn(b, c)));
+}
+
 /* KV element type by tl_dtype. */
 template <int DT> struct tl_cu_kv;
 template <> struct tl_cu_kv<TL_F32> {

@@ -11,7 +11,8 @@
  * chunks, multiplied by cuBLAS (bf16 in, fp32 out). Non-INT4 weights are held in bf16 (cuBLAS).
  * Forwards of > CU_BIG_T tokens feed cuBLAS bf16 written by the producers (matmul_big, prefill_ops.cu).
  * Attention: sequences with > 16 new tokens on the tensor-core prefill kernel (attn_prefill.cu), the other
- * tokens on attn.cu's kernel (attention()). */
+ * tokens on attn.cu's kernel (attention()). Decode steps (every sequence one new token) in forward_decode:
+ * RoPE + KV write + attention in one kernel (tl_cu_attention_decode_rope), then the slice merge. */
 #ifdef TL_HAVE_CUDA
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
@@ -35,8 +36,16 @@ static const char *const p_name[P_N] = {"other", "matmul", "attention", "lm_head
                                    * vs 9,429 output tok/s; GPU tests pass with it on); 0: attn.cu unless =tc */
 #define CU_PREFILL_ROWS 128       /* query rows per block of the prefill attention kernel (64 or 128): 128 measured
                                    * 210 vs 192 TFLOP/s at 4096 tokens (7B, H200), the end-to-end prefill 1% faster */
-#define CU_DECODE_RING 4          /* forward_decode's GEMV ring stages (see forward_decode) */
-#define CU_GKEY 14                /* graph key: the shape and switches a captured decode step depends on */
+#define CU_DECODE_RING 6          /* forward_decode's GEMV ring stages (see forward_decode) */
+#define CU_ATT_MERGE_DEFAULT 0    /* forward_decode's attention slices: merge kernel (TL_CUDA_ATT_MERGE). H100, 7B
+                                   * batch 1 ctx 512, 3765dec: cluster 2.368 ms/token (5 samples), kernel 2.366 / 2.367,
+                                   * last slice 2.560 (17d9798: 2.390, 2.360, 2.624): the cluster saves no time, the
+                                   * kernel has no slice limit */
+#define CU_DEC_SPLIT_KEYS 64      /* forward_decode's attention: >= this many context positions a slice (one 64-key
+                                   * tile: latency-bound blocks, more of them in flight); H100, 7B batch 1 ctx 512,
+                                   * fused: 3765dec 2.343 ms/token against 2.355-2.373 with 128; 17d9798 equal (2.359
+                                   * median vs 2.360); unfused 2.464 vs 2.495 (TL_CUDA_SPLIT_KEYS) */
+#define CU_GKEY 16                /* graph key: the shape and switches a captured decode step depends on */
 #define CU_BIG_T 512              /* forwards of more tokens: bf16 activations into cuBLAS (layer_big) */
 #define CU_Q4GEMM_COPY_MAX 48     /* INT4 products of 17..CU_BIG_T rows take q4_gemm.cu's kernel up to this many rows */
 #define CU_Q4GEMM_NOCOPY_MAX 192  /* when the matrix has a bf16 copy (cuBLAS on it above), else up to this many.
@@ -84,16 +93,25 @@ typedef struct cu_impl {
     /* read at every forward (so one process can compare them): TL_CUDA_GEMV=mma: the three-launch
      * q4_mma.cu GEMV instead of q4_gemv.cu's; TL_CUDA_FUSE=0: the unfused decode sequence;
      * TL_CUDA_PDL=0: no programmatic dependent launches; TL_CUDA_SPLIT_KEYS=N: attention slices of
-     * at least N context positions in the fused decode sequence (default 128); TL_CUDA_ATT_MERGE=last:
-     * attention slices merged by the last slice to finish instead of a second kernel (measured slower: 3.62
-     * against 3.43 ms/token, 7B on an H200) */
+     * at least N context positions in the fused decode sequence (default CU_DEC_SPLIT_KEYS); TL_CUDA_ATT_MERGE (see merge_last):
+     * =last measured slower than a merge kernel (3.62 against 3.43 ms/token, 7B on an H200; H100 271df0b:
+     * 2.52-2.56 against 2.36 with the fused kernel) */
     int gemv_old, no_fuse, no_pdl;
     /* forward_decode's GEMV ring depth (TL_CUDA_RING=N, default CU_DECODE_RING; 0: as deep as shared memory
      * allows) and, for measurements only (wrong results), TL_CUDA_DBG_SKIP (bits: 1 q/k/v GEMV, 2 RoPE +
-     * attention, 4 o, 8 gate/up, 16 down) and TL_CUDA_GEMV_PROBE=ring|math (tl_cu_gemv_args.impl) */
-    int ring, dbg_skip, probe;
+     * attention, 4 o, 8 gate/up, 16 down) and TL_CUDA_GEMV_PROBE=ring|math; gemv_impl: tl_cu_gemv_args.impl of its
+     * GEMVs (TL_CU_GEMV_V4 unless TL_CUDA_GEMV_V=3, or a probe) */
+    int ring, dbg_skip, gemv_impl;
     int split_keys;        /* attention slices of the decode sequence: context positions per slice at least */
-    int merge_last;
+    int merge_last;        /* TL_CUDA_ATT_MERGE: 1 (=last) slices merged by the last one to finish, 0 (=kernel) by a
+                            * merge kernel, 2 (=cluster) through a thread-block cluster (decode kernel, <= 8
+                            * slices), -1 (unset): CU_ATT_MERGE_DEFAULT */
+    /* TL_CUDA_ATT_FUSE: 1 (unset): forward_decode runs RoPE + KV write + attention (+ merge) as one kernel
+     * (tl_cu_attention_decode_rope) when every sequence has one new token; 0: rope kernel, then attention;
+     * nopdl (-1): as 0 with the decode attention kernels launched without PDL (as before the fused kernel) */
+    int att_fuse;
+    int dec1;              /* build_meta: every sequence of the batch has at most one new token */
+    int fuse_on;           /* this step takes the fused kernel (att_fuse, dec1, decode kernel, no prefill tiles) */
     int q4gemm;            /* TL_CUDA_Q4GEMM: 0 never (dequantize / bf16 copy + cuBLAS), 1 always, -1 (unset) auto */
     int all_tiled;         /* every matrix is tiled INT4 (no cuBLAS in decode steps) */
     int graph_ok;          /* all_tiled and TL_CUDA_GRAPH != 0 */
@@ -609,10 +627,12 @@ static int64_t build_meta(cu_impl *ci, const tl_config *c, const tl_kv *kv, cons
                           tl_error *e) {
     const int T = b->n_tok, bs = kv->block_size;
     int64_t n_bt = 0;
+    ci->dec1 = 1;
     for (int s = 0; s < b->n_seq; s++) {
         const tl_batch_seq *q = &b->seqs[s];
         if (q->tok_start < 0 || q->n_new < 0 || q->n_past < 0 || q->tok_start + q->n_new > T)
             return tl_errf(e, "batch: sequence %d out of range", s);
+        ci->dec1 &= q->n_new <= 1;
         n_bt += TL_CDIV(q->n_past + q->n_new, bs);
     }
     /* sequences adding more than a graph step's tokens go to the tensor-core prefill kernel (so graphs,
@@ -797,18 +817,21 @@ static int decode_fused(const cu_impl *ci, const tl_config *c, int T) {
            tl_cu_q4g_fits((int64_t)c->n_head * c->head_dim, T) && tl_cu_q4g_fits(c->n_ff, T);
 }
 
-/* A decode-sized step in 7 kernels a layer instead of ~18: the RMSNorms run in the prologue of the GEMV
+/* A decode-sized step in 6 kernels a layer instead of ~18: the RMSNorms run in the prologue of the GEMV
  * that reads them (q/k/v, gate/up), SiLU*up in down_proj's, and the residual adds in the epilogues of
  * o_proj and down_proj (x += W h, in place); x -> fp16 inside each GEMV. Every kernel of a layer is a
  * programmatic dependent launch (unless TL_CUDA_PDL=0): its weight loads start during the previous
- * kernel's tail. Layer: qkv GEMV, RoPE + KV write, attention + split merge (by build_meta's plan), o GEMV,
- * gate/up GEMV, down GEMV. The GEMV rings hold CU_DECODE_RING stages, not all that shared memory allows:
- * the x prologue's L2 reads queue behind less of the ring's DRAM traffic (7B on an H100: 2.36-2.37 against
- * 2.48-2.55 ms/token; a layer's four GEMVs alone 68.7 against 74.5 us). */
+ * kernel's tail. Layer: qkv GEMV, RoPE + KV write + attention in one kernel when every sequence has one new
+ * token (else the rope kernel, then attention), the split merge (by build_meta's plan), o GEMV, gate/up
+ * GEMV, down GEMV. The GEMVs are q4_gemv.cu's v4 (a reducer warp per block); their rings hold
+ * CU_DECODE_RING stages, not all that shared memory allows: the x prologue's L2 reads queue behind less of
+ * the ring's DRAM traffic (7B on an H100, a layer's four GEMVs alone: 65.9 us against 70.0 with the deepest
+ * ring, v3 66.7-71.0). */
 static int forward_decode(cu_impl *ci, const tl_model *m, tl_kv *kv, int T, int n_logits, int max_ctx, float *logits,
                           tl_error *e) {
     const tl_config *c = &m->cfg;
     const int E = c->n_embd, hd = c->head_dim, F = c->n_ff, pdl = !ci->no_pdl;
+    const int merge = ci->merge_last >= 0 ? ci->merge_last : CU_ATT_MERGE_DEFAULT;
     const int32_t *d_tok = ci->meta_d, *d_pos = d_tok + T, *d_slot = d_pos + T, *d_ctx = d_slot + T,
                   *d_off = d_ctx + T, *d_lr = d_off + T, *d_bt = d_lr + n_logits, *d_tiles = d_bt + ci->n_bt;
     const int QD = c->n_head * hd, RW = QD + 2 * c->n_head_kv * hd;
@@ -832,7 +855,9 @@ static int forward_decode(cu_impl *ci, const tl_model *m, tl_kv *kv, int T, int 
                               .kcache = kc, .vcache = vc, .kv_dtype = kv->dtype, .block_size = kv->block_size,
                               .ctx_len = d_ctx, .bt_off = d_off, .bt = d_bt, .partial = ci->partial,
                               .max_split = ci->max_split, .max_ctx = max_ctx, .n_sm = ci->n_sm, .pdl = pdl,
-                              .split_keys = ci->split_keys, .counters = ci->merge_last ? ci->att_cnt : NULL};
+                              .split_keys = ci->split_keys,
+                              .counters = merge == 1 ? ci->att_cnt : NULL, .merge_cluster = merge == 2};
+        if (ci->att_fuse < 0) aa.pdl = 0; /* TL_CUDA_ATT_FUSE=nopdl (comparisons) */
         tl_cu_gemv_args o = {.w = &L->o.q, .x = ci->att, .x_stride = QD, .bias = L->o.bias, .resid = ci->x,
                              .y = ci->x, .n_tok = T, .pdl = pdl};
         tl_cu_gemv_args gu = {.w = &L->gu.q, .x = ci->x, .x_stride = E, .x_mode = TL_CU_X_RMSNORM,
@@ -841,11 +866,14 @@ static int forward_decode(cu_impl *ci, const tl_model *m, tl_kv *kv, int T, int 
         tl_cu_gemv_args down = {.w = &L->down.q, .x = ci->gu, .x_stride = 2 * F, .x_mode = TL_CU_X_SILU,
                                 .bias = L->down.bias, .resid = ci->x, .y = ci->x, .n_tok = T, .pdl = pdl};
         tl_cu_gemv_args *g4[4] = {&qkv, &o, &gu, &down};
-        for (int k = 0; k < 4; k++) g4[k]->impl = ci->probe, g4[k]->ring = ci->ring;
+        for (int k = 0; k < 4; k++) g4[k]->impl = ci->gemv_impl, g4[k]->ring = ci->ring;
         const int sk = ci->dbg_skip;
         if ((!(sk & 1) && gemv(ci, &qkv, e)) ||
-            (!(sk & 2) && (tl_cu_rope_kv_write(&ra, st, e) || pmark(ci, P_OTHER) || attention(ci, &aa, d_tiles, e) ||
-                           pmark(ci, P_ATTN))) ||
+            (!(sk & 2) && ci->fuse_on && (pmark(ci, P_OTHER) || tl_cu_attention_decode_rope(&aa, &ra, st, e) ||
+                                          pmark(ci, P_ATTN))) ||
+            (!(sk & 2) && !ci->fuse_on &&
+             (tl_cu_rope_kv_write(&ra, st, e) || pmark(ci, P_OTHER) || attention(ci, &aa, d_tiles, e) ||
+              pmark(ci, P_ATTN))) ||
             (!(sk & 4) && gemv(ci, &o, e)) || (!(sk & 8) && gemv(ci, &gu, e)) || (!(sk & 16) && gemv(ci, &down, e)))
             return -1;
     }
@@ -941,16 +969,18 @@ static int cu_run(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *
     ci->no_fuse = fu && !strcmp(fu, "0");
     ci->no_pdl = pd && !strcmp(pd, "0");
     const char *sk = getenv("TL_CUDA_SPLIT_KEYS");
-    ci->split_keys = sk ? atoi(sk) : 0;
+    ci->split_keys = sk ? atoi(sk) : CU_DEC_SPLIT_KEYS;
     const char *am = getenv("TL_CUDA_ATT_MERGE");
-    ci->merge_last = am && !strcmp(am, "last");
+    ci->merge_last = !am ? -1 : !strcmp(am, "last") ? 1 : !strcmp(am, "kernel") ? 0 : !strcmp(am, "cluster") ? 2 : -1;
+    const char *af = getenv("TL_CUDA_ATT_FUSE");
+    ci->att_fuse = !af ? 1 : !strcmp(af, "0") ? 0 : !strcmp(af, "nopdl") ? -1 : 1;
     const char *rg = getenv("TL_CUDA_RING");
     ci->ring = rg ? atoi(rg) : CU_DECODE_RING;
     const char *ds = getenv("TL_CUDA_DBG_SKIP"), *gp = getenv("TL_CUDA_GEMV_PROBE");
     ci->dbg_skip = ds ? atoi(ds) : 0;
-    ci->probe = gp && !strcmp(gp, "ring") ? TL_CU_GEMV_RING : gp && !strcmp(gp, "math") ? TL_CU_GEMV_MATH : 0;
-    const char *gvv = getenv("TL_CUDA_GEMV_V");
-    if (!ci->probe && gvv && !strcmp(gvv, "4")) ci->probe = TL_CU_GEMV_V4;
+    ci->gemv_impl = gp && !strcmp(gp, "ring") ? TL_CU_GEMV_RING : gp && !strcmp(gp, "math") ? TL_CU_GEMV_MATH : 0;
+    const char *gvv = getenv("TL_CUDA_GEMV_V"); /* forward_decode's GEMVs: v4 (default) or v3 (=3) */
+    if (!ci->gemv_impl && !(gvv && !strcmp(gvv, "3"))) ci->gemv_impl = TL_CU_GEMV_V4;
     const char *qg = getenv("TL_CUDA_Q4GEMM");
     ci->q4gemm = qg ? atoi(qg) != 0 : -1;
     void *act_before = ci->act;
@@ -960,6 +990,7 @@ static int cu_run(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *
     double t0 = tl_now();
     int64_t nmeta = build_meta(ci, c, kv, b, &max_ctx, e);
     if (nmeta < 0) return -1;
+    ci->fuse_on = ci->att_fuse > 0 && ci->dec1 && ci->attn_dec && !ci->n_tiles && decode_fused(ci, c, T);
     double t1 = tl_now();
     if (ci->act != act_before || ci->meta_d != meta_before) graph_drop(ci);
     ci->n_pev = 0;
@@ -975,7 +1006,7 @@ static int cu_run(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *
                                  .split_keys = decode_fused(ci, c, T) ? ci->split_keys : 0};
         intptr_t key[CU_GKEY] = {T, b->n_logits, tl_cu_attention_splits(&probe), (intptr_t)kv->k, (intptr_t)kv->dtype,
                                  kv->n_blocks, ci->gemv_old, ci->no_fuse, ci->no_pdl, ci->merge_last, ci->attn_dec,
-                                 ci->ring, ci->dbg_skip, ci->probe};
+                                 ci->ring, ci->dbg_skip, ci->gemv_impl, ci->att_fuse, ci->fuse_on};
         if (!ci->gexec || memcmp(key, ci->gkey, sizeof key)) {
             graph_drop(ci);
             cudaGraph_t g;

@@ -171,6 +171,9 @@ typedef struct tl_cu_attn_args {
     int split_keys;              /* context positions per slice at least (0: 128) */
     int *counters;               /* [n_tok * n_head_kv] ints, zero (left zero): the last slice merges in the
                                   * same kernel; NULL: a second (merge) kernel */
+    int merge_cluster;           /* tl_cu_attention_decode(_rope) with 2..8 slices: each token's slices are one
+                                  * thread-block cluster, merged through distributed shared memory (no partials,
+                                  * no merge kernel; over counters); attn.cu ignores it */
     int pdl;                     /* launch as a programmatic dependent (see cu_common.cuh) */
 } tl_cu_attn_args;
 int tl_cu_attention(const tl_cu_attn_args *a, cudaStream_t st, tl_error *e);
@@ -192,10 +195,17 @@ int tl_cu_attention_prefill(const tl_cu_attn_args *a, const int32_t *tiles, int 
 
 /* Tensor-core paged attention for the non-prefill tokens (attn_decode.cu): the arguments and results of
  * tl_cu_attention (every token of a->n_tok, its own ctx_len; the same split count tl_cu_attention_splits(a),
- * partial layout and merge), for head_dim 64/128, KV bf16/f16, n_head / n_head_kv <= 16
- * (tl_cu_attention_decode_ok). q and P are rounded to the KV type (rel err ~1e-3 .. 1e-2). */
+ * partial layout and merge; a->counters: merged by the last slice; a->merge_cluster; a->pdl honoured), for
+ * head_dim 64/128, KV bf16/f16, n_head / n_head_kv <= 16 (tl_cu_attention_decode_ok). q and P are rounded to the KV type (rel err ~1e-3 .. 1e-2). */
 int tl_cu_attention_decode_ok(int head_dim, int kv_dtype, int n_head, int n_head_kv);
 int tl_cu_attention_decode(const tl_cu_attn_args *a, cudaStream_t st, tl_error *e);
+/* The same with RoPE and the KV write of tl_cu_rope_kv_write(r) done inside (one kernel instead of two; the
+ * decode step's common case): every token must be the only new token of its sequence (its position in the
+ * context is ctx_len - 1, written at slot[t]). a->q = r->qkv holds the raw (unrotated) q/k/v rows, q_stride
+ * their length; q is rotated in registers (qkv is left as it was), k and v go to the cache. Equal bit for bit
+ * to tl_cu_rope_kv_write then tl_cu_attention_decode (same RoPE code, cu_common.cuh). With a->counters the
+ * last slice merges (no merge kernel), as in tl_cu_attention_decode. */
+int tl_cu_attention_decode_rope(const tl_cu_attn_args *a, const tl_cu_rope_args *r, cudaStream_t st, tl_error *e);
 
 #ifdef __cplusplus
 }

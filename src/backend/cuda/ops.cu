@@ -129,14 +129,11 @@ __global__ void rope_kv_kernel(float *__restrict__ qkv, int n_head, int n_head_k
     tl_cu_pdl_wait(); /* qkv comes from the previous kernel */
     tl_cu_pdl_trigger();
     float *x = qkv + (size_t)t * row_len + (size_t)h * hd; /* q head h, or k head h - n_head */
-    /* as the CPU reference: inv_freq in fp32 from a double pow, the angle in double */
-    float inv = (float)(1.0 / pow((double)theta, (double)(2 * i) / hd));
-    double ang = (double)pos[t] * (double)inv, sd, cd;
-    sincos(ang, &sd, &cd);
-    float s = (float)sd, c = (float)cd;
+    float c, s; /* as the CPU reference (cu_common.cuh) */
+    tl_cu_rope_cs(theta, i, hd, pos[t], &c, &s);
     int i0 = neox ? i : 2 * i, i1 = neox ? i + hd / 2 : 2 * i + 1;
-    float a = x[i0], b = x[i1];
-    float ra = a * c - b * s, rb = a * s + b * c;
+    const float2 r = tl_cu_rope_rot(x[i0], x[i1], c, s);
+    const float ra = r.x, rb = r.y;
     x[i0] = ra;
     x[i1] = rb;
     if (h >= n_head) {
