@@ -133,25 +133,20 @@ static void layer_bench(double copy) {
     CU(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
     /* variants: name, ring cap, tl_cu_gemv_args.dbg probe bits, impl */
     static const struct { const char *name; int ring, dbg, impl; } lv[] = {
-        {"ring as deep as fits", 0, 0, 0},
-        {"ring <= 4 (forward_decode's)", 4, 0, 0},
-        {"v4 (reducer warp), ring <= 4", 4, 0, TL_CU_GEMV_V4},
-        {"v4 (reducer warp), ring as deep as fits", 0, 0, TL_CU_GEMV_V4},
-        {"v4 (reducer warp), ring <= 6", 6, 0, TL_CU_GEMV_V4},
-        {"ring <= 6", 6, 0, 0},
-        {"ring <= 3", 3, 0, 0},
-        {"no x prologue (probe)", 0, 2, 0},
-        {"no epilogue (probe)", 0, 4, 0},
-        {"two-pass RMSNorm", 0, 8, 0},
-        {"ring <= 4, two-pass RMSNorm", 4, 8, 0},
+        {"v4, ring <= 6 (forward_decode's)", 6, 0, TL_CU_GEMV_V4},
+        {"v4, ring <= 6, loop prologues", 6, 8, TL_CU_GEMV_V4},
+        {"v4, ring <= 6, no x prologue (probe)", 6, 2, TL_CU_GEMV_V4},
+        {"v4, ring <= 6, no epilogue (probe)", 6, 4, TL_CU_GEMV_V4},
+        {"v4, ring <= 4", 4, 0, TL_CU_GEMV_V4},
+        {"v3, ring <= 6", 6, 0, 0},
+        {"v3, ring as deep as fits", 0, 0, 0},
+        {"v3, ring as deep as fits, loop prologues", 0, 8, 0},
         {"ring alone", 0, 0, TL_CU_GEMV_RING},
         {"ring alone, no prologue", 0, 2, TL_CU_GEMV_RING},
-        {"ring <= 4, ring alone, no prologue", 4, 2, TL_CU_GEMV_RING},
         {"math alone", 0, 0, TL_CU_GEMV_MATH},
         {"math alone, no pro/epilogue", 0, 6, TL_CU_GEMV_MATH},
-        {"ring as deep as fits (again)", 0, 0, 0},
-        {"ring <= 4 (again)", 4, 0, 0},
-        {"v4 (reducer warp), ring <= 4 (again)", 4, 0, TL_CU_GEMV_V4},
+        {"v4, ring <= 6 (again)", 6, 0, TL_CU_GEMV_V4},
+        {"v4, ring <= 6, loop prologues (again)", 6, 8, TL_CU_GEMV_V4},
     };
     const int nvn = (int)(sizeof lv / sizeof lv[0]);
     for (int v = 0; v < nvn; v++) {

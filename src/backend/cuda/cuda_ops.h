@@ -73,7 +73,7 @@ typedef struct tl_cu_gemv_args {
                * the ring (no loads, no waits); n_tok <= 8, group 64, fp16 */
     int ring; /* at most this many ring stages (0: as many as fit; tests use 2 to wrap the ring often) */
     int dbg; /* benchmark probes only (wrong results), bits: 2 no x prologue, 4 no epilogue loads / stores,
-              * 8 the two-pass RMSNorm prologue even at n_tok 1 (what each costs) */
+              * 8 the loop prologues (two-pass RMSNorm, SiLU in rounds) even at n_tok 1 (what each costs) */
 } tl_cu_gemv_args;
 enum { TL_CU_GEMV_V3 = 5, TL_CU_GEMV_RING = 6, TL_CU_GEMV_MATH = 7, TL_CU_GEMV_V4 = 8 };
 int tl_cu_q4g_fits(int64_t cols, int n_tok);

@@ -23,7 +23,7 @@ struct q4g_params {
     const float *resid; /* may alias y */
     float *y;
     int rows, cols, n_tok, ntiles;
-    int dbg; /* tl_cu_gemv_args.dbg: benchmark probes (wrong results) */
+    int dbg; /* tl_cu_gemv_args.dbg: benchmark probes (wrong results); bit 8 also: the loop prologues at n_tok 1 */
 };
 
 template <bool BF16> static __device__ __forceinline__ float2 gv_sb(uint32_t v) {
@@ -310,7 +310,41 @@ __global__ void __launch_bounds__(32 * (W + 1 + (MODE == 4)), 1) q4s_kernel(cons
                 if ((threadIdx.x & (SEG - 1)) == 0) gs[k / G] = sum;
             }
         }
-    } else if (p.mode == TL_CU_X_RMSNORM && n4) {
+    }
+    /* SiLU(gate) * up of one token whose row fits PS float4 a thread: every load issued at once (one L2 round
+     * trip instead of ceil(c4 / (PB NT)): 3 for 7B's 18944 columns); same arithmetic as the loop below */
+    constexpr int PS = 10;
+    const bool one_silu = p.mode == TL_CU_X_SILU && n_tok == 1 && c4 <= PS * NT && !(p.dbg & 8);
+    if (one_silu && n4) {
+        float4 a[PS], b[PS];
+#pragma unroll
+        for (int u = 0; u < PS; u++) {
+            const int k4 = u * NT + threadIdx.x;
+            a[u] = b[u] = make_float4(0.f, 0.f, 0.f, 0.f);
+            if (k4 < c4) a[u] = ((const float4 *)p.x)[k4], b[u] = ((const float4 *)p.x)[k4 + c4];
+        }
+        constexpr int SEG = G / 4;
+#pragma unroll
+        for (int u = 0; u < PS; u++) {
+            const int k4 = u * NT + threadIdx.x, k = k4 * 4;
+            const float4 v = make_float4(__fdividef(a[u].x, 1.f + __expf(-a[u].x)) * b[u].x,
+                                         __fdividef(a[u].y, 1.f + __expf(-a[u].y)) * b[u].y,
+                                         __fdividef(a[u].z, 1.f + __expf(-a[u].z)) * b[u].z,
+                                         __fdividef(a[u].w, 1.f + __expf(-a[u].w)) * b[u].w);
+            const __half2 h0 = __floats2half2_rn(v.x, v.y), h1 = __floats2half2_rn(v.z, v.w);
+            float sum = (__low2float(h0) + __high2float(h0)) + (__low2float(h1) + __high2float(h1));
+#pragma unroll
+            for (int o = 1; o < SEG; o <<= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+            if (k4 < c4) {
+                const int c = k & 15, c2 = c + 2;
+                __half *row = xh + (k - c);
+                *(__half2 *)(row + (c < 8 ? 2 * c : 2 * c - 14)) = h0;
+                *(__half2 *)(row + (c2 < 8 ? 2 * c2 : 2 * c2 - 14)) = h1;
+                if ((threadIdx.x & (SEG - 1)) == 0) gs[k / G] = sum;
+            }
+        }
+    }
+    if (p.mode == TL_CU_X_RMSNORM && !one && n4) {
         for (int t = 0; t < n_tok; t++) {
             const float4 *xr = (const float4 *)(p.x + (size_t)t * p.x_stride);
             float ss = 0.f;
@@ -336,7 +370,7 @@ __global__ void __launch_bounds__(32 * (W + 1 + (MODE == 4)), 1) q4s_kernel(cons
         }
         gs_sync<NT>();
     }
-    if (!one) {
+    if (!one && !one_silu) {
         constexpr int SEG = G / 4;
         for (int base = 0; base < n4; base += PB * NT) {
             float4 a[PB], b[PB];
