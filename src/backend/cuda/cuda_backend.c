@@ -980,9 +980,7 @@ static int cu_run(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *
     ci->dbg_skip = ds ? atoi(ds) : 0;
     ci->gemv_impl = gp && !strcmp(gp, "ring") ? TL_CU_GEMV_RING : gp && !strcmp(gp, "math") ? TL_CU_GEMV_MATH : 0;
     const char *gvv = getenv("TL_CUDA_GEMV_V"); /* forward_decode's GEMVs: v4 (default) or v3 (=3) */
-    if (!ci->gemv_impl && !(gvv && !strcmp(gvv, "3")))
-        ci->gemv_impl = gvv && !strcmp(gvv, "4ns") ? TL_CU_GEMV_V4_NS : gvv && !strcmp(gvv, "4hs") ? TL_CU_GEMV_V4_HS
-                                                                                                  : TL_CU_GEMV_V4;
+    if (!ci->gemv_impl && !(gvv && !strcmp(gvv, "3"))) ci->gemv_impl = TL_CU_GEMV_V4;
     const char *qg = getenv("TL_CUDA_Q4GEMM");
     ci->q4gemm = qg ? atoi(qg) != 0 : -1;
     void *act_before = ci->act;

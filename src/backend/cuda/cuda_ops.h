@@ -76,9 +76,6 @@ typedef struct tl_cu_gemv_args {
               * 8 the loop prologues (two-pass RMSNorm, SiLU in rounds) even at n_tok 1 (what each costs) */
 } tl_cu_gemv_args;
 enum { TL_CU_GEMV_V3 = 5, TL_CU_GEMV_RING = 6, TL_CU_GEMV_MATH = 7, TL_CU_GEMV_V4 = 8 };
-/* measurements only (n_tok <= 8, g64, fp16 scales; else v3): v4 without the one-round-trip SiLU prologue (fewer
- * registers: room for a decode attention block beside it) and with it in two rounds */
-enum { TL_CU_GEMV_V4_NS = 9, TL_CU_GEMV_V4_HS = 10 };
 int tl_cu_q4g_fits(int64_t cols, int n_tok);
 int tl_cu_q4g_gemv(const tl_cu_gemv_args *a, cudaStream_t st, tl_error *e);
 

@@ -181,9 +181,9 @@ static __device__ __forceinline__ void gs_compute_lean(const uint4 (&qw)[KW], co
 static __host__ __device__ constexpr int gs_stage_bytes(int SK, int G) { return SK * (512 + 64 * 64 / G); }
 
 template <int NTILE, bool BF16, int G, int W, int KW, int MODE>
-__global__ void __launch_bounds__(32 * (W + 1 + (MODE >= 4)), 1) q4s_kernel(const q4g_params p, int ns) {
+__global__ void __launch_bounds__(32 * (W + 1 + (MODE == 4)), 1) q4s_kernel(const q4g_params p, int ns) {
     constexpr int SK = W * KW, SBKB = 64 * 64 / G, SB = gs_stage_bytes(SK, G), NT = 32 * W;
-    constexpr bool RD = MODE >= 4; /* v4: warp W + 1 reduces the tiles (rfull / rempty), consumers never bar.sync */
+    constexpr bool RD = MODE == 4; /* v4: warp W + 1 reduces the tiles (rfull / rempty), consumers never bar.sync */
     constexpr int NGK = G < 64 ? 64 / G : 1;
     extern __shared__ __align__(128) unsigned char gs_smem[];
     __shared__ __align__(8) uint64_t full[GS_NSMAX], empty[GS_NSMAX], rfull[2], rempty[2];
@@ -313,8 +313,8 @@ __global__ void __launch_bounds__(32 * (W + 1 + (MODE >= 4)), 1) q4s_kernel(cons
     }
     /* SiLU(gate) * up of one token whose row fits PS float4 a thread: every load issued at once (one L2 round
      * trip instead of ceil(c4 / (PB NT)): 3 for 7B's 18944 columns); same arithmetic as the loop below */
-    constexpr int PS = MODE == 5 ? 1 : MODE == 6 ? 5 : 10; /* v4 variants 5 / 6 (measurements): no / half one-pass */
-    const bool one_silu = MODE != 5 && p.mode == TL_CU_X_SILU && n_tok == 1 && c4 <= PS * NT && !(p.dbg & 8);
+    constexpr int PS = 10;
+    const bool one_silu = p.mode == TL_CU_X_SILU && n_tok == 1 && c4 <= PS * NT && !(p.dbg & 8);
     if (one_silu && n4) {
         float4 a[PS], b[PS];
 #pragma unroll
@@ -534,7 +534,7 @@ static cudaError_t q4s_launch(const q4g_params &p, size_t xbytes, cudaStream_t s
             (err = cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev)) ||
             (err = cudaFuncGetAttributes(&fa, k)) ||
             (err = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, optin - (int)fa.sharedSizeBytes)) ||
-            (err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ_regs, k, 32 * (W + 1 + (MODE >= 4)), 0)) ||
+            (err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ_regs, k, 32 * (W + 1 + (MODE == 4)), 0)) ||
             (err = cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev)))
             return err;
         stat_smem = (int)fa.sharedSizeBytes;
@@ -557,7 +557,7 @@ static cudaError_t q4s_launch(const q4g_params &p, size_t xbytes, cudaStream_t s
         if (ns < 2) return cudaErrorInvalidConfiguration;
     }
     const size_t smem = (size_t)ns * SB + xbytes;
-    return tl_cu_launch(k, dim3((unsigned)grid), dim3(32 * (W + 1 + (MODE >= 4))), smem, st, pdl, p, (int)ns);
+    return tl_cu_launch(k, dim3((unsigned)grid), dim3(32 * (W + 1 + (MODE == 4))), smem, st, pdl, p, (int)ns);
 }
 
 extern "C" int tl_cu_q4g_gemv(const tl_cu_gemv_args *a, cudaStream_t st, tl_error *e) {
@@ -587,9 +587,6 @@ extern "C" int tl_cu_q4g_gemv(const tl_cu_gemv_args *a, cudaStream_t st, tl_erro
         if (a->impl == TL_CU_GEMV_V4) {
             if (a->n_tok <= 8) err = w->sb_bf16 ? GS_G(1, true, 4) : GS_G(1, false, 4);
             else err = w->sb_bf16 ? GS_G(2, true, 4) : GS_G(2, false, 4);
-        } else if ((a->impl == TL_CU_GEMV_V4_NS || a->impl == TL_CU_GEMV_V4_HS) && a->n_tok <= 8 && w->group == 64 && !w->sb_bf16) {
-            err = a->impl == TL_CU_GEMV_V4_NS ? q4s_launch<1, false, 64, 16, 2, 5>(p, smem, st, a->pdl, a->ring)
-                                              : q4s_launch<1, false, 64, 16, 2, 6>(p, smem, st, a->pdl, a->ring);
         } else {
             if (a->n_tok <= 8) err = w->sb_bf16 ? GS_G(1, true, 1) : GS_G(1, false, 1);
             else err = w->sb_bf16 ? GS_G(2, true, 1) : GS_G(2, false, 1);
