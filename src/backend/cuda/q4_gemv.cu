@@ -180,6 +180,32 @@ static __device__ __forceinline__ void gs_compute_lean(const uint4 (&qw)[KW], co
 /* bytes of a stage: SK blocks of codes (512 B each) + their scale words (64 * 64 / G B each) */
 static __host__ __device__ constexpr int gs_stage_bytes(int SK, int G) { return SK * (512 + 64 * 64 / G); }
 
+/* x prologue pieces: a * inv * w (RMSNorm), SiLU(gate) * up (fast exp / divide: x is rounded to fp16 next), and
+ * the store of 4 columns k..k+3 as fp16 into the permuted row (see the kernel) with their group sum (lanes of
+ * one group reduce by shuffles: every lane calls it; ok: this lane's columns exist) */
+static __device__ __forceinline__ float4 gs_norm4(float4 a, float inv, float4 w) {
+    return make_float4(a.x * inv * w.x, a.y * inv * w.y, a.z * inv * w.z, a.w * inv * w.w);
+}
+static __device__ __forceinline__ float4 gs_silu4(float4 g, float4 u) {
+    return make_float4(__fdividef(g.x, 1.f + __expf(-g.x)) * u.x, __fdividef(g.y, 1.f + __expf(-g.y)) * u.y,
+                       __fdividef(g.z, 1.f + __expf(-g.z)) * u.z, __fdividef(g.w, 1.f + __expf(-g.w)) * u.w);
+}
+template <int G>
+static __device__ __forceinline__ void gs_put4(float4 v, bool ok, __half *xrow, int k, float *grow) {
+    constexpr int SEG = G / 4;
+    const __half2 h0 = __floats2half2_rn(v.x, v.y), h1 = __floats2half2_rn(v.z, v.w);
+    float sum = (__low2float(h0) + __high2float(h0)) + (__low2float(h1) + __high2float(h1));
+#pragma unroll
+    for (int o = 1; o < SEG; o <<= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    if (ok) {
+        const int c = k & 15, c2 = c + 2;
+        __half *row = xrow + (k - c);
+        *(__half2 *)(row + (c < 8 ? 2 * c : 2 * c - 14)) = h0;
+        *(__half2 *)(row + (c2 < 8 ? 2 * c2 : 2 * c2 - 14)) = h1;
+        if ((threadIdx.x & (SEG - 1)) == 0) grow[k / G] = sum;
+    }
+}
+
 template <int NTILE, bool BF16, int G, int W, int KW, int MODE>
 __global__ void __launch_bounds__(32 * (W + 1 + (MODE == 4)), 1) q4s_kernel(const q4g_params p, int ns) {
     constexpr int SK = W * KW, SBKB = 64 * 64 / G, SB = gs_stage_bytes(SK, G), NT = 32 * W;
@@ -292,23 +318,10 @@ __global__ void __launch_bounds__(32 * (W + 1 + (MODE == 4)), 1) q4s_kernel(cons
 #pragma unroll
         for (int w2 = 0; w2 < W; w2++) tot += s_ss[w2][0];
         const float inv = rsqrtf(tot / (float)cols + p.eps);
-        constexpr int SEG = G / 4;
 #pragma unroll
         for (int u = 0; u < PB; u++) {
-            const int k4 = u * NT + threadIdx.x, k = k4 * 4;
-            const float4 v = make_float4(a[u].x * inv * b[u].x, a[u].y * inv * b[u].y, a[u].z * inv * b[u].z,
-                                         a[u].w * inv * b[u].w);
-            const __half2 h0 = __floats2half2_rn(v.x, v.y), h1 = __floats2half2_rn(v.z, v.w);
-            float sum = (__low2float(h0) + __high2float(h0)) + (__low2float(h1) + __high2float(h1));
-#pragma unroll
-            for (int o = 1; o < SEG; o <<= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-            if (k4 < c4) {
-                const int c = k & 15, c2 = c + 2;
-                __half *row = xh + (k - c);
-                *(__half2 *)(row + (c < 8 ? 2 * c : 2 * c - 14)) = h0;
-                *(__half2 *)(row + (c2 < 8 ? 2 * c2 : 2 * c2 - 14)) = h1;
-                if ((threadIdx.x & (SEG - 1)) == 0) gs[k / G] = sum;
-            }
+            const int k4 = u * NT + threadIdx.x;
+            gs_put4<G>(gs_norm4(a[u], inv, b[u]), k4 < c4, xh, k4 * 4, gs);
         }
     }
     /* SiLU(gate) * up of one token whose row fits PS float4 a thread: every load issued at once (one L2 round
@@ -323,25 +336,10 @@ __global__ void __launch_bounds__(32 * (W + 1 + (MODE == 4)), 1) q4s_kernel(cons
             a[u] = b[u] = make_float4(0.f, 0.f, 0.f, 0.f);
             if (k4 < c4) a[u] = ((const float4 *)p.x)[k4], b[u] = ((const float4 *)p.x)[k4 + c4];
         }
-        constexpr int SEG = G / 4;
 #pragma unroll
         for (int u = 0; u < PS; u++) {
-            const int k4 = u * NT + threadIdx.x, k = k4 * 4;
-            const float4 v = make_float4(__fdividef(a[u].x, 1.f + __expf(-a[u].x)) * b[u].x,
-                                         __fdividef(a[u].y, 1.f + __expf(-a[u].y)) * b[u].y,
-                                         __fdividef(a[u].z, 1.f + __expf(-a[u].z)) * b[u].z,
-                                         __fdividef(a[u].w, 1.f + __expf(-a[u].w)) * b[u].w);
-            const __half2 h0 = __floats2half2_rn(v.x, v.y), h1 = __floats2half2_rn(v.z, v.w);
-            float sum = (__low2float(h0) + __high2float(h0)) + (__low2float(h1) + __high2float(h1));
-#pragma unroll
-            for (int o = 1; o < SEG; o <<= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-            if (k4 < c4) {
-                const int c = k & 15, c2 = c + 2;
-                __half *row = xh + (k - c);
-                *(__half2 *)(row + (c < 8 ? 2 * c : 2 * c - 14)) = h0;
-                *(__half2 *)(row + (c2 < 8 ? 2 * c2 : 2 * c2 - 14)) = h1;
-                if ((threadIdx.x & (SEG - 1)) == 0) gs[k / G] = sum;
-            }
+            const int k4 = u * NT + threadIdx.x;
+            gs_put4<G>(gs_silu4(a[u], b[u]), k4 < c4, xh, k4 * 4, gs);
         }
     }
     if (p.mode == TL_CU_X_RMSNORM && !one && n4) {
@@ -371,7 +369,6 @@ __global__ void __launch_bounds__(32 * (W + 1 + (MODE == 4)), 1) q4s_kernel(cons
         gs_sync<NT>();
     }
     if (!one && !one_silu) {
-        constexpr int SEG = G / 4;
         for (int base = 0; base < n4; base += PB * NT) {
             float4 a[PB], b[PB];
 #pragma unroll
@@ -391,27 +388,9 @@ __global__ void __launch_bounds__(32 * (W + 1 + (MODE == 4)), 1) q4s_kernel(cons
                 const int idx = base + u * NT + threadIdx.x;
                 const int t = idx / c4, k = (idx - t * c4) * 4;
                 float4 v = a[u];
-                if (p.mode == TL_CU_X_RMSNORM) {
-                    const float inv = idx < n4 ? s_inv[t] : 0.f;
-                    v = make_float4(a[u].x * inv * b[u].x, a[u].y * inv * b[u].y, a[u].z * inv * b[u].z,
-                                    a[u].w * inv * b[u].w);
-                } else if (p.mode == TL_CU_X_SILU) { /* fast exp / divide: x is rounded to fp16 next */
-                    v = make_float4(__fdividef(a[u].x, 1.f + __expf(-a[u].x)) * b[u].x,
-                                    __fdividef(a[u].y, 1.f + __expf(-a[u].y)) * b[u].y,
-                                    __fdividef(a[u].z, 1.f + __expf(-a[u].z)) * b[u].z,
-                                    __fdividef(a[u].w, 1.f + __expf(-a[u].w)) * b[u].w);
-                }
-                const __half2 h0 = __floats2half2_rn(v.x, v.y), h1 = __floats2half2_rn(v.z, v.w);
-                float sum = (__low2float(h0) + __high2float(h0)) + (__low2float(h1) + __high2float(h1));
-#pragma unroll
-                for (int o = 1; o < SEG; o <<= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-                if (idx < n4) {
-                    const int c = k & 15, c2 = c + 2;
-                    __half *row = xh + (size_t)t * KP + (k - c);
-                    *(__half2 *)(row + (c < 8 ? 2 * c : 2 * c - 14)) = h0;
-                    *(__half2 *)(row + (c2 < 8 ? 2 * c2 : 2 * c2 - 14)) = h1;
-                    if ((threadIdx.x & (SEG - 1)) == 0) gs[t * ng + k / G] = sum;
-                }
+                if (p.mode == TL_CU_X_RMSNORM) v = gs_norm4(a[u], idx < n4 ? s_inv[t] : 0.f, b[u]);
+                else if (p.mode == TL_CU_X_SILU) v = gs_silu4(a[u], b[u]);
+                gs_put4<G>(v, idx < n4, xh + (size_t)t * KP, k, gs + t * ng);
             }
         }
     }
