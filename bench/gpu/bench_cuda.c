@@ -27,25 +27,33 @@ static void fill_random(void *d, size_t bytes, unsigned long long seed) {
     free(h);
 }
 
+/* A device INT4 matrix [rows, cols] of random codes (seed) and constant group-64 fp16 (scale | bias) words,
+ * sized for the tiled layout (rows padded to 16; random codes read the same bytes in either layout); *bytes
+ * += what a GEMV streams. Free with bench_q4_free. */
+static tl_cu_q4 bench_q4(int rows, int cols, int tiled, unsigned long long seed, size_t *bytes) {
+    const size_t rp = (size_t)(rows + 15) / 16 * 16, cb = rp * cols / 2, sb = rp * (cols / 64) * 4;
+    void *c, *s;
+    CU(cudaMalloc(&c, cb));
+    CU(cudaMalloc(&s, sb));
+    fill_random(c, cb, seed);
+    uint16_t *hs = tl_malloc(sb);
+    for (size_t i = 0; i < sb / 2; i += 2) hs[i] = tl_f32_to_f16(0.01f), hs[i + 1] = tl_f32_to_f16(-0.08f);
+    CU(cudaMemcpy(s, hs, sb, cudaMemcpyHostToDevice));
+    free(hs);
+    if (bytes) *bytes += cb + sb;
+    return (tl_cu_q4){.rows = rows, .cols = cols, .group = 64, .sb_bf16 = 0, .tiled = tiled, .codes = c, .sb = s};
+}
+static void bench_q4_free(tl_cu_q4 *w) { cudaFree((void *)w->codes), cudaFree((void *)w->sb); }
+
 /* GEMV alone on 7B-shaped matrices: 4 copies rotated so L2 (50 MB) holds none between calls */
 static void gemv_bench(double copy) {
     const int shapes[][2] = {{4608, 3584}, {3584, 3584}, {37888, 3584}, {3584, 18944}, {152064, 3584}};
     const int toks[] = {1, 4, 16};
     for (int si = 0; si < 5; si++) {
         int rows = shapes[si][0], cols = shapes[si][1];
-        size_t cb = (size_t)rows * cols / 2, sb = (size_t)rows * (cols / 64) * 4;
+        size_t bytes = 0; /* of one copy */
         tl_cu_q4 w[4];
-        for (int k = 0; k < 4; k++) {
-            void *c, *s;
-            CU(cudaMalloc(&c, cb));
-            CU(cudaMalloc(&s, sb));
-            fill_random(c, cb, 11 + k);
-            uint16_t *hs = tl_malloc(sb);
-            for (size_t i = 0; i < sb / 2; i += 2) hs[i] = tl_f32_to_f16(0.01f), hs[i + 1] = tl_f32_to_f16(-0.08f);
-            CU(cudaMemcpy(s, hs, sb, cudaMemcpyHostToDevice));
-            free(hs);
-            w[k] = (tl_cu_q4){.rows = rows, .cols = cols, .group = 64, .sb_bf16 = 0, .codes = c, .sb = s};
-        }
+        for (int k = 0; k < 4; k++) w[k] = bench_q4(rows, cols, 0, 11 + k, k ? NULL : &bytes);
         float *x, *y;
         CU(cudaMalloc((void **)&x, (size_t)16 * cols * 4));
         CU(cudaMalloc((void **)&y, (size_t)16 * rows * 4));
@@ -83,14 +91,14 @@ static void gemv_bench(double copy) {
                 cudaEventElapsedTime(&ms, e0, e1);
                 if (i >= 0) t[i] = ms * 1e-3;
             }
-            double tm = median(t, 20), bw = (cb + sb) / tm / 1e12;
+            double tm = median(t, 20), bw = bytes / tm / 1e12;
             const char *nm = vn[vi];
             printf("gemv int4 %-5s %6d x %5d  n_tok %2d: %7.1f us  %.2f TB/s (%.0f%% of copy)\n", nm, rows, cols,
                    toks[ti % 3], tm * 1e6, bw, 100 * bw / copy);
             printf("RESULT gemv_%s_%dx%d_t%d_TBps %.3f\n", nm, rows, cols, toks[ti % 3], bw);
         }
         cudaFree(ws);
-        for (int k = 0; k < 4; k++) cudaFree((void *)w[k].codes), cudaFree((void *)w[k].sb);
+        for (int k = 0; k < 4; k++) bench_q4_free(&w[k]);
         cudaFree(x), cudaFree(y);
     }
 }
@@ -103,22 +111,8 @@ static void layer_bench(double copy) {
     const int shp[4][2] = {{3584, 3584}, {37888, 3584}, {3584, 18944}, {4608, 3584}};
     tl_cu_q4 w[4][4];
     size_t bytes = 0;
-    for (int m = 0; m < 4; m++) {
-        const int rows = shp[m][0], cols = shp[m][1];
-        size_t cb = (size_t)(rows + 15) / 16 * 16 * cols / 2, sb = (size_t)(rows + 15) / 16 * 16 * (cols / 64) * 4;
-        bytes += cb + sb;
-        for (int k = 0; k < 4; k++) {
-            void *c, *sv;
-            CU(cudaMalloc(&c, cb));
-            CU(cudaMalloc(&sv, sb));
-            fill_random(c, cb, 31 + 4 * m + k);
-            uint16_t *hs = tl_malloc(sb);
-            for (size_t i = 0; i < sb / 2; i += 2) hs[i] = tl_f32_to_f16(0.01f), hs[i + 1] = tl_f32_to_f16(-0.08f);
-            CU(cudaMemcpy(sv, hs, sb, cudaMemcpyHostToDevice));
-            free(hs);
-            w[m][k] = (tl_cu_q4){.rows = rows, .cols = cols, .group = 64, .tiled = 1, .codes = c, .sb = sv};
-        }
-    }
+    for (int m = 0; m < 4; m++)
+        for (int k = 0; k < 4; k++) w[m][k] = bench_q4(shp[m][0], shp[m][1], 1, 31 + 4 * m + k, k ? NULL : &bytes);
     float *x, *att, *gu, *qkv, *nw;
     CU(cudaMalloc((void **)&x, 3584 * 4));
     CU(cudaMalloc((void **)&att, 3584 * 4));
@@ -180,7 +174,7 @@ static void layer_bench(double copy) {
     }
     cudaStreamDestroy(st);
     for (int m = 0; m < 4; m++)
-        for (int k = 0; k < 4; k++) cudaFree((void *)w[m][k].codes), cudaFree((void *)w[m][k].sb);
+        for (int k = 0; k < 4; k++) bench_q4_free(&w[m][k]);
     cudaFree(x), cudaFree(att), cudaFree(gu), cudaFree(qkv), cudaFree(nw);
 }
 
@@ -402,17 +396,9 @@ static void gemm_bench(double copy, double mm) {
     double tot[3][5] = {{0}};
     for (int si = 0; si < 4; si++) {
         const int rows = shapes[si][0], cols = shapes[si][1];
-        const size_t cb = (size_t)rows * cols / 2, sbb = (size_t)((rows + 15) / 16 * 16) * (cols / 64) * 4;
+        size_t wbytes = 0; /* of one copy */
         for (int k = 0; k < 4; k++) {
-            void *cd, *sd;
-            CU(cudaMalloc(&cd, cb));
-            CU(cudaMalloc(&sd, sbb));
-            fill_random(cd, cb, 21 + k);
-            uint16_t *hs = tl_malloc(sbb);
-            for (size_t i = 0; i < sbb / 2; i += 2) hs[i] = tl_f32_to_f16(0.01f), hs[i + 1] = tl_f32_to_f16(-0.08f);
-            CU(cudaMemcpy(sd, hs, sbb, cudaMemcpyHostToDevice));
-            free(hs);
-            w[k] = (tl_cu_q4){.rows = rows, .cols = cols, .group = 64, .sb_bf16 = 0, .tiled = 1, .codes = cd, .sb = sd};
+            w[k] = bench_q4(rows, cols, 1, 21 + k, k ? NULL : &wbytes);
             CU(cudaMalloc((void **)&c.wb[k], (size_t)rows * cols * 2));
             tl_error e = {{0}};
             if (tl_cu_q4t_dequant_bf16(&w[k], 0, rows, c.wb[k], 0, &e)) fprintf(stderr, "%s\n", e.msg), exit(2);
@@ -440,7 +426,7 @@ static void gemm_bench(double copy, double mm) {
                 t[v] = time_us(run_gemm, &c);
                 tot[v][ni] += t[v];
             }
-            const double wb4 = cb + sbb, wb16 = (double)rows * cols * 2;
+            const double wb4 = (double)wbytes, wb16 = (double)rows * cols * 2;
             printf("gemm %-7s n %3d: new (%s) %.1f us = %.0f TFLOP/s, %.0f GB/s of INT4 = %.0f%% of copy (best config "
                    "%.1f us) | deq+cuBLAS %.1f us | cuBLAS on bf16 copy %.1f us = %.0f TFLOP/s = %.0f%% of cuBLAS %.0f, "
                    "%.0f GB/s | new vs copy %.2fx, vs deq %.2fx\n",
@@ -461,7 +447,7 @@ static void gemm_bench(double copy, double mm) {
                 c.ga.split = 0;
                 printf("%s us\n", line);
             }
-        for (int k = 0; k < 4; k++) cudaFree((void *)w[k].codes), cudaFree((void *)w[k].sb), cudaFree(c.wb[k]);
+        for (int k = 0; k < 4; k++) bench_q4_free(&w[k]), cudaFree(c.wb[k]);
     }
     for (int ni = 0; ni < 5; ni++)
         printf("gemm 7B layer (qkv + o + gate_up + down) n %3d: new %.1f us, deq+cuBLAS %.1f us, bf16 copy %.1f us; x 28 "
