@@ -127,20 +127,18 @@ static void layer_bench(double copy) {
     CU(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
     /* variants: name, ring cap, tl_cu_gemv_args.dbg probe bits, impl */
     static const struct { const char *name; int ring, dbg, impl; } lv[] = {
-        {"v4, ring <= 6 (forward_decode's)", 6, 0, TL_CU_GEMV_V4},
-        {"v4, ring <= 6, loop prologues", 6, 8, TL_CU_GEMV_V4},
-        {"v4, ring <= 6, no x prologue (probe)", 6, 2, TL_CU_GEMV_V4},
-        {"v4, ring <= 6, no epilogue (probe)", 6, 4, TL_CU_GEMV_V4},
-        {"v4, ring <= 4", 4, 0, TL_CU_GEMV_V4},
-        {"v3, ring <= 6", 6, 0, 0},
-        {"v3, ring as deep as fits", 0, 0, 0},
-        {"v3, ring as deep as fits, loop prologues", 0, 8, 0},
+        {"ring <= 6 (forward_decode's)", 6, 0, 0},
+        {"ring <= 6, loop prologues", 6, 8, 0},
+        {"ring <= 6, no x prologue (probe)", 6, 2, 0},
+        {"ring <= 6, no epilogue (probe)", 6, 4, 0},
+        {"ring <= 4", 4, 0, 0},
+        {"ring as deep as fits", 0, 0, 0},
         {"ring alone", 0, 0, TL_CU_GEMV_RING},
         {"ring alone, no prologue", 0, 2, TL_CU_GEMV_RING},
         {"math alone", 0, 0, TL_CU_GEMV_MATH},
         {"math alone, no pro/epilogue", 0, 6, TL_CU_GEMV_MATH},
-        {"v4, ring <= 6 (again)", 6, 0, TL_CU_GEMV_V4},
-        {"v4, ring <= 6, loop prologues (again)", 6, 8, TL_CU_GEMV_V4},
+        {"ring <= 6 (again)", 6, 0, 0},
+        {"ring <= 6, loop prologues (again)", 6, 8, 0},
     };
     const int nvn = (int)(sizeof lv / sizeof lv[0]);
     for (int v = 0; v < nvn; v++) {
@@ -527,13 +525,12 @@ static void decode_variants(const char *spec, double copy) {
      * they cost inside the graph. */
     static const char *const keys[] = {"TL_CUDA_GEMV", "TL_CUDA_FUSE", "TL_CUDA_PDL", "TL_CUDA_SPLIT_KEYS",
                                        "TL_CUDA_ATT_MERGE", "TL_CUDA_DBG_SKIP", "TL_CUDA_GEMV_PROBE", "TL_CUDA_RING",
-                                       "TL_CUDA_GEMV_V", "TL_CUDA_ATT_FUSE"};
+                                       "TL_CUDA_ATT_FUSE"};
     const int nkeys = (int)(sizeof keys / sizeof keys[0]);
     static const char *const var[][2] = {
-        {"default (v4 GEMV, ring <= 6, fused attn)", ""},
+        {"default (ring <= 6, fused attn)", ""},
         {"old (q4_mma GEMV, unfused)", "TL_CUDA_GEMV=mma TL_CUDA_FUSE=0 TL_CUDA_PDL=0"},
-        {"session 3 (v3, deep ring, unfused attn)", "TL_CUDA_GEMV_V=3 TL_CUDA_RING=0 TL_CUDA_ATT_FUSE=nopdl TL_CUDA_SPLIT_KEYS=128"},
-        {"v3 GEMV (block barrier a tile)", "TL_CUDA_GEMV_V=3"},
+        {"deep ring, unfused attn (as session 3)", "TL_CUDA_RING=0 TL_CUDA_ATT_FUSE=nopdl TL_CUDA_SPLIT_KEYS=128"},
         {"ring <= 4", "TL_CUDA_RING=4"},
         {"ring as deep as fits", "TL_CUDA_RING=0"},
         {"no PDL", "TL_CUDA_PDL=0"},
@@ -550,7 +547,7 @@ static void decode_variants(const char *spec, double copy) {
         {"probe: GEMV math alone", "TL_CUDA_GEMV_PROBE=math"},
         {"default again", ""},
         {"default, greedy sampled on the GPU", "SAMPLE"},
-        {"session 3 again", "TL_CUDA_GEMV_V=3 TL_CUDA_RING=0 TL_CUDA_ATT_FUSE=nopdl TL_CUDA_SPLIT_KEYS=128"},
+        {"deep ring, unfused attn, again", "TL_CUDA_RING=0 TL_CUDA_ATT_FUSE=nopdl TL_CUDA_SPLIT_KEYS=128"},
         {"default again", ""},
         {"default, greedy sampled on the GPU, again", "SAMPLE"},
     };
@@ -575,7 +572,7 @@ static void decode_variants(const char *spec, double copy) {
         printf("decode batch 1 (%s, ctx %d) %-42s: %.3f ms/token, %.1f tok/s, %.2f TB/s = %.1f%% of copy %.2f TB/s\n",
                spec, ctx_dec, var[vi][0], tm * 1e3, 1 / tm, bw, 100 * bw / copy, copy);
         printf("RESULT decode_b1_v%d_ms %.4f\n", vi, tm * 1e3);
-        if (!prof && vi <= 3)
+        if (!prof && vi <= 2)
             for (int n = 4; n <= 16; n *= 4) {
                 double tb[8];
                 for (int i = 0; i < 8; i++) tb[i] = step(bc, n, 1, ctx_dec + i, per);

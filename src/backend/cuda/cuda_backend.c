@@ -99,9 +99,8 @@ typedef struct cu_impl {
     int gemv_old, no_fuse, no_pdl;
     /* forward_decode's GEMV ring depth (TL_CUDA_RING=N, default CU_DECODE_RING; 0: as deep as shared memory
      * allows) and, for measurements only (wrong results), TL_CUDA_DBG_SKIP (bits: 1 q/k/v GEMV, 2 RoPE +
-     * attention, 4 o, 8 gate/up, 16 down) and TL_CUDA_GEMV_PROBE=ring|math; gemv_impl: tl_cu_gemv_args.impl of its
-     * GEMVs (TL_CU_GEMV_V4 unless TL_CUDA_GEMV_V=3, or a probe) */
-    int ring, dbg_skip, gemv_impl;
+     * attention, 4 o, 8 gate/up, 16 down) and TL_CUDA_GEMV_PROBE=ring|math (tl_cu_gemv_args.impl) */
+    int ring, dbg_skip, probe;
     int split_keys;        /* attention slices of the decode sequence: context positions per slice at least */
     int merge_last;        /* TL_CUDA_ATT_MERGE: 1 (=last) slices merged by the last one to finish, 0 (=kernel) by a
                             * merge kernel, 2 (=cluster) through a thread-block cluster (decode kernel, <= 8
@@ -823,7 +822,7 @@ static int decode_fused(const cu_impl *ci, const tl_config *c, int T) {
  * programmatic dependent launch (unless TL_CUDA_PDL=0): its weight loads start during the previous
  * kernel's tail. Layer: qkv GEMV, RoPE + KV write + attention in one kernel when every sequence has one new
  * token (else the rope kernel, then attention), the split merge (by build_meta's plan), o GEMV, gate/up
- * GEMV, down GEMV. The GEMVs are q4_gemv.cu's v4 (a reducer warp per block); their rings hold
+ * GEMV, down GEMV. The GEMV rings hold
  * CU_DECODE_RING stages, not all that shared memory allows: the x prologue's L2 reads queue behind less of
  * the ring's DRAM traffic (7B on an H100, a layer's four GEMVs alone: 65.9 us against 70.0 with the deepest
  * ring, v3 66.7-71.0). */
@@ -866,7 +865,7 @@ static int forward_decode(cu_impl *ci, const tl_model *m, tl_kv *kv, int T, int 
         tl_cu_gemv_args down = {.w = &L->down.q, .x = ci->gu, .x_stride = 2 * F, .x_mode = TL_CU_X_SILU,
                                 .bias = L->down.bias, .resid = ci->x, .y = ci->x, .n_tok = T, .pdl = pdl};
         tl_cu_gemv_args *g4[4] = {&qkv, &o, &gu, &down};
-        for (int k = 0; k < 4; k++) g4[k]->impl = ci->gemv_impl, g4[k]->ring = ci->ring;
+        for (int k = 0; k < 4; k++) g4[k]->impl = ci->probe, g4[k]->ring = ci->ring;
         const int sk = ci->dbg_skip;
         if ((!(sk & 1) && gemv(ci, &qkv, e)) ||
             (!(sk & 2) && ci->fuse_on && (pmark(ci, P_OTHER) || tl_cu_attention_decode_rope(&aa, &ra, st, e) ||
@@ -978,9 +977,7 @@ static int cu_run(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *
     ci->ring = rg ? atoi(rg) : CU_DECODE_RING;
     const char *ds = getenv("TL_CUDA_DBG_SKIP"), *gp = getenv("TL_CUDA_GEMV_PROBE");
     ci->dbg_skip = ds ? atoi(ds) : 0;
-    ci->gemv_impl = gp && !strcmp(gp, "ring") ? TL_CU_GEMV_RING : gp && !strcmp(gp, "math") ? TL_CU_GEMV_MATH : 0;
-    const char *gvv = getenv("TL_CUDA_GEMV_V"); /* forward_decode's GEMVs: v4 (default) or v3 (=3) */
-    if (!ci->gemv_impl && !(gvv && !strcmp(gvv, "3"))) ci->gemv_impl = TL_CU_GEMV_V4;
+    ci->probe = gp && !strcmp(gp, "ring") ? TL_CU_GEMV_RING : gp && !strcmp(gp, "math") ? TL_CU_GEMV_MATH : 0;
     const char *qg = getenv("TL_CUDA_Q4GEMM");
     ci->q4gemm = qg ? atoi(qg) != 0 : -1;
     void *act_before = ci->act;
@@ -1006,7 +1003,7 @@ static int cu_run(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *
                                  .split_keys = decode_fused(ci, c, T) ? ci->split_keys : 0};
         intptr_t key[CU_GKEY] = {T, b->n_logits, tl_cu_attention_splits(&probe), (intptr_t)kv->k, (intptr_t)kv->dtype,
                                  kv->n_blocks, ci->gemv_old, ci->no_fuse, ci->no_pdl, ci->merge_last, ci->attn_dec,
-                                 ci->ring, ci->dbg_skip, ci->gemv_impl, ci->att_fuse, ci->fuse_on};
+                                 ci->ring, ci->dbg_skip, ci->probe, ci->att_fuse, ci->fuse_on};
         if (!ci->gexec || memcmp(key, ci->gkey, sizeof key)) {
             graph_drop(ci);
             cudaGraph_t g;

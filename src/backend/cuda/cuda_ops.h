@@ -75,7 +75,7 @@ typedef struct tl_cu_gemv_args {
     int dbg; /* benchmark probes only (wrong results), bits: 2 no x prologue, 4 no epilogue loads / stores,
               * 8 the loop prologues (two-pass RMSNorm, SiLU in rounds) even at n_tok 1 (what each costs) */
 } tl_cu_gemv_args;
-enum { TL_CU_GEMV_V3 = 5, TL_CU_GEMV_RING = 6, TL_CU_GEMV_MATH = 7, TL_CU_GEMV_V4 = 8 };
+enum { TL_CU_GEMV_V3 = 5, TL_CU_GEMV_RING = 6, TL_CU_GEMV_MATH = 7 };
 int tl_cu_q4g_fits(int64_t cols, int n_tok);
 int tl_cu_q4g_gemv(const tl_cu_gemv_args *a, cudaStream_t st, tl_error *e);
 
