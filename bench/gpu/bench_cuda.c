@@ -126,19 +126,23 @@ static void layer_bench(double copy) {
     cudaStream_t st;
     CU(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
     /* variants: name, ring cap, tl_cu_gemv_args.dbg probe bits, impl */
-    static const struct { const char *name; int ring, dbg, impl; } lv[] = {
-        {"ring <= 6 (forward_decode's)", 6, 0, 0},
-        {"ring <= 6, loop prologues", 6, 8, 0},
-        {"ring <= 6, no x prologue (probe)", 6, 2, 0},
-        {"ring <= 6, no epilogue (probe)", 6, 4, 0},
-        {"ring <= 4", 4, 0, 0},
-        {"ring as deep as fits", 0, 0, 0},
-        {"ring alone", 0, 0, TL_CU_GEMV_RING},
-        {"ring alone, no prologue", 0, 2, TL_CU_GEMV_RING},
-        {"math alone", 0, 0, TL_CU_GEMV_MATH},
-        {"math alone, no pro/epilogue", 0, 6, TL_CU_GEMV_MATH},
-        {"ring <= 6 (again)", 6, 0, 0},
-        {"ring <= 6, loop prologues (again)", 6, 8, 0},
+    static const struct { const char *name; int ring, dbg, impl, pair; } lv[] = {
+        {"ring <= 6, gate/up pairs (forward_decode's)", 6, 0, 0, 1},
+        {"ring <= 6, SiLU in down's prologue", 6, 0, 0, 0},
+        {"ring <= 6, gate/up pairs, norm weights after the wait", 6, 16, 0, 1},
+        {"ring <= 6, SiLU in down's, norm weights after (d7dc005)", 6, 16, 0, 0},
+        {"ring <= 6, loop prologues", 6, 8, 0, 1},
+        {"ring <= 6, no x prologue (probe)", 6, 2, 0, 1},
+        {"ring <= 6, no epilogue (probe)", 6, 4, 0, 1},
+        {"ring <= 4", 4, 0, 0, 1},
+        {"ring as deep as fits", 0, 0, 0, 1},
+        {"ring alone", 0, 0, TL_CU_GEMV_RING, 1},
+        {"ring alone, no prologue", 0, 2, TL_CU_GEMV_RING, 1},
+        {"math alone", 0, 0, TL_CU_GEMV_MATH, 1},
+        {"math alone, no pro/epilogue", 0, 6, TL_CU_GEMV_MATH, 1},
+        {"ring <= 6, gate/up pairs (again)", 6, 0, 0, 1},
+        {"ring <= 6, SiLU in down's prologue (again)", 6, 0, 0, 0},
+        {"ring <= 6, loop prologues (again)", 6, 8, 0, 1},
     };
     const int nvn = (int)(sizeof lv / sizeof lv[0]);
     for (int v = 0; v < nvn; v++) {
@@ -154,6 +158,9 @@ static void layer_bench(double copy) {
                 {.w = &w[2][k], .x = gu, .x_stride = 37888, .x_mode = TL_CU_X_SILU, .resid = x, .y = x, .n_tok = 1, .pdl = 1},
                 {.w = &w[3][k], .x = x, .x_stride = 3584, .x_mode = TL_CU_X_RMSNORM, .norm_w = nw, .eps = 1e-6f, .y = qkv, .n_tok = 1, .pdl = 1}};
             for (int j = 0; j < 4; j++) a[j].ring = lv[v].ring, a[j].dbg = lv[v].dbg, a[j].impl = lv[v].impl;
+            if (lv[v].pair) /* h = SiLU(gate) * up in fp16 from gate/up, read by down */
+                a[1].y = NULL, a[1].y_silu16 = (uint16_t *)gu, a[2].x = NULL, a[2].x16 = (const uint16_t *)gu,
+                a[2].x_stride = 18944, a[2].x_mode = TL_CU_X_F16;
             CU(cudaMemcpyAsync(x, nw, 3584 * 4, cudaMemcpyDeviceToDevice, st)); /* finite x each time */
             cudaEventRecord(e0, st);
             int r = 0;
@@ -525,10 +532,11 @@ static void decode_variants(const char *spec, double copy) {
      * they cost inside the graph. */
     static const char *const keys[] = {"TL_CUDA_GEMV", "TL_CUDA_FUSE", "TL_CUDA_PDL", "TL_CUDA_SPLIT_KEYS",
                                        "TL_CUDA_ATT_MERGE", "TL_CUDA_DBG_SKIP", "TL_CUDA_GEMV_PROBE", "TL_CUDA_RING",
-                                       "TL_CUDA_ATT_FUSE"};
+                                       "TL_CUDA_ATT_FUSE", "TL_CUDA_GU_PAIR"};
     const int nkeys = (int)(sizeof keys / sizeof keys[0]);
     static const char *const var[][2] = {
-        {"default (ring <= 6, fused attn)", ""},
+        {"default (gate/up pairs)", ""},
+        {"without gate/up pairs (as d7dc005)", "TL_CUDA_GU_PAIR=0"},
         {"old (q4_mma GEMV, unfused)", "TL_CUDA_GEMV=mma TL_CUDA_FUSE=0 TL_CUDA_PDL=0"},
         {"deep ring, unfused attn (as session 3)", "TL_CUDA_RING=0 TL_CUDA_ATT_FUSE=nopdl TL_CUDA_SPLIT_KEYS=128"},
         {"ring <= 4", "TL_CUDA_RING=4"},
@@ -546,6 +554,7 @@ static void decode_variants(const char *spec, double copy) {
         {"probe: GEMV ring alone", "TL_CUDA_GEMV_PROBE=ring"},
         {"probe: GEMV math alone", "TL_CUDA_GEMV_PROBE=math"},
         {"default again", ""},
+        {"without gate/up pairs, again", "TL_CUDA_GU_PAIR=0"},
         {"default, greedy sampled on the GPU", "SAMPLE"},
         {"deep ring, unfused attn, again", "TL_CUDA_RING=0 TL_CUDA_ATT_FUSE=nopdl TL_CUDA_SPLIT_KEYS=128"},
         {"default again", ""},
@@ -572,7 +581,7 @@ static void decode_variants(const char *spec, double copy) {
         printf("decode batch 1 (%s, ctx %d) %-42s: %.3f ms/token, %.1f tok/s, %.2f TB/s = %.1f%% of copy %.2f TB/s\n",
                spec, ctx_dec, var[vi][0], tm * 1e3, 1 / tm, bw, 100 * bw / copy, copy);
         printf("RESULT decode_b1_v%d_ms %.4f\n", vi, tm * 1e3);
-        if (!prof && vi <= 2)
+        if (!prof && vi <= 1)
             for (int n = 4; n <= 16; n *= 4) {
                 double tb[8];
                 for (int i = 0; i < 8; i++) tb[i] = step(bc, n, 1, ctx_dec + i, per);

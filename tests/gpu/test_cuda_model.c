@@ -335,7 +335,8 @@ static void fused_decode_check(void) {
         for (int i = 0; i < 32; i++) bt[s][i] = 95 - (32 * s + i);
     unsigned long long sd = 17;
     for (int i = 0; i < 512; i++) toks[i] = (int32_t)(tl_t_rng(&sd) % 150000);
-    float *lg = tl_malloc((size_t)2 * 3 * V * 4);
+    float *lg = tl_malloc((size_t)3 * 3 * V * 4);
+    int same = 1;
     tl_batch_seq q[3];
     int n = 0;
     for (int s = 0; s < 3; s++) {
@@ -353,19 +354,30 @@ static void fused_decode_check(void) {
         }
         tl_batch d = {.n_tok = 3, .tokens = toks + 3 * step, .pos = pos, .n_seq = 3, .seqs = q, .n_logits = 3,
                       .logit_rows = lr};
-        static const char *const fuse[5] = {"0", NULL, NULL, NULL, "0"}, *merge[5] = {"kernel", NULL, "cluster", "last", NULL};
-        for (int v = 0; v < 5; v++) { /* the reference (rope + attention + merge kernels) first */
+        /* v 0, the reference: rope + attention + merge kernels, gate/up in fp32, SiLU in down's prologue; v 5: the
+         * default without gate/up pairs; v 1 (the default) is kept in the third buffer and v 5 must equal it bit
+         * for bit */
+        static const char *const fuse[6] = {"0", NULL, NULL, NULL, "0", NULL},
+                                 *merge[6] = {"kernel", NULL, "cluster", "last", NULL, NULL},
+                                 *pair[6] = {"0", NULL, NULL, NULL, NULL, "0"};
+        for (int v = 0; v < 6; v++) {
             if (fuse[v]) setenv("TL_CUDA_ATT_FUSE", fuse[v], 1);
             if (merge[v]) setenv("TL_CUDA_ATT_MERGE", merge[v], 1);
-            CHECK(gpu->forward(gpu, m, &kv, &d, lg + (size_t)(v ? 1 : 0) * 3 * V, &e) == 0, "%s", e.msg);
+            if (pair[v]) setenv("TL_CUDA_GU_PAIR", pair[v], 1);
+            float *out = lg + (size_t)(v == 0 ? 0 : v == 1 ? 2 : 1) * 3 * V;
+            CHECK(gpu->forward(gpu, m, &kv, &d, out, &e) == 0, "%s", e.msg);
             unsetenv("TL_CUDA_ATT_FUSE");
             unsetenv("TL_CUDA_ATT_MERGE");
-            if (v) worst = fmax(worst, tl_rel_err(lg + (size_t)3 * V, lg, (size_t)3 * V));
+            unsetenv("TL_CUDA_GU_PAIR");
+            if (v) worst = fmax(worst, tl_rel_err(out, lg, (size_t)3 * V));
+            if (v >= 5) same &= !memcmp(out, lg + (size_t)2 * 3 * V, (size_t)3 * V * 4);
         }
     }
     CHECK(worst < 1e-6, "fused RoPE + decode attention vs rope + attention kernels: logits rel err %.3g", worst);
+    CHECK(same, "decode: gate/up pairs change the logits' bits");
     printf("  dummy:qwen2-0.5b int4, bf16 KV, 3 decodes x 20 steps: fused RoPE + attention (merges: default, "
-           "cluster, last; unfused default) vs rope + attention + merge kernels, logits rel err %.2e\n", worst);
+           "cluster, last; unfused default; without gate/up pairs) vs rope + attention + merge kernels, logits rel err "
+           "%.2e; gate/up pairs on / off: the same bits\n", worst);
     free(lg);
     gpu->kv_free(gpu, &kv);
     gpu->free(gpu);

@@ -116,6 +116,74 @@ static void test_q4g(const tl_tensor *w, const tl_cu_q4 *tw, int n_tok, const fl
     free(xin), free(nw), free(res), free(xr), free(want), free(got), free(again);
 }
 
+/* ---- the GEMV's forward_decode forms: fp16 x (TL_CU_X_F16) equal bit for bit to plain x holding the same
+ * values; gate/up pairs (y_silu16) against silu(gate) * up of the plain result. Each against the CPU reference, twice
+ * (ring of 2: same bits), and token 0 alone (the same bits). ---- */
+static void test_q4g_decode_forms(const tl_tensor *w, const tl_cu_q4 *tw, int n_tok, const float *bias, const float *db) {
+    const int rows = (int)w->rows, cols = (int)w->cols;
+    tl_error e = {{0}};
+    const size_t nx = (size_t)n_tok * cols, ny = (size_t)n_tok * rows;
+    float *xf = rand_vec(nx, 30.f), *want = tl_malloc(ny * 4), *got = tl_malloc(ny * 4), *again = tl_malloc(ny * 4);
+    uint16_t *h16 = tl_malloc(nx * 2);
+    for (size_t i = 0; i < nx; i++) h16[i] = tl_f32_to_f16(xf[i]), xf[i] = tl_f16_to_f32(h16[i]);
+    float *dxf = dup_dev(xf, nx * 4), *dy = dev_nan(ny * 4);
+    uint16_t *dh = dup_dev(h16, nx * 2);
+    /* fp16 x against plain x of the same values */
+    tl_cpu_matmul_ref(w, xf, want, n_tok);
+    for (int t = 0; t < n_tok; t++)
+        for (int r = 0; r < rows; r++) want[(size_t)t * rows + r] += bias[r];
+    for (int rep = 0; rep < 3; rep++) {
+        tl_cu_gemv_args ga = {.w = tw, .x = rep == 2 ? dxf : NULL, .x16 = rep < 2 ? dh : NULL, .x_stride = cols,
+                              .x_mode = rep < 2 ? TL_CU_X_F16 : TL_CU_X_PLAIN, .bias = db, .y = dy, .n_tok = n_tok,
+                              .ring = rep == 1 ? 2 : 0};
+        CU(cudaMemset(dy, 0xff, ny * 4));
+        CHECK(tl_cu_q4g_gemv(&ga, 0, &e) == 0, "%s", e.msg);
+        get(rep ? again : got, dy, ny * 4);
+        if (rep) CHECK(!memcmp(got, again, ny * 4), "q4g gemv fp16 x %dx%d n_tok %d: run %d differs", rows, cols, n_tok, rep);
+    }
+    double err = tl_rel_err(got, want, ny);
+    CHECK(err < 1e-3, "q4g gemv fp16 x %dx%d g%d n_tok %d: rel err %.3g", rows, cols, w->group, n_tok, err);
+    if (n_tok > 1) {
+        tl_cu_gemv_args g1 = {.w = tw, .x16 = dh, .x_stride = cols, .x_mode = TL_CU_X_F16, .bias = db, .y = dy, .n_tok = 1};
+        CU(cudaMemset(dy, 0xff, ny * 4));
+        CHECK(tl_cu_q4g_gemv(&g1, 0, &e) == 0, "%s", e.msg);
+        get(again, dy, (size_t)rows * 4);
+        CHECK(!memcmp(got, again, (size_t)rows * 4), "q4g gemv fp16 x %dx%d n_tok %d: token 0 alone differs", rows, cols, n_tok);
+    }
+    /* gate/up pairs: h[t, r] = silu(gate_r) * up_r in fp16 from the RMSNorm'ed input */
+    if (rows % 32 == 0) {
+        const int F = rows / 2;
+        float *nw = rand_vec(cols, 3.f), *dnw = dup_dev(nw, cols * 4);
+        uint16_t *dhh = dev_nan((size_t)n_tok * F * 2), *hh = tl_malloc((size_t)n_tok * F * 2), *hh2 = tl_malloc((size_t)n_tok * F * 2);
+        tl_cu_gemv_args gy = {.w = tw, .x = dxf, .x_stride = cols, .x_mode = TL_CU_X_RMSNORM, .norm_w = dnw, .eps = 1e-6f,
+                              .bias = db, .y = dy, .n_tok = n_tok};
+        CHECK(tl_cu_q4g_gemv(&gy, 0, &e) == 0, "%s", e.msg);
+        get(want, dy, ny * 4);
+        for (int rep = 0; rep < 3; rep++) {
+            tl_cu_gemv_args gh = gy;
+            gh.y = NULL, gh.y_silu16 = dhh, gh.ring = rep == 1 ? 2 : 0, gh.n_tok = rep == 2 ? 1 : n_tok;
+            CU(cudaMemset(dhh, 0xff, (size_t)n_tok * F * 2));
+            CHECK(tl_cu_q4g_gemv(&gh, 0, &e) == 0, "%s", e.msg);
+            get(rep ? hh2 : hh, dhh, (size_t)(rep == 2 ? 1 : n_tok) * F * 2);
+            if (rep) CHECK(!memcmp(hh, hh2, (size_t)(rep == 2 ? 1 : n_tok) * F * 2), "q4g gate/up pairs %dx%d n_tok %d: run %d differs",
+                           rows, cols, n_tok, rep);
+        }
+        double md = 0, mb = 1e-30;
+        for (int t = 0; t < n_tok; t++)
+            for (int r = 0; r < F; r++) {
+                const double g = want[(size_t)t * rows + r], u = want[(size_t)t * rows + F + r];
+                const double ref = g / (1 + exp(-g)) * u, v = tl_f16_to_f32(hh[(size_t)t * F + r]);
+                if (fabs(ref) > 6e4) continue; /* past fp16's range */
+                md = v == v ? fmax(md, fabs(v - ref)) : INFINITY, mb = fmax(mb, fabs(ref));
+            }
+        CHECK(md / mb < 2e-3, "q4g gate/up pairs %dx%d n_tok %d: h rel err %.3g", rows, cols, n_tok, md / mb);
+        cudaFree(dnw), cudaFree(dhh);
+        free(nw), free(hh), free(hh2);
+    }
+    cudaFree(dxf), cudaFree(dy), cudaFree(dh);
+    free(xf), free(want), free(got), free(again), free(h16);
+}
+
 /* ---- INT4 GEMV and dequantize, against tl_cpu_matmul_ref / tl_tensor_row_f32 ---- */
 static void test_q4(int rows, int cols, int group, int n_tok, tl_dtype sbt) {
     size_t nw = (size_t)rows * cols / 8, ng = (size_t)rows * cols / group;
@@ -173,7 +241,7 @@ static void test_q4(int rows, int cols, int group, int n_tok, tl_dtype sbt) {
         CHECK(terr < 1e-3, "q4 mma gemv %dx%d g%d n_tok %d %s: rel err %.3g", rows, cols, group, n_tok,
               tl_dtype_name(sbt), terr);
         if (rows >= 1000) printf("q4 mma gemv %dx%d g%d n_tok %d: rel err %.2e (fp32 gemv %.2e)\n", rows, cols, group, n_tok, terr, err);
-        if (tl_cu_q4g_fits(cols, n_tok)) test_q4g(&w, &tw, n_tok, bias, db);
+        if (tl_cu_q4g_fits(cols, n_tok)) test_q4g(&w, &tw, n_tok, bias, db), test_q4g_decode_forms(&w, &tw, n_tok, bias, db);
         int tr0 = rows / 3 / 16 * 16, tnr = rows - tr0;
         CU(cudaMemset(dq, 0xff, (size_t)rows * cols * 2));
         CHECK(tl_cu_q4t_dequant_bf16(&tw, tr0, tnr, dq, 0, &e) == 0, "%s", e.msg);

@@ -45,7 +45,7 @@ static const char *const p_name[P_N] = {"other", "matmul", "attention", "lm_head
                                    * tile: latency-bound blocks, more of them in flight); H100, 7B batch 1 ctx 512,
                                    * fused: 3765dec 2.343 ms/token against 2.355-2.373 with 128; 17d9798 equal (2.359
                                    * median vs 2.360); unfused 2.464 vs 2.495 (TL_CUDA_SPLIT_KEYS) */
-#define CU_GKEY 16                /* graph key: the shape and switches a captured decode step depends on */
+#define CU_GKEY 17                /* graph key: the shape and switches a captured decode step depends on */
 #define CU_BIG_T 512              /* forwards of more tokens: bf16 activations into cuBLAS (layer_big) */
 #define CU_Q4GEMM_COPY_MAX 48     /* INT4 products of 17..CU_BIG_T rows take q4_gemm.cu's kernel up to this many rows */
 #define CU_Q4GEMM_NOCOPY_MAX 192  /* when the matrix has a bf16 copy (cuBLAS on it above), else up to this many.
@@ -109,6 +109,10 @@ typedef struct cu_impl {
      * (tl_cu_attention_decode_rope) when every sequence has one new token; 0: rope kernel, then attention;
      * nopdl (-1): as 0 with the decode attention kernels launched without PDL (as before the fused kernel) */
     int att_fuse;
+    /* forward_decode's gate/up writes h = SiLU(gate) * up in fp16 for down_proj (tl_cu_gemv_args.y_silu16,
+     * TL_CU_X_F16) instead of gate and up in fp32 for down's SiLU*up prologue; TL_CUDA_GU_PAIR=0: the latter (the
+     * same bits, for comparisons) */
+    int gu_pair;
     int dec1;              /* build_meta: every sequence of the batch has at most one new token */
     int fuse_on;           /* this step takes the fused kernel (att_fuse, dec1, decode kernel, no prefill tiles) */
     int q4gemm;            /* TL_CUDA_Q4GEMM: 0 never (dequantize / bf16 copy + cuBLAS), 1 always, -1 (unset) auto */
@@ -817,7 +821,10 @@ static int decode_fused(const cu_impl *ci, const tl_config *c, int T) {
 }
 
 /* A decode-sized step in 6 kernels a layer instead of ~18: the RMSNorms run in the prologue of the GEMV
- * that reads them (q/k/v, gate/up), SiLU*up in down_proj's, and the residual adds in the epilogues of
+ * that reads them (q/k/v, gate/up), SiLU*up in gate/up's epilogue (a block takes gate tile j, then up tile j,
+ * and writes h = SiLU(gate) * up in fp16: down_proj's prologue reads 2 bytes a column instead of 8; a 7B
+ * layer's GEMVs alone 65.7 against 67.7 us, decode 2.12-2.16 against 2.20-2.21 ms/token, H100, same runs;
+ * TL_CUDA_GU_PAIR=0: fp32 gate / up and SiLU*up in down's prologue, the same bits), and the residual adds in the epilogues of
  * o_proj and down_proj (x += W h, in place); x -> fp16 inside each GEMV. Every kernel of a layer is a
  * programmatic dependent launch (unless TL_CUDA_PDL=0): its weight loads start during the previous
  * kernel's tail. Layer: qkv GEMV, RoPE + KV write + attention in one kernel when every sequence has one new
@@ -864,6 +871,10 @@ static int forward_decode(cu_impl *ci, const tl_model *m, tl_kv *kv, int T, int 
                               .n_tok = T, .pdl = pdl};
         tl_cu_gemv_args down = {.w = &L->down.q, .x = ci->gu, .x_stride = 2 * F, .x_mode = TL_CU_X_SILU,
                                 .bias = L->down.bias, .resid = ci->x, .y = ci->x, .n_tok = T, .pdl = pdl};
+        if (ci->gu_pair && F % 16 == 0) { /* h = SiLU(gate) * up in fp16 (in gu's buffer) */
+            gu.y = NULL, gu.y_silu16 = (uint16_t *)ci->gu;
+            down.x = NULL, down.x16 = (const uint16_t *)ci->gu, down.x_stride = F, down.x_mode = TL_CU_X_F16;
+        }
         tl_cu_gemv_args *g4[4] = {&qkv, &o, &gu, &down};
         for (int k = 0; k < 4; k++) g4[k]->impl = ci->probe, g4[k]->ring = ci->ring;
         const int sk = ci->dbg_skip;
@@ -975,6 +986,8 @@ static int cu_run(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *
     ci->att_fuse = !af ? 1 : !strcmp(af, "0") ? 0 : !strcmp(af, "nopdl") ? -1 : 1;
     const char *rg = getenv("TL_CUDA_RING");
     ci->ring = rg ? atoi(rg) : CU_DECODE_RING;
+    const char *gq = getenv("TL_CUDA_GU_PAIR");
+    ci->gu_pair = !(gq && !strcmp(gq, "0"));
     const char *ds = getenv("TL_CUDA_DBG_SKIP"), *gp = getenv("TL_CUDA_GEMV_PROBE");
     ci->dbg_skip = ds ? atoi(ds) : 0;
     ci->probe = gp && !strcmp(gp, "ring") ? TL_CU_GEMV_RING : gp && !strcmp(gp, "math") ? TL_CU_GEMV_MATH : 0;
@@ -1003,7 +1016,7 @@ static int cu_run(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *
                                  .split_keys = decode_fused(ci, c, T) ? ci->split_keys : 0};
         intptr_t key[CU_GKEY] = {T, b->n_logits, tl_cu_attention_splits(&probe), (intptr_t)kv->k, (intptr_t)kv->dtype,
                                  kv->n_blocks, ci->gemv_old, ci->no_fuse, ci->no_pdl, ci->merge_last, ci->attn_dec,
-                                 ci->ring, ci->dbg_skip, ci->probe, ci->att_fuse, ci->fuse_on};
+                                 ci->ring, ci->dbg_skip, ci->probe, ci->att_fuse, ci->fuse_on, ci->gu_pair};
         if (!ci->gexec || memcmp(key, ci->gkey, sizeof key)) {
             graph_drop(ci);
             cudaGraph_t g;

@@ -51,16 +51,22 @@ int tl_cu_q4t_dequant_bf16(const tl_cu_q4 *w, int64_t r0, int64_t nr, uint16_t *
  *   TL_CU_X_PLAIN   x[t, k]
  *   TL_CU_X_RMSNORM x[t, k] * rsqrt(mean_k(x[t, :]^2) + eps) * norm_w[k]   (the RMSNorm before q/k/v, gate/up)
  *   TL_CU_X_SILU    silu(x[t, k]) * x[t, cols + k]                          (gate/up rows -> down_proj input)
+ *   TL_CU_X_F16     x16[t, k] (fp16; x_stride in halves)          (down_proj after a y_silu16 gate/up GEMV)
  * x rows are x_stride floats apart. resid may equal y (in-place residual add: x += W h). Deterministic:
  * one block computes a 16-row tile over all of K, warps reduce in shared memory in a fixed order. Needs
  * cols % 64 == 0 and tl_cu_q4g_fits(cols, n_tok) (x of all tokens in shared memory). pdl: launched as a
  * programmatic dependent (weights prefetched before waiting on the previous kernel). */
-enum { TL_CU_X_PLAIN = 0, TL_CU_X_RMSNORM = 1, TL_CU_X_SILU = 2 };
+enum { TL_CU_X_PLAIN = 0, TL_CU_X_RMSNORM = 1, TL_CU_X_SILU = 2, TL_CU_X_F16 = 3 };
 typedef struct tl_cu_gemv_args {
     const tl_cu_q4 *w;
     const float *x;
+    const uint16_t *x16; /* TL_CU_X_F16's input */
     int x_stride;
     int x_mode;
+    uint16_t *y_silu16; /* non-NULL: the matrix is gate/up ([gate; up] rows, rows % 32 == 0) and instead of y the
+                         * GEMV writes h[t, r] = fp16(silu(gate_r + bias) * (up_r + bias)), [n_tok][rows / 2]:
+                         * a block takes gate tile j and up tile j + rows / 32 in turn. The same bits as
+                         * TL_CU_X_SILU's prologue computes from y (no resid) */
     const float *norm_w;
     float eps;
     const float *bias;
@@ -73,7 +79,8 @@ typedef struct tl_cu_gemv_args {
                * the ring (no loads, no waits); n_tok <= 8, group 64, fp16 */
     int ring; /* at most this many ring stages (0: as many as fit; tests use 2 to wrap the ring often) */
     int dbg; /* benchmark probes only (wrong results), bits: 2 no x prologue, 4 no epilogue loads / stores,
-              * 8 the loop prologues (two-pass RMSNorm, SiLU in rounds) even at n_tok 1 (what each costs) */
+              * 8 the loop prologues (two-pass RMSNorm, SiLU in rounds) even at n_tok 1 (what each costs), 16 the
+              * RMSNorm weights loaded after the PDL wait (the same results) */
 } tl_cu_gemv_args;
 enum { TL_CU_GEMV_V3 = 5, TL_CU_GEMV_RING = 6, TL_CU_GEMV_MATH = 7 };
 int tl_cu_q4g_fits(int64_t cols, int n_tok);

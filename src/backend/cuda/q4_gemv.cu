@@ -16,13 +16,17 @@ struct q4g_params {
     const uint4 *codes;
     const uint32_t *sb;
     const float *x;
+    const __half *x16; /* TL_CU_X_F16 */
     int x_stride, mode;
+    __half *yh;      /* gate/up pairs: h = silu(gate) * up, [n_tok][rows / 2] (y unused) */
     const float *norm_w;
     float eps;
     const float *bias;
     const float *resid; /* may alias y */
     float *y;
     int rows, cols, n_tok, ntiles;
+    int nunits, per; /* a block's work: units u = blockIdx.x, + gridDim.x, ..., each the tiles u + k * nunits, k < per
+                      * (per 2: gate tile u, then up tile u + nunits) */
     int dbg; /* tl_cu_gemv_args.dbg: benchmark probes (wrong results); bit 8 also: the loop prologues at n_tok 1 */
 };
 
@@ -56,6 +60,9 @@ static __device__ __forceinline__ void gv_mma(float c[4], uint32_t a0, uint32_t 
  * shared memory [n_tok][cols + 16] with the per-group sums of the fp16 values [n_tok][cols / group]; inside
  * each 16-column block x is stored permuted so that a lane's two B registers are adjacent (one 8-byte load;
  * +16: the lanes of one load hit every bank once per 128 bytes). Deterministic: no atomics; results depend on (cols, group, W) only, not on n_tok or the ring.
+ * Gate/up pairs (p.yh, per 2): the block's units are pairs of tiles (gate tile u, up tile u + nunits), the
+ * reducer keeps the gate tile's sums in registers and writes h = SiLU(gate) * up as fp16 for down_proj's
+ * TL_CU_X_F16 prologue (gs_silu: the SiLU prologue's arithmetic, so the same bits).
  * MODE 1 (v3, the default): no guards in the hot loop (token rows clamped, gs_compute_lean), A fragments by
  * one LOP3 each, stage addresses and barrier addresses computed once: 7B decode 2.45 ms/token against v2w16a's
  * 2.80 for the previous form of this kernel (v2w16a: x loads guarded by t < n_tok next to each mma, two LOP3s
@@ -189,9 +196,14 @@ static __host__ __device__ constexpr int gs_stage_bytes(int SK, int G) { return 
 static __device__ __forceinline__ float4 gs_norm4(float4 a, float inv, float4 w) {
     return make_float4(a.x * inv * w.x, a.y * inv * w.y, a.z * inv * w.z, a.w * inv * w.w);
 }
+static __device__ __forceinline__ float gs_silu(float g, float u) { return __fdividef(g, 1.f + __expf(-g)) * u; }
 static __device__ __forceinline__ float4 gs_silu4(float4 g, float4 u) {
-    return make_float4(__fdividef(g.x, 1.f + __expf(-g.x)) * u.x, __fdividef(g.y, 1.f + __expf(-g.y)) * u.y,
-                       __fdividef(g.z, 1.f + __expf(-g.z)) * u.z, __fdividef(g.w, 1.f + __expf(-g.w)) * u.w);
+    return make_float4(gs_silu(g.x, u.x), gs_silu(g.y, u.y), gs_silu(g.z, u.z), gs_silu(g.w, u.w));
+}
+/* 4 fp16 values (8 bytes) as floats */
+static __device__ __forceinline__ float4 gs_h4(uint2 v) {
+    const float2 a = __half22float2(*(const __half2 *)&v.x), b = __half22float2(*(const __half2 *)&v.y);
+    return make_float4(a.x, a.y, b.x, b.y);
 }
 template <int G>
 static __device__ __forceinline__ void gs_put4(float4 v, bool ok, __half *xrow, int k, float *grow) {
@@ -235,7 +247,8 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
             const unsigned char *cb = (const unsigned char *)p.codes, *sbb = (const unsigned char *)p.sb;
             int s = 0;
             unsigned ph = 0;
-            for (int tile = blockIdx.x; tile < p.ntiles; tile += gridDim.x)
+            for (int un = blockIdx.x; un < p.nunits; un += gridDim.x)
+                for (int tile = un, k = 0; k < p.per; k++, tile += p.nunits)
                 for (int st = 0; st < nst; st++) {
                     gs_bar_wait(&empty[s], ph ^ 1u); /* pass 0: parity 1 of a fresh barrier counts as done */
                     const int kb0 = st * SK, n = min(SK, nkb - kb0);
@@ -250,12 +263,15 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
         return;
     }
     if (warp == W + 1) { /* ---- the reducer: tile k's partials (red[k & 1]) summed in warp order, the epilogue;
-                          * its bias / residual loads issued before the partials are in ---- */
+                          * its bias / residual loads issued before the partials are in. Gate/up pairs (p.yh): the
+                          * gate tile's sums stay in registers, the up tile's write silu(gate) * up as fp16 ---- */
         tl_cu_pdl_wait();
         int rb = 0;
         unsigned rph = 0u; /* bit b: parity of red[b]'s next use */
-        for (int tile = blockIdx.x; tile < p.ntiles; tile += gridDim.x) {
-            constexpr int PER = NTILE * 128 / 32;
+        constexpr int PER = NTILE * 128 / 32;
+        float gate[PER];
+        for (int un = blockIdx.x; un < p.nunits; un += gridDim.x)
+        for (int tile = un, kt = 0; kt < p.per; kt++, tile += p.nunits) {
             float add[PER];
             size_t off[PER];
             bool ok[PER];
@@ -278,7 +294,14 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
                 float v = 0.f;
 #pragma unroll
                 for (int w2 = 0; w2 < W; w2++) v += red[rb][w2][n][i][l];
-                if (ok[j]) {
+                if (p.yh) { /* (no resid) row r of up is row r - rows / 2 of h */
+                    if (p.bias) v += add[j];
+                    if (kt == 0) gate[j] = v;
+                    else if (ok[j]) {
+                        const int r = tile * 16 + (l >> 2) + (i >= 2 ? 8 : 0), t = n * 8 + 2 * (l & 3) + (i & 1);
+                        p.yh[(size_t)t * (p.rows / 2) + r - p.rows / 2] = __float2half_rn(gs_silu(gate[j], v));
+                    }
+                } else if (ok[j]) {
                     if (p.bias) v += add[j];
                     if (p.resid) v += res[j];
                     p.y[off[j]] = v;
@@ -293,22 +316,29 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
     }
 
     /* ---- consumers: x of every token -> fp16 in shared memory with group sums (as v1) ---- */
-    tl_cu_pdl_wait();
     constexpr int PB = 4;
     const int c4 = cols / 4, n4 = p.dbg & 2 ? 0 : n_tok * c4;
     /* RMSNorm of one token whose row fits PB float4 a thread: x and the norm weights loaded once, the sum of
      * squares reduced over the block, x scaled from registers: one L2 round trip instead of two (7B layer's
      * GEMVs alone, H100: 74.5 against 75.4-78.7 us). The same sums in the same order as the two-pass form
-     * below, so a token's bits do not depend on n_tok. */
+     * below, so a token's bits do not depend on n_tok. The norm weights never come from the previous kernel:
+     * loaded before the PDL wait, so only x's loads follow it. */
     const bool one = p.mode == TL_CU_X_RMSNORM && n_tok == 1 && c4 <= PB * NT && !(p.dbg & 8);
+    float4 b[PB];
+#pragma unroll
+    for (int u = 0; u < PB; u++) {
+        const int k4 = u * NT + threadIdx.x;
+        b[u] = one && n4 && k4 < c4 && !(p.dbg & 16) ? ((const float4 *)p.norm_w)[k4] : make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+    tl_cu_pdl_wait();
     if (one && n4) {
-        float4 a[PB], b[PB];
+        float4 a[PB];
         float ss = 0.f;
 #pragma unroll
         for (int u = 0; u < PB; u++) {
             const int k4 = u * NT + threadIdx.x;
-            a[u] = b[u] = make_float4(0.f, 0.f, 0.f, 0.f);
-            if (k4 < c4) a[u] = ((const float4 *)p.x)[k4], b[u] = ((const float4 *)p.norm_w)[k4];
+            a[u] = k4 < c4 ? ((const float4 *)p.x)[k4] : make_float4(0.f, 0.f, 0.f, 0.f);
+            if (k4 < c4 && (p.dbg & 16)) b[u] = ((const float4 *)p.norm_w)[k4]; /* probe: as before (after the wait) */
         }
 #pragma unroll
         for (int u = 0; u < PB; u++) ss += a[u].x * a[u].x + a[u].y * a[u].y + a[u].z * a[u].z + a[u].w * a[u].w;
@@ -343,6 +373,22 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
             gs_put4<G>(gs_silu4(a[u], b[u]), k4 < c4, xh, k4 * 4, gs);
         }
     }
+    /* fp16 x (h from a gate/up pair GEMV) of one token: every load at once; fp16 -> float -> fp16 is exact, so
+     * the same bits as SiLU*up's prologue from the fp32 gate / up rows */
+    const bool one_f16 = p.mode == TL_CU_X_F16 && n_tok == 1 && c4 <= PS * NT && !(p.dbg & 8);
+    if (one_f16 && n4) {
+        uint2 a[PS];
+#pragma unroll
+        for (int u = 0; u < PS; u++) {
+            const int k4 = u * NT + threadIdx.x;
+            a[u] = k4 < c4 ? ((const uint2 *)p.x16)[k4] : make_uint2(0u, 0u);
+        }
+#pragma unroll
+        for (int u = 0; u < PS; u++) {
+            const int k4 = u * NT + threadIdx.x;
+            gs_put4<G>(gs_h4(a[u]), k4 < c4, xh, k4 * 4, gs);
+        }
+    }
     if (p.mode == TL_CU_X_RMSNORM && !one && n4) {
         for (int t = 0; t < n_tok; t++) {
             const float4 *xr = (const float4 *)(p.x + (size_t)t * p.x_stride);
@@ -369,7 +415,7 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
         }
         gs_sync<NT>();
     }
-    if (!one && !one_silu) {
+    if (!one && !one_silu && !one_f16) {
         for (int base = 0; base < n4; base += PB * NT) {
             float4 a[PB], b[PB];
 #pragma unroll
@@ -377,7 +423,9 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
                 const int idx = base + u * NT + threadIdx.x;
                 const int t = idx / c4, k = (idx - t * c4) * 4;
                 a[u] = b[u] = make_float4(0.f, 0.f, 0.f, 0.f);
-                if (idx < n4) {
+                if (idx < n4 && p.mode == TL_CU_X_F16) {
+                    a[u] = gs_h4(*(const uint2 *)(p.x16 + (size_t)t * p.x_stride + k));
+                } else if (idx < n4) {
                     const float *xr = p.x + (size_t)t * p.x_stride + k;
                     a[u] = *(const float4 *)xr;
                     if (p.mode == TL_CU_X_RMSNORM) b[u] = *(const float4 *)(p.norm_w + k);
@@ -415,7 +463,8 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
     int s = 0, rb = 0;
     unsigned eph = 0u; /* bit b: parity of red[b]'s uses so far */
     unsigned ph = 0;
-    for (int tile = blockIdx.x; tile < p.ntiles; tile += gridDim.x) {
+    const int nmine = (p.nunits - (int)blockIdx.x + (int)gridDim.x - 1) / (int)gridDim.x * p.per;
+    for (int it = 0; it < nmine; it++) { /* this block's tiles, in the producer's order (only their count matters here) */
         float acc[NTILE][4];
 #pragma unroll
         for (int n = 0; n < NTILE; n++)
@@ -472,6 +521,7 @@ static size_t q4g_smem(int64_t cols, int n_tok, int group) {
     return (size_t)n_tok * (size_t)(cols + 16) * 2 + (size_t)n_tok * (size_t)(cols / group) * 4;
 }
 
+
 extern "C" int tl_cu_q4g_fits(int64_t cols, int n_tok) {
     return cols % 64 == 0 && n_tok >= 1 && n_tok <= 16 && q4g_smem(cols, n_tok, 32) <= GV_SMEM_MAX;
 }
@@ -501,14 +551,14 @@ static cudaError_t q4s_launch(const q4g_params &p, size_t xbytes, cudaStream_t s
     }
     constexpr int SK = W * KW, SB = gs_stage_bytes(SK, G);
     const int64_t nst = (p.cols / 64 + SK - 1) / SK;
-    int64_t grid = p.ntiles < nsm ? p.ntiles : nsm, ns = 0;
-    if (p.ntiles > nsm && nst <= GS_NSMAX && ring <= 0) { /* a block a tile, if they all fit at once */
+    int64_t grid = p.nunits < nsm ? p.nunits : nsm, ns = 0;
+    if (p.per == 1 && p.ntiles > nsm && nst <= GS_NSMAX && ring <= 0) { /* a block a tile, if they all fit at once */
         const int64_t ns1 = nst < 2 ? 2 : nst, smem1 = ns1 * SB + (int64_t)xbytes + stat_smem + 1024;
         const int64_t fit = TL_MIN((int64_t)occ_regs, per_sm / smem1);
         if (fit * nsm >= p.ntiles) grid = p.ntiles, ns = ns1;
     }
     if (!ns) {
-        const int64_t need = (p.ntiles + grid - 1) / grid * nst;
+        const int64_t need = (p.nunits + grid - 1) / grid * p.per * nst;
         ns = ((int64_t)optin - stat_smem - (int64_t)xbytes) / SB;
         if (ns > GS_NSMAX) ns = GS_NSMAX;
         if (ns > need) ns = need < 2 ? 2 : need;
@@ -526,11 +576,20 @@ extern "C" int tl_cu_q4g_gemv(const tl_cu_gemv_args *a, cudaStream_t st, tl_erro
     if (a->n_tok < 1 || a->n_tok > 16) return tl_errf(e, "cuda int4 gemv: n_tok %d outside 1..16", a->n_tok);
     if (!tl_cu_q4g_fits(w->cols, a->n_tok))
         return tl_errf(e, "cuda int4 gemv: %d x %lld inputs do not fit in shared memory", a->n_tok, (long long)w->cols);
-    if (a->x_mode < TL_CU_X_PLAIN || a->x_mode > TL_CU_X_SILU || (a->x_mode == TL_CU_X_RMSNORM && !a->norm_w) ||
-        a->x_stride < (a->x_mode == TL_CU_X_SILU ? 2 : 1) * w->cols || a->x_stride % 4)
-        return tl_errf(e, "cuda int4 gemv: bad x mode %d / stride %d", a->x_mode, a->x_stride);
-    q4g_params p = {(const uint4 *)w->codes, w->sb, a->x, a->x_stride, a->x_mode, a->norm_w, a->eps, a->bias,
-                    a->resid, a->y, (int)w->rows, (int)w->cols, a->n_tok, (int)((w->rows + 15) / 16), a->dbg};
+    const int mode = a->x_mode;
+    if (mode < TL_CU_X_PLAIN || mode > TL_CU_X_F16 || (mode == TL_CU_X_RMSNORM && !a->norm_w) ||
+        (mode == TL_CU_X_F16 ? !a->x16 : !a->x) || a->x_stride < (mode == TL_CU_X_SILU ? 2 : 1) * w->cols ||
+        a->x_stride % 4)
+        return tl_errf(e, "cuda int4 gemv: bad x mode %d / stride %d", mode, a->x_stride);
+    if (a->y_silu16 ? w->rows % 32 || a->resid : !a->y)
+        return tl_errf(e, "cuda int4 gemv: gate/up pairs need rows %% 32 == 0 and no residual");
+    q4g_params p = {};
+    p.codes = (const uint4 *)w->codes, p.sb = w->sb, p.x = a->x, p.x16 = (const __half *)a->x16;
+    p.x_stride = a->x_stride, p.mode = mode;
+    p.yh = (__half *)a->y_silu16;
+    p.norm_w = a->norm_w, p.eps = a->eps, p.bias = a->bias, p.resid = a->resid, p.y = a->y;
+    p.rows = (int)w->rows, p.cols = (int)w->cols, p.n_tok = a->n_tok, p.ntiles = (int)((w->rows + 15) / 16);
+    p.per = a->y_silu16 ? 2 : 1, p.nunits = p.ntiles / p.per, p.dbg = a->dbg;
     const size_t smem = q4g_smem(w->cols, a->n_tok, w->group);
     cudaError_t err;
     if (a->impl == TL_CU_GEMV_RING || a->impl == TL_CU_GEMV_MATH) { /* benchmark probes: 1 n-tile, group 64, fp16 */
