@@ -532,18 +532,21 @@ static void decode_variants(const char *spec, double copy) {
      * they cost inside the graph. */
     static const char *const keys[] = {"TL_CUDA_GEMV", "TL_CUDA_FUSE", "TL_CUDA_PDL", "TL_CUDA_SPLIT_KEYS",
                                        "TL_CUDA_ATT_MERGE", "TL_CUDA_DBG_SKIP", "TL_CUDA_GEMV_PROBE", "TL_CUDA_RING",
-                                       "TL_CUDA_ATT_FUSE", "TL_CUDA_GU_PAIR"};
+                                       "TL_CUDA_ATT_FUSE", "TL_CUDA_GU_PAIR", "TL_CUDA_QKV_ROOM"};
     const int nkeys = (int)(sizeof keys / sizeof keys[0]);
     static const char *const var[][2] = {
-        {"default (gate/up pairs)", ""},
-        {"without gate/up pairs (as d7dc005)", "TL_CUDA_GU_PAIR=0"},
+        {"default (gate/up pairs, q/k/v room, 128 keys)", ""},
+        {"without q/k/v room", "TL_CUDA_QKV_ROOM=0"},
+        {"without pairs and room; 64 keys (as d7dc005)", "TL_CUDA_GU_PAIR=0 TL_CUDA_QKV_ROOM=0 TL_CUDA_SPLIT_KEYS=64"},
         {"old (q4_mma GEMV, unfused)", "TL_CUDA_GEMV=mma TL_CUDA_FUSE=0 TL_CUDA_PDL=0"},
         {"deep ring, unfused attn (as session 3)", "TL_CUDA_RING=0 TL_CUDA_ATT_FUSE=nopdl TL_CUDA_SPLIT_KEYS=128"},
         {"ring <= 4", "TL_CUDA_RING=4"},
         {"ring as deep as fits", "TL_CUDA_RING=0"},
         {"no PDL", "TL_CUDA_PDL=0"},
-        {"attn: unfused, PDL, 64 keys", "TL_CUDA_ATT_FUSE=0"},
-        {"attn: fused, 128 keys", "TL_CUDA_SPLIT_KEYS=128"},
+        {"attn: unfused, PDL, 64 keys", "TL_CUDA_ATT_FUSE=0 TL_CUDA_SPLIT_KEYS=64"},
+        {"attn: 64 keys", "TL_CUDA_SPLIT_KEYS=64"},
+        {"attn: 256 keys", "TL_CUDA_SPLIT_KEYS=256"},
+        {"attn: 64 keys, without q/k/v room", "TL_CUDA_SPLIT_KEYS=64 TL_CUDA_QKV_ROOM=0"},
         {"default again", ""},
         {"skip: q/k/v GEMV", "TL_CUDA_DBG_SKIP=1"},
         {"skip: RoPE + attention", "TL_CUDA_DBG_SKIP=2"},
@@ -554,11 +557,13 @@ static void decode_variants(const char *spec, double copy) {
         {"probe: GEMV ring alone", "TL_CUDA_GEMV_PROBE=ring"},
         {"probe: GEMV math alone", "TL_CUDA_GEMV_PROBE=math"},
         {"default again", ""},
-        {"without gate/up pairs, again", "TL_CUDA_GU_PAIR=0"},
+        {"without q/k/v room, again", "TL_CUDA_QKV_ROOM=0"},
+        {"as d7dc005, again", "TL_CUDA_GU_PAIR=0 TL_CUDA_QKV_ROOM=0 TL_CUDA_SPLIT_KEYS=64"},
         {"default, greedy sampled on the GPU", "SAMPLE"},
         {"deep ring, unfused attn, again", "TL_CUDA_RING=0 TL_CUDA_ATT_FUSE=nopdl TL_CUDA_SPLIT_KEYS=128"},
         {"default again", ""},
         {"default, greedy sampled on the GPU, again", "SAMPLE"},
+
     };
     const int nvar = (int)(sizeof var / sizeof var[0]);
     size_t kvb = (size_t)(ctx_dec + 32) * cf->n_layer * cf->n_head_kv * cf->head_dim * 2 * 2;
@@ -581,7 +586,7 @@ static void decode_variants(const char *spec, double copy) {
         printf("decode batch 1 (%s, ctx %d) %-42s: %.3f ms/token, %.1f tok/s, %.2f TB/s = %.1f%% of copy %.2f TB/s\n",
                spec, ctx_dec, var[vi][0], tm * 1e3, 1 / tm, bw, 100 * bw / copy, copy);
         printf("RESULT decode_b1_v%d_ms %.4f\n", vi, tm * 1e3);
-        if (!prof && vi <= 1)
+        if (!prof && (vi == 0 || vi == 2))
             for (int n = 4; n <= 16; n *= 4) {
                 double tb[8];
                 for (int i = 0; i < 8; i++) tb[i] = step(bc, n, 1, ctx_dec + i, per);

@@ -132,10 +132,10 @@ static void test_q4g_decode_forms(const tl_tensor *w, const tl_cu_q4 *tw, int n_
     tl_cpu_matmul_ref(w, xf, want, n_tok);
     for (int t = 0; t < n_tok; t++)
         for (int r = 0; r < rows; r++) want[(size_t)t * rows + r] += bias[r];
-    for (int rep = 0; rep < 3; rep++) {
-        tl_cu_gemv_args ga = {.w = tw, .x = rep == 2 ? dxf : NULL, .x16 = rep < 2 ? dh : NULL, .x_stride = cols,
-                              .x_mode = rep < 2 ? TL_CU_X_F16 : TL_CU_X_PLAIN, .bias = db, .y = dy, .n_tok = n_tok,
-                              .ring = rep == 1 ? 2 : 0};
+    for (int rep = 0; rep < 4; rep++) { /* 1: a ring of 2, 2: plain x, 3: a grid of 5 blocks */
+        tl_cu_gemv_args ga = {.w = tw, .x = rep == 2 ? dxf : NULL, .x16 = rep != 2 ? dh : NULL, .x_stride = cols,
+                              .x_mode = rep != 2 ? TL_CU_X_F16 : TL_CU_X_PLAIN, .bias = db, .y = dy, .n_tok = n_tok,
+                              .ring = rep == 1 ? 2 : 0, .grid = rep == 3 ? 5 : 0};
         CU(cudaMemset(dy, 0xff, ny * 4));
         CHECK(tl_cu_q4g_gemv(&ga, 0, &e) == 0, "%s", e.msg);
         get(rep ? again : got, dy, ny * 4);

@@ -41,11 +41,13 @@ static const char *const p_name[P_N] = {"other", "matmul", "attention", "lm_head
                                    * batch 1 ctx 512, 3765dec: cluster 2.368 ms/token (5 samples), kernel 2.366 / 2.367,
                                    * last slice 2.560 (17d9798: 2.390, 2.360, 2.624): the cluster saves no time, the
                                    * kernel has no slice limit */
-#define CU_DEC_SPLIT_KEYS 64      /* forward_decode's attention: >= this many context positions a slice (one 64-key
-                                   * tile: latency-bound blocks, more of them in flight); H100, 7B batch 1 ctx 512,
-                                   * fused: 3765dec 2.343 ms/token against 2.355-2.373 with 128; 17d9798 equal (2.359
-                                   * median vs 2.360); unfused 2.464 vs 2.495 (TL_CUDA_SPLIT_KEYS) */
-#define CU_GKEY 17                /* graph key: the shape and switches a captured decode step depends on */
+#define CU_DEC_SPLIT_KEYS 128     /* forward_decode's attention: >= this many context positions a slice. With the
+                                   * q/k/v GEMV leaving the attention blocks multiprocessors of their own (qkv_room),
+                                   * 128 (7B batch 1 ctx 512: 16 blocks, both 64-key tiles of each loaded before the
+                                   * PDL wait) measured 2.046-2.061 ms/token against 2.112-2.126 with 64 (32 blocks,
+                                   * q/k/v on 100) and 2.126-2.144 with 256, H100, one run (TL_CUDA_SPLIT_KEYS); without
+                                   * the room 64 was as fast as 128 (3765dec, 17d9798) and 128 is now 2.170-2.174 */
+#define CU_GKEY 18                /* graph key: the shape and switches a captured decode step depends on */
 #define CU_BIG_T 512              /* forwards of more tokens: bf16 activations into cuBLAS (layer_big) */
 #define CU_Q4GEMM_COPY_MAX 48     /* INT4 products of 17..CU_BIG_T rows take q4_gemm.cu's kernel up to this many rows */
 #define CU_Q4GEMM_NOCOPY_MAX 192  /* when the matrix has a bf16 copy (cuBLAS on it above), else up to this many.
@@ -113,6 +115,10 @@ typedef struct cu_impl {
      * TL_CU_X_F16) instead of gate and up in fp32 for down's SiLU*up prologue; TL_CUDA_GU_PAIR=0: the latter (the
      * same bits, for comparisons) */
     int gu_pair;
+    /* TL_CUDA_QKV_ROOM (default 1): with the fused attention, the q/k/v GEMV runs on n_sm - (attention blocks)
+     * blocks when those are <= n_sm / 4, so the attention blocks start (RoPE tables, K/V history loads) while
+     * it streams (its weights are all in flight at once either way: 7B 288 tiles x 2 stages <= 100 x 6) */
+    int qkv_room;
     int dec1;              /* build_meta: every sequence of the batch has at most one new token */
     int fuse_on;           /* this step takes the fused kernel (att_fuse, dec1, decode kernel, no prefill tiles) */
     int q4gemm;            /* TL_CUDA_Q4GEMM: 0 never (dequantize / bf16 copy + cuBLAS), 1 always, -1 (unset) auto */
@@ -864,6 +870,10 @@ static int forward_decode(cu_impl *ci, const tl_model *m, tl_kv *kv, int T, int 
                               .split_keys = ci->split_keys,
                               .counters = merge == 1 ? ci->att_cnt : NULL, .merge_cluster = merge == 2};
         if (ci->att_fuse < 0) aa.pdl = 0; /* TL_CUDA_ATT_FUSE=nopdl (comparisons) */
+        if (ci->fuse_on && ci->qkv_room) { /* the fused attention's blocks get multiprocessors of their own */
+            const int ab = T * tl_cu_attention_splits(&aa) * c->n_head_kv;
+            if (ab <= ci->n_sm / 4) qkv.grid = ci->n_sm - ab;
+        }
         tl_cu_gemv_args o = {.w = &L->o.q, .x = ci->att, .x_stride = QD, .bias = L->o.bias, .resid = ci->x,
                              .y = ci->x, .n_tok = T, .pdl = pdl};
         tl_cu_gemv_args gu = {.w = &L->gu.q, .x = ci->x, .x_stride = E, .x_mode = TL_CU_X_RMSNORM,
@@ -986,7 +996,8 @@ static int cu_run(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *
     ci->att_fuse = !af ? 1 : !strcmp(af, "0") ? 0 : !strcmp(af, "nopdl") ? -1 : 1;
     const char *rg = getenv("TL_CUDA_RING");
     ci->ring = rg ? atoi(rg) : CU_DECODE_RING;
-    const char *gq = getenv("TL_CUDA_GU_PAIR");
+    const char *gq = getenv("TL_CUDA_GU_PAIR"), *qr = getenv("TL_CUDA_QKV_ROOM");
+    ci->qkv_room = !(qr && !strcmp(qr, "0"));
     ci->gu_pair = !(gq && !strcmp(gq, "0"));
     const char *ds = getenv("TL_CUDA_DBG_SKIP"), *gp = getenv("TL_CUDA_GEMV_PROBE");
     ci->dbg_skip = ds ? atoi(ds) : 0;
@@ -1016,7 +1027,8 @@ static int cu_run(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *
                                  .split_keys = decode_fused(ci, c, T) ? ci->split_keys : 0};
         intptr_t key[CU_GKEY] = {T, b->n_logits, tl_cu_attention_splits(&probe), (intptr_t)kv->k, (intptr_t)kv->dtype,
                                  kv->n_blocks, ci->gemv_old, ci->no_fuse, ci->no_pdl, ci->merge_last, ci->attn_dec,
-                                 ci->ring, ci->dbg_skip, ci->probe, ci->att_fuse, ci->fuse_on, ci->gu_pair};
+                                 ci->ring, ci->dbg_skip, ci->probe, ci->att_fuse, ci->fuse_on, ci->gu_pair,
+                                 ci->qkv_room};
         if (!ci->gexec || memcmp(key, ci->gkey, sizeof key)) {
             graph_drop(ci);
             cudaGraph_t g;

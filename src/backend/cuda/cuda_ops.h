@@ -77,6 +77,8 @@ typedef struct tl_cu_gemv_args {
     int impl; /* 0 (or TL_CU_GEMV_V3): the kernel. TL_CU_GEMV_RING / _MATH: benchmark probes only (wrong
                * results): the weight ring without the math (consumers wait and release stages), the math without
                * the ring (no loads, no waits); n_tok <= 8, group 64, fp16 */
+    int grid; /* > 0: at most this many blocks (the persistent grid; leaves multiprocessors free for the next
+               * kernel's blocks, which start as programmatic dependents); 0: one a multiprocessor */
     int ring; /* at most this many ring stages (0: as many as fit; tests use 2 to wrap the ring often) */
     int dbg; /* benchmark probes only (wrong results), bits: 2 no x prologue, 4 no epilogue loads / stores,
               * 8 the loop prologues (two-pass RMSNorm, SiLU in rounds) even at n_tok 1 (what each costs), 16 the

@@ -532,7 +532,7 @@ extern "C" int tl_cu_q4g_fits(int64_t cols, int n_tok) {
  * needs (small matrices leave room for the next kernel) and GS_NSMAX. `ring` > 0 caps the ring (tests). The
  * grid never changes results (a tile is one block's). */
 template <int NT, bool BF, int G, int W, int KW, int MODE>
-static cudaError_t q4s_launch(const q4g_params &p, size_t xbytes, cudaStream_t st, int pdl, int ring) {
+static cudaError_t q4s_launch(const q4g_params &p, size_t xbytes, cudaStream_t st, int pdl, int ring, int gcap) {
     void (*k)(const q4g_params, int) = q4s_kernel<NT, BF, G, W, KW, MODE>;
     static int nsm, optin, per_sm, stat_smem, occ_regs; /* per instantiation; device 0 only */
     cudaError_t err = cudaSuccess;
@@ -551,8 +551,9 @@ static cudaError_t q4s_launch(const q4g_params &p, size_t xbytes, cudaStream_t s
     }
     constexpr int SK = W * KW, SB = gs_stage_bytes(SK, G);
     const int64_t nst = (p.cols / 64 + SK - 1) / SK;
-    int64_t grid = p.nunits < nsm ? p.nunits : nsm, ns = 0;
-    if (p.per == 1 && p.ntiles > nsm && nst <= GS_NSMAX && ring <= 0) { /* a block a tile, if they all fit at once */
+    const int64_t maxg = gcap > 0 && gcap < nsm ? gcap : nsm;
+    int64_t grid = p.nunits < maxg ? p.nunits : maxg, ns = 0;
+    if (p.per == 1 && p.ntiles > nsm && nst <= GS_NSMAX && ring <= 0 && gcap <= 0) { /* a block a tile, if they all fit at once */
         const int64_t ns1 = nst < 2 ? 2 : nst, smem1 = ns1 * SB + (int64_t)xbytes + stat_smem + 1024;
         const int64_t fit = TL_MIN((int64_t)occ_regs, per_sm / smem1);
         if (fit * nsm >= p.ntiles) grid = p.ntiles, ns = ns1;
@@ -595,13 +596,13 @@ extern "C" int tl_cu_q4g_gemv(const tl_cu_gemv_args *a, cudaStream_t st, tl_erro
     if (a->impl == TL_CU_GEMV_RING || a->impl == TL_CU_GEMV_MATH) { /* benchmark probes: 1 n-tile, group 64, fp16 */
         if (a->n_tok > 8 || w->group != 64 || w->sb_bf16)
             return tl_errf(e, "cuda int4 gemv: ring/math probes: n_tok <= 8, g64, fp16 only");
-        err = a->impl == TL_CU_GEMV_RING ? q4s_launch<1, false, 64, 16, 2, 2>(p, smem, st, a->pdl, a->ring)
-                                         : q4s_launch<1, false, 64, 16, 2, 3>(p, smem, st, a->pdl, a->ring);
+        err = a->impl == TL_CU_GEMV_RING ? q4s_launch<1, false, 64, 16, 2, 2>(p, smem, st, a->pdl, a->ring, a->grid)
+                                         : q4s_launch<1, false, 64, 16, 2, 3>(p, smem, st, a->pdl, a->ring, a->grid);
     } else {
 #define GS_G(NT, BF)                                                              \
-    (w->group == 32   ? q4s_launch<NT, BF, 32, 16, 2, 1>(p, smem, st, a->pdl, a->ring)  \
-     : w->group == 64 ? q4s_launch<NT, BF, 64, 16, 2, 1>(p, smem, st, a->pdl, a->ring)  \
-                      : q4s_launch<NT, BF, 128, 16, 2, 1>(p, smem, st, a->pdl, a->ring))
+    (w->group == 32   ? q4s_launch<NT, BF, 32, 16, 2, 1>(p, smem, st, a->pdl, a->ring, a->grid)  \
+     : w->group == 64 ? q4s_launch<NT, BF, 64, 16, 2, 1>(p, smem, st, a->pdl, a->ring, a->grid)  \
+                      : q4s_launch<NT, BF, 128, 16, 2, 1>(p, smem, st, a->pdl, a->ring, a->grid))
         if (a->n_tok <= 8) err = w->sb_bf16 ? GS_G(1, true) : GS_G(1, false);
         else err = w->sb_bf16 ? GS_G(2, true) : GS_G(2, false);
 #undef GS_G
