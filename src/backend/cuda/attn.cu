@@ -63,20 +63,6 @@ template <int DT, int DL> static __device__ __forceinline__ void vrow(const type
     }
 }
 
-/* out of one (token, head) from its n_split slices pp[s] = (m, l, acc[D]), summed in slice order */
-static __device__ __forceinline__ float attn_merge_one(const float *pp, int n_split, int D, int d) {
-    float M = -INFINITY;
-    for (int s = 0; s < n_split; s++) M = fmaxf(M, __ldcg(pp + s * (D + 2)));
-    float L = 0.f, A = 0.f;
-    if (M != -INFINITY)
-        for (int s = 0; s < n_split; s++) {
-            float f = __expf(__ldcg(pp + s * (D + 2)) - M);
-            L += __ldcg(pp + s * (D + 2) + 1) * f;
-            A += __ldcg(pp + s * (D + 2) + 2 + d) * f;
-        }
-    return L > 0.f ? A / L : 0.f;
-}
-
 template <int D, int DT>
 __global__ void __launch_bounds__(32 * ATT_WARPS)
     attn_kernel(const float *__restrict__ q, int q_stride, float *__restrict__ out, int n_head, int n_head_kv,
@@ -225,7 +211,7 @@ __global__ void __launch_bounds__(32 * ATT_WARPS)
             for (int i = threadIdx.x; i < qg * D; i += blockDim.x) {
                 const int hq = g * qg + i / D;
                 out[(size_t)t * n_head * D + (size_t)hq * D + i % D] =
-                    attn_merge_one(partial + ((size_t)t * n_head + hq) * n_split * (D + 2), n_split, D, i % D);
+                    tl_cu_merge_one(partial + ((size_t)t * n_head + hq) * n_split * (D + 2), n_split, D, i % D);
             }
         }
     }
@@ -238,7 +224,7 @@ __global__ void attn_merge_kernel(const float *__restrict__ partial, float *__re
     const float *pp = partial + ((size_t)t * n_head + hq) * n_split * (D + 2);
     tl_cu_pdl_wait();
     tl_cu_pdl_trigger();
-    out[(size_t)t * n_head * D + (size_t)hq * D + d] = attn_merge_one(pp, n_split, D, d);
+    out[(size_t)t * n_head * D + (size_t)hq * D + d] = tl_cu_merge_one(pp, n_split, D, d);
 }
 
 template <int D, int DT> static void attn_launch(const tl_cu_attn_args *a, int n_split, cudaStream_t st) {

@@ -79,21 +79,6 @@ struct ad_args {
     int neox;
 };
 
-/* out of one (token, head) from its n_split partials pp[s] = (m, l, acc[D]), in slice order (the merge
- * kernel and the in-kernel merge share it: same bits; the cluster merge repeats its arithmetic) */
-static __device__ __forceinline__ float ad_merge_one(const float *pp, int n_split, int D, int d) {
-    float M = -INFINITY;
-    for (int s = 0; s < n_split; s++) M = fmaxf(M, __ldcg(pp + s * (D + 2)));
-    float L = 0.f, A = 0.f;
-    if (M != -INFINITY)
-        for (int s = 0; s < n_split; s++) {
-            const float f = __expf(__ldcg(pp + s * (D + 2)) - M);
-            L = fmaf(__ldcg(pp + s * (D + 2) + 1), f, L);
-            A = fmaf(__ldcg(pp + s * (D + 2) + 2 + d), f, A);
-        }
-    return L > 0.f ? A / L : 0.f;
-}
-
 static __device__ __forceinline__ void ad_ld8(const float *p, float o[8]) {
     const float4 a0 = *(const float4 *)p, a1 = *(const float4 *)(p + 4);
     o[0] = a0.x, o[1] = a0.y, o[2] = a0.z, o[3] = a0.w, o[4] = a1.x, o[5] = a1.y, o[6] = a1.z, o[7] = a1.w;
@@ -355,7 +340,7 @@ __global__ void __launch_bounds__(32 * AD_NW, 3) attn_decode_kernel(const ad_arg
     /* cluster: the n_split blocks of (token, KV head) are one thread-block cluster; after a cluster barrier
      * (release / acquire of the shared-memory results) block `split` merges outputs split * NT + tid, in
      * steps of n_split * NT, reading every slice's (m, l, acc) from its block's shared memory in slice order
-     * (ad_merge_one's arithmetic: the merge kernel's bits); a second barrier keeps every block's shared
+     * (tl_cu_merge_one's arithmetic: the merge kernel's bits); a second barrier keeps every block's shared
      * memory alive until all reads are done. No global partials, no counters, no merge kernel. */
     if (n_split > 1 && a.cluster) {
         cg::cluster_group cl = cg::this_cluster();
@@ -396,7 +381,7 @@ __global__ void __launch_bounds__(32 * AD_NW, 3) attn_decode_kernel(const ad_arg
             for (int i = tid; i < G * D; i += NT) {
                 const int hq = g * G + i / D;
                 a.out[((size_t)t * a.n_head + hq) * D + i % D] =
-                    ad_merge_one(a.partial + ((size_t)t * a.n_head + hq) * n_split * (D + 2), n_split, D, i % D);
+                    tl_cu_merge_one(a.partial + ((size_t)t * a.n_head + hq) * n_split * (D + 2), n_split, D, i % D);
             }
         }
     }
@@ -408,7 +393,7 @@ __global__ void attn_decode_merge_kernel(const float *__restrict__ partial, floa
     const int t = blockIdx.x, hq = blockIdx.y, d = threadIdx.x;
     tl_cu_pdl_wait();
     tl_cu_pdl_trigger();
-    out[((size_t)t * n_head + hq) * D + d] = ad_merge_one(partial + ((size_t)t * n_head + hq) * n_split * (D + 2), n_split, D, d);
+    out[((size_t)t * n_head + hq) * D + d] = tl_cu_merge_one(partial + ((size_t)t * n_head + hq) * n_split * (D + 2), n_split, D, d);
 }
 
 template <int D, int DT, bool ROPE>

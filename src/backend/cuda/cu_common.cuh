@@ -83,6 +83,23 @@ static __device__ __forceinline__ float2 tl_cu_rope_rot(float a, float b, float 
     return make_float2(fmaf(a, c, -__fmul_rn(b, s)), fmaf(a, s, __fmul_rn(b, c)));
 }
 
+/* Flash-decoding merge: the output element d of one (token, head) from its n_split context slices pp[s] = (m, l,
+ * acc[D]) (m in units of the scaled score, natural exp), summed in slice order. attn.cu's and attn_decode.cu's
+ * merges (kernel and in-kernel) all use it: the same bits; attn_decode.cu's cluster merge repeats its arithmetic
+ * on distributed shared memory. */
+static __device__ __forceinline__ float tl_cu_merge_one(const float *pp, int n_split, int D, int d) {
+    float M = -INFINITY;
+    for (int s = 0; s < n_split; s++) M = fmaxf(M, __ldcg(pp + s * (D + 2)));
+    float L = 0.f, A = 0.f;
+    if (M != -INFINITY)
+        for (int s = 0; s < n_split; s++) {
+            const float f = __expf(__ldcg(pp + s * (D + 2)) - M);
+            L = fmaf(__ldcg(pp + s * (D + 2) + 1), f, L);
+            A = fmaf(__ldcg(pp + s * (D + 2) + 2 + d), f, A);
+        }
+    return L > 0.f ? A / L : 0.f;
+}
+
 /* KV element type by tl_dtype. */
 template <int DT> struct tl_cu_kv;
 template <> struct tl_cu_kv<TL_F32> {
