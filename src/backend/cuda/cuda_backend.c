@@ -850,6 +850,14 @@ static int forward_decode(cu_impl *ci, const tl_model *m, tl_kv *kv, int T, int 
     const size_t esz = kv->dtype == TL_F32 ? 4 : 2;
     const size_t layer_bytes = (size_t)kv->n_blocks * kv->n_head_kv * kv->block_size * hd * esz;
     cudaStream_t st = ci->st;
+    int qkv_grid = 0; /* the fused attention's blocks get multiprocessors of their own (same every layer) */
+    if (ci->fuse_on && ci->qkv_room) {
+        const tl_cu_attn_args sp = {.n_tok = T, .n_head = c->n_head, .n_head_kv = c->n_head_kv, .head_dim = hd,
+                                    .max_split = ci->max_split, .max_ctx = max_ctx, .n_sm = ci->n_sm,
+                                    .split_keys = ci->split_keys};
+        const int ab = T * tl_cu_attention_splits(&sp) * c->n_head_kv;
+        if (ab <= ci->n_sm / 4) qkv_grid = ci->n_sm - ab;
+    }
     if (tl_cu_embed(ci->embd.is_q4 ? &ci->embd.q : NULL, ci->embd.bf16, c->n_vocab, E, d_tok, T, ci->x, st, e))
         return -1;
     for (int l = 0; l < c->n_layer; l++) {
@@ -857,7 +865,7 @@ static int forward_decode(cu_impl *ci, const tl_model *m, tl_kv *kv, int T, int 
         void *kc = (char *)kv->k + (size_t)l * layer_bytes, *vc = (char *)kv->v + (size_t)l * layer_bytes;
         tl_cu_gemv_args qkv = {.w = &L->qkv.q, .x = ci->x, .x_stride = E, .x_mode = TL_CU_X_RMSNORM,
                                .norm_w = L->attn_norm, .eps = c->rms_eps, .bias = L->qkv.bias, .y = ci->qkv,
-                               .n_tok = T, .pdl = pdl};
+                               .n_tok = T, .pdl = pdl, .grid = qkv_grid};
         tl_cu_rope_args ra = {.qkv = ci->qkv, .n_tok = T, .n_head = c->n_head, .n_head_kv = c->n_head_kv,
                               .head_dim = hd, .pos = d_pos, .slot = d_slot, .theta = c->rope_theta,
                               .neox = c->rope == TL_ROPE_NEOX, .kcache = kc, .vcache = vc, .kv_dtype = kv->dtype,
@@ -870,10 +878,6 @@ static int forward_decode(cu_impl *ci, const tl_model *m, tl_kv *kv, int T, int 
                               .split_keys = ci->split_keys,
                               .counters = merge == 1 ? ci->att_cnt : NULL, .merge_cluster = merge == 2};
         if (ci->att_fuse < 0) aa.pdl = 0; /* TL_CUDA_ATT_FUSE=nopdl (comparisons) */
-        if (ci->fuse_on && ci->qkv_room) { /* the fused attention's blocks get multiprocessors of their own */
-            const int ab = T * tl_cu_attention_splits(&aa) * c->n_head_kv;
-            if (ab <= ci->n_sm / 4) qkv.grid = ci->n_sm - ab;
-        }
         tl_cu_gemv_args o = {.w = &L->o.q, .x = ci->att, .x_stride = QD, .bias = L->o.bias, .resid = ci->x,
                              .y = ci->x, .n_tok = T, .pdl = pdl};
         tl_cu_gemv_args gu = {.w = &L->gu.q, .x = ci->x, .x_stride = E, .x_mode = TL_CU_X_RMSNORM,
