@@ -532,15 +532,18 @@ static void decode_variants(const char *spec, double copy) {
      * they cost inside the graph. */
     static const char *const keys[] = {"TL_CUDA_GEMV", "TL_CUDA_FUSE", "TL_CUDA_PDL", "TL_CUDA_SPLIT_KEYS",
                                        "TL_CUDA_ATT_MERGE", "TL_CUDA_DBG_SKIP", "TL_CUDA_GEMV_PROBE", "TL_CUDA_RING",
-                                       "TL_CUDA_ATT_FUSE", "TL_CUDA_GU_PAIR", "TL_CUDA_QKV_ROOM"};
+                                       "TL_CUDA_ATT_FUSE", "TL_CUDA_GU_PAIR", "TL_CUDA_QKV_ROOM", "TL_CUDA_GEMV_DBG"};
     const int nkeys = (int)(sizeof keys / sizeof keys[0]);
     static const char *const var[][2] = {
         {"default (gate/up pairs, q/k/v room, 128 keys)", ""},
+        {"fp16 prologue in one pass <= 20480 columns (bc2860e)", "TL_CUDA_GEMV_DBG=32"},
+        {"ring <= 4", "TL_CUDA_RING=4"},
+        {"ring <= 5", "TL_CUDA_RING=5"},
+        {"ring <= 8", "TL_CUDA_RING=8"},
         {"without q/k/v room", "TL_CUDA_QKV_ROOM=0"},
         {"without pairs and room; 64 keys (as d7dc005)", "TL_CUDA_GU_PAIR=0 TL_CUDA_QKV_ROOM=0 TL_CUDA_SPLIT_KEYS=64"},
         {"old (q4_mma GEMV, unfused)", "TL_CUDA_GEMV=mma TL_CUDA_FUSE=0 TL_CUDA_PDL=0"},
         {"deep ring, unfused attn (as session 3)", "TL_CUDA_RING=0 TL_CUDA_ATT_FUSE=nopdl TL_CUDA_SPLIT_KEYS=128"},
-        {"ring <= 4", "TL_CUDA_RING=4"},
         {"ring as deep as fits", "TL_CUDA_RING=0"},
         {"no PDL", "TL_CUDA_PDL=0"},
         {"attn: unfused, PDL, 64 keys", "TL_CUDA_ATT_FUSE=0 TL_CUDA_SPLIT_KEYS=64"},
@@ -554,11 +557,16 @@ static void decode_variants(const char *spec, double copy) {
         {"skip: gate/up GEMV", "TL_CUDA_DBG_SKIP=8"},
         {"skip: down GEMV", "TL_CUDA_DBG_SKIP=16"},
         {"skip: all layers", "TL_CUDA_DBG_SKIP=31"},
+        {"skip: all layers, lm_head (host + embedding)", "TL_CUDA_DBG_SKIP=63"},
+        {"skip: all layers, lm_head; sampled", "TL_CUDA_DBG_SKIP=63 SAMPLE"},
         {"probe: GEMV ring alone", "TL_CUDA_GEMV_PROBE=ring"},
         {"probe: GEMV math alone", "TL_CUDA_GEMV_PROBE=math"},
         {"default again", ""},
         {"without q/k/v room, again", "TL_CUDA_QKV_ROOM=0"},
         {"as d7dc005, again", "TL_CUDA_GU_PAIR=0 TL_CUDA_QKV_ROOM=0 TL_CUDA_SPLIT_KEYS=64"},
+        {"fp16 prologue <= 20480 columns, again", "TL_CUDA_GEMV_DBG=32"},
+        {"ring <= 4, again", "TL_CUDA_RING=4"},
+        {"ring <= 5, again", "TL_CUDA_RING=5"},
         {"default, greedy sampled on the GPU", "SAMPLE"},
         {"deep ring, unfused attn, again", "TL_CUDA_RING=0 TL_CUDA_ATT_FUSE=nopdl TL_CUDA_SPLIT_KEYS=128"},
         {"default again", ""},
@@ -571,7 +579,7 @@ static void decode_variants(const char *spec, double copy) {
         for (int k = 0; k < nkeys; k++) unsetenv(keys[k]);
         char buf[256];
         snprintf(buf, sizeof buf, "%s", var[vi][1]);
-        bc->sample = !strcmp(buf, "SAMPLE");
+        bc->sample = strstr(buf, "SAMPLE") != NULL;
         for (char *tok = strtok(buf, " "); tok; tok = strtok(NULL, " ")) {
             char *eq = strchr(tok, '=');
             if (eq) *eq = 0, setenv(tok, eq + 1, 1);

@@ -819,6 +819,7 @@ int main(void) {
     test_q4(4608, 3584, 64, 1, TL_F16);
     test_q4(1000, 4864, 128, 7, TL_BF16);
     test_q4(333, 18944 / 8, 32, 16, TL_F16);
+    test_q4(64, 29568, 64, 1, TL_F16); /* 72B's down_proj width: the one-pass fp16 prologue's widest */
     test_q4(16, 64, 32, 8, TL_BF16);
     test_q4(192, 128, 64, 1, TL_BF16); /* the HF reference checkpoints' shapes */
     test_q4(512, 128, 64, 1, TL_F16);

@@ -47,7 +47,7 @@ static const char *const p_name[P_N] = {"other", "matmul", "attention", "lm_head
                                    * PDL wait) measured 2.046-2.061 ms/token against 2.112-2.126 with 64 (32 blocks,
                                    * q/k/v on 100) and 2.126-2.144 with 256, H100, one run (TL_CUDA_SPLIT_KEYS); without
                                    * the room 64 was as fast as 128 (3765dec, 17d9798) and 128 is now 2.170-2.174 */
-#define CU_GKEY 18                /* graph key: the shape and switches a captured decode step depends on */
+#define CU_GKEY 19                /* graph key: the shape and switches a captured decode step depends on */
 #define CU_BIG_T 512              /* forwards of more tokens: bf16 activations into cuBLAS (layer_big) */
 #define CU_Q4GEMM_COPY_MAX 48     /* INT4 products of 17..CU_BIG_T rows take q4_gemm.cu's kernel up to this many rows */
 #define CU_Q4GEMM_NOCOPY_MAX 192  /* when the matrix has a bf16 copy (cuBLAS on it above), else up to this many.
@@ -101,8 +101,10 @@ typedef struct cu_impl {
     int gemv_old, no_fuse, no_pdl;
     /* forward_decode's GEMV ring depth (TL_CUDA_RING=N, default CU_DECODE_RING; 0: as deep as shared memory
      * allows) and, for measurements only (wrong results), TL_CUDA_DBG_SKIP (bits: 1 q/k/v GEMV, 2 RoPE +
-     * attention, 4 o, 8 gate/up, 16 down) and TL_CUDA_GEMV_PROBE=ring|math (tl_cu_gemv_args.impl) */
-    int ring, dbg_skip, probe;
+     * attention, 4 o, 8 gate/up, 16 down, 32 final norm + lm_head: what the host and the embedding cost),
+     * TL_CUDA_GEMV_PROBE=ring|math (tl_cu_gemv_args.impl) and TL_CUDA_GEMV_DBG (tl_cu_gemv_args.dbg of every
+     * GEMV of the layers) */
+    int ring, dbg_skip, probe, gemv_dbg;
     int split_keys;        /* attention slices of the decode sequence: context positions per slice at least */
     int merge_last;        /* TL_CUDA_ATT_MERGE: 1 (=last) slices merged by the last one to finish, 0 (=kernel) by a
                             * merge kernel, 2 (=cluster) through a thread-block cluster (decode kernel, <= 8
@@ -890,7 +892,7 @@ static int forward_decode(cu_impl *ci, const tl_model *m, tl_kv *kv, int T, int 
             down.x = NULL, down.x16 = (const uint16_t *)ci->gu, down.x_stride = F, down.x_mode = TL_CU_X_F16;
         }
         tl_cu_gemv_args *g4[4] = {&qkv, &o, &gu, &down};
-        for (int k = 0; k < 4; k++) g4[k]->impl = ci->probe, g4[k]->ring = ci->ring;
+        for (int k = 0; k < 4; k++) g4[k]->impl = ci->probe, g4[k]->ring = ci->ring, g4[k]->dbg = ci->gemv_dbg;
         const int sk = ci->dbg_skip;
         if ((!(sk & 1) && gemv(ci, &qkv, e)) ||
             (!(sk & 2) && ci->fuse_on && (pmark(ci, P_OTHER) || tl_cu_attention_decode_rope(&aa, &ra, st, e) ||
@@ -901,6 +903,7 @@ static int forward_decode(cu_impl *ci, const tl_model *m, tl_kv *kv, int T, int 
             (!(sk & 4) && gemv(ci, &o, e)) || (!(sk & 8) && gemv(ci, &gu, e)) || (!(sk & 16) && gemv(ci, &down, e)))
             return -1;
     }
+    if (ci->dbg_skip & 32) return 0; /* (measurement: no final norm / lm_head either) */
     return forward_tail(ci, c, T, n_logits, NULL, d_lr, logits, e);
 }
 
@@ -1005,6 +1008,8 @@ static int cu_run(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *
     ci->gu_pair = !(gq && !strcmp(gq, "0"));
     const char *ds = getenv("TL_CUDA_DBG_SKIP"), *gp = getenv("TL_CUDA_GEMV_PROBE");
     ci->dbg_skip = ds ? atoi(ds) : 0;
+    const char *gd = getenv("TL_CUDA_GEMV_DBG");
+    ci->gemv_dbg = gd ? atoi(gd) : 0;
     ci->probe = gp && !strcmp(gp, "ring") ? TL_CU_GEMV_RING : gp && !strcmp(gp, "math") ? TL_CU_GEMV_MATH : 0;
     const char *qg = getenv("TL_CUDA_Q4GEMM");
     ci->q4gemm = qg ? atoi(qg) != 0 : -1;
@@ -1032,7 +1037,7 @@ static int cu_run(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *
         intptr_t key[CU_GKEY] = {T, b->n_logits, tl_cu_attention_splits(&probe), (intptr_t)kv->k, (intptr_t)kv->dtype,
                                  kv->n_blocks, ci->gemv_old, ci->no_fuse, ci->no_pdl, ci->merge_last, ci->attn_dec,
                                  ci->ring, ci->dbg_skip, ci->probe, ci->att_fuse, ci->fuse_on, ci->gu_pair,
-                                 ci->qkv_room};
+                                 ci->qkv_room, ci->gemv_dbg};
         if (!ci->gexec || memcmp(key, ci->gkey, sizeof key)) {
             graph_drop(ci);
             cudaGraph_t g;

@@ -373,18 +373,20 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
             gs_put4<G>(gs_silu4(a[u], b[u]), k4 < c4, xh, k4 * 4, gs);
         }
     }
-    /* fp16 x (h from a gate/up pair GEMV) of one token: every load at once; fp16 -> float -> fp16 is exact, so
-     * the same bits as SiLU*up's prologue from the fp32 gate / up rows */
-    const bool one_f16 = p.mode == TL_CU_X_F16 && n_tok == 1 && c4 <= PS * NT && !(p.dbg & 8);
+    /* fp16 x (h from a gate/up pair GEMV) of one token, up to PH * 4 * 512 = 30720 columns (72B's 29568): every
+     * load at once; fp16 -> float -> fp16 is exact, so the same bits as SiLU*up's prologue from the fp32 gate /
+     * up rows */
+    constexpr int PH = 15;
+    const bool one_f16 = p.mode == TL_CU_X_F16 && n_tok == 1 && c4 <= (p.dbg & 32 ? PS : PH) * NT && !(p.dbg & 8);
     if (one_f16 && n4) {
-        uint2 a[PS];
+        uint2 a[PH];
 #pragma unroll
-        for (int u = 0; u < PS; u++) {
+        for (int u = 0; u < PH; u++) {
             const int k4 = u * NT + threadIdx.x;
             a[u] = k4 < c4 ? ((const uint2 *)p.x16)[k4] : make_uint2(0u, 0u);
         }
 #pragma unroll
-        for (int u = 0; u < PS; u++) {
+        for (int u = 0; u < PH; u++) {
             const int k4 = u * NT + threadIdx.x;
             gs_put4<G>(gs_h4(a[u]), k4 < c4, xh, k4 * 4, gs);
         }
