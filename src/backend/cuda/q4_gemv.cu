@@ -235,6 +235,7 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
     unsigned char *ring = gs_smem;
     __half *xh = (__half *)(gs_smem + (size_t)ns * SB);
     float *gs = (float *)(gs_smem + (size_t)ns * SB + (size_t)n_tok * KP * 2);
+    if (p.dbg & 64) tl_cu_pdl_trigger(); /* (measurement: the next grid launched at once, not after x) */
     if (threadIdx.x == 0) {
         for (int s = 0; s < ns; s++) gs_bar_init(&full[s], 1), gs_bar_init(&empty[s], W);
         for (int b = 0; b < 2; b++) gs_bar_init(&rfull[b], W), gs_bar_init(&rempty[b], 1);
@@ -446,7 +447,7 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
         }
     }
     gs_sync<NT>();
-    tl_cu_pdl_trigger();
+    if (!(p.dbg & 64)) tl_cu_pdl_trigger();
 
     /* ---- main loop: the stages of this block's tiles, in the producer's order. Per lane, fixed offsets:
      * its codes at l0 * 512 + lane * 16 (+ 512 a block), its scale words at SK * 512 + l0 * SBKB + 4g (+ SBKB a
