@@ -512,6 +512,84 @@ static void gemm_decode(const char *spec, int max_batch, int passes) {
 /* Decode of one model through the backend's forward, variant by variant in one process (the switches are
  * read at every forward): old = q4_mma.cu GEMV + unfused sequence; then the new GEMV unfused, fused
  * without PDL, fused with PDL (the default). Batch 1 at ctx 512 (64 steps, median), and batch 4 / 16. */
+
+/* One decode step traced (TL_CUDA_TRACE=1: every kernel of a layer stamps %globaltimer per block at its start,
+ * when its PDL wait returned, when its inputs were in, at its end; cuda_backend.c): per kernel, averaged over
+ * layers 1.., in us: wake = its first wait returning after the previous kernel's last block ended; inputs = from
+ * there to its last block's inputs in; work = from there to its last block's end; share = its last end minus the
+ * previous kernel's (the layer's critical path, summed); early = how long before the previous kernel's end its
+ * first block started. */
+static int cmp_u64(const void *a, const void *b) {
+    const unsigned long long x = *(const unsigned long long *)a, y = *(const unsigned long long *)b;
+    return x < y ? -1 : x > y;
+}
+static void trace_report(const char *spec, bctx *bc, int ctx_dec, int per) {
+    setenv("TL_CUDA_TRACE", "1", 1);
+    double acc[6][5] = {{0}};
+    int cnt[6] = {0};
+    const long n = 6L * 128 * 1024;
+    unsigned long long *tr = tl_malloc((size_t)n * 8), tick = ~0ull;
+    const int L = bc->m->cfg.n_layer;
+    for (int rep = 0; rep < 8; rep++) {
+        step(bc, 1, 1, ctx_dec + 100 + rep, per);
+        if (rep < 3) continue; /* graph capture and warm-up */
+        if (tl_cuda_trace_read(bc->be, tr, n) < 0) {
+            printf("trace: none (not a fused decode step?)\n");
+            break;
+        }
+        unsigned long long prev_end = 0;
+        for (int l = 0; l < L && l < 128; l++)
+            for (int k = 0; k < 6; k++) {
+                const unsigned long long *r = tr + (size_t)(6 * l + k) * 1024;
+                unsigned long long S = ~0ull, W = ~0ull, P = 0, E = 0;
+                int nb = 0;
+                for (int b = 0; b < 256; b++) {
+                    if (!r[4 * b]) continue;
+                    nb++;
+                    if (r[4 * b] < S) S = r[4 * b];
+                    if (r[4 * b + 1] && r[4 * b + 1] < W) W = r[4 * b + 1];
+                    if (r[4 * b + 2] > P) P = r[4 * b + 2];
+                    if (r[4 * b + 3] > E) E = r[4 * b + 3];
+                }
+                if (!nb || W == ~0ull || !E) {
+                    prev_end = 0;
+                    continue;
+                }
+                if (l == 5 && rep == 3) { /* the timer's tick: the smallest step between this launch's stamps */
+                    unsigned long long v[1024];
+                    int m = 0;
+                    for (int i = 0; i < 1024; i++)
+                        if (r[i]) v[m++] = r[i];
+                    qsort(v, (size_t)m, 8, cmp_u64);
+                    for (int i = 1; i < m; i++)
+                        if (v[i] > v[i - 1] && v[i] - v[i - 1] < tick) tick = v[i] - v[i - 1];
+                }
+                if (l >= 1 && prev_end) {
+                    const unsigned long long in = P ? P : W;
+                    acc[k][0] += (double)(long long)(W - prev_end), acc[k][1] += (double)(long long)(in - W);
+                    acc[k][2] += (double)(long long)(E - in), acc[k][3] += (double)(long long)(E - prev_end);
+                    acc[k][4] += (double)(long long)(prev_end - S);
+                    cnt[k]++;
+                }
+                prev_end = E;
+            }
+    }
+    unsetenv("TL_CUDA_TRACE");
+    static const char *const kn[6] = {"q/k/v GEMV", "RoPE + attention", "merge", "o GEMV", "gate/up GEMV", "down GEMV"};
+    double tot = 0;
+    printf("decode step trace (%s, batch 1, ctx ~%d; us, mean over layers 1.. of 5 steps; timer tick %llu ns):\n",
+           spec, ctx_dec + 100, tick == ~0ull ? 0ull : tick);
+    for (int k = 0; k < 6; k++) {
+        if (!cnt[k]) continue;
+        const double c = cnt[k] * 1e3;
+        printf("  %-17s wake %5.2f  inputs %5.2f  work %5.2f  share %5.2f  started %5.2f before the previous end\n",
+               kn[k], acc[k][0] / c, acc[k][1] / c, acc[k][2] / c, acc[k][3] / c, acc[k][4] / c);
+        tot += acc[k][3] / c;
+    }
+    printf("  layer (sum of shares): %.2f us\n", tot);
+    free(tr);
+}
+
 static void decode_variants(const char *spec, double copy) {
     tl_error e = {{0}};
     tl_model *m = bench_model(spec);
@@ -613,6 +691,7 @@ static void decode_variants(const char *spec, double copy) {
     }
     for (int k = 0; k < nkeys; k++) unsetenv(keys[k]);
     bc->sample = 0;
+    trace_report(spec, bc, ctx_dec, per);
     c.be->kv_free(c.be, &c.kv);
     c.be->free(c.be);
     free(c.logits);

@@ -77,6 +77,7 @@ struct ad_args {
     const int32_t *pos, *slot; /* ROPE only */
     float theta;
     int neox;
+    unsigned long long *trace; /* measurement (tl_cu_mark) */
 };
 
 static __device__ __forceinline__ void ad_ld8(const float *p, float o[8]) {
@@ -121,6 +122,7 @@ __global__ void __launch_bounds__(32 * AD_NW, 3) attn_decode_kernel(const ad_arg
     const int G = a.n_head / n_head_kv;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     /* batch metadata is uploaded before the step, never written by a kernel: read before the PDL wait */
+    if (tid == 0) tl_cu_mark(a.trace, 0);
     const int32_t *table = a.bt + a.bt_off[t];
     const int ctx = a.ctx_len[t];
     const int per = ((ctx + n_split - 1) / n_split + AD_BN - 1) / AD_BN * AD_BN;
@@ -172,6 +174,7 @@ __global__ void __launch_bounds__(32 * AD_NW, 3) attn_decode_kernel(const ad_arg
     for (int i = tid; i < (16 - G) * NC; i += NT) /* the MMA's padding rows of Q: zero */
         *(uint4 *)(ad_sm + tc_sw<D>(G + i / NC, i % NC)) = make_uint4(0, 0, 0, 0);
     tl_cu_pdl_wait(); /* q (and without ROPE the new K/V) come from the previous kernel */
+    if (tid == 0) tl_cu_mark(a.trace, 1);
     tl_cu_pdl_trigger();
     if (!ROPE) {
         load_kv(0);
@@ -219,6 +222,7 @@ __global__ void __launch_bounds__(32 * AD_NW, 3) attn_decode_kernel(const ad_arg
     }
     __syncthreads();
 
+    if (tid == 0) tl_cu_mark(a.trace, 2);
     uint32_t qf[D / 16][4];
 #pragma unroll
     for (int kq = 0; kq < D / 16; kq++) tc_ldsm4(qf[kq], sQ + tc_sw<D>(lane & 15, kq * 2 + (lane >> 4)));
@@ -337,6 +341,10 @@ __global__ void __launch_bounds__(32 * AD_NW, 3) attn_decode_kernel(const ad_arg
             pp[2 + d] = A;
         }
     }
+    if (a.trace) { /* (uniform) */
+        __syncthreads();
+        if (tid == 0) tl_cu_mark(a.trace, 3);
+    }
     /* cluster: the n_split blocks of (token, KV head) are one thread-block cluster; after a cluster barrier
      * (release / acquire of the shared-memory results) block `split` merges outputs split * NT + tid, in
      * steps of n_split * NT, reading every slice's (m, l, acc) from its block's shared memory in slice order
@@ -389,11 +397,14 @@ __global__ void __launch_bounds__(32 * AD_NW, 3) attn_decode_kernel(const ad_arg
 
 /* grid (n_tok, n_head), D threads: merges the n_split slices of one (token, head), in slice order. */
 __global__ void attn_decode_merge_kernel(const float *__restrict__ partial, float *__restrict__ out, int n_head, int D,
-                                         int n_split) {
+                                         int n_split, unsigned long long *trace) {
     const int t = blockIdx.x, hq = blockIdx.y, d = threadIdx.x;
+    if (d == 0) tl_cu_mark(trace, 0);
     tl_cu_pdl_wait();
+    if (d == 0) tl_cu_mark(trace, 1);
     tl_cu_pdl_trigger();
     out[((size_t)t * n_head + hq) * D + d] = tl_cu_merge_one(partial + ((size_t)t * n_head + hq) * n_split * (D + 2), n_split, D, d);
+    if (d == 0) tl_cu_mark(trace, 3);
 }
 
 template <int D, int DT, bool ROPE>
@@ -416,6 +427,7 @@ static int ad_launch(const tl_cu_attn_args *a, const tl_cu_rope_args *r, int n_s
     k.cluster = n_split > 1 && n_split <= AD_MAXCL && a->merge_cluster;
     k.cnt = n_split > 1 && !k.cluster ? a->counters : NULL;
     if (r) k.pos = r->pos, k.slot = r->slot, k.theta = r->theta, k.neox = r->neox;
+    k.trace = a->trace;
     dim3 grid((unsigned)(a->n_tok * n_split), (unsigned)a->n_head_kv);
     cudaError_t err;
     if (k.cluster) { /* clusters of the n_split slices (grid.x = n_tok * n_split: whole clusters) */
@@ -434,7 +446,7 @@ static int ad_launch(const tl_cu_attn_args *a, const tl_cu_rope_args *r, int n_s
     if (err != cudaSuccess) return tl_errf(e, "cuda: decode attention: %s", cudaGetErrorString(err));
     if (n_split == 1 || k.cnt || k.cluster) TL_CU_LAUNCHED(e, "decode attention");
     err = tl_cu_launch(attn_decode_merge_kernel, dim3((unsigned)a->n_tok, (unsigned)a->n_head), dim3(a->head_dim), 0, st,
-                       a->pdl, (const float *)a->partial, a->out, a->n_head, a->head_dim, n_split);
+                       a->pdl, (const float *)a->partial, a->out, a->n_head, a->head_dim, n_split, a->trace_merge);
     if (err != cudaSuccess) return tl_errf(e, "cuda: decode attention merge: %s", cudaGetErrorString(err));
     TL_CU_LAUNCHED(e, "decode attention merge");
 }

@@ -53,6 +53,15 @@ static __device__ __forceinline__ void tl_cu_pdl_trigger() {
     asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
 }
+/* Decode-step trace (measurement only, TL_CUDA_TRACE=1): a kernel handed a record row writes %globaltimer (ns)
+ * for its block b (linear over the grid) at rec[4 b + i]: i = 0 its start, 1 its PDL wait returned, 2 its inputs
+ * in (the x prologue / q loaded), 3 its end. NULL: nothing (one predictable branch). */
+static __device__ __forceinline__ void tl_cu_mark(unsigned long long *rec, int i) {
+    if (!rec) return;
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    rec[4 * (blockIdx.x + gridDim.x * blockIdx.y) + i] = t;
+}
 /* kernel<<<grid, block, smem, st>>>(args...), with the programmatic-serialization attribute when pdl */
 template <typename K, typename... A>
 static cudaError_t tl_cu_launch(K kernel, dim3 grid, dim3 block, size_t smem, cudaStream_t st, int pdl, A &&...args) {

@@ -85,10 +85,14 @@ typedef struct tl_cu_gemv_args {
               * RMSNorm weights loaded after the PDL wait (the same results), 32 the one-pass fp16 prologue only up
               * to 20480 columns, as before 72B's 29568 were covered (the same results), 64 the PDL trigger at the
               * kernel's start instead of after the x prologue (the same results) */
+    unsigned long long *trace; /* measurement: the launch's trace row (tl_cu_mark), or NULL */
 } tl_cu_gemv_args;
 enum { TL_CU_GEMV_V3 = 5, TL_CU_GEMV_RING = 6, TL_CU_GEMV_MATH = 7 };
 int tl_cu_q4g_fits(int64_t cols, int n_tok);
 int tl_cu_q4g_gemv(const tl_cu_gemv_args *a, cudaStream_t st, tl_error *e);
+/* measurement (cuda_backend.c): the trace of the last traced decode step, see TL_CUDA_TRACE there */
+struct tl_backend;
+long tl_cuda_trace_read(struct tl_backend *be, unsigned long long *out, long n);
 
 /* INT4 GEMM on tensor cores on the tiled layout (q4_gemm.cu), for 17..512 token rows (batched decode, mixed
  * batches; any n >= 1 works): y[n, rows] = x[n, cols] @ W^T (+ bias). x is rounded to fp16 into xh, weights are
@@ -186,6 +190,7 @@ typedef struct tl_cu_attn_args {
                                   * thread-block cluster, merged through distributed shared memory (no partials,
                                   * no merge kernel; over counters); attn.cu ignores it */
     int pdl;                     /* launch as a programmatic dependent (see cu_common.cuh) */
+    unsigned long long *trace, *trace_merge; /* measurement: trace rows of the attention / merge launches, or NULL */
 } tl_cu_attn_args;
 int tl_cu_attention(const tl_cu_attn_args *a, cudaStream_t st, tl_error *e);
 /* How many context slices tl_cu_attention will use for these arguments (a pure function of them). */

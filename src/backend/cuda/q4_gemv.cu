@@ -28,6 +28,7 @@ struct q4g_params {
     int nunits, per; /* a block's work: units u = blockIdx.x, + gridDim.x, ..., each the tiles u + k * nunits, k < per
                       * (per 2: gate tile u, then up tile u + nunits) */
     int dbg; /* tl_cu_gemv_args.dbg: benchmark probes (wrong results); bit 8 also: the loop prologues at n_tok 1 */
+    unsigned long long *trace; /* tl_cu_gemv_args.trace (measurement) */
 };
 
 template <bool BF16> static __device__ __forceinline__ float2 gv_sb(uint32_t v) {
@@ -235,6 +236,7 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
     unsigned char *ring = gs_smem;
     __half *xh = (__half *)(gs_smem + (size_t)ns * SB);
     float *gs = (float *)(gs_smem + (size_t)ns * SB + (size_t)n_tok * KP * 2);
+    if (threadIdx.x == 0) tl_cu_mark(p.trace, 0);
     if (p.dbg & 64) tl_cu_pdl_trigger(); /* (measurement: the next grid launched at once, not after x) */
     if (threadIdx.x == 0) {
         for (int s = 0; s < ns; s++) gs_bar_init(&full[s], 1), gs_bar_init(&empty[s], W);
@@ -313,6 +315,7 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
             rph ^= 1u << rb;
             rb ^= 1;
         }
+        if (lane == 0) tl_cu_mark(p.trace, 3);
         return;
     }
 
@@ -332,6 +335,7 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
         b[u] = one && n4 && k4 < c4 && !(p.dbg & 16) ? ((const float4 *)p.norm_w)[k4] : make_float4(0.f, 0.f, 0.f, 0.f);
     }
     tl_cu_pdl_wait();
+    if (threadIdx.x == 0) tl_cu_mark(p.trace, 1);
     if (one && n4) {
         float4 a[PB];
         float ss = 0.f;
@@ -447,6 +451,7 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
         }
     }
     gs_sync<NT>();
+    if (threadIdx.x == 0) tl_cu_mark(p.trace, 2);
     if (!(p.dbg & 64)) tl_cu_pdl_trigger();
 
     /* ---- main loop: the stages of this block's tiles, in the producer's order. Per lane, fixed offsets:
@@ -593,7 +598,7 @@ extern "C" int tl_cu_q4g_gemv(const tl_cu_gemv_args *a, cudaStream_t st, tl_erro
     p.yh = (__half *)a->y_silu16;
     p.norm_w = a->norm_w, p.eps = a->eps, p.bias = a->bias, p.resid = a->resid, p.y = a->y;
     p.rows = (int)w->rows, p.cols = (int)w->cols, p.n_tok = a->n_tok, p.ntiles = (int)((w->rows + 15) / 16);
-    p.per = a->y_silu16 ? 2 : 1, p.nunits = p.ntiles / p.per, p.dbg = a->dbg;
+    p.per = a->y_silu16 ? 2 : 1, p.nunits = p.ntiles / p.per, p.dbg = a->dbg, p.trace = a->trace;
     const size_t smem = q4g_smem(w->cols, a->n_tok, w->group);
     cudaError_t err;
     if (a->impl == TL_CU_GEMV_RING || a->impl == TL_CU_GEMV_MATH) { /* benchmark probes: 1 n-tile, group 64, fp16 */
