@@ -523,8 +523,9 @@ static int cmp_u64(const void *a, const void *b) {
     const unsigned long long x = *(const unsigned long long *)a, y = *(const unsigned long long *)b;
     return x < y ? -1 : x > y;
 }
-static void trace_report(const char *spec, bctx *bc, int ctx_dec, int per) {
+static void trace_report(const char *spec, bctx *bc, int ctx_dec, int per, const char *ring) {
     setenv("TL_CUDA_TRACE", "1", 1);
+    if (ring) setenv("TL_CUDA_RING", ring, 1);
     double acc[6][5] = {{0}};
     int cnt[6] = {0};
     const long n = 6L * 128 * 1024;
@@ -575,10 +576,11 @@ static void trace_report(const char *spec, bctx *bc, int ctx_dec, int per) {
             }
     }
     unsetenv("TL_CUDA_TRACE");
+    unsetenv("TL_CUDA_RING");
     static const char *const kn[6] = {"q/k/v GEMV", "RoPE + attention", "merge", "o GEMV", "gate/up GEMV", "down GEMV"};
     double tot = 0;
-    printf("decode step trace (%s, batch 1, ctx ~%d; us, mean over layers 1.. of 5 steps; timer tick %llu ns):\n",
-           spec, ctx_dec + 8, tick == ~0ull ? 0ull : tick);
+    printf("decode step trace (%s, batch 1, ctx ~%d, ring %s; us, mean over layers 1.. of 5 steps; timer tick %llu ns):\n",
+           spec, ctx_dec + 8, ring ? ring : "default", tick == ~0ull ? 0ull : tick);
     for (int k = 0; k < 6; k++) {
         if (!cnt[k]) continue;
         const double c = cnt[k] * 1e3;
@@ -615,6 +617,8 @@ static void decode_variants(const char *spec, double copy) {
     static const char *const var[][2] = {
         {"default (gate/up pairs, q/k/v room, 128 keys)", ""},
         {"fp16 prologue in one pass <= 20480 columns (bc2860e)", "TL_CUDA_GEMV_DBG=32"},
+        {"ring <= 2", "TL_CUDA_RING=2"},
+        {"ring <= 3", "TL_CUDA_RING=3"},
         {"ring <= 4", "TL_CUDA_RING=4"},
         {"ring <= 5", "TL_CUDA_RING=5"},
         {"ring <= 8", "TL_CUDA_RING=8"},
@@ -648,6 +652,8 @@ static void decode_variants(const char *spec, double copy) {
         {"without q/k/v room, again", "TL_CUDA_QKV_ROOM=0"},
         {"as d7dc005, again", "TL_CUDA_GU_PAIR=0 TL_CUDA_QKV_ROOM=0 TL_CUDA_SPLIT_KEYS=64"},
         {"fp16 prologue <= 20480 columns, again", "TL_CUDA_GEMV_DBG=32"},
+        {"ring <= 2, again", "TL_CUDA_RING=2"},
+        {"ring <= 3, again", "TL_CUDA_RING=3"},
         {"ring <= 4, again", "TL_CUDA_RING=4"},
         {"ring <= 5, again", "TL_CUDA_RING=5"},
         {"GEMVs trigger at their start, again", "TL_CUDA_GEMV_DBG=64"},
@@ -691,7 +697,9 @@ static void decode_variants(const char *spec, double copy) {
     }
     for (int k = 0; k < nkeys; k++) unsetenv(keys[k]);
     bc->sample = 0;
-    trace_report(spec, bc, ctx_dec, per);
+    trace_report(spec, bc, ctx_dec, per, NULL);
+    trace_report(spec, bc, ctx_dec, per, "3");
+    trace_report(spec, bc, ctx_dec, per, "2");
     c.be->kv_free(c.be, &c.kv);
     c.be->free(c.be);
     free(c.logits);
