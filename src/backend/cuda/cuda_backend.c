@@ -1022,7 +1022,8 @@ static int cu_run(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *
     ci->dbg_skip = ds ? atoi(ds) : 0;
     const char *gd = getenv("TL_CUDA_GEMV_DBG"), *tr = getenv("TL_CUDA_TRACE");
     ci->gemv_dbg = gd ? atoi(gd) : 0;
-    ci->trace = tr && !strcmp(tr, "1") && T == 1;
+    ci->trace = tr && !strcmp(tr, "1") && T == 1 && ci->n_sm <= CU_TRACE_ROW / 4 && c->n_head <= CU_TRACE_ROW / 4 &&
+                ci->max_split * c->n_head_kv <= CU_TRACE_ROW / 4; /* every grid's blocks fit a row */
     if (ci->trace && !ci->trace_d) {
         if (cudaMalloc((void **)&ci->trace_d, (size_t)CU_TRACE_ROWS * CU_TRACE_ROW * 8) != cudaSuccess)
             return tl_errf(e, "cuda: trace buffer: out of memory");
