@@ -523,10 +523,9 @@ static int cmp_u64(const void *a, const void *b) {
     const unsigned long long x = *(const unsigned long long *)a, y = *(const unsigned long long *)b;
     return x < y ? -1 : x > y;
 }
-static void trace_report(const char *spec, bctx *bc, int ctx_dec, int per, const char *ring, const char *pre) {
+static void trace_report(const char *spec, bctx *bc, int ctx_dec, int per, const char *ring) {
     setenv("TL_CUDA_TRACE", "1", 1);
     if (ring) setenv("TL_CUDA_RING", ring, 1);
-    if (pre) setenv("TL_CUDA_RING_PRE", pre, 1);
     double acc[6][5] = {{0}};
     int cnt[6] = {0};
     const long n = 6L * 128 * 1024;
@@ -578,12 +577,10 @@ static void trace_report(const char *spec, bctx *bc, int ctx_dec, int per, const
     }
     unsetenv("TL_CUDA_TRACE");
     unsetenv("TL_CUDA_RING");
-    unsetenv("TL_CUDA_RING_PRE");
     static const char *const kn[6] = {"q/k/v GEMV", "RoPE + attention", "merge", "o GEMV", "gate/up GEMV", "down GEMV"};
     double tot = 0;
-    printf("decode step trace (%s, batch 1, ctx ~%d, ring %s, %s stages before the PDL wait; us, mean over layers 1.. of 5 "
-           "steps; timer tick %llu ns):\n", spec, ctx_dec + 8, ring ? ring : "default", pre ? pre : "all",
-           tick == ~0ull ? 0ull : tick);
+    printf("decode step trace (%s, batch 1, ctx ~%d, ring %s; us, mean over layers 1.. of 5 steps; timer tick %llu ns):\n",
+           spec, ctx_dec + 8, ring ? ring : "default", tick == ~0ull ? 0ull : tick);
     for (int k = 0; k < 6; k++) {
         if (!cnt[k]) continue;
         const double c = cnt[k] * 1e3;
@@ -615,15 +612,11 @@ static void decode_variants(const char *spec, double copy) {
      * they cost inside the graph. */
     static const char *const keys[] = {"TL_CUDA_GEMV", "TL_CUDA_FUSE", "TL_CUDA_PDL", "TL_CUDA_SPLIT_KEYS",
                                        "TL_CUDA_ATT_MERGE", "TL_CUDA_DBG_SKIP", "TL_CUDA_GEMV_PROBE", "TL_CUDA_RING",
-                                       "TL_CUDA_ATT_FUSE", "TL_CUDA_GU_PAIR", "TL_CUDA_QKV_ROOM", "TL_CUDA_GEMV_DBG",
-                                       "TL_CUDA_RING_PRE"};
+                                       "TL_CUDA_ATT_FUSE", "TL_CUDA_GU_PAIR", "TL_CUDA_QKV_ROOM", "TL_CUDA_GEMV_DBG"};
     const int nkeys = (int)(sizeof keys / sizeof keys[0]);
     static const char *const var[][2] = {
         {"default (gate/up pairs, q/k/v room, 128 keys)", ""},
         {"fp16 prologue in one pass <= 20480 columns (bc2860e)", "TL_CUDA_GEMV_DBG=32"},
-        {"2 stages before the PDL wait, then the ring", "TL_CUDA_RING_PRE=2"},
-        {"1 stage before the PDL wait", "TL_CUDA_RING_PRE=1"},
-        {"3 stages before the PDL wait", "TL_CUDA_RING_PRE=3"},
         {"ring <= 2", "TL_CUDA_RING=2"},
         {"ring <= 3", "TL_CUDA_RING=3"},
         {"ring <= 4", "TL_CUDA_RING=4"},
@@ -659,9 +652,6 @@ static void decode_variants(const char *spec, double copy) {
         {"without q/k/v room, again", "TL_CUDA_QKV_ROOM=0"},
         {"as d7dc005, again", "TL_CUDA_GU_PAIR=0 TL_CUDA_QKV_ROOM=0 TL_CUDA_SPLIT_KEYS=64"},
         {"fp16 prologue <= 20480 columns, again", "TL_CUDA_GEMV_DBG=32"},
-        {"2 stages before the PDL wait, again", "TL_CUDA_RING_PRE=2"},
-        {"1 stage before the PDL wait, again", "TL_CUDA_RING_PRE=1"},
-        {"3 stages before the PDL wait, again", "TL_CUDA_RING_PRE=3"},
         {"ring <= 2, again", "TL_CUDA_RING=2"},
         {"ring <= 3, again", "TL_CUDA_RING=3"},
         {"ring <= 4, again", "TL_CUDA_RING=4"},
@@ -707,9 +697,9 @@ static void decode_variants(const char *spec, double copy) {
     }
     for (int k = 0; k < nkeys; k++) unsetenv(keys[k]);
     bc->sample = 0;
-    trace_report(spec, bc, ctx_dec, per, NULL, NULL);
-    trace_report(spec, bc, ctx_dec, per, NULL, "2");
-    trace_report(spec, bc, ctx_dec, per, NULL, "1");
+    trace_report(spec, bc, ctx_dec, per, NULL);
+    trace_report(spec, bc, ctx_dec, per, "3");
+    trace_report(spec, bc, ctx_dec, per, "2");
     c.be->kv_free(c.be, &c.kv);
     c.be->free(c.be);
     free(c.logits);

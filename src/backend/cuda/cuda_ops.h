@@ -86,8 +86,6 @@ typedef struct tl_cu_gemv_args {
               * to 20480 columns, as before 72B's 29568 were covered (the same results), 64 the PDL trigger at the
               * kernel's start instead of after the x prologue (the same results) */
     unsigned long long *trace; /* measurement: the launch's trace row (tl_cu_mark), or NULL */
-    int ring_pre; /* > 0: the producer issues this many stages, then waits for the previous kernel (PDL) before the
-                   * rest, so the x prologue's loads queue behind fewer weight bytes (0: the whole ring at once) */
 } tl_cu_gemv_args;
 enum { TL_CU_GEMV_V3 = 5, TL_CU_GEMV_RING = 6, TL_CU_GEMV_MATH = 7 };
 int tl_cu_q4g_fits(int64_t cols, int n_tok);

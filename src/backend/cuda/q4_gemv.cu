@@ -29,7 +29,6 @@ struct q4g_params {
                       * (per 2: gate tile u, then up tile u + nunits) */
     int dbg; /* tl_cu_gemv_args.dbg: benchmark probes (wrong results); bit 8 also: the loop prologues at n_tok 1 */
     unsigned long long *trace; /* tl_cu_gemv_args.trace (measurement) */
-    int ring_pre;              /* tl_cu_gemv_args.ring_pre */
 };
 
 template <bool BF16> static __device__ __forceinline__ float2 gv_sb(uint32_t v) {
@@ -249,13 +248,12 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
     if (warp == W) { /* ---- producer: one lane issues every stage of this block's tiles, ns ahead ---- */
         if (lane == 0 && MODE != 3) {
             const unsigned char *cb = (const unsigned char *)p.codes, *sbb = (const unsigned char *)p.sb;
-            int s = 0, issued = 0;
+            int s = 0;
             unsigned ph = 0;
             for (int un = blockIdx.x; un < p.nunits; un += gridDim.x)
                 for (int tile = un, k = 0; k < p.per; k++, tile += p.nunits)
                 for (int st = 0; st < nst; st++) {
                     gs_bar_wait(&empty[s], ph ^ 1u); /* pass 0: parity 1 of a fresh barrier counts as done */
-                    if (issued++ == p.ring_pre && p.ring_pre > 0) tl_cu_pdl_wait(); /* the rest after the wait */
                     const int kb0 = st * SK, n = min(SK, nkb - kb0);
                     gs_bar_expect(&full[s], (unsigned)(n * (512 + SBKB)));
                     unsigned char *dst = ring + (size_t)s * SB;
@@ -601,7 +599,6 @@ extern "C" int tl_cu_q4g_gemv(const tl_cu_gemv_args *a, cudaStream_t st, tl_erro
     p.norm_w = a->norm_w, p.eps = a->eps, p.bias = a->bias, p.resid = a->resid, p.y = a->y;
     p.rows = (int)w->rows, p.cols = (int)w->cols, p.n_tok = a->n_tok, p.ntiles = (int)((w->rows + 15) / 16);
     p.per = a->y_silu16 ? 2 : 1, p.nunits = p.ntiles / p.per, p.dbg = a->dbg, p.trace = a->trace;
-    p.ring_pre = a->ring_pre;
     const size_t smem = q4g_smem(w->cols, a->n_tok, w->group);
     cudaError_t err;
     if (a->impl == TL_CU_GEMV_RING || a->impl == TL_CU_GEMV_MATH) { /* benchmark probes: 1 n-tile, group 64, fp16 */
