@@ -67,7 +67,8 @@ if [ "$WHAT" = decode ]; then  # the decode work: kernel tests, old vs new decod
     TL_BENCH_PROFILE=1 timeout 150 $N --csv --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed \
       -k regex:'q4[gs]_kernel|attn_kernel|attn_dec|attn_merge|rope_kv|embed_kernel|rmsnorm_kernel|gather_kernel' $B > "$OUT/ncu_steps.csv" 2>/dev/null
     [ "$TL_NCU" = steps ] && { echo "gpu.sh exit $rc (TL_NCU=steps: no details)"; exit $rc; }
-    SEC="--section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section Occupancy --section LaunchStats --section SchedulerStats --section ComputeWorkloadAnalysis"
+    SEC="--section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section Occupancy --section LaunchStats --section SchedulerStats --section ComputeWorkloadAnalysis --section InstructionStats"
+    SEC="$SEC --metrics regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio"  # stall reasons per issue
     echo "== ncu details: layer 0 GEMVs and lm_head of the second step, one attention"
     D="$OUT/ncu_details.txt"  # one file: at most 8 files come back from $OUT
     TL_BENCH_PROFILE=1 timeout 100 $N $SEC -k regex:'q4[gs]_kernel' --launch-skip 114 --launch-count 4 $B > "$D" 2>&1
