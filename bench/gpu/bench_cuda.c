@@ -523,9 +523,8 @@ static int cmp_u64(const void *a, const void *b) {
     const unsigned long long x = *(const unsigned long long *)a, y = *(const unsigned long long *)b;
     return x < y ? -1 : x > y;
 }
-static void trace_report(const char *spec, bctx *bc, int ctx_dec, int per, const char *ring) {
+static void trace_report(const char *spec, bctx *bc, int ctx_dec, int per) {
     setenv("TL_CUDA_TRACE", "1", 1);
-    if (ring) setenv("TL_CUDA_RING", ring, 1);
     double acc[6][5] = {{0}};
     int cnt[6] = {0};
     const long n = 6L * 128 * 1024;
@@ -576,11 +575,10 @@ static void trace_report(const char *spec, bctx *bc, int ctx_dec, int per, const
             }
     }
     unsetenv("TL_CUDA_TRACE");
-    unsetenv("TL_CUDA_RING");
     static const char *const kn[6] = {"q/k/v GEMV", "RoPE + attention", "merge", "o GEMV", "gate/up GEMV", "down GEMV"};
     double tot = 0;
-    printf("decode step trace (%s, batch 1, ctx ~%d, ring %s; us, mean over layers 1.. of 5 steps; timer tick %llu ns):\n",
-           spec, ctx_dec + 8, ring ? ring : "default", tick == ~0ull ? 0ull : tick);
+    printf("decode step trace (%s, batch 1, ctx ~%d; us, mean over layers 1.. of 5 steps; timer tick %llu ns):\n", spec,
+           ctx_dec + 8, tick == ~0ull ? 0ull : tick);
     for (int k = 0; k < 6; k++) {
         if (!cnt[k]) continue;
         const double c = cnt[k] * 1e3;
@@ -632,7 +630,6 @@ static void decode_variants(const char *spec, double copy) {
         {"attn: 64 keys", "TL_CUDA_SPLIT_KEYS=64"},
         {"attn: 256 keys", "TL_CUDA_SPLIT_KEYS=256"},
         {"attn: 64 keys, without q/k/v room", "TL_CUDA_SPLIT_KEYS=64 TL_CUDA_QKV_ROOM=0"},
-        {"GEMVs trigger the next kernel at their start", "TL_CUDA_GEMV_DBG=64"},
         {"attn: merged by a cluster", "TL_CUDA_ATT_MERGE=cluster"},
         {"attn: merged by the last slice", "TL_CUDA_ATT_MERGE=last"},
         {"attn: merged by a cluster, without room", "TL_CUDA_ATT_MERGE=cluster TL_CUDA_QKV_ROOM=0"},
@@ -656,7 +653,6 @@ static void decode_variants(const char *spec, double copy) {
         {"ring <= 3, again", "TL_CUDA_RING=3"},
         {"ring <= 4, again", "TL_CUDA_RING=4"},
         {"ring <= 5, again", "TL_CUDA_RING=5"},
-        {"GEMVs trigger at their start, again", "TL_CUDA_GEMV_DBG=64"},
         {"attn: merged by a cluster, again", "TL_CUDA_ATT_MERGE=cluster"},
         {"attn: merged by the last slice, again", "TL_CUDA_ATT_MERGE=last"},
         {"default, greedy sampled on the GPU", "SAMPLE"},
@@ -697,9 +693,7 @@ static void decode_variants(const char *spec, double copy) {
     }
     for (int k = 0; k < nkeys; k++) unsetenv(keys[k]);
     bc->sample = 0;
-    trace_report(spec, bc, ctx_dec, per, NULL);
-    trace_report(spec, bc, ctx_dec, per, "3");
-    trace_report(spec, bc, ctx_dec, per, "2");
+    trace_report(spec, bc, ctx_dec, per);
     c.be->kv_free(c.be, &c.kv);
     c.be->free(c.be);
     free(c.logits);

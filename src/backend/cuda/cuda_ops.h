@@ -83,8 +83,7 @@ typedef struct tl_cu_gemv_args {
     int dbg; /* benchmark probes only (wrong results), bits: 2 no x prologue, 4 no epilogue loads / stores,
               * 8 the loop prologues (two-pass RMSNorm, SiLU in rounds) even at n_tok 1 (what each costs), 16 the
               * RMSNorm weights loaded after the PDL wait (the same results), 32 the one-pass fp16 prologue only up
-              * to 20480 columns, as before 72B's 29568 were covered (the same results), 64 the PDL trigger at the
-              * kernel's start instead of after the x prologue (the same results) */
+              * to 20480 columns, as before 72B's 29568 were covered (the same results) */
     unsigned long long *trace; /* measurement: the launch's trace row (tl_cu_mark), or NULL */
 } tl_cu_gemv_args;
 enum { TL_CU_GEMV_V3 = 5, TL_CU_GEMV_RING = 6, TL_CU_GEMV_MATH = 7 };

@@ -237,7 +237,6 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
     __half *xh = (__half *)(gs_smem + (size_t)ns * SB);
     float *gs = (float *)(gs_smem + (size_t)ns * SB + (size_t)n_tok * KP * 2);
     if (threadIdx.x == 0) tl_cu_mark(p.trace, 0);
-    if (p.dbg & 64) tl_cu_pdl_trigger(); /* (measurement: the next grid launched at once, not after x) */
     if (threadIdx.x == 0) {
         for (int s = 0; s < ns; s++) gs_bar_init(&full[s], 1), gs_bar_init(&empty[s], W);
         for (int b = 0; b < 2; b++) gs_bar_init(&rfull[b], W), gs_bar_init(&rempty[b], 1);
@@ -452,7 +451,7 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
     }
     gs_sync<NT>();
     if (threadIdx.x == 0) tl_cu_mark(p.trace, 2);
-    if (!(p.dbg & 64)) tl_cu_pdl_trigger();
+    tl_cu_pdl_trigger();
 
     /* ---- main loop: the stages of this block's tiles, in the producer's order. Per lane, fixed offsets:
      * its codes at l0 * 512 + lane * 16 (+ 512 a block), its scale words at SK * 512 + l0 * SBKB + 4g (+ SBKB a
@@ -528,7 +527,6 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
 static size_t q4g_smem(int64_t cols, int n_tok, int group) {
     return (size_t)n_tok * (size_t)(cols + 16) * 2 + (size_t)n_tok * (size_t)(cols / group) * 4;
 }
-
 
 extern "C" int tl_cu_q4g_fits(int64_t cols, int n_tok) {
     return cols % 64 == 0 && n_tok >= 1 && n_tok <= 16 && q4g_smem(cols, n_tok, 32) <= GV_SMEM_MAX;
