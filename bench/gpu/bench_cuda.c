@@ -610,7 +610,8 @@ static void decode_variants(const char *spec, double copy) {
      * they cost inside the graph. */
     static const char *const keys[] = {"TL_CUDA_GEMV", "TL_CUDA_FUSE", "TL_CUDA_PDL", "TL_CUDA_SPLIT_KEYS",
                                        "TL_CUDA_ATT_MERGE", "TL_CUDA_DBG_SKIP", "TL_CUDA_GEMV_PROBE", "TL_CUDA_RING",
-                                       "TL_CUDA_ATT_FUSE", "TL_CUDA_GU_PAIR", "TL_CUDA_QKV_ROOM", "TL_CUDA_GEMV_DBG"};
+                                       "TL_CUDA_ATT_FUSE", "TL_CUDA_GU_PAIR", "TL_CUDA_QKV_ROOM", "TL_CUDA_GEMV_DBG",
+                                       "TL_CUDA_L2PF", "TL_CUDA_L2PF_AT"};
     const int nkeys = (int)(sizeof keys / sizeof keys[0]);
     static const char *const var[][2] = {
         {"default (gate/up pairs, q/k/v room, 128 keys)", ""},
@@ -661,12 +662,32 @@ static void decode_variants(const char *spec, double copy) {
         {"default, greedy sampled on the GPU, again", "SAMPLE"},
 
     };
-    const int nvar = (int)(sizeof var / sizeof var[0]);
+    /* TL_BENCH_SET=exp: a short list for the experiment at hand (one device call) */
+    static const char *const exp_var[][2] = {
+        {"default", ""},
+        {"one-token fold", "TL_CUDA_GEMV_DBG=128"},
+        {"L2 prefetch 8 MB of gate/up from q/k/v", "TL_CUDA_L2PF=8"},
+        {"L2 prefetch 16 MB from q/k/v", "TL_CUDA_L2PF=16"},
+        {"L2 prefetch 24 MB from q/k/v", "TL_CUDA_L2PF=24"},
+        {"L2 prefetch 32 MB from q/k/v", "TL_CUDA_L2PF=32"},
+        {"L2 prefetch 16 MB from o", "TL_CUDA_L2PF=16 TL_CUDA_L2PF_AT=o"},
+        {"L2 prefetch 24 MB from q/k/v and o", "TL_CUDA_L2PF=24 TL_CUDA_L2PF_AT=both"},
+        {"L2 prefetch 24 MB, one-token fold", "TL_CUDA_L2PF=24 TL_CUDA_GEMV_DBG=128"},
+        {"default again", ""},
+        {"one-token fold again", "TL_CUDA_GEMV_DBG=128"},
+        {"L2 prefetch 24 MB again", "TL_CUDA_L2PF=24"},
+        {"L2 prefetch 24 MB, one-token fold again", "TL_CUDA_L2PF=24 TL_CUDA_GEMV_DBG=128"},
+        {"default, greedy sampled on the GPU", "SAMPLE"},
+    };
+    const char *set = getenv("TL_BENCH_SET");
+    const int use_exp = set && !strcmp(set, "exp");
+    const char *const(*vars)[2] = use_exp ? exp_var : var;
+    const int nvar = use_exp ? (int)(sizeof exp_var / sizeof exp_var[0]) : (int)(sizeof var / sizeof var[0]);
     size_t kvb = (size_t)(ctx_dec + 32) * cf->n_layer * cf->n_head_kv * cf->head_dim * 2 * 2;
     for (int vi = 0; vi < (prof ? 1 : nvar); vi++) {
         for (int k = 0; k < nkeys; k++) unsetenv(keys[k]);
         char buf[256];
-        snprintf(buf, sizeof buf, "%s", var[vi][1]);
+        snprintf(buf, sizeof buf, "%s", vars[vi][1]);
         bc->sample = strstr(buf, "SAMPLE") != NULL;
         for (char *tok = strtok(buf, " "); tok; tok = strtok(NULL, " ")) {
             char *eq = strchr(tok, '=');
@@ -680,14 +701,14 @@ static void decode_variants(const char *spec, double copy) {
         }
         double tm = median(t, nstep), bw = (wbytes + kvb) / tm / 1e12;
         printf("decode batch 1 (%s, ctx %d) %-42s: %.3f ms/token, %.1f tok/s, %.2f TB/s = %.1f%% of copy %.2f TB/s\n",
-               spec, ctx_dec, var[vi][0], tm * 1e3, 1 / tm, bw, 100 * bw / copy, copy);
+               spec, ctx_dec, vars[vi][0], tm * 1e3, 1 / tm, bw, 100 * bw / copy, copy);
         printf("RESULT decode_b1_v%d_ms %.4f\n", vi, tm * 1e3);
         if (!prof && (vi == 0 || vi == 2))
             for (int n = 4; n <= 16; n *= 4) {
                 double tb[8];
                 for (int i = 0; i < 8; i++) tb[i] = step(bc, n, 1, ctx_dec + i, per);
                 double tbm = median(tb, 8);
-                printf("decode batch %2d (ctx %d) %-42s: %.3f ms/step, %.0f tok/s\n", n, ctx_dec, var[vi][0], tbm * 1e3,
+                printf("decode batch %2d (ctx %d) %-42s: %.3f ms/step, %.0f tok/s\n", n, ctx_dec, vars[vi][0], tbm * 1e3,
                        n / tbm);
             }
     }

@@ -29,6 +29,8 @@ struct q4g_params {
                       * (per 2: gate tile u, then up tile u + nunits) */
     int dbg; /* tl_cu_gemv_args.dbg: benchmark probes (wrong results); bit 8 also: the loop prologues at n_tok 1 */
     unsigned long long *trace; /* tl_cu_gemv_args.trace (measurement) */
+    const unsigned char *pf[4]; /* tl_cu_gemv_args.l2pf: ranges to prefetch into L2 after the own stages */
+    unsigned long long pf_n[4];
 };
 
 template <bool BF16> static __device__ __forceinline__ float2 gv_sb(uint32_t v) {
@@ -113,6 +115,19 @@ static __device__ __forceinline__ void gs_bar_wait(uint64_t *b, unsigned parity)
 static __device__ __forceinline__ void gs_bar_arrive_sa(uint32_t b) {
     asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(b) : "memory");
 }
+/* Asks the L2 to fetch bytes at src (16-byte aligned, a multiple of 16): no destination, no completion. */
+static __device__ __forceinline__ void gs_l2_prefetch(const void *src, unsigned bytes) {
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(src), "r"(bytes) : "memory");
+}
+/* This block's share of the L2 prefetch ranges (p.pf), in pieces of at most 64 KB */
+static __device__ void gs_prefetch_share(const unsigned char *const (&pf)[4], const unsigned long long (&pf_n)[4]) {
+    for (int r = 0; r < 4; r++) {
+        const unsigned long long n16 = pf_n[r] / 16, b = blockIdx.x, g = gridDim.x;
+        unsigned long long a = n16 * b / g * 16;
+        const unsigned long long end = n16 * (b + 1) / g * 16;
+        for (; a < end; a += 65536) gs_l2_prefetch(pf[r] + a, (unsigned)min(65536ull, end - a));
+    }
+}
 static __device__ __forceinline__ void gs_bulk(void *dst, const void *src, unsigned bytes, uint64_t *b) {
     asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
                      gs_sa(dst)),
@@ -143,7 +158,7 @@ static __device__ __forceinline__ uint32_t gs_hi(uint32_t w) {
  * (clamped). Per group: C on the tensor cores (k-steps in order), then acc = fma(s, C, fma(b - off s, sum x,
  * acc)) with explicit intrinsics, so no instantiation (NTILE, NU) contracts it differently: a token's result
  * is the same bits for any n_tok and any split of a stage's blocks into calls. */
-template <int NTILE, bool BF16, int G, int KW, int NU, int U0>
+template <int NTILE, bool BF16, int G, int KW, int NU, int U0, bool ONE = false>
 static __device__ __forceinline__ void gs_compute_lean(const uint4 (&qw)[KW], const uint32_t (&sw)[KW][G < 64 ? 64 / G : 1][2],
                                                        float (&acc)[NTILE][4], int kbg, const __half *const (&xb)[NTILE],
                                                        const float *const (&g0)[NTILE], const float *const (&g1)[NTILE]) {
@@ -179,11 +194,14 @@ static __device__ __forceinline__ void gs_compute_lean(const uint4 (&qw)[KW], co
         const float bb0 = s0.y - 1024.f * s0.x, bb1 = s1.y - 64.f * s1.x;
 #pragma unroll
         for (int n = 0; n < NTILE; n++) {
-            const float x0 = g0[n][gi], x1 = g1[n][gi];
+            const float x0 = g0[n][gi];
             acc[n][0] = __fmaf_rn(s0.x, c[gc][n][0], __fmaf_rn(bb0, x0, acc[n][0]));
-            acc[n][1] = __fmaf_rn(s0.x, c[gc][n][1], __fmaf_rn(bb0, x1, acc[n][1]));
             acc[n][2] = __fmaf_rn(s1.x, c[gc][n][2], __fmaf_rn(bb1, x0, acc[n][2]));
-            acc[n][3] = __fmaf_rn(s1.x, c[gc][n][3], __fmaf_rn(bb1, x1, acc[n][3]));
+            if (!ONE) { /* ONE (one token): columns 2q + 1 hold token 0 again and are never stored */
+                const float x1 = g1[n][gi];
+                acc[n][1] = __fmaf_rn(s0.x, c[gc][n][1], __fmaf_rn(bb0, x1, acc[n][1]));
+                acc[n][3] = __fmaf_rn(s1.x, c[gc][n][3], __fmaf_rn(bb1, x1, acc[n][3]));
+            }
         }
     }
 }
@@ -261,6 +279,7 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
                             &full[s]);
                     if (++s == ns) s = 0, ph ^= 1u;
                 }
+            gs_prefetch_share(p.pf, p.pf_n);
         }
         return;
     }
@@ -293,6 +312,7 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
 #pragma unroll
             for (int j = 0; j < PER; j++) {
                 const int idx = j * 32 + lane, n = idx >> 7, i = (idx >> 5) & 3, l = idx & 31;
+                if (!__any_sync(0xffffffffu, ok[j])) continue; /* (warp-uniform; e.g. odd i at one token) */
                 float v = 0.f;
 #pragma unroll
                 for (int w2 = 0; w2 < W; w2++) v += red[rb][w2][n][i][l];
@@ -505,10 +525,11 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
             }
             if (++s == ns) s = 0, ph ^= 1u;
             if constexpr (MODE != 2) { /* a ragged last stage: nu < KW (even for group 128: nkb and SK are even) */
-                if (nu == KW) gs_compute_lean<NTILE, BF16, G, KW, KW, 0>(qw, sw, acc, kb0 + l0, xb, g0, g1);
-                else if (nu == 1) gs_compute_lean<NTILE, BF16, G, KW, 1, 0>(qw, sw, acc, kb0 + l0, xb, g0, g1);
-                else if (nu == 2) gs_compute_lean<NTILE, BF16, G, KW, KW >= 2 ? 2 : 1, 0>(qw, sw, acc, kb0 + l0, xb, g0, g1);
-                else if (nu == 3) gs_compute_lean<NTILE, BF16, G, KW, KW >= 3 ? 3 : 1, 0>(qw, sw, acc, kb0 + l0, xb, g0, g1);
+                constexpr bool ONE = MODE == 4;
+                if (nu == KW) gs_compute_lean<NTILE, BF16, G, KW, KW, 0, ONE>(qw, sw, acc, kb0 + l0, xb, g0, g1);
+                else if (nu == 1) gs_compute_lean<NTILE, BF16, G, KW, 1, 0, ONE>(qw, sw, acc, kb0 + l0, xb, g0, g1);
+                else if (nu == 2) gs_compute_lean<NTILE, BF16, G, KW, KW >= 2 ? 2 : 1, 0, ONE>(qw, sw, acc, kb0 + l0, xb, g0, g1);
+                else if (nu == 3) gs_compute_lean<NTILE, BF16, G, KW, KW >= 3 ? 3 : 1, 0, ONE>(qw, sw, acc, kb0 + l0, xb, g0, g1);
             }
         }
         /* hand the partials to the reducer: wait until it has read this buffer's previous tile */
@@ -597,6 +618,11 @@ extern "C" int tl_cu_q4g_gemv(const tl_cu_gemv_args *a, cudaStream_t st, tl_erro
     p.norm_w = a->norm_w, p.eps = a->eps, p.bias = a->bias, p.resid = a->resid, p.y = a->y;
     p.rows = (int)w->rows, p.cols = (int)w->cols, p.n_tok = a->n_tok, p.ntiles = (int)((w->rows + 15) / 16);
     p.per = a->y_silu16 ? 2 : 1, p.nunits = p.ntiles / p.per, p.dbg = a->dbg, p.trace = a->trace;
+    for (int r = 0; r < 4; r++) {
+        if (a->l2pf_bytes[r] && ((uintptr_t)a->l2pf[r] % 16 || !a->l2pf[r]))
+            return tl_errf(e, "cuda int4 gemv: L2 prefetch range %d not 16-byte aligned", r);
+        p.pf[r] = (const unsigned char *)a->l2pf[r], p.pf_n[r] = a->l2pf_bytes[r] & ~(size_t)15;
+    }
     const size_t smem = q4g_smem(w->cols, a->n_tok, w->group);
     cudaError_t err;
     if (a->impl == TL_CU_GEMV_RING || a->impl == TL_CU_GEMV_MATH) { /* benchmark probes: 1 n-tile, group 64, fp16 */
@@ -609,9 +635,15 @@ extern "C" int tl_cu_q4g_gemv(const tl_cu_gemv_args *a, cudaStream_t st, tl_erro
     (w->group == 32   ? q4s_launch<NT, BF, 32, 16, 2, 1>(p, smem, st, a->pdl, a->ring, a->grid)  \
      : w->group == 64 ? q4s_launch<NT, BF, 64, 16, 2, 1>(p, smem, st, a->pdl, a->ring, a->grid)  \
                       : q4s_launch<NT, BF, 128, 16, 2, 1>(p, smem, st, a->pdl, a->ring, a->grid))
-        if (a->n_tok <= 8) err = w->sb_bf16 ? GS_G(1, true) : GS_G(1, false);
+#define GS_G4(BF)                                                                 \
+    (w->group == 32   ? q4s_launch<1, BF, 32, 16, 2, 4>(p, smem, st, a->pdl, a->ring, a->grid)  \
+     : w->group == 64 ? q4s_launch<1, BF, 64, 16, 2, 4>(p, smem, st, a->pdl, a->ring, a->grid)  \
+                      : q4s_launch<1, BF, 128, 16, 2, 4>(p, smem, st, a->pdl, a->ring, a->grid))
+        if (a->n_tok == 1 && (a->dbg & 128)) err = w->sb_bf16 ? GS_G4(true) : GS_G4(false);
+        else if (a->n_tok <= 8) err = w->sb_bf16 ? GS_G(1, true) : GS_G(1, false);
         else err = w->sb_bf16 ? GS_G(2, true) : GS_G(2, false);
 #undef GS_G
+#undef GS_G4
     }
     if (err != cudaSuccess) return tl_errf(e, "cuda: q4g_gemv: %s", cudaGetErrorString(err));
     TL_CU_LAUNCHED(e, "q4g_gemv");
