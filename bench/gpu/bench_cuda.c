@@ -140,6 +140,9 @@ static void layer_bench(double copy) {
         {"ring alone, no prologue", 0, 2, TL_CU_GEMV_RING, 1},
         {"math alone", 0, 0, TL_CU_GEMV_MATH, 1},
         {"math alone, no pro/epilogue", 0, 6, TL_CU_GEMV_MATH, 1},
+        {"v5 (one token), 2 blocks a warp a stage", 6, 128, 0, 1},
+        {"v5 (one token), 4 blocks a warp a stage", 6, 256, 0, 1},
+        {"v5, 4 blocks, ring <= 4", 4, 256, 0, 1},
         {"ring <= 6, gate/up pairs (again)", 6, 0, 0, 1},
         {"ring <= 6, SiLU in down's prologue (again)", 6, 0, 0, 0},
         {"ring <= 6, loop prologues (again)", 6, 8, 0, 1},
@@ -665,19 +668,18 @@ static void decode_variants(const char *spec, double copy) {
     /* TL_BENCH_SET=exp: a short list for the experiment at hand (one device call) */
     static const char *const exp_var[][2] = {
         {"default", ""},
-        {"one-token fold", "TL_CUDA_GEMV_DBG=128"},
-        {"L2 prefetch 8 MB of gate/up from q/k/v", "TL_CUDA_L2PF=8"},
-        {"L2 prefetch 16 MB from q/k/v", "TL_CUDA_L2PF=16"},
-        {"L2 prefetch 24 MB from q/k/v", "TL_CUDA_L2PF=24"},
-        {"L2 prefetch 32 MB from q/k/v", "TL_CUDA_L2PF=32"},
-        {"L2 prefetch 16 MB from o", "TL_CUDA_L2PF=16 TL_CUDA_L2PF_AT=o"},
-        {"L2 prefetch 24 MB from q/k/v and o", "TL_CUDA_L2PF=24 TL_CUDA_L2PF_AT=both"},
-        {"L2 prefetch 24 MB, one-token fold", "TL_CUDA_L2PF=24 TL_CUDA_GEMV_DBG=128"},
+        {"v5, 2 blocks a warp a stage", "TL_CUDA_GEMV_DBG=128"},
+        {"v5, 4 blocks a warp a stage", "TL_CUDA_GEMV_DBG=256"},
+        {"v5, 4 blocks, ring <= 4", "TL_CUDA_GEMV_DBG=256 TL_CUDA_RING=4"},
+        {"v5, 4 blocks, ring <= 3", "TL_CUDA_GEMV_DBG=256 TL_CUDA_RING=3"},
+        {"v5, 4 blocks, L2 prefetch 8 MB", "TL_CUDA_GEMV_DBG=256 TL_CUDA_L2PF=8"},
         {"default again", ""},
-        {"one-token fold again", "TL_CUDA_GEMV_DBG=128"},
-        {"L2 prefetch 24 MB again", "TL_CUDA_L2PF=24"},
-        {"L2 prefetch 24 MB, one-token fold again", "TL_CUDA_L2PF=24 TL_CUDA_GEMV_DBG=128"},
+        {"v5, 2 blocks again", "TL_CUDA_GEMV_DBG=128"},
+        {"v5, 4 blocks again", "TL_CUDA_GEMV_DBG=256"},
         {"default, greedy sampled on the GPU", "SAMPLE"},
+        {"v5, 4 blocks, greedy sampled on the GPU", "TL_CUDA_GEMV_DBG=256 SAMPLE"},
+        {"default again", ""},
+        {"v5, 4 blocks again", "TL_CUDA_GEMV_DBG=256"},
     };
     const char *set = getenv("TL_BENCH_SET");
     const int use_exp = set && !strcmp(set, "exp");
@@ -685,7 +687,7 @@ static void decode_variants(const char *spec, double copy) {
     const int nvar = use_exp ? (int)(sizeof exp_var / sizeof exp_var[0]) : (int)(sizeof var / sizeof var[0]);
     size_t kvb = (size_t)(ctx_dec + 32) * cf->n_layer * cf->n_head_kv * cf->head_dim * 2 * 2;
     for (int vi = 0; vi < (prof ? 1 : nvar); vi++) {
-        for (int k = 0; k < nkeys; k++) unsetenv(keys[k]);
+        for (int k = 0; k < nkeys && !prof; k++) unsetenv(keys[k]); /* (under ncu: the environment's switches) */
         char buf[256];
         snprintf(buf, sizeof buf, "%s", vars[vi][1]);
         bc->sample = strstr(buf, "SAMPLE") != NULL;
@@ -715,6 +717,17 @@ static void decode_variants(const char *spec, double copy) {
     for (int k = 0; k < nkeys; k++) unsetenv(keys[k]);
     bc->sample = 0;
     trace_report(spec, bc, ctx_dec, per);
+    const char *t2 = getenv("TL_BENCH_TRACE2"); /* KEY=VALUE: a second trace with that switch set */
+    if (t2 && strchr(t2, '=')) {
+        char kv[128];
+        snprintf(kv, sizeof kv, "%s", t2);
+        char *eq = strchr(kv, '=');
+        *eq = 0;
+        setenv(kv, eq + 1, 1);
+        printf("trace with %s=%s:\n", kv, eq + 1);
+        trace_report(spec, bc, ctx_dec, per);
+        unsetenv(kv);
+    }
     c.be->kv_free(c.be, &c.kv);
     c.be->free(c.be);
     free(c.logits);

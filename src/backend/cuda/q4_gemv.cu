@@ -256,7 +256,7 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
     float *gs = (float *)(gs_smem + (size_t)ns * SB + (size_t)n_tok * KP * 2);
     if (threadIdx.x == 0) tl_cu_mark(p.trace, 0);
     if (threadIdx.x == 0) {
-        for (int s = 0; s < ns; s++) gs_bar_init(&full[s], 1), gs_bar_init(&empty[s], W);
+        for (int s = 0; s < ns; s++) gs_bar_init(&full[s], 1), gs_bar_init(&empty[s], MODE == 4 ? 32 * W : W);
         for (int b = 0; b < 2; b++) gs_bar_init(&rfull[b], W), gs_bar_init(&rempty[b], 1);
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     }
@@ -491,6 +491,62 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
     unsigned eph = 0u; /* bit b: parity of red[b]'s uses so far */
     unsigned ph = 0;
     const int nmine = (p.nunits - (int)blockIdx.x + (int)gridDim.x - 1) / (int)gridDim.x * p.per;
+    if constexpr (MODE == 4) { /* v5 (one token): the same stages, blocks and sums as MODE 1 with less
+                                * bookkeeping a stage: 32-bit shared addresses advanced per stage, every lane
+                                * releases the stage itself (no warp sync), full stages without range tests,
+                                * only the token's mma columns folded and handed over */
+        const int nfull = nkb / SK, nu_last = max(0, min(KW, nkb - nfull * SK - l0));
+        const uint32_t ring_sa = gs_sa(ring), q_sa = ring_sa + l0 * 512 + lane * 16,
+                       s_sa = ring_sa + SK * 512 + l0 * SBKB + 4 * g;
+        uint32_t so = 0, fa = full_sa, ea = empty_sa;
+        for (int it = 0; it < nmine; it++) {
+            float acc[NTILE][4];
+#pragma unroll
+            for (int n = 0; n < NTILE; n++)
+#pragma unroll
+                for (int i = 0; i < 4; i++) acc[n][i] = 0.f;
+            for (int st = 0; st < nst; st++) {
+                const int nu = st < nfull ? KW : nu_last;
+                gs_bar_wait_sa(fa, ph);
+                uint4 qw[KW];
+                uint32_t sw[KW][NGK][2];
+#pragma unroll
+                for (int u = 0; u < KW; u++) {
+                    if (u < nu) {
+                        const uint32_t qa = q_sa + so + u * 512;
+                        asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];"
+                                     : "=r"(qw[u].x), "=r"(qw[u].y), "=r"(qw[u].z), "=r"(qw[u].w)
+                                     : "r"(qa));
+                        const uint32_t sa = s_sa + so + u * SBKB - (G > 64 ? (u & 1) * SBKB : 0);
+#pragma unroll
+                        for (int h = 0; h < NGK; h++)
+                            asm volatile("ld.shared.u32 %0, [%2];\n\tld.shared.u32 %1, [%2 + 32];"
+                                         : "=r"(sw[u][h][0]), "=r"(sw[u][h][1])
+                                         : "r"(sa + h * 64));
+                    } else {
+                        qw[u] = make_uint4(0u, 0u, 0u, 0u);
+#pragma unroll
+                        for (int h = 0; h < NGK; h++) sw[u][h][0] = sw[u][h][1] = 0u;
+                    }
+                }
+                gs_bar_arrive_sa(ea); /* every lane: its words are in registers */
+                if (++s == ns) s = 0, ph ^= 1u, so = 0, fa = full_sa, ea = empty_sa;
+                else so += SB, fa += 8, ea += 8;
+                const int kbg = st * SK + l0;
+                if (nu == KW) gs_compute_lean<NTILE, BF16, G, KW, KW, 0, true>(qw, sw, acc, kbg, xb, g0, g1);
+                else if (nu == 1) gs_compute_lean<NTILE, BF16, G, KW, 1, 0, true>(qw, sw, acc, kbg, xb, g0, g1);
+                else if (nu == 2) gs_compute_lean<NTILE, BF16, G, KW, KW >= 2 ? 2 : 1, 0, true>(qw, sw, acc, kbg, xb, g0, g1);
+                else if (nu == 3) gs_compute_lean<NTILE, BF16, G, KW, KW >= 3 ? 3 : 1, 0, true>(qw, sw, acc, kbg, xb, g0, g1);
+            }
+            gs_bar_wait(&rempty[rb], ((eph >> rb) & 1u) ^ 1u);
+#pragma unroll
+            for (int n = 0; n < NTILE; n++) red[rb][warp][n][0][lane] = acc[n][0], red[rb][warp][n][2][lane] = acc[n][2];
+            __syncwarp();
+            if (lane == 0) gs_bar_arrive_sa(gs_sa(&rfull[rb]));
+            eph ^= 1u << rb;
+            rb ^= 1;
+        }
+    } else {
     for (int it = 0; it < nmine; it++) { /* this block's tiles, in the producer's order (only their count matters here) */
         float acc[NTILE][4];
 #pragma unroll
@@ -542,6 +598,7 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
         if (lane == 0) gs_bar_arrive_sa(gs_sa(&rfull[rb]));
         eph ^= 1u << rb;
         rb ^= 1;
+    }
     }
 }
 
@@ -639,11 +696,17 @@ extern "C" int tl_cu_q4g_gemv(const tl_cu_gemv_args *a, cudaStream_t st, tl_erro
     (w->group == 32   ? q4s_launch<1, BF, 32, 16, 2, 4>(p, smem, st, a->pdl, a->ring, a->grid)  \
      : w->group == 64 ? q4s_launch<1, BF, 64, 16, 2, 4>(p, smem, st, a->pdl, a->ring, a->grid)  \
                       : q4s_launch<1, BF, 128, 16, 2, 4>(p, smem, st, a->pdl, a->ring, a->grid))
-        if (a->n_tok == 1 && (a->dbg & 128)) err = w->sb_bf16 ? GS_G4(true) : GS_G4(false);
+#define GS_K4(BF)                                                                 \
+    (w->group == 32   ? q4s_launch<1, BF, 32, 16, 4, 4>(p, smem, st, a->pdl, a->ring, a->grid)  \
+     : w->group == 64 ? q4s_launch<1, BF, 64, 16, 4, 4>(p, smem, st, a->pdl, a->ring, a->grid)  \
+                      : q4s_launch<1, BF, 128, 16, 4, 4>(p, smem, st, a->pdl, a->ring, a->grid))
+        if (a->n_tok == 1 && (a->dbg & 256)) err = w->sb_bf16 ? GS_K4(true) : GS_K4(false);
+        else if (a->n_tok == 1 && (a->dbg & 128)) err = w->sb_bf16 ? GS_G4(true) : GS_G4(false);
         else if (a->n_tok <= 8) err = w->sb_bf16 ? GS_G(1, true) : GS_G(1, false);
         else err = w->sb_bf16 ? GS_G(2, true) : GS_G(2, false);
 #undef GS_G
 #undef GS_G4
+#undef GS_K4
     }
     if (err != cudaSuccess) return tl_errf(e, "cuda: q4g_gemv: %s", cudaGetErrorString(err));
     TL_CU_LAUNCHED(e, "q4g_gemv");
