@@ -668,18 +668,21 @@ static void decode_variants(const char *spec, double copy) {
     /* TL_BENCH_SET=exp: a short list for the experiment at hand (one device call) */
     static const char *const exp_var[][2] = {
         {"default", ""},
-        {"v5, 2 blocks a warp a stage", "TL_CUDA_GEMV_DBG=128"},
-        {"v5, 4 blocks a warp a stage", "TL_CUDA_GEMV_DBG=256"},
-        {"v5, 4 blocks, ring <= 4", "TL_CUDA_GEMV_DBG=256 TL_CUDA_RING=4"},
-        {"v5, 4 blocks, ring <= 3", "TL_CUDA_GEMV_DBG=256 TL_CUDA_RING=3"},
-        {"v5, 4 blocks, L2 prefetch 8 MB", "TL_CUDA_GEMV_DBG=256 TL_CUDA_L2PF=8"},
+        {"v5", "TL_CUDA_GEMV_DBG=128"},
+        {"v5, x first (0 stages before)", "TL_CUDA_GEMV_DBG=4224"},
+        {"v5, x first (1 stage before)", "TL_CUDA_GEMV_DBG=8320"},
+        {"v5, x first (2 stages before)", "TL_CUDA_GEMV_DBG=12416"},
+        {"v5, x first (0), ring <= 10", "TL_CUDA_GEMV_DBG=4224 TL_CUDA_RING=10"},
+        {"v5, x first (1), ring <= 10", "TL_CUDA_GEMV_DBG=8320 TL_CUDA_RING=10"},
+        {"v5, x first (0), ring as deep as fits", "TL_CUDA_GEMV_DBG=4224 TL_CUDA_RING=0"},
+        {"v4, x first (0)", "TL_CUDA_GEMV_DBG=4096"},
         {"default again", ""},
-        {"v5, 2 blocks again", "TL_CUDA_GEMV_DBG=128"},
-        {"v5, 4 blocks again", "TL_CUDA_GEMV_DBG=256"},
-        {"default, greedy sampled on the GPU", "SAMPLE"},
-        {"v5, 4 blocks, greedy sampled on the GPU", "TL_CUDA_GEMV_DBG=256 SAMPLE"},
-        {"default again", ""},
-        {"v5, 4 blocks again", "TL_CUDA_GEMV_DBG=256"},
+        {"v5 again", "TL_CUDA_GEMV_DBG=128"},
+        {"v5, x first (0) again", "TL_CUDA_GEMV_DBG=4224"},
+        {"v5, x first (1) again", "TL_CUDA_GEMV_DBG=8320"},
+        {"v5, x first (1), ring <= 10 again", "TL_CUDA_GEMV_DBG=8320 TL_CUDA_RING=10"},
+        {"v5, greedy sampled on the GPU", "TL_CUDA_GEMV_DBG=128 SAMPLE"},
+        {"v5, x first (1), greedy sampled", "TL_CUDA_GEMV_DBG=8320 SAMPLE"},
     };
     const char *set = getenv("TL_BENCH_SET");
     const int use_exp = set && !strcmp(set, "exp");

@@ -110,7 +110,7 @@ static void test_q4g(const tl_tensor *w, const tl_cu_q4 *tw, int n_tok, const fl
                 else CU(cudaMemset(dy, 0xff, (size_t)rows * 4));
                 tl_cu_gemv_args gv = {.w = tw, .x = dxin, .x_stride = 2 * cols, .x_mode = mode, .norm_w = dnw,
                                       .eps = 1e-6f, .bias = db, .resid = mode ? dres : NULL, .y = y, .n_tok = 1,
-                                      .ring = v & 1 ? 2 : 0, .dbg = v < 2 ? 128 : 256};
+                                      .ring = v & 1 ? 2 : 0, .dbg = v == 0 ? 128 : v == 1 ? 128 | 4096 : 256};
                 CHECK(tl_cu_q4g_gemv(&gv, 0, &e) == 0, "%s", e.msg);
                 get(v == 2 ? k4 : again, y, (size_t)rows * 4);
                 if (v < 2)

@@ -128,6 +128,10 @@ static __device__ void gs_prefetch_share(const unsigned char *const (&pf)[4], co
         for (; a < end; a += 65536) gs_l2_prefetch(pf[r] + a, (unsigned)min(65536ull, end - a));
     }
 }
+/* A relaxed arrival: it does not wait for this thread's loads in flight (x first: the loads are issued, not done) */
+static __device__ __forceinline__ void gs_bar_arrive_relaxed(uint32_t b) {
+    asm volatile("mbarrier.arrive.relaxed.cta.shared::cta.b64 _, [%0];" ::"r"(b) : "memory");
+}
 static __device__ __forceinline__ void gs_bulk(void *dst, const void *src, unsigned bytes, uint64_t *b) {
     asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
                      gs_sa(dst)),
@@ -137,6 +141,7 @@ static __device__ __forceinline__ void gs_bulk(void *dst, const void *src, unsig
 template <int NT> static __device__ __forceinline__ void gs_sync() { /* the consumer warps only */
     asm volatile("bar.sync 1, %0;" ::"n"(NT) : "memory");
 }
+
 
 /* A fragments from one code word: (w & 0x000F000F) | 0x64006400 and (w & 0x00F000F0) | 0x54005400 in one LOP3
  * each (written as C, the compiler makes two: both constants are immediates) */
@@ -246,6 +251,9 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
     constexpr int NGK = G < 64 ? 64 / G : 1;
     extern __shared__ __align__(128) unsigned char gs_smem[];
     __shared__ __align__(8) uint64_t full[GS_NSMAX], empty[GS_NSMAX], rfull[2], rempty[2];
+    __shared__ __align__(8) uint64_t xready; /* x first (probe, dbg bits 12-14): every consumer thread arrives once
+                                              * its x loads are issued; the producer waits for it before its later
+                                              * stages, so x's requests go out ahead of the ring's */
     __shared__ float red[2][W][NTILE][4][32];
     __shared__ float s_inv[16], s_ss[W][16];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
@@ -258,6 +266,7 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
     if (threadIdx.x == 0) {
         for (int s = 0; s < ns; s++) gs_bar_init(&full[s], 1), gs_bar_init(&empty[s], MODE == 4 ? 32 * W : W);
         for (int b = 0; b < 2; b++) gs_bar_init(&rfull[b], W), gs_bar_init(&rempty[b], 1);
+        gs_bar_init(&xready, NT);
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     }
     __syncthreads();
@@ -265,11 +274,15 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
     if (warp == W) { /* ---- producer: one lane issues every stage of this block's tiles, ns ahead ---- */
         if (lane == 0 && MODE != 3) {
             const unsigned char *cb = (const unsigned char *)p.codes, *sbb = (const unsigned char *)p.sb;
-            int s = 0;
+            int s = 0, issued = 0;
             unsigned ph = 0;
+            const int xf = (p.dbg >> 12) & 7; /* x first (probe): xf - 1 stages, then wait for the x loads */
+            bool synced = !xf;
             for (int un = blockIdx.x; un < p.nunits; un += gridDim.x)
                 for (int tile = un, k = 0; k < p.per; k++, tile += p.nunits)
                 for (int st = 0; st < nst; st++) {
+                    if (!synced && issued == xf - 1) gs_bar_wait(&xready, 0u), synced = true;
+                    issued++;
                     gs_bar_wait(&empty[s], ph ^ 1u); /* pass 0: parity 1 of a fresh barrier counts as done */
                     const int kb0 = st * SK, n = min(SK, nkb - kb0);
                     gs_bar_expect(&full[s], (unsigned)(n * (512 + SBKB)));
@@ -279,6 +292,7 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
                             &full[s]);
                     if (++s == ns) s = 0, ph ^= 1u;
                 }
+            if (!synced) gs_bar_wait(&xready, 0u);
             gs_prefetch_share(p.pf, p.pf_n);
         }
         return;
@@ -355,6 +369,7 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
     }
     tl_cu_pdl_wait();
     if (threadIdx.x == 0) tl_cu_mark(p.trace, 1);
+    bool xf_due = ((p.dbg >> 12) & 7) != 0; /* x first (probe): arrive once, after the x loads are issued */
     if (one && n4) {
         float4 a[PB];
         float ss = 0.f;
@@ -364,6 +379,7 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
             a[u] = k4 < c4 ? ((const float4 *)p.x)[k4] : make_float4(0.f, 0.f, 0.f, 0.f);
             if (k4 < c4 && (p.dbg & 16)) b[u] = ((const float4 *)p.norm_w)[k4]; /* probe: as before (after the wait) */
         }
+        if (xf_due) gs_bar_arrive_relaxed(gs_sa(&xready)), xf_due = false;
 #pragma unroll
         for (int u = 0; u < PB; u++) ss += a[u].x * a[u].x + a[u].y * a[u].y + a[u].z * a[u].z + a[u].w * a[u].w;
         ss = tl_cu_warp_sum(ss);
@@ -391,6 +407,7 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
             a[u] = b[u] = make_float4(0.f, 0.f, 0.f, 0.f);
             if (k4 < c4) a[u] = ((const float4 *)p.x)[k4], b[u] = ((const float4 *)p.x)[k4 + c4];
         }
+        if (xf_due) gs_bar_arrive_relaxed(gs_sa(&xready)), xf_due = false;
 #pragma unroll
         for (int u = 0; u < PS; u++) {
             const int k4 = u * NT + threadIdx.x;
@@ -409,6 +426,7 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
             const int k4 = u * NT + threadIdx.x;
             a[u] = k4 < c4 ? ((const uint2 *)p.x16)[k4] : make_uint2(0u, 0u);
         }
+        if (xf_due) gs_bar_arrive_relaxed(gs_sa(&xready)), xf_due = false;
 #pragma unroll
         for (int u = 0; u < PH; u++) {
             const int k4 = u * NT + threadIdx.x;
@@ -469,6 +487,7 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
             }
         }
     }
+    if (xf_due) gs_bar_arrive_relaxed(gs_sa(&xready));
     gs_sync<NT>();
     if (threadIdx.x == 0) tl_cu_mark(p.trace, 2);
     tl_cu_pdl_trigger();
