@@ -140,11 +140,9 @@ static void layer_bench(double copy) {
         {"ring alone, no prologue", 0, 2, TL_CU_GEMV_RING, 1},
         {"math alone", 0, 0, TL_CU_GEMV_MATH, 1},
         {"math alone, no pro/epilogue", 0, 6, TL_CU_GEMV_MATH, 1},
-        {"v5 (one token), 2 blocks a warp a stage", 6, 128, 0, 1},
-        {"v5 (one token), 4 blocks a warp a stage", 6, 256, 0, 1},
-        {"v5, x first (0 stages before)", 6, 4224, 0, 1},
-        {"v5, x first (1 stage before)", 6, 8320, 0, 1},
-        {"v5, x first (1), ring <= 10", 10, 8320, 0, 1},
+        {"v4 at one token (2ed6ad0's default)", 6, 128, 0, 1},
+        {"x first (1 stage before)", 6, 2 << 12, 0, 1},
+        {"x first (2 stages before)", 6, 3 << 12, 0, 1},
         {"ring <= 6, gate/up pairs (again)", 6, 0, 0, 1},
         {"ring <= 6, SiLU in down's prologue (again)", 6, 0, 0, 0},
         {"ring <= 6, loop prologues (again)", 6, 8, 0, 1},
@@ -615,8 +613,7 @@ static void decode_variants(const char *spec, double copy) {
      * they cost inside the graph. */
     static const char *const keys[] = {"TL_CUDA_GEMV", "TL_CUDA_FUSE", "TL_CUDA_PDL", "TL_CUDA_SPLIT_KEYS",
                                        "TL_CUDA_ATT_MERGE", "TL_CUDA_DBG_SKIP", "TL_CUDA_GEMV_PROBE", "TL_CUDA_RING",
-                                       "TL_CUDA_ATT_FUSE", "TL_CUDA_GU_PAIR", "TL_CUDA_QKV_ROOM", "TL_CUDA_GEMV_DBG",
-                                       "TL_CUDA_L2PF", "TL_CUDA_L2PF_AT"};
+                                       "TL_CUDA_ATT_FUSE", "TL_CUDA_GU_PAIR", "TL_CUDA_QKV_ROOM", "TL_CUDA_GEMV_DBG"};
     const int nkeys = (int)(sizeof keys / sizeof keys[0]);
     static const char *const var[][2] = {
         {"default (gate/up pairs, q/k/v room, 128 keys)", ""},
@@ -669,22 +666,20 @@ static void decode_variants(const char *spec, double copy) {
     };
     /* TL_BENCH_SET=exp: a short list for the experiment at hand (one device call) */
     static const char *const exp_var[][2] = {
-        {"default", ""},
-        {"v5", "TL_CUDA_GEMV_DBG=128"},
-        {"v5, x first (0 stages before)", "TL_CUDA_GEMV_DBG=4224"},
-        {"v5, x first (1 stage before)", "TL_CUDA_GEMV_DBG=8320"},
-        {"v5, x first (2 stages before)", "TL_CUDA_GEMV_DBG=12416"},
-        {"v5, x first (0), ring <= 10", "TL_CUDA_GEMV_DBG=4224 TL_CUDA_RING=10"},
-        {"v5, x first (1), ring <= 10", "TL_CUDA_GEMV_DBG=8320 TL_CUDA_RING=10"},
-        {"v5, x first (0), ring as deep as fits", "TL_CUDA_GEMV_DBG=4224 TL_CUDA_RING=0"},
-        {"v4, x first (0)", "TL_CUDA_GEMV_DBG=4096"},
+        {"default (v5 at one token)", ""},
+        {"v4 at one token", "TL_CUDA_GEMV_DBG=128"},
+        {"x first (1 stage before)", "TL_CUDA_GEMV_DBG=8192"},
+        {"x first (2 stages before)", "TL_CUDA_GEMV_DBG=12288"},
         {"default again", ""},
-        {"v5 again", "TL_CUDA_GEMV_DBG=128"},
-        {"v5, x first (0) again", "TL_CUDA_GEMV_DBG=4224"},
-        {"v5, x first (1) again", "TL_CUDA_GEMV_DBG=8320"},
-        {"v5, x first (1), ring <= 10 again", "TL_CUDA_GEMV_DBG=8320 TL_CUDA_RING=10"},
-        {"v5, greedy sampled on the GPU", "TL_CUDA_GEMV_DBG=128 SAMPLE"},
-        {"v5, x first (1), greedy sampled", "TL_CUDA_GEMV_DBG=8320 SAMPLE"},
+        {"v4 again", "TL_CUDA_GEMV_DBG=128"},
+        {"x first (1) again", "TL_CUDA_GEMV_DBG=8192"},
+        {"x first (2) again", "TL_CUDA_GEMV_DBG=12288"},
+        {"default, greedy sampled on the GPU", "SAMPLE"},
+        {"v4, greedy sampled on the GPU", "TL_CUDA_GEMV_DBG=128 SAMPLE"},
+        {"x first (2), greedy sampled", "TL_CUDA_GEMV_DBG=12288 SAMPLE"},
+        {"default again", ""},
+        {"v4 again", "TL_CUDA_GEMV_DBG=128"},
+        {"x first (2) again", "TL_CUDA_GEMV_DBG=12288"},
     };
     const char *set = getenv("TL_BENCH_SET");
     const int use_exp = set && !strcmp(set, "exp");

@@ -83,14 +83,10 @@ typedef struct tl_cu_gemv_args {
     int dbg; /* benchmark probes only (wrong results), bits: 2 no x prologue, 4 no epilogue loads / stores,
               * 8 the loop prologues (two-pass RMSNorm, SiLU in rounds) even at n_tok 1 (what each costs), 16 the
               * RMSNorm weights loaded after the PDL wait (the same results), 32 the one-pass fp16 prologue only up
-              * to 20480 columns, as before 72B's 29568 were covered (the same results), 128 at one token the
-              * kernel that folds only the token's mma columns (the same results) */
+              * to 20480 columns, as before 72B's 29568 were covered (the same results), 128 at one token v4
+              * instead of v5 (the same results), bits 12-14 (n > 0) x first: the producer issues n - 1
+              * stages, then waits until the consumers have issued their x loads (the same results) */
     unsigned long long *trace; /* measurement: the launch's trace row (tl_cu_mark), or NULL */
-    /* L2 prefetch: up to 4 byte ranges (16-byte aligned) that the blocks' producers, once their own stages are
-     * all issued, ask the L2 to load (cp.async.bulk.prefetch, no results: a later kernel's weights fetched
-     * while this kernel's consumers compute and DRAM would idle). Each block takes its share of every range. */
-    const void *l2pf[4];
-    size_t l2pf_bytes[4];
 } tl_cu_gemv_args;
 enum { TL_CU_GEMV_V3 = 5, TL_CU_GEMV_RING = 6, TL_CU_GEMV_MATH = 7 };
 int tl_cu_q4g_fits(int64_t cols, int n_tok);

@@ -29,8 +29,6 @@ struct q4g_params {
                       * (per 2: gate tile u, then up tile u + nunits) */
     int dbg; /* tl_cu_gemv_args.dbg: benchmark probes (wrong results); bit 8 also: the loop prologues at n_tok 1 */
     unsigned long long *trace; /* tl_cu_gemv_args.trace (measurement) */
-    const unsigned char *pf[4]; /* tl_cu_gemv_args.l2pf: ranges to prefetch into L2 after the own stages */
-    unsigned long long pf_n[4];
 };
 
 template <bool BF16> static __device__ __forceinline__ float2 gv_sb(uint32_t v) {
@@ -66,7 +64,12 @@ static __device__ __forceinline__ void gv_mma(float c[4], uint32_t a0, uint32_t 
  * Gate/up pairs (p.yh, per 2): the block's units are pairs of tiles (gate tile u, up tile u + nunits), the
  * reducer keeps the gate tile's sums in registers and writes h = SiLU(gate) * up as fp16 for down_proj's
  * TL_CU_X_F16 prologue (gs_silu: the SiLU prologue's arithmetic, so the same bits).
- * MODE 1 (v3, the default): no guards in the hot loop (token rows clamped, gs_compute_lean), A fragments by
+ * MODE 4 (v5, the default at one token): MODE 1's stages, blocks and sums (the same bits) with less bookkeeping
+ * a stage (32-bit shared addresses advanced per stage, each lane releasing the stage itself, full stages without
+ * range tests) and only the token's mma columns folded: 7B decode 2.03-2.06 against 2.08-2.13 ms/token on an H100
+ * (same runs; Nsight Compute had counted ~60 instructions a stage outside the mma work, 2 blocks a warp). 4 blocks
+ * a warp a stage measured no faster (2.06-2.16: gate/up's x waits behind twice the bytes a stage).
+ * MODE 1 (v3, the default for 2..16 tokens): no guards in the hot loop (token rows clamped, gs_compute_lean), A fragments by
  * one LOP3 each, stage addresses and barrier addresses computed once: 7B decode 2.45 ms/token against v2w16a's
  * 2.80 for the previous form of this kernel (v2w16a: x loads guarded by t < n_tok next to each mma, two LOP3s
  * a fragment; removed) on an H100, same run. MODE 2 / 3: benchmark probes (ring alone / math alone, wrong
@@ -114,19 +117,6 @@ static __device__ __forceinline__ void gs_bar_wait_sa(uint32_t b, unsigned parit
 static __device__ __forceinline__ void gs_bar_wait(uint64_t *b, unsigned parity) { gs_bar_wait_sa(gs_sa(b), parity); }
 static __device__ __forceinline__ void gs_bar_arrive_sa(uint32_t b) {
     asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(b) : "memory");
-}
-/* Asks the L2 to fetch bytes at src (16-byte aligned, a multiple of 16): no destination, no completion. */
-static __device__ __forceinline__ void gs_l2_prefetch(const void *src, unsigned bytes) {
-    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(src), "r"(bytes) : "memory");
-}
-/* This block's share of the L2 prefetch ranges (p.pf), in pieces of at most 64 KB */
-static __device__ void gs_prefetch_share(const unsigned char *const (&pf)[4], const unsigned long long (&pf_n)[4]) {
-    for (int r = 0; r < 4; r++) {
-        const unsigned long long n16 = pf_n[r] / 16, b = blockIdx.x, g = gridDim.x;
-        unsigned long long a = n16 * b / g * 16;
-        const unsigned long long end = n16 * (b + 1) / g * 16;
-        for (; a < end; a += 65536) gs_l2_prefetch(pf[r] + a, (unsigned)min(65536ull, end - a));
-    }
 }
 /* A relaxed arrival: it does not wait for this thread's loads in flight (x first: the loads are issued, not done) */
 static __device__ __forceinline__ void gs_bar_arrive_relaxed(uint32_t b) {
@@ -293,7 +283,6 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
                     if (++s == ns) s = 0, ph ^= 1u;
                 }
             if (!synced) gs_bar_wait(&xready, 0u);
-            gs_prefetch_share(p.pf, p.pf_n);
         }
         return;
     }
@@ -510,10 +499,7 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
     unsigned eph = 0u; /* bit b: parity of red[b]'s uses so far */
     unsigned ph = 0;
     const int nmine = (p.nunits - (int)blockIdx.x + (int)gridDim.x - 1) / (int)gridDim.x * p.per;
-    if constexpr (MODE == 4) { /* v5 (one token): the same stages, blocks and sums as MODE 1 with less
-                                * bookkeeping a stage: 32-bit shared addresses advanced per stage, every lane
-                                * releases the stage itself (no warp sync), full stages without range tests,
-                                * only the token's mma columns folded and handed over */
+    if constexpr (MODE == 4) { /* v5 (one token, see above) */
         const int nfull = nkb / SK, nu_last = max(0, min(KW, nkb - nfull * SK - l0));
         const uint32_t ring_sa = gs_sa(ring), q_sa = ring_sa + l0 * 512 + lane * 16,
                        s_sa = ring_sa + SK * 512 + l0 * SBKB + 4 * g;
@@ -600,11 +586,10 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
             }
             if (++s == ns) s = 0, ph ^= 1u;
             if constexpr (MODE != 2) { /* a ragged last stage: nu < KW (even for group 128: nkb and SK are even) */
-                constexpr bool ONE = MODE == 4;
-                if (nu == KW) gs_compute_lean<NTILE, BF16, G, KW, KW, 0, ONE>(qw, sw, acc, kb0 + l0, xb, g0, g1);
-                else if (nu == 1) gs_compute_lean<NTILE, BF16, G, KW, 1, 0, ONE>(qw, sw, acc, kb0 + l0, xb, g0, g1);
-                else if (nu == 2) gs_compute_lean<NTILE, BF16, G, KW, KW >= 2 ? 2 : 1, 0, ONE>(qw, sw, acc, kb0 + l0, xb, g0, g1);
-                else if (nu == 3) gs_compute_lean<NTILE, BF16, G, KW, KW >= 3 ? 3 : 1, 0, ONE>(qw, sw, acc, kb0 + l0, xb, g0, g1);
+                if (nu == KW) gs_compute_lean<NTILE, BF16, G, KW, KW, 0>(qw, sw, acc, kb0 + l0, xb, g0, g1);
+                else if (nu == 1) gs_compute_lean<NTILE, BF16, G, KW, 1, 0>(qw, sw, acc, kb0 + l0, xb, g0, g1);
+                else if (nu == 2) gs_compute_lean<NTILE, BF16, G, KW, KW >= 2 ? 2 : 1, 0>(qw, sw, acc, kb0 + l0, xb, g0, g1);
+                else if (nu == 3) gs_compute_lean<NTILE, BF16, G, KW, KW >= 3 ? 3 : 1, 0>(qw, sw, acc, kb0 + l0, xb, g0, g1);
             }
         }
         /* hand the partials to the reducer: wait until it has read this buffer's previous tile */
@@ -694,11 +679,6 @@ extern "C" int tl_cu_q4g_gemv(const tl_cu_gemv_args *a, cudaStream_t st, tl_erro
     p.norm_w = a->norm_w, p.eps = a->eps, p.bias = a->bias, p.resid = a->resid, p.y = a->y;
     p.rows = (int)w->rows, p.cols = (int)w->cols, p.n_tok = a->n_tok, p.ntiles = (int)((w->rows + 15) / 16);
     p.per = a->y_silu16 ? 2 : 1, p.nunits = p.ntiles / p.per, p.dbg = a->dbg, p.trace = a->trace;
-    for (int r = 0; r < 4; r++) {
-        if (a->l2pf_bytes[r] && ((uintptr_t)a->l2pf[r] % 16 || !a->l2pf[r]))
-            return tl_errf(e, "cuda int4 gemv: L2 prefetch range %d not 16-byte aligned", r);
-        p.pf[r] = (const unsigned char *)a->l2pf[r], p.pf_n[r] = a->l2pf_bytes[r] & ~(size_t)15;
-    }
     const size_t smem = q4g_smem(w->cols, a->n_tok, w->group);
     cudaError_t err;
     if (a->impl == TL_CU_GEMV_RING || a->impl == TL_CU_GEMV_MATH) { /* benchmark probes: 1 n-tile, group 64, fp16 */
@@ -715,17 +695,11 @@ extern "C" int tl_cu_q4g_gemv(const tl_cu_gemv_args *a, cudaStream_t st, tl_erro
     (w->group == 32   ? q4s_launch<1, BF, 32, 16, 2, 4>(p, smem, st, a->pdl, a->ring, a->grid)  \
      : w->group == 64 ? q4s_launch<1, BF, 64, 16, 2, 4>(p, smem, st, a->pdl, a->ring, a->grid)  \
                       : q4s_launch<1, BF, 128, 16, 2, 4>(p, smem, st, a->pdl, a->ring, a->grid))
-#define GS_K4(BF)                                                                 \
-    (w->group == 32   ? q4s_launch<1, BF, 32, 16, 4, 4>(p, smem, st, a->pdl, a->ring, a->grid)  \
-     : w->group == 64 ? q4s_launch<1, BF, 64, 16, 4, 4>(p, smem, st, a->pdl, a->ring, a->grid)  \
-                      : q4s_launch<1, BF, 128, 16, 4, 4>(p, smem, st, a->pdl, a->ring, a->grid))
-        if (a->n_tok == 1 && (a->dbg & 256)) err = w->sb_bf16 ? GS_K4(true) : GS_K4(false);
-        else if (a->n_tok == 1 && (a->dbg & 128)) err = w->sb_bf16 ? GS_G4(true) : GS_G4(false);
+        if (a->n_tok == 1 && !(a->dbg & 128)) err = w->sb_bf16 ? GS_G4(true) : GS_G4(false);
         else if (a->n_tok <= 8) err = w->sb_bf16 ? GS_G(1, true) : GS_G(1, false);
         else err = w->sb_bf16 ? GS_G(2, true) : GS_G(2, false);
 #undef GS_G
 #undef GS_G4
-#undef GS_K4
     }
     if (err != cudaSuccess) return tl_errf(e, "cuda: q4g_gemv: %s", cudaGetErrorString(err));
     TL_CU_LAUNCHED(e, "q4g_gemv");
