@@ -140,9 +140,9 @@ static void layer_bench(double copy) {
         {"ring alone, no prologue", 0, 2, TL_CU_GEMV_RING, 1},
         {"math alone", 0, 0, TL_CU_GEMV_MATH, 1},
         {"math alone, no pro/epilogue", 0, 6, TL_CU_GEMV_MATH, 1},
-        {"v4 at one token (2ed6ad0's default)", 6, 128, 0, 1},
-        {"x first (1 stage before)", 6, 2 << 12, 0, 1},
-        {"x first (2 stages before)", 6, 3 << 12, 0, 1},
+        {"x first off (every stage before x)", 6, 7 << 12, 0, 1},
+        {"v4 at one token, x first off (2ed6ad0)", 6, 128 | 7 << 12, 0, 1},
+        {"x first 1 stage", 6, 2 << 12, 0, 1},
         {"ring <= 6, gate/up pairs (again)", 6, 0, 0, 1},
         {"ring <= 6, SiLU in down's prologue (again)", 6, 0, 0, 0},
         {"ring <= 6, loop prologues (again)", 6, 8, 0, 1},
@@ -666,20 +666,18 @@ static void decode_variants(const char *spec, double copy) {
     };
     /* TL_BENCH_SET=exp: a short list for the experiment at hand (one device call) */
     static const char *const exp_var[][2] = {
-        {"default (v5 at one token)", ""},
-        {"v4 at one token", "TL_CUDA_GEMV_DBG=128"},
-        {"x first (1 stage before)", "TL_CUDA_GEMV_DBG=8192"},
-        {"x first (2 stages before)", "TL_CUDA_GEMV_DBG=12288"},
+        {"default (v5 at one token, x first 2)", ""},
+        {"x first off", "TL_CUDA_GEMV_DBG=28672"},
+        {"v4, x first off (2ed6ad0)", "TL_CUDA_GEMV_DBG=28800"},
+        {"x first 1", "TL_CUDA_GEMV_DBG=8192"},
+        {"x first 3", "TL_CUDA_GEMV_DBG=16384"},
         {"default again", ""},
-        {"v4 again", "TL_CUDA_GEMV_DBG=128"},
-        {"x first (1) again", "TL_CUDA_GEMV_DBG=8192"},
-        {"x first (2) again", "TL_CUDA_GEMV_DBG=12288"},
+        {"x first off again", "TL_CUDA_GEMV_DBG=28672"},
+        {"v4, x first off again", "TL_CUDA_GEMV_DBG=28800"},
         {"default, greedy sampled on the GPU", "SAMPLE"},
-        {"v4, greedy sampled on the GPU", "TL_CUDA_GEMV_DBG=128 SAMPLE"},
-        {"x first (2), greedy sampled", "TL_CUDA_GEMV_DBG=12288 SAMPLE"},
+        {"v4, x first off, greedy sampled", "TL_CUDA_GEMV_DBG=28800 SAMPLE"},
         {"default again", ""},
-        {"v4 again", "TL_CUDA_GEMV_DBG=128"},
-        {"x first (2) again", "TL_CUDA_GEMV_DBG=12288"},
+        {"x first off again", "TL_CUDA_GEMV_DBG=28672"},
     };
     const char *set = getenv("TL_BENCH_SET");
     const int use_exp = set && !strcmp(set, "exp");

@@ -101,10 +101,10 @@ static void test_q4g(const tl_tensor *w, const tl_cu_q4 *tw, int n_tok, const fl
               rows, cols, n_tok);
         if (mode == 0 && rows >= 1000)
             printf("q4g gemv %dx%d g%d n_tok %d: rel err %.2e\n", rows, cols, w->group, n_tok, err);
-        if (n_tok == 1) { /* one token: v5 (the default, got) against v4 (tl_cu_gemv_args.dbg 128: the same sums,
-                           * the same bits) and x first (dbg bits 12-14: the producer waits for the x loads before
-                           * its later stages: the same bits), with rings of 2 too */
-            static const int dbgs[4] = {128, 128, 1 << 12, (3 << 12) | 128};
+        if (n_tok == 1) { /* one token: v5 with x first (the default, got) against v4 (tl_cu_gemv_args.dbg 128: the
+                           * same sums, the same bits) and other x-first orders (dbg bits 12-14: 7 the old order,
+                           * 1 no stage before x), with rings of 2 too */
+            static const int dbgs[4] = {128 | 7 << 12, 128, 1 << 12, 7 << 12};
             for (int v = 0; v < 4; v++) {
                 if (mode) CU(cudaMemcpy(dres, res, (size_t)rows * 4, cudaMemcpyHostToDevice));
                 else CU(cudaMemset(dy, 0xff, (size_t)rows * 4));

@@ -84,8 +84,8 @@ typedef struct tl_cu_gemv_args {
               * 8 the loop prologues (two-pass RMSNorm, SiLU in rounds) even at n_tok 1 (what each costs), 16 the
               * RMSNorm weights loaded after the PDL wait (the same results), 32 the one-pass fp16 prologue only up
               * to 20480 columns, as before 72B's 29568 were covered (the same results), 128 at one token v4
-              * instead of v5 (the same results), bits 12-14 (n > 0) x first: the producer issues n - 1
-              * stages, then waits until the consumers have issued their x loads (the same results) */
+              * instead of v5 (the same results), bits 12-14 (x first, q4_gemv.cu gs_xfirst) 7 the old
+              * order (every ring stage issued before x), n < 7 n - 1 stages before x (the same results) */
     unsigned long long *trace; /* measurement: the launch's trace row (tl_cu_mark), or NULL */
 } tl_cu_gemv_args;
 enum { TL_CU_GEMV_V3 = 5, TL_CU_GEMV_RING = 6, TL_CU_GEMV_MATH = 7 };
