@@ -666,24 +666,17 @@ static void decode_variants(const char *spec, double copy) {
     };
     /* TL_BENCH_SET=exp: a short list for the experiment at hand (one device call) */
     static const char *const exp_var[][2] = {
-        {"default (v5 at one token, x first 2)", ""},
-        {"x first 3", "TL_CUDA_GEMV_DBG=16384"},
-        {"x first 4", "TL_CUDA_GEMV_DBG=20480"},
-        {"attn: 256 keys a slice", "TL_CUDA_SPLIT_KEYS=256"},
-        {"attn: 512 keys a slice", "TL_CUDA_SPLIT_KEYS=512"},
-        {"ring <= 4", "TL_CUDA_RING=4"},
-        {"ring <= 5", "TL_CUDA_RING=5"},
-        {"ring <= 8", "TL_CUDA_RING=8"},
-        {"x first 3, ring <= 5", "TL_CUDA_GEMV_DBG=16384 TL_CUDA_RING=5"},
+        {"default (v5, x first 2, ring <= 5)", ""},
+        {"ring <= 6 (1ca8cdc)", "TL_CUDA_RING=6"},
+        {"v4, x first off, ring <= 6 (2ed6ad0)", "TL_CUDA_GEMV_DBG=28800 TL_CUDA_RING=6"},
         {"default again", ""},
-        {"x first 3 again", "TL_CUDA_GEMV_DBG=16384"},
-        {"attn: 256 keys again", "TL_CUDA_SPLIT_KEYS=256"},
-        {"attn: 512 keys again", "TL_CUDA_SPLIT_KEYS=512"},
-        {"ring <= 5 again", "TL_CUDA_RING=5"},
+        {"ring <= 6 again", "TL_CUDA_RING=6"},
+        {"v4, x first off, ring <= 6 again", "TL_CUDA_GEMV_DBG=28800 TL_CUDA_RING=6"},
         {"default, greedy sampled on the GPU", "SAMPLE"},
-        {"x first 3, greedy sampled", "TL_CUDA_GEMV_DBG=16384 SAMPLE"},
+        {"ring <= 6, greedy sampled", "TL_CUDA_RING=6 SAMPLE"},
+        {"v4, x first off, ring <= 6, greedy sampled", "TL_CUDA_GEMV_DBG=28800 TL_CUDA_RING=6 SAMPLE"},
         {"default again", ""},
-        {"x first 3 again", "TL_CUDA_GEMV_DBG=16384"},
+        {"ring <= 6 again", "TL_CUDA_RING=6"},
     };
     const char *set = getenv("TL_BENCH_SET");
     const int use_exp = set && !strcmp(set, "exp");

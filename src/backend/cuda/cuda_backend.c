@@ -36,7 +36,7 @@ static const char *const p_name[P_N] = {"other", "matmul", "attention", "lm_head
                                    * vs 9,429 output tok/s; GPU tests pass with it on); 0: attn.cu unless =tc */
 #define CU_PREFILL_ROWS 128       /* query rows per block of the prefill attention kernel (64 or 128): 128 measured
                                    * 210 vs 192 TFLOP/s at 4096 tokens (7B, H200), the end-to-end prefill 1% faster */
-#define CU_DECODE_RING 6          /* forward_decode's GEMV ring stages (see forward_decode) */
+#define CU_DECODE_RING 5          /* forward_decode's GEMV ring stages (see forward_decode) */
 #define CU_ATT_MERGE_DEFAULT 0    /* forward_decode's attention slices: merge kernel (TL_CUDA_ATT_MERGE). H100, 7B
                                    * batch 1 ctx 512, 3765dec: cluster 2.368 ms/token (5 samples), kernel 2.366 / 2.367,
                                    * last slice 2.560 (17d9798: 2.390, 2.360, 2.624): the cluster saves no time, the
@@ -847,7 +847,8 @@ static int decode_fused(const cu_impl *ci, const tl_config *c, int T) {
  * GEMV, down GEMV. The GEMV rings hold
  * CU_DECODE_RING stages, not all that shared memory allows: the x prologue's L2 reads queue behind less of
  * the ring's DRAM traffic (7B on an H100, a layer's four GEMVs alone: 65.9 us against 70.0 with the deepest
- * ring, v3 66.7-71.0). */
+ * ring, v3 66.7-71.0). With x first (q4_gemv.cu) 5 stages: 2.026-2.029 ms/token against 2.052-2.054 with 6,
+ * 2.037 with 4, 2.115 with 8 (H100, same call, b44b39c). */
 static int forward_decode(cu_impl *ci, const tl_model *m, tl_kv *kv, int T, int n_logits, int max_ctx, float *logits,
                           tl_error *e) {
     const tl_config *c = &m->cfg;
