@@ -141,7 +141,7 @@ static void layer_bench(double copy) {
         {"math alone", 0, 0, TL_CU_GEMV_MATH, 1},
         {"math alone, no pro/epilogue", 0, 6, TL_CU_GEMV_MATH, 1},
         {"x first off (every stage before x)", 6, 7 << 12, 0, 1},
-        {"v4 at one token, x first off (2ed6ad0)", 6, 128 | 7 << 12, 0, 1},
+        {"v4 at one token, x first off (63639e0)", 6, 128 | 7 << 12, 0, 1},
         {"x first 1 stage", 6, 2 << 12, 0, 1},
         {"ring <= 6, gate/up pairs (again)", 6, 0, 0, 1},
         {"ring <= 6, SiLU in down's prologue (again)", 6, 0, 0, 0},
@@ -668,7 +668,7 @@ static void decode_variants(const char *spec, double copy) {
     static const char *const exp_var[][2] = {
         {"default (v5, x first 2, ring <= 5)", ""},
         {"ring <= 6 (1ca8cdc)", "TL_CUDA_RING=6"},
-        {"v4, x first off, ring <= 6 (2ed6ad0)", "TL_CUDA_GEMV_DBG=28800 TL_CUDA_RING=6"},
+        {"v4, x first off, ring <= 6 (63639e0)", "TL_CUDA_GEMV_DBG=28800 TL_CUDA_RING=6"},
         {"default again", ""},
         {"ring <= 6 again", "TL_CUDA_RING=6"},
         {"v4, x first off, ring <= 6 again", "TL_CUDA_GEMV_DBG=28800 TL_CUDA_RING=6"},
