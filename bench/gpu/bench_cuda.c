@@ -593,6 +593,16 @@ static void trace_report(const char *spec, bctx *bc, int ctx_dec, int per) {
     free(tr);
 }
 
+/* Sets each KEY=VALUE of a space-separated list (other words, e.g. SAMPLE, are the caller's) */
+static void set_switches(const char *list) {
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", list);
+    for (char *tok = strtok(buf, " "); tok; tok = strtok(NULL, " ")) {
+        char *eq = strchr(tok, '=');
+        if (eq) *eq = 0, setenv(tok, eq + 1, 1);
+    }
+}
+
 static void decode_variants(const char *spec, double copy) {
     tl_error e = {{0}};
     tl_model *m = bench_model(spec);
@@ -685,13 +695,8 @@ static void decode_variants(const char *spec, double copy) {
     size_t kvb = (size_t)(ctx_dec + 32) * cf->n_layer * cf->n_head_kv * cf->head_dim * 2 * 2;
     for (int vi = 0; vi < (prof ? 1 : nvar); vi++) {
         for (int k = 0; k < nkeys && !prof; k++) unsetenv(keys[k]); /* (under ncu: the environment's switches) */
-        char buf[256];
-        snprintf(buf, sizeof buf, "%s", vars[vi][1]);
-        bc->sample = strstr(buf, "SAMPLE") != NULL;
-        for (char *tok = strtok(buf, " "); tok; tok = strtok(NULL, " ")) {
-            char *eq = strchr(tok, '=');
-            if (eq) *eq = 0, setenv(tok, eq + 1, 1);
-        }
+        bc->sample = strstr(vars[vi][1], "SAMPLE") != NULL;
+        set_switches(vars[vi][1]);
         double t[64];
         const int nstep = prof ? 2 : 64;
         for (int i = -(prof ? 0 : 3); i < nstep; i++) {
@@ -714,16 +719,12 @@ static void decode_variants(const char *spec, double copy) {
     for (int k = 0; k < nkeys; k++) unsetenv(keys[k]);
     bc->sample = 0;
     trace_report(spec, bc, ctx_dec, per);
-    const char *t2 = getenv("TL_BENCH_TRACE2"); /* KEY=VALUE: a second trace with that switch set */
-    if (t2 && strchr(t2, '=')) {
-        char kv[128];
-        snprintf(kv, sizeof kv, "%s", t2);
-        char *eq = strchr(kv, '=');
-        *eq = 0;
-        setenv(kv, eq + 1, 1);
-        printf("trace with %s=%s:\n", kv, eq + 1);
+    const char *t2 = getenv("TL_BENCH_TRACE2"); /* "KEY=VALUE ...": a second trace with those switches set */
+    if (t2) {
+        set_switches(t2);
+        printf("trace with %s:\n", t2);
         trace_report(spec, bc, ctx_dec, per);
-        unsetenv(kv);
+        for (int k = 0; k < nkeys; k++) unsetenv(keys[k]);
     }
     c.be->kv_free(c.be, &c.kv);
     c.be->free(c.be);

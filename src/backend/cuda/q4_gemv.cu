@@ -142,7 +142,6 @@ template <int NT> static __device__ __forceinline__ void gs_sync() { /* the cons
     asm volatile("bar.sync 1, %0;" ::"n"(NT) : "memory");
 }
 
-
 /* A fragments from one code word: (w & 0x000F000F) | 0x64006400 and (w & 0x00F000F0) | 0x54005400 in one LOP3
  * each (written as C, the compiler makes two: both constants are immediates) */
 static __device__ __forceinline__ uint32_t gs_lo(uint32_t w) {
@@ -209,6 +208,24 @@ static __device__ __forceinline__ void gs_compute_lean(const uint4 (&qw)[KW], co
             }
         }
     }
+}
+
+/* A stage's mma work for a warp holding nu of its KW blocks (a ragged last stage: nu < KW; even for group 128:
+ * nkb and SK are even) */
+template <int NTILE, bool BF16, int G, int KW, bool ONE>
+static __device__ __forceinline__ void gs_compute_nu(int nu, const uint4 (&qw)[KW], const uint32_t (&sw)[KW][G < 64 ? 64 / G : 1][2],
+                                                     float (&acc)[NTILE][4], int kbg, const __half *const (&xb)[NTILE],
+                                                     const float *const (&g0)[NTILE], const float *const (&g1)[NTILE]) {
+    if (nu == KW) gs_compute_lean<NTILE, BF16, G, KW, KW, 0, ONE>(qw, sw, acc, kbg, xb, g0, g1);
+    else if (nu == 1) gs_compute_lean<NTILE, BF16, G, KW, 1, 0, ONE>(qw, sw, acc, kbg, xb, g0, g1);
+    else if (nu == 2) gs_compute_lean<NTILE, BF16, G, KW, KW >= 2 ? 2 : 1, 0, ONE>(qw, sw, acc, kbg, xb, g0, g1);
+    else if (nu == 3) gs_compute_lean<NTILE, BF16, G, KW, KW >= 3 ? 3 : 1, 0, ONE>(qw, sw, acc, kbg, xb, g0, g1);
+}
+template <int NTILE> static __device__ __forceinline__ void gs_zero(float (&acc)[NTILE][4]) {
+#pragma unroll
+    for (int n = 0; n < NTILE; n++)
+#pragma unroll
+        for (int i = 0; i < 4; i++) acc[n][i] = 0.f;
 }
 
 /* bytes of a stage: SK blocks of codes (512 B each) + their scale words (64 * 64 / G B each) */
@@ -516,10 +533,7 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
         uint32_t so = 0, fa = full_sa, ea = empty_sa;
         for (int it = 0; it < nmine; it++) {
             float acc[NTILE][4];
-#pragma unroll
-            for (int n = 0; n < NTILE; n++)
-#pragma unroll
-                for (int i = 0; i < 4; i++) acc[n][i] = 0.f;
+            gs_zero(acc);
             for (int st = 0; st < nst; st++) {
                 const int nu = st < nfull ? KW : nu_last;
                 gs_bar_wait_sa(fa, ph);
@@ -547,11 +561,7 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
                 gs_bar_arrive_sa(ea); /* every lane: its words are in registers */
                 if (++s == ns) s = 0, ph ^= 1u, so = 0, fa = full_sa, ea = empty_sa;
                 else so += SB, fa += 8, ea += 8;
-                const int kbg = st * SK + l0;
-                if (nu == KW) gs_compute_lean<NTILE, BF16, G, KW, KW, 0, true>(qw, sw, acc, kbg, xb, g0, g1);
-                else if (nu == 1) gs_compute_lean<NTILE, BF16, G, KW, 1, 0, true>(qw, sw, acc, kbg, xb, g0, g1);
-                else if (nu == 2) gs_compute_lean<NTILE, BF16, G, KW, KW >= 2 ? 2 : 1, 0, true>(qw, sw, acc, kbg, xb, g0, g1);
-                else if (nu == 3) gs_compute_lean<NTILE, BF16, G, KW, KW >= 3 ? 3 : 1, 0, true>(qw, sw, acc, kbg, xb, g0, g1);
+                gs_compute_nu<NTILE, BF16, G, KW, true>(nu, qw, sw, acc, st * SK + l0, xb, g0, g1);
             }
             gs_bar_wait(&rempty[rb], ((eph >> rb) & 1u) ^ 1u);
 #pragma unroll
@@ -564,10 +574,7 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
     } else {
     for (int it = 0; it < nmine; it++) { /* this block's tiles, in the producer's order (only their count matters here) */
         float acc[NTILE][4];
-#pragma unroll
-        for (int n = 0; n < NTILE; n++)
-#pragma unroll
-            for (int i = 0; i < 4; i++) acc[n][i] = 0.f;
+        gs_zero(acc);
         for (int st = 0; st < nst; st++) {
             const int kb0 = st * SK, nu = min(KW, min(SK, nkb - kb0) - l0); /* this warp's blocks in the stage */
             if (MODE != 3) gs_bar_wait_sa(full_sa + 8 * s, ph);
@@ -595,12 +602,7 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
                 if (lane == 0) gs_bar_arrive_sa(empty_sa + 8 * s);
             }
             if (++s == ns) s = 0, ph ^= 1u;
-            if constexpr (MODE != 2) { /* a ragged last stage: nu < KW (even for group 128: nkb and SK are even) */
-                if (nu == KW) gs_compute_lean<NTILE, BF16, G, KW, KW, 0>(qw, sw, acc, kb0 + l0, xb, g0, g1);
-                else if (nu == 1) gs_compute_lean<NTILE, BF16, G, KW, 1, 0>(qw, sw, acc, kb0 + l0, xb, g0, g1);
-                else if (nu == 2) gs_compute_lean<NTILE, BF16, G, KW, KW >= 2 ? 2 : 1, 0>(qw, sw, acc, kb0 + l0, xb, g0, g1);
-                else if (nu == 3) gs_compute_lean<NTILE, BF16, G, KW, KW >= 3 ? 3 : 1, 0>(qw, sw, acc, kb0 + l0, xb, g0, g1);
-            }
+            if constexpr (MODE != 2) gs_compute_nu<NTILE, BF16, G, KW, false>(nu, qw, sw, acc, kb0 + l0, xb, g0, g1);
         }
         /* hand the partials to the reducer: wait until it has read this buffer's previous tile */
         gs_bar_wait(&rempty[rb], ((eph >> rb) & 1u) ^ 1u); /* first use: parity 1 of a fresh barrier: done */
