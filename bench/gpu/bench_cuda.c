@@ -623,7 +623,8 @@ static void decode_variants(const char *spec, double copy) {
      * they cost inside the graph. */
     static const char *const keys[] = {"TL_CUDA_GEMV", "TL_CUDA_FUSE", "TL_CUDA_PDL", "TL_CUDA_SPLIT_KEYS",
                                        "TL_CUDA_ATT_MERGE", "TL_CUDA_DBG_SKIP", "TL_CUDA_GEMV_PROBE", "TL_CUDA_RING",
-                                       "TL_CUDA_ATT_FUSE", "TL_CUDA_GU_PAIR", "TL_CUDA_QKV_ROOM", "TL_CUDA_GEMV_DBG"};
+                                       "TL_CUDA_ATT_FUSE", "TL_CUDA_GU_PAIR", "TL_CUDA_QKV_ROOM", "TL_CUDA_GEMV_DBG",
+                                       "TL_CUDA_L2PF", "TL_CUDA_L2PF_O", "TL_CUDA_L2PF_AT"};
     const int nkeys = (int)(sizeof keys / sizeof keys[0]);
     static const char *const var[][2] = {
         {"default (gate/up pairs, q/k/v room, 128 keys)", ""},
@@ -677,16 +678,20 @@ static void decode_variants(const char *spec, double copy) {
     /* TL_BENCH_SET=exp: a short list for the experiment at hand (one device call) */
     static const char *const exp_var[][2] = {
         {"default (v5, x first 2, ring <= 5)", ""},
-        {"ring <= 6 (1ca8cdc)", "TL_CUDA_RING=6"},
-        {"v4, x first off, ring <= 6 (63639e0)", "TL_CUDA_GEMV_DBG=28800 TL_CUDA_RING=6"},
+        {"L2 prefetch gate/up 8 MB at q/k/v's end", "TL_CUDA_L2PF=8"},
+        {"L2 prefetch gate/up 16 MB at q/k/v's end", "TL_CUDA_L2PF=16"},
+        {"L2 prefetch gate/up 24 MB at q/k/v's end", "TL_CUDA_L2PF=24"},
+        {"L2 prefetch o at q/k/v's end", "TL_CUDA_L2PF_O=1"},
+        {"L2 prefetch o + gate/up 16 MB at q/k/v's end", "TL_CUDA_L2PF_O=1 TL_CUDA_L2PF=16"},
+        {"L2 prefetch gate/up 16 MB from q/k/v's producer", "TL_CUDA_L2PF=16 TL_CUDA_L2PF_AT=pre"},
         {"default again", ""},
-        {"ring <= 6 again", "TL_CUDA_RING=6"},
-        {"v4, x first off, ring <= 6 again", "TL_CUDA_GEMV_DBG=28800 TL_CUDA_RING=6"},
+        {"L2 prefetch gate/up 16 MB at end, again", "TL_CUDA_L2PF=16"},
+        {"L2 prefetch o + gate/up 16 MB at end, again", "TL_CUDA_L2PF_O=1 TL_CUDA_L2PF=16"},
+        {"L2 prefetch gate/up 8 MB at end, again", "TL_CUDA_L2PF=8"},
+        {"L2 prefetch gate/up 32 MB at end", "TL_CUDA_L2PF=32"},
         {"default, greedy sampled on the GPU", "SAMPLE"},
-        {"ring <= 6, greedy sampled", "TL_CUDA_RING=6 SAMPLE"},
-        {"v4, x first off, ring <= 6, greedy sampled", "TL_CUDA_GEMV_DBG=28800 TL_CUDA_RING=6 SAMPLE"},
+        {"L2 prefetch gate/up 16 MB at end, greedy sampled", "TL_CUDA_L2PF=16 SAMPLE"},
         {"default again", ""},
-        {"ring <= 6 again", "TL_CUDA_RING=6"},
     };
     const char *set = getenv("TL_BENCH_SET");
     const int use_exp = set && !strcmp(set, "exp");

@@ -29,6 +29,9 @@ struct q4g_params {
                       * (per 2: gate tile u, then up tile u + nunits) */
     int dbg; /* tl_cu_gemv_args.dbg: benchmark probes (wrong results); bit 8 also: the loop prologues at n_tok 1 */
     unsigned long long *trace; /* tl_cu_gemv_args.trace (measurement) */
+    const unsigned char *pf[6]; /* tl_cu_gemv_args.l2pf */
+    unsigned long long pf_n[6];
+    int pf_end;
 };
 
 template <bool BF16> static __device__ __forceinline__ float2 gv_sb(uint32_t v) {
@@ -131,6 +134,19 @@ static __device__ __forceinline__ int gs_xfirst(int dbg) {
 /* A relaxed arrival: it does not wait for this thread's loads in flight (x first: the loads are issued, not done) */
 static __device__ __forceinline__ void gs_bar_arrive_relaxed(uint32_t b) {
     asm volatile("mbarrier.arrive.relaxed.cta.shared::cta.b64 _, [%0];" ::"r"(b) : "memory");
+}
+/* Asks the L2 to fetch bytes at src (16-byte aligned, a multiple of 16): no destination, no completion. */
+static __device__ __forceinline__ void gs_l2_prefetch(const void *src, unsigned bytes) {
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(src), "r"(bytes) : "memory");
+}
+/* This block's share of the L2 prefetch ranges (p.pf), in pieces of at most 64 KB */
+static __device__ void gs_prefetch_share(const q4g_params &p) {
+    for (int r = 0; r < 6; r++) {
+        const unsigned long long n16 = p.pf_n[r] / 16, b = blockIdx.x, g = gridDim.x;
+        const unsigned long long end = n16 * (b + 1) / g * 16;
+        for (unsigned long long a = n16 * b / g * 16; a < end; a += 65536)
+            gs_l2_prefetch(p.pf[r] + a, (unsigned)min(65536ull, end - a));
+    }
 }
 static __device__ __forceinline__ void gs_bulk(void *dst, const void *src, unsigned bytes, uint64_t *b) {
     asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
@@ -310,6 +326,7 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
                     if (++s == ns) s = 0, ph ^= 1u;
                 }
             if (!synced) gs_bar_wait(&xready, 0u);
+            if (!p.pf_end) gs_prefetch_share(p);
         }
         return;
     }
@@ -365,6 +382,7 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
             rb ^= 1;
         }
         if (lane == 0) tl_cu_mark(p.trace, 3);
+        if (lane == 0 && p.pf_end) gs_prefetch_share(p);
         return;
     }
 
@@ -691,6 +709,12 @@ extern "C" int tl_cu_q4g_gemv(const tl_cu_gemv_args *a, cudaStream_t st, tl_erro
     p.norm_w = a->norm_w, p.eps = a->eps, p.bias = a->bias, p.resid = a->resid, p.y = a->y;
     p.rows = (int)w->rows, p.cols = (int)w->cols, p.n_tok = a->n_tok, p.ntiles = (int)((w->rows + 15) / 16);
     p.per = a->y_silu16 ? 2 : 1, p.nunits = p.ntiles / p.per, p.dbg = a->dbg, p.trace = a->trace;
+    for (int r = 0; r < 6; r++) {
+        if (a->l2pf_bytes[r] && ((uintptr_t)a->l2pf[r] % 16 || !a->l2pf[r]))
+            return tl_errf(e, "cuda int4 gemv: L2 prefetch range %d not 16-byte aligned", r);
+        p.pf[r] = (const unsigned char *)a->l2pf[r], p.pf_n[r] = a->l2pf_bytes[r] & ~(size_t)15;
+    }
+    p.pf_end = a->l2pf_end;
     const size_t smem = q4g_smem(w->cols, a->n_tok, w->group);
     cudaError_t err;
     if (a->impl == TL_CU_GEMV_RING || a->impl == TL_CU_GEMV_MATH) { /* benchmark probes: 1 n-tile, group 64, fp16 */
