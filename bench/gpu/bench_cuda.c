@@ -727,12 +727,11 @@ static void decode_variants(const char *spec, double copy) {
     /* TL_BENCH_SET=exp: a short list for the experiment at hand (one device call) */
     static const char *const exp_var[][2] = {
         {"default (v5, x first 2, ring <= 5)", ""},
-        {"L2 prefetch gate/up 8 MB from q/k/v's producer", "TL_CUDA_L2PF=8 TL_CUDA_L2PF_AT=pre"},
-        {"L2 prefetch gate/up 16 MB from q/k/v's producer", "TL_CUDA_L2PF=16 TL_CUDA_L2PF_AT=pre"},
-        {"L2 prefetch o from q/k/v's producer", "TL_CUDA_L2PF_O=1 TL_CUDA_L2PF_AT=pre"},
+        {"probe: weights L2-resident (tile % 64)", "TL_CUDA_GEMV_DBG=1024"},
+        {"probe: weights L2-resident, ring <= 8", "TL_CUDA_GEMV_DBG=1024 TL_CUDA_RING=8"},
+        {"probe: weights L2-resident, v4", "TL_CUDA_GEMV_DBG=1152"},
         {"default again", ""},
-        {"L2 prefetch gate/up 8 MB from q/k/v's producer, again", "TL_CUDA_L2PF=8 TL_CUDA_L2PF_AT=pre"},
-        {"L2 prefetch gate/up 16 MB from q/k/v's producer, again", "TL_CUDA_L2PF=16 TL_CUDA_L2PF_AT=pre"},
+        {"probe: weights L2-resident, again", "TL_CUDA_GEMV_DBG=1024"},
         {"default again", ""},
     };
     const char *set = getenv("TL_BENCH_SET");

@@ -320,9 +320,9 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
                     const int kb0 = st * SK, n = min(SK, nkb - kb0);
                     gs_bar_expect(&full[s], (unsigned)(n * (512 + SBKB)));
                     unsigned char *dst = ring + (size_t)s * SB;
-                    gs_bulk(dst, cb + ((size_t)tile * nkb + kb0) * 512, (unsigned)n * 512, &full[s]);
-                    gs_bulk(dst + SK * 512, sbb + (size_t)tile * ng * 64 + (size_t)kb0 * SBKB, (unsigned)n * SBKB,
-                            &full[s]);
+                    const size_t wt = p.dbg & 1024 ? tile % 64 : tile; /* probe: L2-resident weights (wrong results) */
+                    gs_bulk(dst, cb + (wt * nkb + kb0) * 512, (unsigned)n * 512, &full[s]);
+                    gs_bulk(dst + SK * 512, sbb + wt * ng * 64 + (size_t)kb0 * SBKB, (unsigned)n * SBKB, &full[s]);
                     if (++s == ns) s = 0, ph ^= 1u;
                 }
             if (!synced) gs_bar_wait(&xready, 0u);
