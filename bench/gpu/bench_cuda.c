@@ -726,13 +726,19 @@ static void decode_variants(const char *spec, double copy) {
     };
     /* TL_BENCH_SET=exp: a short list for the experiment at hand (one device call) */
     static const char *const exp_var[][2] = {
-        {"default (v5, x first 2, ring <= 5)", ""},
-        {"probe: weights L2-resident (tile % 64)", "TL_CUDA_GEMV_DBG=1024"},
-        {"probe: weights L2-resident, ring <= 8", "TL_CUDA_GEMV_DBG=1024 TL_CUDA_RING=8"},
-        {"probe: weights L2-resident, v4", "TL_CUDA_GEMV_DBG=1152"},
+        {"default (v5 split stages, x first 2, ring <= 5)", ""},
+        {"v5 loop before (bad6a10)", "TL_CUDA_GEMV_DBG=2048"},
+        {"v4 (63639e0's loop)", "TL_CUDA_GEMV_DBG=128"},
+        {"probe: weights L2-resident", "TL_CUDA_GEMV_DBG=1024"},
+        {"probe: weights L2-resident, v5 loop before", "TL_CUDA_GEMV_DBG=3072"},
         {"default again", ""},
+        {"v5 loop before, again", "TL_CUDA_GEMV_DBG=2048"},
         {"probe: weights L2-resident, again", "TL_CUDA_GEMV_DBG=1024"},
+        {"probe: weights L2-resident, v5 loop before, again", "TL_CUDA_GEMV_DBG=3072"},
+        {"default, greedy sampled on the GPU", "SAMPLE"},
+        {"v5 loop before, greedy sampled", "TL_CUDA_GEMV_DBG=2048 SAMPLE"},
         {"default again", ""},
+        {"v5 loop before, again", "TL_CUDA_GEMV_DBG=2048"},
     };
     const char *set = getenv("TL_BENCH_SET");
     const int use_exp = set && !strcmp(set, "exp");

@@ -548,6 +548,7 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
         const int nfull = nkb / SK, nu_last = max(0, min(KW, nkb - nfull * SK - l0));
         const uint32_t ring_sa = gs_sa(ring), q_sa = ring_sa + l0 * 512 + lane * 16,
                        s_sa = ring_sa + SK * 512 + l0 * SBKB + 4 * g;
+        if (p.dbg & 2048) { /* measurement: the loop before (session 7's v5) */
         uint32_t so = 0, fa = full_sa, ea = empty_sa;
         for (int it = 0; it < nmine; it++) {
             float acc[NTILE][4];
@@ -588,6 +589,62 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
             if (lane == 0) gs_bar_arrive_sa(gs_sa(&rfull[rb]));
             eph ^= 1u << rb;
             rb ^= 1;
+        }
+        } else {
+        /* stage s's words at q_sa / s_sa + s * SB, its barriers at full_sa / empty_sa + 8 s (no wrap branches:
+         * a wrap that reset three addresses made ptxas rebuild them from SR_CgaCtaId in the loop) */
+        auto load = [&](int nu, uint4(&qw)[KW], uint32_t(&sw)[KW][NGK][2]) {
+            const uint32_t so = (uint32_t)s * SB;
+#pragma unroll
+            for (int u = 0; u < KW; u++) {
+                if (u < nu) {
+                    const uint32_t qa = q_sa + so + u * 512;
+                    asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];"
+                                 : "=r"(qw[u].x), "=r"(qw[u].y), "=r"(qw[u].z), "=r"(qw[u].w)
+                                 : "r"(qa));
+                    const uint32_t sa = s_sa + so + u * SBKB - (G > 64 ? (u & 1) * SBKB : 0);
+#pragma unroll
+                    for (int h = 0; h < NGK; h++)
+                        asm volatile("ld.shared.u32 %0, [%2];\n\tld.shared.u32 %1, [%2 + 32];"
+                                     : "=r"(sw[u][h][0]), "=r"(sw[u][h][1])
+                                     : "r"(sa + h * 64));
+                } else {
+                    qw[u] = make_uint4(0u, 0u, 0u, 0u);
+#pragma unroll
+                    for (int h = 0; h < NGK; h++) sw[u][h][0] = sw[u][h][1] = 0u;
+                }
+            }
+            gs_bar_arrive_sa(empty_sa + 8 * s); /* every lane: its words are in registers */
+            const bool wrap = ++s == ns;
+            s = wrap ? 0 : s, ph ^= wrap ? 1u : 0u;
+        };
+        for (int it = 0; it < nmine; it++) {
+            float acc[NTILE][4];
+            gs_zero(acc);
+            int kbg = l0;
+            /* the full stages: KW blocks each, no tests */
+            for (int st = 0; st < nfull; st++, kbg += SK) {
+                gs_bar_wait_sa(full_sa + 8 * s, ph);
+                uint4 qw[KW];
+                uint32_t sw[KW][NGK][2];
+                load(KW, qw, sw);
+                gs_compute_lean<NTILE, BF16, G, KW, KW, 0, true>(qw, sw, acc, kbg, xb, g0, g1);
+            }
+            if (nfull < nst) { /* the ragged last stage: nu_last (0..KW) blocks */
+                gs_bar_wait_sa(full_sa + 8 * s, ph);
+                uint4 qw[KW];
+                uint32_t sw[KW][NGK][2];
+                load(nu_last, qw, sw);
+                gs_compute_nu<NTILE, BF16, G, KW, true>(nu_last, qw, sw, acc, kbg, xb, g0, g1);
+            }
+            gs_bar_wait(&rempty[rb], ((eph >> rb) & 1u) ^ 1u);
+#pragma unroll
+            for (int n = 0; n < NTILE; n++) red[rb][warp][n][0][lane] = acc[n][0], red[rb][warp][n][2][lane] = acc[n][2];
+            __syncwarp();
+            if (lane == 0) gs_bar_arrive_sa(gs_sa(&rfull[rb]));
+            eph ^= 1u << rb;
+            rb ^= 1;
+        }
         }
     } else {
     for (int it = 0; it < nmine; it++) { /* this block's tiles, in the producer's order (only their count matters here) */
