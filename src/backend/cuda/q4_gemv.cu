@@ -545,10 +545,11 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
     unsigned ph = 0;
     const int nmine = (p.nunits - (int)blockIdx.x + (int)gridDim.x - 1) / (int)gridDim.x * p.per;
     if constexpr (MODE == 4) { /* v5 (one token, see above) */
-        const int nfull = nkb / SK, nu_last = max(0, min(KW, nkb - nfull * SK - l0));
+        const int nfull = nkb / SK, rag = nkb - nfull * SK - l0;
         const uint32_t ring_sa = gs_sa(ring), q_sa = ring_sa + l0 * 512 + lane * 16,
                        s_sa = ring_sa + SK * 512 + l0 * SBKB + 4 * g;
-        if (p.dbg & 2048) { /* measurement: the loop before (session 7's v5) */
+        if (p.dbg & 2048) {
+        const int nu_last = max(0, min(KW, rag)); /* measurement: the loop before (session 7's v5) */
         uint32_t so = 0, fa = full_sa, ea = empty_sa;
         for (int it = 0; it < nmine; it++) {
             float acc[NTILE][4];
@@ -630,12 +631,18 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
                 load(KW, qw, sw);
                 gs_compute_lean<NTILE, BF16, G, KW, KW, 0, true>(qw, sw, acc, kbg, xb, g0, g1);
             }
-            if (nfull < nst) { /* the ragged last stage: nu_last (0..KW) blocks */
+            if (nfull < nst) { /* the ragged last stage: rag blocks (<= 0: none, >= KW: KW). Tested unclamped:
+                                * with nu_last (max(0, min(KW, rag))) ptxas 13.0 turned `nu_last == KW` into the
+                                * predicate output of its min/max instruction, true for rag <= 0 too, and warps
+                                * without blocks read x past its end (compute-sanitizer, H100) */
                 gs_bar_wait_sa(full_sa + 8 * s, ph);
                 uint4 qw[KW];
                 uint32_t sw[KW][NGK][2];
-                load(nu_last, qw, sw);
-                gs_compute_nu<NTILE, BF16, G, KW, true>(nu_last, qw, sw, acc, kbg, xb, g0, g1);
+                load(rag, qw, sw);
+                if (rag >= KW) gs_compute_lean<NTILE, BF16, G, KW, KW, 0, true>(qw, sw, acc, kbg, xb, g0, g1);
+                else if (rag == 1) gs_compute_lean<NTILE, BF16, G, KW, 1, 0, true>(qw, sw, acc, kbg, xb, g0, g1);
+                else if (KW > 2 && rag == 2) gs_compute_lean<NTILE, BF16, G, KW, KW >= 2 ? 2 : 1, 0, true>(qw, sw, acc, kbg, xb, g0, g1);
+                else if (KW > 3 && rag == 3) gs_compute_lean<NTILE, BF16, G, KW, KW >= 3 ? 3 : 1, 0, true>(qw, sw, acc, kbg, xb, g0, g1);
             }
             gs_bar_wait(&rempty[rb], ((eph >> rb) & 1u) ^ 1u);
 #pragma unroll
