@@ -673,7 +673,7 @@ static void decode_variants(const char *spec, double copy) {
     static const char *const keys[] = {"TL_CUDA_GEMV", "TL_CUDA_FUSE", "TL_CUDA_PDL", "TL_CUDA_SPLIT_KEYS",
                                        "TL_CUDA_ATT_MERGE", "TL_CUDA_DBG_SKIP", "TL_CUDA_GEMV_PROBE", "TL_CUDA_RING",
                                        "TL_CUDA_ATT_FUSE", "TL_CUDA_GU_PAIR", "TL_CUDA_QKV_ROOM", "TL_CUDA_GEMV_DBG",
-                                       "TL_CUDA_L2PF", "TL_CUDA_L2PF_O", "TL_CUDA_L2PF_AT"};
+                                       "TL_CUDA_L2PF", "TL_CUDA_L2PF_O", "TL_CUDA_L2PF_AT", "TL_CUDA_XF"};
     const int nkeys = (int)(sizeof keys / sizeof keys[0]);
     static const char *const var[][2] = {
         {"default (gate/up pairs, q/k/v room, 128 keys)", ""},
@@ -726,19 +726,20 @@ static void decode_variants(const char *spec, double copy) {
     };
     /* TL_BENCH_SET=exp: a short list for the experiment at hand (one device call) */
     static const char *const exp_var[][2] = {
-        {"default (v5 split stages, x first 2, ring <= 5)", ""},
-        {"v5 loop before (bad6a10)", "TL_CUDA_GEMV_DBG=2048"},
-        {"v4 (63639e0's loop)", "TL_CUDA_GEMV_DBG=128"},
-        {"probe: weights L2-resident", "TL_CUDA_GEMV_DBG=1024"},
-        {"probe: weights L2-resident, v5 loop before", "TL_CUDA_GEMV_DBG=3072"},
+        {"default (x first: 2 stages before x everywhere)", ""},
+        {"o: 0 stages before x", "TL_CUDA_XF=0100"},
+        {"o: 1 stage before x", "TL_CUDA_XF=0200"},
+        {"gate/up: 0 stages before x", "TL_CUDA_XF=0010"},
+        {"gate/up: 1 stage before x", "TL_CUDA_XF=0020"},
+        {"o, gate/up: 0 stages before x", "TL_CUDA_XF=0110"},
+        {"o, gate/up: 1 stage before x", "TL_CUDA_XF=0220"},
+        {"q/k/v: 4 stages before x", "TL_CUDA_XF=5000"},
+        {"down: 4 stages before x", "TL_CUDA_XF=0005"},
         {"default again", ""},
-        {"v5 loop before, again", "TL_CUDA_GEMV_DBG=2048"},
-        {"probe: weights L2-resident, again", "TL_CUDA_GEMV_DBG=1024"},
-        {"probe: weights L2-resident, v5 loop before, again", "TL_CUDA_GEMV_DBG=3072"},
-        {"default, greedy sampled on the GPU", "SAMPLE"},
-        {"v5 loop before, greedy sampled", "TL_CUDA_GEMV_DBG=2048 SAMPLE"},
+        {"o: 0 stages before x, again", "TL_CUDA_XF=0100"},
+        {"o: 1 stage before x, again", "TL_CUDA_XF=0200"},
+        {"o, gate/up: 1 stage before x, again", "TL_CUDA_XF=0220"},
         {"default again", ""},
-        {"v5 loop before, again", "TL_CUDA_GEMV_DBG=2048"},
     };
     const char *set = getenv("TL_BENCH_SET");
     const int use_exp = set && !strcmp(set, "exp");

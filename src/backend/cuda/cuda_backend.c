@@ -49,7 +49,7 @@ static const char *const p_name[P_N] = {"other", "matmul", "attention", "lm_head
                                    * the room 64 was as fast as 128 (3765dec, 17d9798) and 128 is now 2.170-2.174 */
 #define CU_TRACE_ROW 1024         /* u64 a launch in the trace buffer (256 blocks x 4 stamps) */
 #define CU_TRACE_ROWS (6 * 128)  /* launches traced at most (6 a layer) */
-#define CU_GKEY 23                /* graph key: the shape and switches a captured decode step depends on */
+#define CU_GKEY 24                /* graph key: the shape and switches a captured decode step depends on */
 #define CU_BIG_T 512              /* forwards of more tokens: bf16 activations into cuBLAS (layer_big) */
 #define CU_Q4GEMM_COPY_MAX 48     /* INT4 products of 17..CU_BIG_T rows take q4_gemm.cu's kernel up to this many rows */
 #define CU_Q4GEMM_NOCOPY_MAX 192  /* when the matrix has a bf16 copy (cuBLAS on it above), else up to this many.
@@ -107,6 +107,9 @@ typedef struct cu_impl {
      * TL_CUDA_GEMV_PROBE=ring|math (tl_cu_gemv_args.impl) and TL_CUDA_GEMV_DBG (tl_cu_gemv_args.dbg of every
      * GEMV of the layers) */
     int ring, dbg_skip, probe, gemv_dbg;
+    /* TL_CUDA_XF=abcd (measurement): x first's stages before x per GEMV of the layer (q/k/v, o, gate/up, down),
+     * each digit as tl_cu_gemv_args.dbg bits 12-14 (0: the default, n < 7: n - 1 stages, 7: every stage first) */
+    int xf[4];
     /* TL_CUDA_TRACE=1 (measurement): forward_decode hands each kernel of a 1-token step a row of trace_d
      * (CU_TRACE_ROW u64: tl_cu_mark's 4 stamps of up to CU_TRACE_ROW / 4 blocks), zeroed before each step;
      * tl_cuda_trace_read copies them out */
@@ -924,7 +927,8 @@ static int forward_decode(cu_impl *ci, const tl_model *m, tl_kv *kv, int T, int 
         }
         if (ci->l2pf_mb > 0 || ci->l2pf_o) l2pf_ranges(ci, &L->o.q, &L->gu.q, &qkv);
         tl_cu_gemv_args *g4[4] = {&qkv, &o, &gu, &down};
-        for (int k = 0; k < 4; k++) g4[k]->impl = ci->probe, g4[k]->ring = ci->ring, g4[k]->dbg = ci->gemv_dbg;
+        for (int k = 0; k < 4; k++)
+            g4[k]->impl = ci->probe, g4[k]->ring = ci->ring, g4[k]->dbg = ci->gemv_dbg | ci->xf[k] << 12;
         if (ci->trace && 6 * l + 6 <= CU_TRACE_ROWS) { /* rows: q/k/v, attention, merge, o, gate/up, down */
             unsigned long long *r = ci->trace_d + (size_t)6 * l * CU_TRACE_ROW;
             qkv.trace = r, aa.trace = r + CU_TRACE_ROW, aa.trace_merge = r + 2 * CU_TRACE_ROW;
@@ -1051,6 +1055,8 @@ static int cu_run(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *
     ci->dbg_skip = ds ? atoi(ds) : 0;
     const char *gd = getenv("TL_CUDA_GEMV_DBG"), *tr = getenv("TL_CUDA_TRACE");
     ci->gemv_dbg = gd ? atoi(gd) : 0;
+    const char *xf = getenv("TL_CUDA_XF");
+    for (int k = 0; k < 4; k++) ci->xf[k] = xf && strlen(xf) == 4 && xf[k] >= '0' && xf[k] <= '7' ? xf[k] - '0' : 0;
     ci->trace = tr && !strcmp(tr, "1") && T == 1 && ci->n_sm <= CU_TRACE_ROW / 4 && c->n_head <= CU_TRACE_ROW / 4 &&
                 ci->max_split * c->n_head_kv <= CU_TRACE_ROW / 4; /* every grid's blocks fit a row */
     if (ci->trace && !ci->trace_d) {
@@ -1085,7 +1091,8 @@ static int cu_run(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *
         intptr_t key[CU_GKEY] = {T, b->n_logits, tl_cu_attention_splits(&probe), (intptr_t)kv->k, (intptr_t)kv->dtype,
                                  kv->n_blocks, ci->gemv_old, ci->no_fuse, ci->no_pdl, ci->merge_last, ci->attn_dec,
                                  ci->ring, ci->dbg_skip, ci->probe, ci->att_fuse, ci->fuse_on, ci->gu_pair,
-                                 ci->qkv_room, ci->gemv_dbg, ci->trace, ci->l2pf_mb, ci->l2pf_o, ci->l2pf_pre};
+                                 ci->qkv_room, ci->gemv_dbg, ci->trace, ci->l2pf_mb, ci->l2pf_o, ci->l2pf_pre,
+                                 ci->xf[0] | ci->xf[1] << 4 | ci->xf[2] << 8 | ci->xf[3] << 12};
         if (!ci->gexec || memcmp(key, ci->gkey, sizeof key)) {
             graph_drop(ci);
             cudaGraph_t g;
