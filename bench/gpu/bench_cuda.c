@@ -103,55 +103,6 @@ static void gemv_bench(double copy) {
     }
 }
 
-/* The one-token GEMV (forward_decode's arguments: ring <= 5, gate/up pairs, fp16 x for the down shape) with
- * its weights L2-resident (the same copy every launch: shapes of <= ~25 MB) against 4 copies rotated past the
- * L2: whether the consumers outrun the DRAM (what weights prefetched into the L2 could gain) */
-static void l2_bench(double copy) {
-    static const struct { const char *name; int rows, cols, mode; } sh[] = {
-        {"gate/up pairs 1/3", 12288, 3584, 1}, {"q/k/v", 4608, 3584, 0}, {"o", 3584, 3584, 0},
-        {"down 1/2 rows", 1792, 18944, 2}};
-    for (int si = 0; si < 4; si++) {
-        const int rows = sh[si].rows, cols = sh[si].cols;
-        size_t bytes = 0;
-        tl_cu_q4 w[4];
-        for (int k = 0; k < 4; k++) w[k] = bench_q4(rows, cols, 1, 71 + k, k ? NULL : &bytes);
-        float *x, *y, *nw;
-        CU(cudaMalloc((void **)&x, (size_t)cols * 4));
-        CU(cudaMalloc((void **)&nw, (size_t)cols * 4));
-        CU(cudaMalloc((void **)&y, (size_t)rows * 4));
-        CU(cudaMemset(x, 0x3c, (size_t)cols * 4));
-        CU(cudaMemset(nw, 0x3c, (size_t)cols * 4));
-        for (int ring = 5; ring >= 0; ring -= 5)
-            for (int hot = 0; hot < 2; hot++) {
-                cudaEvent_t e0, e1;
-                cudaEventCreate(&e0), cudaEventCreate(&e1);
-                double t[20];
-                tl_error e = {{0}};
-                for (int i = -4; i < 20; i++) {
-                    tl_cu_gemv_args a = {.w = &w[hot ? 0 : (i + 8) % 4], .x = x, .x_stride = cols, .y = y, .n_tok = 1,
-                                         .ring = ring};
-                    if (sh[si].mode == 1)
-                        a.x_mode = TL_CU_X_RMSNORM, a.norm_w = nw, a.eps = 1e-6f, a.y = NULL, a.y_silu16 = (uint16_t *)y;
-                    if (sh[si].mode == 2) a.x = NULL, a.x16 = (const uint16_t *)x, a.x_mode = TL_CU_X_F16;
-                    cudaEventRecord(e0, 0);
-                    if (tl_cu_q4g_gemv(&a, 0, &e)) fprintf(stderr, "%s\n", e.msg), exit(2);
-                    cudaEventRecord(e1, 0);
-                    CU(cudaEventSynchronize(e1));
-                    float ms;
-                    cudaEventElapsedTime(&ms, e0, e1);
-                    if (i >= 0) t[i] = ms * 1e-3;
-                }
-                const double tm = median(t, 20), bw = bytes / tm / 1e12;
-                printf("gemv one token %-18s %5d x %5d (%.1f MB) ring %-4s %-4s: %6.1f us  %.2f TB/s (%.0f%% of copy)\n",
-                       sh[si].name, rows, cols, bytes / 1e6, ring ? "<= 5" : "deep", hot ? "L2" : "DRAM", tm * 1e6, bw,
-                       100 * bw / copy);
-                cudaEventDestroy(e0), cudaEventDestroy(e1);
-            }
-        for (int k = 0; k < 4; k++) bench_q4_free(&w[k]);
-        cudaFree(x), cudaFree(y), cudaFree(nw);
-    }
-}
-
 /* One 7B layer's GEMVs alone (o 3584x3584 on att, gate/up 37888x3584 RMSNorm'ed, down 3584x18944 SiLU*up,
  * next q/k/v 4608x3584 RMSNorm'ed, batch 1), 4 copies of the layer rotated past L2, CUDA events around the
  * four launches (PDL, own stream), in variants: ring depth caps, and probes with wrong results that leave
@@ -672,8 +623,7 @@ static void decode_variants(const char *spec, double copy) {
      * they cost inside the graph. */
     static const char *const keys[] = {"TL_CUDA_GEMV", "TL_CUDA_FUSE", "TL_CUDA_PDL", "TL_CUDA_SPLIT_KEYS",
                                        "TL_CUDA_ATT_MERGE", "TL_CUDA_DBG_SKIP", "TL_CUDA_GEMV_PROBE", "TL_CUDA_RING",
-                                       "TL_CUDA_ATT_FUSE", "TL_CUDA_GU_PAIR", "TL_CUDA_QKV_ROOM", "TL_CUDA_GEMV_DBG",
-                                       "TL_CUDA_L2PF", "TL_CUDA_L2PF_O", "TL_CUDA_L2PF_AT", "TL_CUDA_XF"};
+                                       "TL_CUDA_ATT_FUSE", "TL_CUDA_GU_PAIR", "TL_CUDA_QKV_ROOM", "TL_CUDA_GEMV_DBG"};
     const int nkeys = (int)(sizeof keys / sizeof keys[0]);
     static const char *const var[][2] = {
         {"default (gate/up pairs, q/k/v room, 128 keys)", ""},
@@ -708,6 +658,7 @@ static void decode_variants(const char *spec, double copy) {
         {"skip: all layers, lm_head; sampled", "TL_CUDA_DBG_SKIP=63 SAMPLE"},
         {"probe: GEMV ring alone", "TL_CUDA_GEMV_PROBE=ring"},
         {"probe: GEMV math alone", "TL_CUDA_GEMV_PROBE=math"},
+        {"probe: every GEMV weight L2-resident", "TL_CUDA_GEMV_DBG=1024"},
         {"default again", ""},
         {"without q/k/v room, again", "TL_CUDA_QKV_ROOM=0"},
         {"as d7dc005, again", "TL_CUDA_GU_PAIR=0 TL_CUDA_QKV_ROOM=0 TL_CUDA_SPLIT_KEYS=64"},
@@ -726,19 +677,15 @@ static void decode_variants(const char *spec, double copy) {
     };
     /* TL_BENCH_SET=exp: a short list for the experiment at hand (one device call) */
     static const char *const exp_var[][2] = {
-        {"default (x first: 2 stages before x everywhere)", ""},
-        {"o: 0 stages before x", "TL_CUDA_XF=0100"},
-        {"o: 1 stage before x", "TL_CUDA_XF=0200"},
-        {"gate/up: 0 stages before x", "TL_CUDA_XF=0010"},
-        {"gate/up: 1 stage before x", "TL_CUDA_XF=0020"},
-        {"o, gate/up: 0 stages before x", "TL_CUDA_XF=0110"},
-        {"o, gate/up: 1 stage before x", "TL_CUDA_XF=0220"},
-        {"q/k/v: 4 stages before x", "TL_CUDA_XF=5000"},
-        {"down: 4 stages before x", "TL_CUDA_XF=0005"},
+        {"default (v5, x first 2, ring <= 5)", ""},
+        {"v4 (63639e0's loop)", "TL_CUDA_GEMV_DBG=128"},
+        {"probe: weights L2-resident (tile % 64)", "TL_CUDA_GEMV_DBG=1024"},
+        {"probe: weights L2-resident, v4", "TL_CUDA_GEMV_DBG=1152"},
         {"default again", ""},
-        {"o: 0 stages before x, again", "TL_CUDA_XF=0100"},
-        {"o: 1 stage before x, again", "TL_CUDA_XF=0200"},
-        {"o, gate/up: 1 stage before x, again", "TL_CUDA_XF=0220"},
+        {"v4 again", "TL_CUDA_GEMV_DBG=128"},
+        {"probe: weights L2-resident, again", "TL_CUDA_GEMV_DBG=1024"},
+        {"default, greedy sampled on the GPU", "SAMPLE"},
+        {"skip: all layers, lm_head; sampled (host + embedding)", "TL_CUDA_DBG_SKIP=63 SAMPLE"},
         {"default again", ""},
     };
     const char *set = getenv("TL_BENCH_SET");
@@ -969,10 +916,6 @@ int main(int argc, char **argv) {
             small_bench();
         }
         decode_variants(spec, copy);
-        return 0;
-    }
-    if (argc > 3 && !strcmp(argv[3], "l2")) { /* the one-token GEMV with L2-resident weights */
-        l2_bench(copy);
         return 0;
     }
     if (argc > 3 && !strcmp(argv[3], "gemm")) { /* INT4 GEMM alone (7B shapes), then batched decode steps */

@@ -49,7 +49,7 @@ static const char *const p_name[P_N] = {"other", "matmul", "attention", "lm_head
                                    * the room 64 was as fast as 128 (3765dec, 17d9798) and 128 is now 2.170-2.174 */
 #define CU_TRACE_ROW 1024         /* u64 a launch in the trace buffer (256 blocks x 4 stamps) */
 #define CU_TRACE_ROWS (6 * 128)  /* launches traced at most (6 a layer) */
-#define CU_GKEY 24                /* graph key: the shape and switches a captured decode step depends on */
+#define CU_GKEY 20                /* graph key: the shape and switches a captured decode step depends on */
 #define CU_BIG_T 512              /* forwards of more tokens: bf16 activations into cuBLAS (layer_big) */
 #define CU_Q4GEMM_COPY_MAX 48     /* INT4 products of 17..CU_BIG_T rows take q4_gemm.cu's kernel up to this many rows */
 #define CU_Q4GEMM_NOCOPY_MAX 192  /* when the matrix has a bf16 copy (cuBLAS on it above), else up to this many.
@@ -107,9 +107,6 @@ typedef struct cu_impl {
      * TL_CUDA_GEMV_PROBE=ring|math (tl_cu_gemv_args.impl) and TL_CUDA_GEMV_DBG (tl_cu_gemv_args.dbg of every
      * GEMV of the layers) */
     int ring, dbg_skip, probe, gemv_dbg;
-    /* TL_CUDA_XF=abcd (measurement): x first's stages before x per GEMV of the layer (q/k/v, o, gate/up, down),
-     * each digit as tl_cu_gemv_args.dbg bits 12-14 (0: the default, n < 7: n - 1 stages, 7: every stage first) */
-    int xf[4];
     /* TL_CUDA_TRACE=1 (measurement): forward_decode hands each kernel of a 1-token step a row of trace_d
      * (CU_TRACE_ROW u64: tl_cu_mark's 4 stamps of up to CU_TRACE_ROW / 4 blocks), zeroed before each step;
      * tl_cuda_trace_read copies them out */
@@ -131,12 +128,6 @@ typedef struct cu_impl {
      * blocks when those are <= n_sm / 4, so the attention blocks start (RoPE tables, K/V history loads) while
      * it streams (its weights are all in flight at once either way: 7B 288 tiles x 2 stages <= 100 x 6) */
     int qkv_room;
-    /* TL_CUDA_L2PF=MB (measurement, default 0): forward_decode's q/k/v GEMV asks the L2 for the first MB of the
-     * layer's gate/up weights (in the order gate/up's blocks take them; TL_CUDA_L2PF_O=1: all of o_proj's
-     * before them), so the DRAM streams them while the chain q/k/v -> attention -> merge -> o leaves it idle;
-     * TL_CUDA_L2PF_AT=pre: issued by its producer once its own stages are, else (end) by its reducer after the
-     * block's last tile */
-    int l2pf_mb, l2pf_o, l2pf_pre;
     int dec1;              /* build_meta: every sequence of the batch has at most one new token */
     int fuse_on;           /* this step takes the fused kernel (att_fuse, dec1, decode kernel, no prefill tiles) */
     int q4gemm;            /* TL_CUDA_Q4GEMM: 0 never (dequantize / bf16 copy + cuBLAS), 1 always, -1 (unset) auto */
@@ -844,23 +835,6 @@ static int decode_fused(const cu_impl *ci, const tl_config *c, int T) {
            tl_cu_q4g_fits((int64_t)c->n_head * c->head_dim, T) && tl_cu_q4g_fits(c->n_ff, T);
 }
 
-/* forward_decode's L2 prefetch ranges (TL_CUDA_L2PF) into a: o_proj's codes and scale words (l2pf_o), then the
- * first l2pf_mb MB of gate/up in the order its pair GEMV's blocks take them (unit u = gate tile u + up tile
- * u + nunits, units in order): codes and scale words of gate tiles 0..K-1 and up tiles nunits..nunits+K-1. */
-static void l2pf_ranges(const cu_impl *ci, const tl_cu_q4 *o, const tl_cu_q4 *gu, tl_cu_gemv_args *a) {
-    const size_t nkb = (size_t)gu->cols / 64, ng = (size_t)gu->cols / gu->group, nunits = (size_t)(gu->rows / 32);
-    const size_t tc = nkb * 512, ts = ng * 64; /* bytes of a tile's codes, scale words */
-    size_t k = (size_t)ci->l2pf_mb * 1000000 / (2 * (tc + ts));
-    if (k > nunits) k = nunits;
-    const char *c = (const char *)gu->codes, *sb = (const char *)gu->sb;
-    const size_t on = ci->l2pf_o ? (size_t)((o->rows + 15) / 16) : 0; /* o's tiles */
-    const void *r[6] = {o->codes, o->sb, c, c + nunits * tc, sb, sb + nunits * ts};
-    const size_t n[6] = {on * (size_t)o->cols / 64 * 512, on * (size_t)o->cols / o->group * 64, k * tc, k * tc,
-                         k * ts, k * ts};
-    for (int i = 0; i < 6; i++) a->l2pf[i] = r[i], a->l2pf_bytes[i] = n[i];
-    a->l2pf_end = !ci->l2pf_pre;
-}
-
 /* A decode-sized step in 6 kernels a layer instead of ~18: the RMSNorms run in the prologue of the GEMV
  * that reads them (q/k/v, gate/up), SiLU*up in gate/up's epilogue (a block takes gate tile j, then up tile j,
  * and writes h = SiLU(gate) * up in fp16: down_proj's prologue reads 2 bytes a column instead of 8; a 7B
@@ -925,10 +899,8 @@ static int forward_decode(cu_impl *ci, const tl_model *m, tl_kv *kv, int T, int 
             gu.y = NULL, gu.y_silu16 = (uint16_t *)ci->gu;
             down.x = NULL, down.x16 = (const uint16_t *)ci->gu, down.x_stride = F, down.x_mode = TL_CU_X_F16;
         }
-        if (ci->l2pf_mb > 0 || ci->l2pf_o) l2pf_ranges(ci, &L->o.q, &L->gu.q, &qkv);
         tl_cu_gemv_args *g4[4] = {&qkv, &o, &gu, &down};
-        for (int k = 0; k < 4; k++)
-            g4[k]->impl = ci->probe, g4[k]->ring = ci->ring, g4[k]->dbg = ci->gemv_dbg | ci->xf[k] << 12;
+        for (int k = 0; k < 4; k++) g4[k]->impl = ci->probe, g4[k]->ring = ci->ring, g4[k]->dbg = ci->gemv_dbg;
         if (ci->trace && 6 * l + 6 <= CU_TRACE_ROWS) { /* rows: q/k/v, attention, merge, o, gate/up, down */
             unsigned long long *r = ci->trace_d + (size_t)6 * l * CU_TRACE_ROW;
             qkv.trace = r, aa.trace = r + CU_TRACE_ROW, aa.trace_merge = r + 2 * CU_TRACE_ROW;
@@ -1047,16 +1019,10 @@ static int cu_run(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *
     const char *gq = getenv("TL_CUDA_GU_PAIR"), *qr = getenv("TL_CUDA_QKV_ROOM");
     ci->qkv_room = !(qr && !strcmp(qr, "0"));
     ci->gu_pair = !(gq && !strcmp(gq, "0"));
-    const char *lp = getenv("TL_CUDA_L2PF"), *lo = getenv("TL_CUDA_L2PF_O"), *la = getenv("TL_CUDA_L2PF_AT");
-    ci->l2pf_mb = lp ? atoi(lp) : 0;
-    ci->l2pf_o = lo && !strcmp(lo, "1");
-    ci->l2pf_pre = la && !strcmp(la, "pre");
     const char *ds = getenv("TL_CUDA_DBG_SKIP"), *gp = getenv("TL_CUDA_GEMV_PROBE");
     ci->dbg_skip = ds ? atoi(ds) : 0;
     const char *gd = getenv("TL_CUDA_GEMV_DBG"), *tr = getenv("TL_CUDA_TRACE");
     ci->gemv_dbg = gd ? atoi(gd) : 0;
-    const char *xf = getenv("TL_CUDA_XF");
-    for (int k = 0; k < 4; k++) ci->xf[k] = xf && strlen(xf) == 4 && xf[k] >= '0' && xf[k] <= '7' ? xf[k] - '0' : 0;
     ci->trace = tr && !strcmp(tr, "1") && T == 1 && ci->n_sm <= CU_TRACE_ROW / 4 && c->n_head <= CU_TRACE_ROW / 4 &&
                 ci->max_split * c->n_head_kv <= CU_TRACE_ROW / 4; /* every grid's blocks fit a row */
     if (ci->trace && !ci->trace_d) {
@@ -1091,8 +1057,7 @@ static int cu_run(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *
         intptr_t key[CU_GKEY] = {T, b->n_logits, tl_cu_attention_splits(&probe), (intptr_t)kv->k, (intptr_t)kv->dtype,
                                  kv->n_blocks, ci->gemv_old, ci->no_fuse, ci->no_pdl, ci->merge_last, ci->attn_dec,
                                  ci->ring, ci->dbg_skip, ci->probe, ci->att_fuse, ci->fuse_on, ci->gu_pair,
-                                 ci->qkv_room, ci->gemv_dbg, ci->trace, ci->l2pf_mb, ci->l2pf_o, ci->l2pf_pre,
-                                 ci->xf[0] | ci->xf[1] << 4 | ci->xf[2] << 8 | ci->xf[3] << 12};
+                                 ci->qkv_room, ci->gemv_dbg, ci->trace};
         if (!ci->gexec || memcmp(key, ci->gkey, sizeof key)) {
             graph_drop(ci);
             cudaGraph_t g;

@@ -86,15 +86,8 @@ typedef struct tl_cu_gemv_args {
               * to 20480 columns, as before 72B's 29568 were covered (the same results), 128 at one token v4
               * instead of v5 (the same results), bits 12-14 (x first, q4_gemv.cu gs_xfirst) 7 the old
               * order (every ring stage issued before x), n < 7 n - 1 stages before x (the same results), 1024 every tile
-              * reads tile (its index % 64)'s weights (L2-resident after their first use: the consumers' speed), 2048 at one
-              * token v5's loop before the full / ragged stage split (the same results) */
+              * reads tile (its index % 64)'s weights (L2-resident after their first use: the consumers' speed) */
     unsigned long long *trace; /* measurement: the launch's trace row (tl_cu_mark), or NULL */
-    /* L2 prefetch (forward_decode's TL_CUDA_L2PF): byte ranges (16-byte aligned) the launch asks the L2 to load
-     * (cp.async.bulk.prefetch.L2, no destination), each block its share, issued by the producer once its stages
-     * are (l2pf_end 0) or by the reducer after the block's last tile (1); NULL / 0: none */
-    const void *l2pf[6];
-    size_t l2pf_bytes[6];
-    int l2pf_end;
 } tl_cu_gemv_args;
 enum { TL_CU_GEMV_V3 = 5, TL_CU_GEMV_RING = 6, TL_CU_GEMV_MATH = 7 };
 int tl_cu_q4g_fits(int64_t cols, int n_tok);

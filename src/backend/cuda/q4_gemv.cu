@@ -29,9 +29,6 @@ struct q4g_params {
                       * (per 2: gate tile u, then up tile u + nunits) */
     int dbg; /* tl_cu_gemv_args.dbg: benchmark probes (wrong results); bit 8 also: the loop prologues at n_tok 1 */
     unsigned long long *trace; /* tl_cu_gemv_args.trace (measurement) */
-    const unsigned char *pf[6]; /* tl_cu_gemv_args.l2pf */
-    unsigned long long pf_n[6];
-    int pf_end;
 };
 
 template <bool BF16> static __device__ __forceinline__ float2 gv_sb(uint32_t v) {
@@ -71,7 +68,9 @@ static __device__ __forceinline__ void gv_mma(float c[4], uint32_t a0, uint32_t 
  * a stage (32-bit shared addresses advanced per stage, each lane releasing the stage itself, full stages without
  * range tests) and only the token's mma columns folded: 7B decode 2.03-2.06 against 2.08-2.13 ms/token on an H100
  * (same runs; Nsight Compute had counted ~60 instructions a stage outside the mma work, 2 blocks a warp). 4 blocks
- * a warp a stage measured no faster (2.06-2.16: gate/up's x waits behind twice the bytes a stage).
+ * a warp a stage measured no faster (2.06-2.16: gate/up's x waits behind twice the bytes a stage). Its full stages
+ * run without tests or zeroing (the ragged last stage apart): with every weight L2-resident (dbg 1024) 1.78-1.80
+ * against 1.84 ms/token, the real decode unchanged (2.03-2.07 both: gate/up and down stream at DRAM speed).
  * MODE 1 (v3, the default for 2..16 tokens): no guards in the hot loop (token rows clamped, gs_compute_lean), A fragments by
  * one LOP3 each, stage addresses and barrier addresses computed once: 7B decode 2.45 ms/token against v2w16a's
  * 2.80 for the previous form of this kernel (v2w16a: x loads guarded by t < n_tok next to each mma, two LOP3s
@@ -134,19 +133,6 @@ static __device__ __forceinline__ int gs_xfirst(int dbg) {
 /* A relaxed arrival: it does not wait for this thread's loads in flight (x first: the loads are issued, not done) */
 static __device__ __forceinline__ void gs_bar_arrive_relaxed(uint32_t b) {
     asm volatile("mbarrier.arrive.relaxed.cta.shared::cta.b64 _, [%0];" ::"r"(b) : "memory");
-}
-/* Asks the L2 to fetch bytes at src (16-byte aligned, a multiple of 16): no destination, no completion. */
-static __device__ __forceinline__ void gs_l2_prefetch(const void *src, unsigned bytes) {
-    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(src), "r"(bytes) : "memory");
-}
-/* This block's share of the L2 prefetch ranges (p.pf), in pieces of at most 64 KB */
-static __device__ void gs_prefetch_share(const q4g_params &p) {
-    for (int r = 0; r < 6; r++) {
-        const unsigned long long n16 = p.pf_n[r] / 16, b = blockIdx.x, g = gridDim.x;
-        const unsigned long long end = n16 * (b + 1) / g * 16;
-        for (unsigned long long a = n16 * b / g * 16; a < end; a += 65536)
-            gs_l2_prefetch(p.pf[r] + a, (unsigned)min(65536ull, end - a));
-    }
 }
 static __device__ __forceinline__ void gs_bulk(void *dst, const void *src, unsigned bytes, uint64_t *b) {
     asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
@@ -326,7 +312,6 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
                     if (++s == ns) s = 0, ph ^= 1u;
                 }
             if (!synced) gs_bar_wait(&xready, 0u);
-            if (!p.pf_end) gs_prefetch_share(p);
         }
         return;
     }
@@ -382,7 +367,6 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
             rb ^= 1;
         }
         if (lane == 0) tl_cu_mark(p.trace, 3);
-        if (lane == 0 && p.pf_end) gs_prefetch_share(p);
         return;
     }
 
@@ -548,50 +532,6 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
         const int nfull = nkb / SK, rag = nkb - nfull * SK - l0;
         const uint32_t ring_sa = gs_sa(ring), q_sa = ring_sa + l0 * 512 + lane * 16,
                        s_sa = ring_sa + SK * 512 + l0 * SBKB + 4 * g;
-        if (p.dbg & 2048) {
-        const int nu_last = max(0, min(KW, rag)); /* measurement: the loop before (session 7's v5) */
-        uint32_t so = 0, fa = full_sa, ea = empty_sa;
-        for (int it = 0; it < nmine; it++) {
-            float acc[NTILE][4];
-            gs_zero(acc);
-            for (int st = 0; st < nst; st++) {
-                const int nu = st < nfull ? KW : nu_last;
-                gs_bar_wait_sa(fa, ph);
-                uint4 qw[KW];
-                uint32_t sw[KW][NGK][2];
-#pragma unroll
-                for (int u = 0; u < KW; u++) {
-                    if (u < nu) {
-                        const uint32_t qa = q_sa + so + u * 512;
-                        asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];"
-                                     : "=r"(qw[u].x), "=r"(qw[u].y), "=r"(qw[u].z), "=r"(qw[u].w)
-                                     : "r"(qa));
-                        const uint32_t sa = s_sa + so + u * SBKB - (G > 64 ? (u & 1) * SBKB : 0);
-#pragma unroll
-                        for (int h = 0; h < NGK; h++)
-                            asm volatile("ld.shared.u32 %0, [%2];\n\tld.shared.u32 %1, [%2 + 32];"
-                                         : "=r"(sw[u][h][0]), "=r"(sw[u][h][1])
-                                         : "r"(sa + h * 64));
-                    } else {
-                        qw[u] = make_uint4(0u, 0u, 0u, 0u);
-#pragma unroll
-                        for (int h = 0; h < NGK; h++) sw[u][h][0] = sw[u][h][1] = 0u;
-                    }
-                }
-                gs_bar_arrive_sa(ea); /* every lane: its words are in registers */
-                if (++s == ns) s = 0, ph ^= 1u, so = 0, fa = full_sa, ea = empty_sa;
-                else so += SB, fa += 8, ea += 8;
-                gs_compute_nu<NTILE, BF16, G, KW, true>(nu, qw, sw, acc, st * SK + l0, xb, g0, g1);
-            }
-            gs_bar_wait(&rempty[rb], ((eph >> rb) & 1u) ^ 1u);
-#pragma unroll
-            for (int n = 0; n < NTILE; n++) red[rb][warp][n][0][lane] = acc[n][0], red[rb][warp][n][2][lane] = acc[n][2];
-            __syncwarp();
-            if (lane == 0) gs_bar_arrive_sa(gs_sa(&rfull[rb]));
-            eph ^= 1u << rb;
-            rb ^= 1;
-        }
-        } else {
         /* stage s's words at q_sa / s_sa + s * SB, its barriers at full_sa / empty_sa + 8 s (no wrap branches:
          * a wrap that reset three addresses made ptxas rebuild them from SR_CgaCtaId in the loop) */
         auto load = [&](int nu, uint4(&qw)[KW], uint32_t(&sw)[KW][NGK][2]) {
@@ -651,7 +591,6 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
             if (lane == 0) gs_bar_arrive_sa(gs_sa(&rfull[rb]));
             eph ^= 1u << rb;
             rb ^= 1;
-        }
         }
     } else {
     for (int it = 0; it < nmine; it++) { /* this block's tiles, in the producer's order (only their count matters here) */
@@ -773,12 +712,6 @@ extern "C" int tl_cu_q4g_gemv(const tl_cu_gemv_args *a, cudaStream_t st, tl_erro
     p.norm_w = a->norm_w, p.eps = a->eps, p.bias = a->bias, p.resid = a->resid, p.y = a->y;
     p.rows = (int)w->rows, p.cols = (int)w->cols, p.n_tok = a->n_tok, p.ntiles = (int)((w->rows + 15) / 16);
     p.per = a->y_silu16 ? 2 : 1, p.nunits = p.ntiles / p.per, p.dbg = a->dbg, p.trace = a->trace;
-    for (int r = 0; r < 6; r++) {
-        if (a->l2pf_bytes[r] && ((uintptr_t)a->l2pf[r] % 16 || !a->l2pf[r]))
-            return tl_errf(e, "cuda int4 gemv: L2 prefetch range %d not 16-byte aligned", r);
-        p.pf[r] = (const unsigned char *)a->l2pf[r], p.pf_n[r] = a->l2pf_bytes[r] & ~(size_t)15;
-    }
-    p.pf_end = a->l2pf_end;
     const size_t smem = q4g_smem(w->cols, a->n_tok, w->group);
     cudaError_t err;
     if (a->impl == TL_CU_GEMV_RING || a->impl == TL_CU_GEMV_MATH) { /* benchmark probes: 1 n-tile, group 64, fp16 */
