@@ -69,7 +69,7 @@ static __device__ __forceinline__ void gv_mma(float c[4], uint32_t a0, uint32_t 
  * range tests) and only the token's mma columns folded: 7B decode 2.03-2.06 against 2.08-2.13 ms/token on an H100
  * (same runs; Nsight Compute had counted ~60 instructions a stage outside the mma work, 2 blocks a warp). 4 blocks
  * a warp a stage measured no faster (2.06-2.16: gate/up's x waits behind twice the bytes a stage). Its full stages
- * run without tests or zeroing (the ragged last stage apart): with every weight L2-resident (dbg 1024) 1.78-1.80
+ * run without tests or zeroing (the ragged last stage apart): with every weight L2-resident (dbg 1024) 1.77-1.80
  * against 1.84 ms/token, the real decode unchanged (2.03-2.07 both: gate/up and down stream at DRAM speed).
  * MODE 1 (v3, the default for 2..16 tokens): no guards in the hot loop (token rows clamped, gs_compute_lean), A fragments by
  * one LOP3 each, stage addresses and barrier addresses computed once: 7B decode 2.45 ms/token against v2w16a's
