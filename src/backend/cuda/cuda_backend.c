@@ -1199,6 +1199,24 @@ long tl_cuda_trace_read(tl_backend *be, unsigned long long *out, long n) {
     return n;
 }
 
+/* Measurement: the last captured decode step's graph replayed n times back to back on the stream (the same
+ * metadata: every replay recomputes that step and rewrites its KV slot; no sampling, nothing copied back), so
+ * the GPU never waits for the host between steps. Returns ms a replay, -1 without a graph or on an error. */
+double tl_cuda_graph_replay_ms(tl_backend *be, int n) {
+    cu_impl *ci = be->impl;
+    cudaEvent_t e0, e1;
+    if (!ci->gexec || n < 1 || cudaEventCreate(&e0) != cudaSuccess) return -1;
+    if (cudaEventCreate(&e1) != cudaSuccess) return cudaEventDestroy(e0), -1;
+    float ms = -1.f;
+    int ok = cudaGraphLaunch(ci->gexec, ci->st) == cudaSuccess && cudaStreamSynchronize(ci->st) == cudaSuccess &&
+             cudaEventRecord(e0, ci->st) == cudaSuccess; /* (one replay first: warm) */
+    for (int i = 0; i < n && ok; i++) ok = cudaGraphLaunch(ci->gexec, ci->st) == cudaSuccess;
+    ok = ok && cudaEventRecord(e1, ci->st) == cudaSuccess && cudaEventSynchronize(e1) == cudaSuccess &&
+         cudaEventElapsedTime(&ms, e0, e1) == cudaSuccess;
+    cudaEventDestroy(e0), cudaEventDestroy(e1);
+    return ok ? ms / n : -1;
+}
+
 tl_backend *tl_backend_cuda_new(float gpu_mem_util, tl_error *e) {
     int n = 0;
     cudaError_t err = cudaGetDeviceCount(&n);

@@ -95,6 +95,8 @@ int tl_cu_q4g_gemv(const tl_cu_gemv_args *a, cudaStream_t st, tl_error *e);
 /* measurement (cuda_backend.c): the trace of the last traced decode step, see TL_CUDA_TRACE there */
 struct tl_backend;
 long tl_cuda_trace_read(struct tl_backend *be, unsigned long long *out, long n);
+/* measurement (cuda_backend.c): the last captured decode graph replayed n times back to back, ms a replay */
+double tl_cuda_graph_replay_ms(struct tl_backend *be, int n);
 
 /* INT4 GEMM on tensor cores on the tiled layout (q4_gemm.cu), for 17..512 token rows (batched decode, mixed
  * batches; any n >= 1 works): y[n, rows] = x[n, cols] @ W^T (+ bias). x is rounded to fp16 into xh, weights are
