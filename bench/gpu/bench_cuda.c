@@ -709,7 +709,8 @@ static void decode_variants(const char *spec, double copy) {
         printf("RESULT decode_b1_v%d_ms %.4f\n", vi, tm * 1e3);
         if (!prof && !vars[vi][1][0]) { /* the default: its graph replayed back to back (no host between steps) */
             const double rm = tl_cuda_graph_replay_ms(bc->be, 64), rbw = (wbytes + kvb) / (rm * 1e-3) / 1e12;
-            printf("decode batch 1 (%s, ctx %d) %-42s: %.3f ms/token, %.2f TB/s = %.1f%% of copy (the step's GPU time)\n",
+            if (rm <= 0) printf("decode batch 1: no captured graph to replay (TL_CUDA_GRAPH=0?)\n");
+            else printf("decode batch 1 (%s, ctx %d) %-42s: %.3f ms/token, %.2f TB/s = %.1f%% of copy (the step's GPU time)\n",
                    spec, ctx_dec, "  its graph replayed back to back", rm, rbw, 100 * rbw / copy);
         }
         if (!prof && (vi == 0 || vi == 2))
