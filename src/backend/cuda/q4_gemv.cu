@@ -212,16 +212,18 @@ static __device__ __forceinline__ void gs_compute_lean(const uint4 (&qw)[KW], co
     }
 }
 
-/* A stage's mma work for a warp holding nu of its KW blocks (a ragged last stage: nu < KW; even for group 128:
- * nkb and SK are even) */
+/* A stage's mma work for a warp holding nu of its KW blocks: nu >= KW all of them, <= 0 none (a ragged last stage:
+ * 0 < nu < KW; even for group 128: nkb and SK are even). Callers may pass the count unclamped: with a clamped one
+ * (max(0, min(KW, r))), ptxas 13.0 turned `nu == KW` into the predicate output of its min/max instruction, true for
+ * r <= 0 too, and warps without blocks read x past its end (compute-sanitizer, H100). */
 template <int NTILE, bool BF16, int G, int KW, bool ONE>
 static __device__ __forceinline__ void gs_compute_nu(int nu, const uint4 (&qw)[KW], const uint32_t (&sw)[KW][G < 64 ? 64 / G : 1][2],
                                                      float (&acc)[NTILE][4], int kbg, const __half *const (&xb)[NTILE],
                                                      const float *const (&g0)[NTILE], const float *const (&g1)[NTILE]) {
-    if (nu == KW) gs_compute_lean<NTILE, BF16, G, KW, KW, 0, ONE>(qw, sw, acc, kbg, xb, g0, g1);
+    if (nu >= KW) gs_compute_lean<NTILE, BF16, G, KW, KW, 0, ONE>(qw, sw, acc, kbg, xb, g0, g1);
     else if (nu == 1) gs_compute_lean<NTILE, BF16, G, KW, 1, 0, ONE>(qw, sw, acc, kbg, xb, g0, g1);
-    else if (nu == 2) gs_compute_lean<NTILE, BF16, G, KW, KW >= 2 ? 2 : 1, 0, ONE>(qw, sw, acc, kbg, xb, g0, g1);
-    else if (nu == 3) gs_compute_lean<NTILE, BF16, G, KW, KW >= 3 ? 3 : 1, 0, ONE>(qw, sw, acc, kbg, xb, g0, g1);
+    else if (KW > 2 && nu == 2) gs_compute_lean<NTILE, BF16, G, KW, KW >= 2 ? 2 : 1, 0, ONE>(qw, sw, acc, kbg, xb, g0, g1);
+    else if (KW > 3 && nu == 3) gs_compute_lean<NTILE, BF16, G, KW, KW >= 3 ? 3 : 1, 0, ONE>(qw, sw, acc, kbg, xb, g0, g1);
 }
 template <int NTILE> static __device__ __forceinline__ void gs_zero(float (&acc)[NTILE][4]) {
 #pragma unroll
@@ -537,23 +539,18 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
         auto load = [&](int nu, uint4(&qw)[KW], uint32_t(&sw)[KW][NGK][2]) {
             const uint32_t so = (uint32_t)s * SB;
 #pragma unroll
-            for (int u = 0; u < KW; u++) {
-                if (u < nu) {
-                    const uint32_t qa = q_sa + so + u * 512;
-                    asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];"
-                                 : "=r"(qw[u].x), "=r"(qw[u].y), "=r"(qw[u].z), "=r"(qw[u].w)
-                                 : "r"(qa));
-                    const uint32_t sa = s_sa + so + u * SBKB - (G > 64 ? (u & 1) * SBKB : 0);
+            for (int u = 0; u < KW; u++) { /* (blocks u >= nu: not loaded, never read by gs_compute_nu) */
+                if (u >= nu) continue;
+                const uint32_t qa = q_sa + so + u * 512;
+                asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];"
+                             : "=r"(qw[u].x), "=r"(qw[u].y), "=r"(qw[u].z), "=r"(qw[u].w)
+                             : "r"(qa));
+                const uint32_t sa = s_sa + so + u * SBKB - (G > 64 ? (u & 1) * SBKB : 0);
 #pragma unroll
-                    for (int h = 0; h < NGK; h++)
-                        asm volatile("ld.shared.u32 %0, [%2];\n\tld.shared.u32 %1, [%2 + 32];"
-                                     : "=r"(sw[u][h][0]), "=r"(sw[u][h][1])
-                                     : "r"(sa + h * 64));
-                } else {
-                    qw[u] = make_uint4(0u, 0u, 0u, 0u);
-#pragma unroll
-                    for (int h = 0; h < NGK; h++) sw[u][h][0] = sw[u][h][1] = 0u;
-                }
+                for (int h = 0; h < NGK; h++)
+                    asm volatile("ld.shared.u32 %0, [%2];\n\tld.shared.u32 %1, [%2 + 32];"
+                                 : "=r"(sw[u][h][0]), "=r"(sw[u][h][1])
+                                 : "r"(sa + h * 64));
             }
             gs_bar_arrive_sa(empty_sa + 8 * s); /* every lane: its words are in registers */
             const bool wrap = ++s == ns;
@@ -571,18 +568,12 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
                 load(KW, qw, sw);
                 gs_compute_lean<NTILE, BF16, G, KW, KW, 0, true>(qw, sw, acc, kbg, xb, g0, g1);
             }
-            if (nfull < nst) { /* the ragged last stage: rag blocks (<= 0: none, >= KW: KW). Tested unclamped:
-                                * with nu_last (max(0, min(KW, rag))) ptxas 13.0 turned `nu_last == KW` into the
-                                * predicate output of its min/max instruction, true for rag <= 0 too, and warps
-                                * without blocks read x past its end (compute-sanitizer, H100) */
+            if (nfull < nst) { /* the ragged last stage: rag blocks, unclamped (see gs_compute_nu) */
                 gs_bar_wait_sa(full_sa + 8 * s, ph);
                 uint4 qw[KW];
                 uint32_t sw[KW][NGK][2];
                 load(rag, qw, sw);
-                if (rag >= KW) gs_compute_lean<NTILE, BF16, G, KW, KW, 0, true>(qw, sw, acc, kbg, xb, g0, g1);
-                else if (rag == 1) gs_compute_lean<NTILE, BF16, G, KW, 1, 0, true>(qw, sw, acc, kbg, xb, g0, g1);
-                else if (KW > 2 && rag == 2) gs_compute_lean<NTILE, BF16, G, KW, KW >= 2 ? 2 : 1, 0, true>(qw, sw, acc, kbg, xb, g0, g1);
-                else if (KW > 3 && rag == 3) gs_compute_lean<NTILE, BF16, G, KW, KW >= 3 ? 3 : 1, 0, true>(qw, sw, acc, kbg, xb, g0, g1);
+                gs_compute_nu<NTILE, BF16, G, KW, true>(rag, qw, sw, acc, kbg, xb, g0, g1);
             }
             gs_bar_wait(&rempty[rb], ((eph >> rb) & 1u) ^ 1u);
 #pragma unroll
@@ -597,7 +588,7 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
         float acc[NTILE][4];
         gs_zero(acc);
         for (int st = 0; st < nst; st++) {
-            const int kb0 = st * SK, nu = min(KW, min(SK, nkb - kb0) - l0); /* this warp's blocks in the stage */
+            const int kb0 = st * SK, nu = min(SK, nkb - kb0) - l0; /* this warp's blocks in the stage, unclamped */
             if (MODE != 3) gs_bar_wait_sa(full_sa + 8 * s, ph);
             uint4 qw[KW];
             uint32_t sw[KW][NGK][2];
