@@ -512,10 +512,6 @@ static void gemm_decode(const char *spec, int max_batch, int passes) {
     tl_model_free(m);
 }
 
-/* Decode of one model through the backend's forward, variant by variant in one process (the switches are
- * read at every forward): old = q4_mma.cu GEMV + unfused sequence; then the new GEMV unfused, fused
- * without PDL, fused with PDL (the default). Batch 1 at ctx 512 (64 steps, median), and batch 4 / 16. */
-
 /* One decode step traced (TL_CUDA_TRACE=1: every kernel of a layer stamps %globaltimer per block at its start,
  * when its PDL wait returned, when its inputs were in, at its end; cuda_backend.c): per kernel, averaged over
  * layers 1.., in us: wake = its first wait returning after the previous kernel's last block ended; inputs = from
@@ -530,7 +526,7 @@ static void trace_report(const char *spec, bctx *bc, int ctx_dec, int per) {
     setenv("TL_CUDA_TRACE", "1", 1);
     double acc[6][5] = {{0}};
     int cnt[6] = {0};
-    const long n = 6L * 128 * 1024;
+    const long n = (long)TL_CU_TRACE_ROWS * TL_CU_TRACE_ROW;
     unsigned long long *tr = tl_malloc((size_t)n * 8), tick = ~0ull;
     const int L = bc->m->cfg.n_layer;
     for (int rep = 0; rep < 8; rep++) {
@@ -541,12 +537,12 @@ static void trace_report(const char *spec, bctx *bc, int ctx_dec, int per) {
             break;
         }
         unsigned long long prev_end = 0;
-        for (int l = 0; l < L && l < 128; l++)
+        for (int l = 0; l < L && 6 * l + 6 <= TL_CU_TRACE_ROWS; l++)
             for (int k = 0; k < 6; k++) {
-                const unsigned long long *r = tr + (size_t)(6 * l + k) * 1024;
+                const unsigned long long *r = tr + (size_t)(6 * l + k) * TL_CU_TRACE_ROW;
                 unsigned long long S = ~0ull, W = ~0ull, P = 0, E = 0;
                 int nb = 0;
-                for (int b = 0; b < 256; b++) {
+                for (int b = 0; b < TL_CU_TRACE_ROW / 4; b++) {
                     if (!r[4 * b]) continue;
                     nb++;
                     if (r[4 * b] < S) S = r[4 * b];
@@ -559,9 +555,9 @@ static void trace_report(const char *spec, bctx *bc, int ctx_dec, int per) {
                     continue;
                 }
                 if (l == 5 && rep == 3) { /* the timer's tick: the smallest step between this launch's stamps */
-                    unsigned long long v[1024];
+                    unsigned long long v[TL_CU_TRACE_ROW];
                     int m = 0;
-                    for (int i = 0; i < 1024; i++)
+                    for (int i = 0; i < TL_CU_TRACE_ROW; i++)
                         if (r[i]) v[m++] = r[i];
                     qsort(v, (size_t)m, 8, cmp_u64);
                     for (int i = 1; i < m; i++)
@@ -603,6 +599,9 @@ static void set_switches(const char *list) {
     }
 }
 
+/* Decode of one model through the backend's forward, variant by variant in one process (the switches are
+ * read at every forward): old = q4_mma.cu GEMV + unfused sequence; then the new GEMV unfused, fused
+ * without PDL, fused with PDL (the default). Batch 1 at ctx 512 (64 steps, median), and batch 4 / 16. */
 static void decode_variants(const char *spec, double copy) {
     tl_error e = {{0}};
     tl_model *m = bench_model(spec);

@@ -47,8 +47,6 @@ static const char *const p_name[P_N] = {"other", "matmul", "attention", "lm_head
                                    * PDL wait) measured 2.046-2.061 ms/token against 2.112-2.126 with 64 (32 blocks,
                                    * q/k/v on 100) and 2.126-2.144 with 256, H100, one run (TL_CUDA_SPLIT_KEYS); without
                                    * the room 64 was as fast as 128 (3765dec, 17d9798) and 128 is now 2.170-2.174 */
-#define CU_TRACE_ROW 1024         /* u64 a launch in the trace buffer (256 blocks x 4 stamps) */
-#define CU_TRACE_ROWS (6 * 128)  /* launches traced at most (6 a layer) */
 #define CU_GKEY 20                /* graph key: the shape and switches a captured decode step depends on */
 #define CU_BIG_T 512              /* forwards of more tokens: bf16 activations into cuBLAS (layer_big) */
 #define CU_Q4GEMM_COPY_MAX 48     /* INT4 products of 17..CU_BIG_T rows take q4_gemm.cu's kernel up to this many rows */
@@ -108,7 +106,7 @@ typedef struct cu_impl {
      * GEMV of the layers) */
     int ring, dbg_skip, probe, gemv_dbg;
     /* TL_CUDA_TRACE=1 (measurement): forward_decode hands each kernel of a 1-token step a row of trace_d
-     * (CU_TRACE_ROW u64: tl_cu_mark's 4 stamps of up to CU_TRACE_ROW / 4 blocks), zeroed before each step;
+     * (TL_CU_TRACE_ROW u64: tl_cu_mark's 4 stamps of up to TL_CU_TRACE_ROW / 4 blocks), zeroed before each step;
      * tl_cuda_trace_read copies them out */
     unsigned long long *trace_d;
     int trace;
@@ -901,10 +899,10 @@ static int forward_decode(cu_impl *ci, const tl_model *m, tl_kv *kv, int T, int 
         }
         tl_cu_gemv_args *g4[4] = {&qkv, &o, &gu, &down};
         for (int k = 0; k < 4; k++) g4[k]->impl = ci->probe, g4[k]->ring = ci->ring, g4[k]->dbg = ci->gemv_dbg;
-        if (ci->trace && 6 * l + 6 <= CU_TRACE_ROWS) { /* rows: q/k/v, attention, merge, o, gate/up, down */
-            unsigned long long *r = ci->trace_d + (size_t)6 * l * CU_TRACE_ROW;
-            qkv.trace = r, aa.trace = r + CU_TRACE_ROW, aa.trace_merge = r + 2 * CU_TRACE_ROW;
-            o.trace = r + 3 * CU_TRACE_ROW, gu.trace = r + 4 * CU_TRACE_ROW, down.trace = r + 5 * CU_TRACE_ROW;
+        if (ci->trace && 6 * l + 6 <= TL_CU_TRACE_ROWS) { /* rows: q/k/v, attention, merge, o, gate/up, down */
+            unsigned long long *r = ci->trace_d + (size_t)6 * l * TL_CU_TRACE_ROW;
+            qkv.trace = r, aa.trace = r + TL_CU_TRACE_ROW, aa.trace_merge = r + 2 * TL_CU_TRACE_ROW;
+            o.trace = r + 3 * TL_CU_TRACE_ROW, gu.trace = r + 4 * TL_CU_TRACE_ROW, down.trace = r + 5 * TL_CU_TRACE_ROW;
         }
         const int sk = ci->dbg_skip;
         if ((!(sk & 1) && gemv(ci, &qkv, e)) ||
@@ -1023,13 +1021,13 @@ static int cu_run(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *
     ci->dbg_skip = ds ? atoi(ds) : 0;
     const char *gd = getenv("TL_CUDA_GEMV_DBG"), *tr = getenv("TL_CUDA_TRACE");
     ci->gemv_dbg = gd ? atoi(gd) : 0;
-    ci->trace = tr && !strcmp(tr, "1") && T == 1 && ci->n_sm <= CU_TRACE_ROW / 4 && c->n_head <= CU_TRACE_ROW / 4 &&
-                ci->max_split * c->n_head_kv <= CU_TRACE_ROW / 4; /* every grid's blocks fit a row */
+    ci->trace = tr && !strcmp(tr, "1") && T == 1 && ci->n_sm <= TL_CU_TRACE_ROW / 4 && c->n_head <= TL_CU_TRACE_ROW / 4 &&
+                ci->max_split * c->n_head_kv <= TL_CU_TRACE_ROW / 4; /* every grid's blocks fit a row */
     if (ci->trace && !ci->trace_d) {
-        if (cudaMalloc((void **)&ci->trace_d, (size_t)CU_TRACE_ROWS * CU_TRACE_ROW * 8) != cudaSuccess)
+        if (cudaMalloc((void **)&ci->trace_d, (size_t)TL_CU_TRACE_ROWS * TL_CU_TRACE_ROW * 8) != cudaSuccess)
             return tl_errf(e, "cuda: trace buffer: out of memory");
     }
-    if (ci->trace) CUCHK(e, cudaMemsetAsync(ci->trace_d, 0, (size_t)CU_TRACE_ROWS * CU_TRACE_ROW * 8, ci->st));
+    if (ci->trace) CUCHK(e, cudaMemsetAsync(ci->trace_d, 0, (size_t)TL_CU_TRACE_ROWS * TL_CU_TRACE_ROW * 8, ci->st));
     ci->probe = gp && !strcmp(gp, "ring") ? TL_CU_GEMV_RING : gp && !strcmp(gp, "math") ? TL_CU_GEMV_MATH : 0;
     const char *qg = getenv("TL_CUDA_Q4GEMM");
     ci->q4gemm = qg ? atoi(qg) != 0 : -1;
@@ -1187,10 +1185,10 @@ static void cu_free(tl_backend *be) {
 }
 
 /* The trace of the last 1-token forward_decode step run with TL_CUDA_TRACE=1 (see cu_impl.trace_d): rows of
- * CU_TRACE_ROW u64, 6 a layer; 0 where nothing was stamped. Returns the u64 copied, -1 without a trace. */
+ * TL_CU_TRACE_ROW u64, 6 a layer; 0 where nothing was stamped. Returns the u64 copied, -1 without a trace. */
 long tl_cuda_trace_read(tl_backend *be, unsigned long long *out, long n) {
     cu_impl *ci = be->impl;
-    const long have = (long)CU_TRACE_ROWS * CU_TRACE_ROW;
+    const long have = (long)TL_CU_TRACE_ROWS * TL_CU_TRACE_ROW;
     if (!ci->trace_d) return -1;
     if (n > have) n = have;
     if (cudaStreamSynchronize(ci->st) != cudaSuccess ||

@@ -92,7 +92,10 @@ typedef struct tl_cu_gemv_args {
 enum { TL_CU_GEMV_V3 = 5, TL_CU_GEMV_RING = 6, TL_CU_GEMV_MATH = 7 };
 int tl_cu_q4g_fits(int64_t cols, int n_tok);
 int tl_cu_q4g_gemv(const tl_cu_gemv_args *a, cudaStream_t st, tl_error *e);
-/* measurement (cuda_backend.c): the trace of the last traced decode step, see TL_CUDA_TRACE there */
+/* measurement (cuda_backend.c): the trace of the last traced decode step, see TL_CUDA_TRACE there: rows of
+ * TL_CU_TRACE_ROW u64 (tl_cu_mark's 4 stamps of up to TL_CU_TRACE_ROW / 4 blocks), 6 a layer, at most
+ * TL_CU_TRACE_ROWS */
+enum { TL_CU_TRACE_ROW = 1024, TL_CU_TRACE_ROWS = 6 * 128 };
 struct tl_backend;
 long tl_cuda_trace_read(struct tl_backend *be, unsigned long long *out, long n);
 /* measurement (cuda_backend.c): the last captured decode graph replayed n times back to back, ms a replay */
