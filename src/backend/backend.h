@@ -42,7 +42,27 @@ struct tl_backend {
      * their logits copied to logits + i * n_vocab (host); only those rows. */
     int (*forward_sample)(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *b, const tl_row_sampling *rs,
                           int32_t *tok, float *logprob, float *logits, tl_error *e);
+    /* Optional, all three or none (NULL): forward_sample in two halves, so that the caller schedules and launches
+     * step t + 1 while step t runs and the device never waits for the host between steps.
+     * launch: enqueues the step (forward, then sampling as forward_sample) and returns; it copies what it needs
+     *   of b and rs, which the caller may reuse at once. b->tokens may hold TL_TOKEN_PREV(r): the token that the
+     *   previous launched step sampled for its logit row r, resolved on the device (that row must satisfy
+     *   row_on_device and not be rs.host). Rows with rs.host, and rows the device could not sample (tok -1),
+     *   get their logits copied to logits + i * n_vocab, valid once the step is collected. Returns -1 on an
+     *   error; then the step was not launched and is not collected.
+     * collect: waits for the oldest launched step not yet collected and writes its tok[i], logprob[i] as
+     *   forward_sample does. At most two steps are launched and not collected at any time; a collect that
+     *   fails leaves the steps launched after it with undefined tokens (collect them, drop their results).
+     * row_on_device: 1 when a row with these parameters is always sampled on the device (never tok -1). */
+    int (*launch)(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *b, const tl_row_sampling *rs,
+                  float *logits, tl_error *e);
+    int (*collect)(tl_backend *be, int32_t *tok, float *logprob, tl_error *e);
+    int (*row_on_device)(const tl_backend *be, const tl_row_sampling *rs, int n_vocab);
 };
+
+/* A batch token for launch: the token the previous launched step sampled for its logit row r (r >= 0). */
+#define TL_TOKEN_PREV(r) (-2 - (r))
+#define TL_TOKEN_PREV_ROW(tok) (-2 - (tok)) /* r of a token < -1 */
 
 typedef enum { TL_ATTN_FLASH = 0, TL_ATTN_NAIVE = 1 } tl_attn_impl;
 
