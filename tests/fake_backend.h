@@ -7,11 +7,26 @@
 #ifndef TL_FAKE_BACKEND_H
 #define TL_FAKE_BACKEND_H
 
+#include <math.h>
+
 #include "backend/backend.h"
+
+#define FAKE_MAXROWS 128
 
 typedef struct fake_stats {
     int64_t forwards, tokens, logit_rows;
     int max_n_seq, max_n_tok;
+    /* device sampling and launch / collect (fake_backend_async) */
+    int64_t launches, prev_tokens, device_rows;
+    int max_in_flight;
+    int prev_n;                        /* rows of the last launched step (-1: none) */
+    int32_t prev_tok[FAKE_MAXROWS];    /* its sampled tokens (-1: not sampled here) */
+    int q_head, q_n;                   /* launched, not collected: results in launch order */
+    struct {
+        int n;
+        int32_t tok[FAKE_MAXROWS];
+        float lp[FAKE_MAXROWS];
+    } q[2];
 } fake_stats;
 
 static uint64_t fake_mix(uint64_t z) {
@@ -89,6 +104,98 @@ static int fake_forward(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_b
     return 0;
 }
 
+/* ---- the fake's "device" sampler: greedy, or with temperature alone (no top-k / top-p / min-p) one draw with
+ * the row's u by the inverse CDF of softmax(l / T); other rows it leaves to the host (tok -1, logits copied),
+ * as the GPU does with rows it could not sample. The same in forward_sample and launch. ---- */
+static int fake_row_on_device(const tl_backend *be, const tl_row_sampling *r, int n_vocab) {
+    (void)be, (void)n_vocab;
+    return !r->host && (!(r->temperature > 0.0f) || (r->top_k == 0 && !(r->top_p > 0.0f && r->top_p < 1.0f) &&
+                                                    r->min_p == 0.0f));
+}
+
+static int32_t fake_sample_row(const float *l, int V, const tl_row_sampling *r, float *lp) {
+    int best = 0;
+    for (int v = 1; v < V; v++)
+        if (l[v] > l[best]) best = v;
+    double z = 0;
+    for (int v = 0; v < V; v++) z += exp((double)l[v] - l[best]);
+    int tok = best;
+    if (r->temperature > 0.0f) {
+        double zt = 0, acc = 0;
+        for (int v = 0; v < V; v++) zt += exp(((double)l[v] - l[best]) / r->temperature);
+        for (tok = 0; tok < V - 1; tok++) {
+            acc += exp(((double)l[tok] - l[best]) / r->temperature) / zt;
+            if (r->u < acc) break;
+        }
+    }
+    *lp = (float)((double)l[tok] - l[best] - log(z));
+    return tok;
+}
+
+static int fake_forward_sample(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *b,
+                               const tl_row_sampling *rs, int32_t *tok, float *logprob, float *logits, tl_error *e) {
+    fake_stats *st = be->impl;
+    const int V = m->cfg.n_vocab;
+    if (b->n_logits > FAKE_MAXROWS) return tl_errf(e, "fake: %d logit rows", b->n_logits);
+    float *l = malloc((size_t)(b->n_logits > 0 ? b->n_logits : 1) * V * sizeof *l);
+    int rc = fake_forward(be, m, kv, b, l, e);
+    for (int i = 0; i < b->n_logits && !rc; i++) {
+        if (fake_row_on_device(be, &rs[i], V)) {
+            tok[i] = fake_sample_row(l + (size_t)i * V, V, &rs[i], &logprob[i]);
+            st->device_rows++;
+        } else {
+            tok[i] = -1, logprob[i] = 0.0f;
+            memcpy(logits + (size_t)i * V, l + (size_t)i * V, (size_t)V * sizeof *l);
+        }
+    }
+    free(l);
+    return rc;
+}
+
+/* launch: the placeholders resolved from the previous launch's rows, then the whole step at once (its K/V
+ * writes happen in launch order, as on a stream); its results wait in the queue for collect. */
+static int fake_launch(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *b, const tl_row_sampling *rs,
+                       float *logits, tl_error *e) {
+    fake_stats *st = be->impl;
+    if (st->q_n == 2) return tl_errf(e, "fake: a third step launched before a collect");
+    int32_t *tk = malloc((size_t)(b->n_tok > 0 ? b->n_tok : 1) * sizeof *tk);
+    for (int t = 0; t < b->n_tok; t++) {
+        tk[t] = b->tokens[t];
+        if (tk[t] >= -1) continue;
+        const int r = TL_TOKEN_PREV_ROW(tk[t]);
+        if (r >= st->prev_n || st->prev_tok[r] < 0) {
+            free(tk);
+            return tl_errf(e, "fake: token %d takes row %d of the previous step, which it did not sample", t, r);
+        }
+        tk[t] = st->prev_tok[r];
+        st->prev_tokens++;
+    }
+    tl_batch b2 = *b;
+    b2.tokens = tk;
+    const int slot = (st->q_head + st->q_n) % 2;
+    int rc = fake_forward_sample(be, m, kv, &b2, rs, st->q[slot].tok, st->q[slot].lp, logits, e);
+    free(tk);
+    if (rc) return -1;
+    st->q[slot].n = b->n_logits;
+    st->prev_n = b->n_logits;
+    memcpy(st->prev_tok, st->q[slot].tok, (size_t)b->n_logits * sizeof *st->prev_tok);
+    st->q_n++;
+    st->launches++;
+    if (st->q_n > st->max_in_flight) st->max_in_flight = st->q_n;
+    return 0;
+}
+
+static int fake_collect(tl_backend *be, int32_t *tok, float *logprob, tl_error *e) {
+    fake_stats *st = be->impl;
+    if (!st->q_n) return tl_errf(e, "fake: collect with no step launched");
+    const int slot = st->q_head;
+    memcpy(tok, st->q[slot].tok, (size_t)st->q[slot].n * sizeof *tok);
+    memcpy(logprob, st->q[slot].lp, (size_t)st->q[slot].n * sizeof *logprob);
+    st->q_head = (st->q_head + 1) % 2;
+    st->q_n--;
+    return 0;
+}
+
 static size_t fake_budget(tl_backend *be, const tl_model *m) { return (size_t)64 << 20; }
 static int fake_kv_alloc(tl_backend *be, tl_kv *kv, const tl_config *c, int bs, int nb, tl_dtype dt, tl_error *e) {
     int rc = tl_kv_init_host(kv, c, bs, nb, dt, e);
@@ -106,6 +213,15 @@ static void fake_backend_init(tl_backend *be, fake_stats *st) {
     be->kv_free = fake_kv_free;
     be->forward = fake_forward;
     be->impl = st;
+    st->prev_n = -1;
+}
+
+/* The fake with device sampling and launch / collect: the engine pipelines its steps on it. */
+static void fake_backend_async(tl_backend *be) {
+    be->forward_sample = fake_forward_sample;
+    be->launch = fake_launch;
+    be->collect = fake_collect;
+    be->row_on_device = fake_row_on_device;
 }
 
 /* A model that is only a config: vocabulary, context, one layer of one KV head of width 2. */

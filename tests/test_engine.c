@@ -13,6 +13,16 @@
 #include "tl_test.h"
 
 #define NV 61
+
+/* Every test runs in three modes: 0 the fake as a plain forward (host sampling), 1 with device sampling and
+ * launch / collect but TL_ENGINE_ASYNC=0 (forward_sample, one step at a time), 2 pipelined (step t + 1
+ * launched before step t is collected). */
+static int g_mode;
+
+static void fake_init(tl_backend *be, fake_stats *fs) {
+    fake_backend_init(be, fs);
+    if (g_mode) fake_backend_async(be);
+}
 #define MAXR 24
 #define MAXP 96
 #define MAXO 64
@@ -23,6 +33,7 @@ typedef struct req {
     tl_req_params p;
     int64_t id;
     int32_t out[MAXO + 4];
+    float lp[MAXO + 4];
     int n_out, n_final, n_after_final, n_cached, stop_after;
     tl_finish fin;
     char err[256];
@@ -32,7 +43,7 @@ typedef struct req {
 static int on_token(const tl_token_event *ev, void *user) {
     req *r = user;
     if (r->n_final) r->n_after_final++;
-    if (ev->token >= 0 && r->n_out < MAXO + 4) r->out[r->n_out++] = ev->token;
+    if (ev->token >= 0 && r->n_out < MAXO + 4) r->lp[r->n_out] = ev->logprob, r->out[r->n_out++] = ev->token;
     if (ev->finish != TL_FINISH_NONE) {
         r->n_final++;
         r->fin = ev->finish;
@@ -56,7 +67,7 @@ static void req_init(req *r, int n_prompt, int max_tokens, int add_step) {
 static tl_engine_stats run(tl_model *m, const tl_engine_opts *o, req *rs, int n, fake_stats *fs_out) {
     tl_backend be;
     fake_stats fs;
-    fake_backend_init(&be, &fs);
+    fake_init(&be, &fs);
     tl_error e = {{0}};
     tl_engine *en = tl_engine_new(m, &be, o, &e);
     TL_ASSERT(en);
@@ -147,6 +158,9 @@ static void test_invariance(tl_model *m) {
                   (long long)gen);
             CHECK(fs.max_n_tok <= cfgs[c].mbt && fs.max_n_seq <= cfgs[c].max_seqs);
             CHECK(st.generated_tokens == gen);
+            if (g_mode == 2) /* greedy rows only: every step may fly (tiny pools: not while the pool is short) */
+                CHECK(fs.max_in_flight == 2 && fs.prev_tokens >= (cfgs[c].pool_blocks ? 1 : gen / 2), "%s: %d in flight, %lld placeholders for %lld tokens",
+                      what, fs.max_in_flight, (long long)fs.prev_tokens, (long long)gen);
             if (cfgs[c].pool_blocks) CHECK(st.n_preempted > 0, "%s: the tiny pool should preempt", what);
             if (!cfgs[c].no_prefix && !cfgs[c].pool_blocks && cfgs[c].chunk != 1) /* 1: nothing completes early enough */
                 CHECK(st.prefix_hits > 0, "%s: shared system prompts should hit the cache", what);
@@ -265,7 +279,7 @@ static void test_too_big(tl_model *m) {
 static void test_cancel(tl_model *m) {
     tl_backend be;
     fake_stats fs;
-    fake_backend_init(&be, &fs);
+    fake_init(&be, &fs);
     tl_engine_opts o;
     tl_engine_opts_default(&o);
     o.max_seqs = 2;
@@ -291,8 +305,9 @@ static void test_cancel(tl_model *m) {
     tl_engine_run_until_idle(en);
     tl_engine_cancel(en, r[0].id); /* finished: ignored */
     tl_engine_step(en);
-    CHECK(r[1].fin == TL_FINISH_CANCELLED && r[1].n_out == 2 && r[1].n_final == 1, "running cancel: %d tokens",
-          r[1].n_out);
+    /* pipelined, a step's tokens arrive one step later: the cancel meets step 2 in flight, its token unsent */
+    CHECK(r[1].fin == TL_FINISH_CANCELLED && r[1].n_out == (g_mode == 2 ? 1 : 2) && r[1].n_final == 1,
+          "running cancel: %d tokens", r[1].n_out);
     CHECK(r[2].fin == TL_FINISH_CANCELLED && r[2].n_out == 0 && r[2].n_final == 1);
     CHECK(r[3].fin == TL_FINISH_CANCELLED && r[3].n_out == 0 && r[3].n_final == 1);
     CHECK(check_greedy(&r[0], 1, "beside cancels") == 0);
@@ -304,7 +319,7 @@ static void test_cancel(tl_model *m) {
 static void test_bad_input(tl_model *m) {
     tl_backend be;
     fake_stats fs;
-    fake_backend_init(&be, &fs);
+    fake_init(&be, &fs);
     tl_engine_opts o;
     tl_engine_opts_default(&o);
     o.max_queue = 2;
@@ -358,7 +373,7 @@ static void *add_thread(void *arg) {
 static void test_thread(tl_model *m) {
     tl_backend be;
     fake_stats fs;
-    fake_backend_init(&be, &fs);
+    fake_init(&be, &fs);
     tl_engine_opts o;
     tl_engine_opts_default(&o);
     o.max_batch_tokens = 40;
@@ -405,17 +420,96 @@ static void test_thread(tl_model *m) {
     tl_engine_free(en);
 }
 
+/* Pipelined steps (mode 2) give every request the same tokens, logprobs and finish as one step at a time
+ * (mode 1), with rows sampled at a temperature, stops the engine learns only from the token (stop ids, EOS,
+ * the callback), rows sampled on the host (logprobs; top-p, which the fake leaves to the host), chunked
+ * prefill, prefix hits and tiny pools (the step in flight is collected, then sequences are preempted). */
+static void test_pipelined(tl_model *m) {
+    typedef struct {
+        int mbt, chunk, bs, pool_blocks, max_seqs;
+    } cfg;
+    const cfg cfgs[] = {{2048, 0, 16, 0, 64}, {32, 7, 4, 0, 64}, {48, 13, 4, 24, 64}, {200, 0, 8, 12, 4}, {64, 1, 16, 0, 8}};
+    tl_model m2 = *m; /* EOS from the model config: a token the fake's greedy paths meet */
+    m2.cfg.eos_ids[0] = 17;
+    m2.cfg.n_eos = 1;
+    static req a[MAXR], b[MAXR];
+    static int32_t stops[MAXR];
+    int64_t in_flight_steps = 0, prev_tokens = 0, same = 0, total = 0, stopped = 0;
+    for (int c = 0; c < (int)(sizeof cfgs / sizeof cfgs[0]); c++)
+        for (unsigned long long seed = 1; seed <= 3; seed++) {
+            make_mix(a, MAXR, 300 + seed * 11 + (unsigned long long)c);
+            for (int i = 0; i < MAXR; i++) {
+                req *r = &a[i];
+                r->max_tokens = r->p.max_tokens = 4 + i % 40;
+                r->p.s.seed = 77 + (uint64_t)i;
+                switch (i % 6) {
+                case 0: r->p.s.temperature = 0.8f; break;
+                case 1: stops[i] = (int32_t)((i * 7 + (int)seed) % NV), r->p.stop_ids = &stops[i], r->p.n_stop_ids = 1; break;
+                case 2: r->p.s.n_logprobs = 2; break;
+                case 3: r->p.s.temperature = 0.7f, r->p.s.top_p = 0.9f; break;
+                case 4: r->stop_after = 1 + i % 4; break;
+                default: r->p.s.temperature = 1.3f; r->p.ignore_eos = true; break;
+                }
+                b[i] = *r;
+            }
+            tl_engine_opts o;
+            tl_engine_opts_default(&o);
+            o.max_batch_tokens = cfgs[c].mbt;
+            o.prefill_chunk = cfgs[c].chunk;
+            o.block_size = cfgs[c].bs;
+            o.max_seqs = cfgs[c].max_seqs;
+            if (cfgs[c].pool_blocks) o.kv_mem = (size_t)cfgs[c].pool_blocks * tl_kv_block_bytes(&m->cfg, o.block_size, TL_F32);
+            g_mode = 1;
+            setenv("TL_ENGINE_ASYNC", "0", 1);
+            run(&m2, &o, a, MAXR, NULL);
+            g_mode = 2;
+            unsetenv("TL_ENGINE_ASYNC");
+            fake_stats fs;
+            run(&m2, &o, b, MAXR, &fs);
+            in_flight_steps += fs.max_in_flight == 2;
+            if (getenv("TL_TEST_VERBOSE"))
+                fprintf(stderr, "config %d seed %llu: max in flight %d, %lld placeholders, %lld launches\n", c, seed,
+                        fs.max_in_flight, (long long)fs.prev_tokens, (long long)fs.launches);
+            prev_tokens += fs.prev_tokens;
+            for (int i = 0; i < MAXR; i++, total++) {
+                bool ok = a[i].n_out == b[i].n_out && !memcmp(a[i].out, b[i].out, sizeof(int32_t) * a[i].n_out) &&
+                          !memcmp(a[i].lp, b[i].lp, sizeof(float) * a[i].n_out) && a[i].fin == b[i].fin &&
+                          a[i].n_final == 1 && b[i].n_final == 1 && b[i].n_after_final == 0 && a[i].n_out > 0;
+                same += ok;
+                stopped += b[i].fin == TL_FINISH_STOP;
+                if (!ok && total - same < 4)
+                    fprintf(stderr, "pipelined config %d seed %llu request %d: %d tokens (finish %d, '%s') against %d "
+                                    "(finish %d)\n",
+                            c, seed, i, b[i].n_out, b[i].fin, b[i].err, a[i].n_out, a[i].fin);
+            }
+        }
+    CHECK(same == total, "%lld of %lld requests differ pipelined", (long long)(total - same), (long long)total);
+    /* (a step with a row sampled on the host is collected at once: config 0 batches every request together) */
+    CHECK(in_flight_steps >= 12, "two steps in flight in %lld of 15 runs", (long long)in_flight_steps);
+    CHECK(prev_tokens > 500, "%lld tokens fed from the previous step on the device", (long long)prev_tokens);
+    CHECK(stopped > 20, "%lld requests stopped by a token", (long long)stopped);
+}
+
 int main(void) {
     tl_log_set_level(TL_LOG_WARN);
     tl_model m;
     fake_model_init(&m, NV, 256);
-    test_invariance(&m);
-    test_prefix_skip(&m);
-    test_seeded(&m);
-    test_stops(&m);
-    test_too_big(&m);
-    test_cancel(&m);
-    test_bad_input(&m);
-    test_thread(&m);
+    for (g_mode = 0; g_mode < 3; g_mode++) {
+        if (g_mode == 1) setenv("TL_ENGINE_ASYNC", "0", 1);
+        else unsetenv("TL_ENGINE_ASYNC");
+        int f0 = tl_t_fail;
+        test_invariance(&m);
+        test_prefix_skip(&m);
+        test_seeded(&m);
+        test_stops(&m);
+        test_too_big(&m);
+        test_cancel(&m);
+        test_bad_input(&m);
+        test_thread(&m);
+        if (tl_t_fail != f0) fprintf(stderr, "(the failures above: mode %d)\n", g_mode);
+    }
+    unsetenv("TL_ENGINE_ASYNC");
+    g_mode = 2;
+    test_pipelined(&m);
     TL_TEST_END();
 }

@@ -54,14 +54,20 @@ tl_engine *tl_engine_new(tl_model *m, tl_backend *be, const tl_engine_opts *opts
     en->b_pos = tl_malloc((size_t)o.max_batch_tokens * sizeof(int32_t));
     en->b_rows = tl_malloc((size_t)o.max_batch_tokens * sizeof(int32_t));
     en->b_seqs = tl_calloc((size_t)o.max_seqs, sizeof *en->b_seqs);
-    en->b_owner = tl_calloc((size_t)o.max_seqs, sizeof *en->b_owner);
     en->logits = tl_malloc((size_t)o.max_seqs * c->n_vocab * sizeof(float));
     en->b_rs = tl_calloc((size_t)o.max_seqs, sizeof *en->b_rs);
-    en->b_tok = tl_calloc((size_t)o.max_seqs, sizeof *en->b_tok);
-    en->b_lp = tl_calloc((size_t)o.max_seqs, sizeof *en->b_lp);
-    en->b_rng = tl_calloc((size_t)o.max_seqs, sizeof *en->b_rng);
-    const char *hs = getenv("TL_ENGINE_HOST_SAMPLE");
+    for (int i = 0; i < 2; i++) {
+        tl_step *st = &en->stp[i];
+        st->owner = tl_calloc((size_t)o.max_seqs, sizeof *st->owner);
+        st->n_new = tl_calloc((size_t)o.max_seqs, sizeof *st->n_new);
+        st->row = tl_calloc((size_t)o.max_seqs, sizeof *st->row);
+        st->rng = tl_calloc((size_t)o.max_seqs, sizeof *st->rng);
+        st->tok = tl_calloc((size_t)o.max_seqs, sizeof *st->tok);
+        st->lp = tl_calloc((size_t)o.max_seqs, sizeof *st->lp);
+    }
+    const char *hs = getenv("TL_ENGINE_HOST_SAMPLE"), *as = getenv("TL_ENGINE_ASYNC");
     en->device_sample = be->forward_sample != NULL && !(hs && !strcmp(hs, "1"));
+    en->pipelined = en->device_sample && be->launch && be->collect && be->row_on_device && !(as && !strcmp(as, "0"));
     pthread_mutex_init(&en->mu, NULL);
     pthread_cond_init(&en->cv, NULL);
     en->next_id = 1;
@@ -85,6 +91,7 @@ void tl_seq_free(tl_seq *s) {
 void tl_engine_free(tl_engine *en) {
     if (!en) return;
     if (en->thread_on) tl_engine_stop(en);
+    tl_engine_drain(en); /* a step in flight holds sequences and writes the KV pool */
     for (tl_seq *s = en->in_head, *n; s; s = n) {
         n = s->next;
         tl_seq_free(s);
@@ -100,12 +107,12 @@ void tl_engine_free(tl_engine *en) {
     free(en->b_pos);
     free(en->b_rows);
     free(en->b_seqs);
-    free(en->b_owner);
     free(en->logits);
     free(en->b_rs);
-    free(en->b_tok);
-    free(en->b_lp);
-    free(en->b_rng);
+    for (int i = 0; i < 2; i++) {
+        tl_step *st = &en->stp[i];
+        free(st->owner), free(st->n_new), free(st->row), free(st->rng), free(st->tok), free(st->lp);
+    }
     free(en->cancel_ids);
     free(en->cancel_local);
     pthread_mutex_destroy(&en->mu);
@@ -232,6 +239,7 @@ void tl_engine_stop(tl_engine *en) {
     pthread_mutex_unlock(&en->mu);
     if (en->thread_on) pthread_join(en->th, NULL);
     en->thread_on = false;
+    tl_engine_drain(en);
     /* cancel what remains (on this thread, now the only one stepping) */
     pthread_mutex_lock(&en->mu);
     tl_seq *in = en->in_head;

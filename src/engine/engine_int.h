@@ -18,18 +18,38 @@ typedef struct tl_seq {
     int32_t *tokens;         /* [cap] prompt then generated ids */
     int n_tokens, cap;
     int n_prompt, n_generated;
-    int n_computed;          /* tokens whose K/V are in the cache (positions 0..n_computed-1) */
+    int n_computed;          /* tokens whose K/V are in the cache (positions 0..n_computed-1), or will be once the
+                              * steps launched so far have run */
+    int n_pending;           /* tokens[n_tokens - n_pending ..] are placeholders TL_TOKEN_PREV(r): sampled by a
+                              * launched step, not yet collected (0..2) */
+    int inflight;            /* launched steps holding this sequence, not yet collected */
     int n_cached;            /* prompt tokens served by the prefix cache at first admission */
     bool admitted_once;
     tl_bm_seq bt;            /* block table */
     uint64_t rng;
     double t_add, t_first;
     int sched_n;             /* tokens scheduled this step (0: not scheduled) */
-    bool done;               /* finished during this step's postprocessing */
+    bool done;               /* finished (its final event sent); retired once no launched step holds it */
+    bool zombie;             /* done and out of the running list, a launched step still holding it */
     struct tl_seq *next;     /* incoming list link */
 } tl_seq;
 
 /* A double-ended queue of waiting sequences (preempted ones go to the front). */
+/* One step's record from its launch until its results are processed. With a backend that launches and
+ * collects (backend.h) two exist: step t in flight while step t + 1 is built and launched. */
+typedef struct tl_step {
+    int nb, n_rows;
+    bool in_flight;          /* launched, not yet collected */
+    bool failed;
+    char msg[512];           /* the backend's error when failed (tl_error.msg) */
+    tl_seq **owner;          /* [max_seqs] the sequences of the batch, in batch order */
+    int *n_new;              /* [max_seqs] tokens each computes */
+    int *row;                /* [max_seqs] its logit row, -1: none */
+    uint64_t *rng;           /* [max_seqs] per row: the RNG state before the row's draw (for a host fallback) */
+    int32_t *tok;            /* [max_seqs] per row: sampled by the backend (-1: the host samples) */
+    float *lp;               /* [max_seqs] their logprobs */
+} tl_step;
+
 typedef struct tl_seq_deque {
     tl_seq **a;
     int head, n, cap;
@@ -50,13 +70,14 @@ struct tl_engine {
     tl_seq_deque waiting;
     int32_t *b_tokens, *b_pos, *b_rows; /* [max_batch_tokens] */
     tl_batch_seq *b_seqs;    /* [max_seqs] */
-    tl_seq **b_owner;        /* [max_seqs] sequence of each batch entry */
     float *logits;           /* [max_seqs, n_vocab] (device sampling: only rows sampled on the host) */
     bool device_sample;      /* be->forward_sample, unless TL_ENGINE_HOST_SAMPLE=1 */
+    bool pipelined;          /* be->launch / collect: step t + 1 launched before step t is collected, unless
+                              * TL_ENGINE_ASYNC=0 */
     tl_row_sampling *b_rs;   /* [max_seqs] per logit row: parameters for the backend's sampler */
-    int32_t *b_tok;          /* [max_seqs] tokens sampled by the backend (-1: sample on the host) */
-    float *b_lp;             /* [max_seqs] their logprobs */
-    uint64_t *b_rng;         /* [max_seqs] RNG state before the row's draw (restored for a host fallback) */
+    tl_step stp[2];          /* step records, used alternately */
+    int stp_next;            /* the record the next step fills */
+    tl_step *flight;         /* the launched step not yet collected (pipelined), or NULL */
     double t_sched, t_batch, t_forward, t_post; /* host seconds per phase, summed over steps */
     int64_t n_preempted, prompt_tokens, generated_tokens, steps;
     int64_t *cancel_local;   /* [cap_cancel] copy of the cancel requests taken this step */
@@ -77,6 +98,7 @@ struct tl_engine {
 
 /* sched.c */
 int tl_engine_step_locked_out(tl_engine *en); /* one step; takes mu only briefly */
+void tl_engine_drain(tl_engine *en);          /* collects and processes the step in flight, if any */
 /* Final event (token -1), then releases the blocks and frees s; the caller has taken s out of
  * running / waiting. */
 void tl_engine_finish(tl_engine *en, tl_seq *s, tl_finish why, const char *msg);

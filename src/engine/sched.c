@@ -8,7 +8,18 @@
  *   4. per sequence: register newly full blocks in the prefix cache, sample, emit, finish.
  * A sequence is tokens[0..n_tokens) (prompt then generated); K/V exist for positions < n_computed.
  * Each step computes tokens[n_computed .. n_computed + k); when that reaches n_tokens the next token
- * is sampled. Prefill, decode and recompute after preemption are the same operation. */
+ * is sampled. Prefill, decode and recompute after preemption are the same operation.
+ *
+ * Pipelined (a backend with launch / collect, backend.h): step t + 1 is scheduled and launched before step t
+ * is collected, so the device never waits for the host between steps. A row of step t that the backend
+ * surely samples on the device leaves a placeholder TL_TOKEN_PREV(row) at the end of its sequence (n_pending),
+ * which step t + 1 may take as its input token (the backend resolves it on the device); collecting step t
+ * replaces it by the token, then emits and finishes as above. Hence: n_computed counts the launched steps'
+ * tokens; a sequence whose pending token will surely be its last (max_tokens, context) is not scheduled again;
+ * one that finishes while a later step holds it is retired when that step is collected (its extra token is
+ * dropped); only confirmed tokens enter the prefix cache; no sequence is preempted while a step is in flight
+ * (the step is collected first when the pool is short). Steps with rows sampled on the host (penalties,
+ * logprobs, rows the device may not sample) are collected right after their launch. */
 #include "engine/engine_int.h"
 
 /* ---- waiting deque (ring buffer, amortized growth) ---- */
@@ -126,7 +137,14 @@ static void intake(tl_engine *en) {
             if (en->running[i]->id == id) {
                 tl_seq *s = en->running[i];
                 running_remove(en, i);
-                tl_engine_finish(en, s, TL_FINISH_CANCELLED, NULL);
+                if (s->inflight) { /* a launched step holds it: retired when that step is collected */
+                    tl_token_event ev;
+                    memset(&ev, 0, sizeof ev);
+                    emit(s, &ev, -1, TL_FINISH_CANCELLED, NULL);
+                    s->done = s->zombie = true;
+                } else {
+                    tl_engine_finish(en, s, TL_FINISH_CANCELLED, NULL);
+                }
                 break;
             }
         for (int i = 0; i < en->waiting.n; i++)
@@ -147,14 +165,24 @@ static int pick_victim(const tl_engine *en, const tl_seq *self) {
     return -1;
 }
 
-static int schedule(tl_engine *en) {
+/* Whether the token sampled by a launched step is surely the sequence's last (max_tokens, context): then it
+ * is not scheduled again. */
+static bool last_is_pending(const tl_engine *en, const tl_seq *s) {
+    return s->n_pending > 0 && ((s->p.max_tokens > 0 && s->n_generated + s->n_pending >= s->p.max_tokens) ||
+                                s->n_tokens >= en->n_ctx);
+}
+
+/* no_preempt (a step in flight): a sequence that finds no block waits for the next step instead of taking
+ * another's blocks (the caller made sure every decode finds one) */
+static int schedule(tl_engine *en, bool no_preempt) {
     int budget = en->o.max_batch_tokens, nb = 0, pool_tokens = tl_bm_num_blocks(en->bm) * en->bs;
     bool preempted = false;
+    tl_step *st = &en->stp[en->stp_next];
     for (int pass = 0; pass < 2; pass++) { /* 0: decodes, 1: prefills in progress */
         for (int i = 0; i < en->n_running && budget > 0; i++) {
             tl_seq *s = en->running[i];
             int remain = s->n_tokens - s->n_computed;
-            if (s->sched_n || (pass == 0) != (remain == 1)) continue;
+            if (s->sched_n || (pass == 0) != (remain == 1) || last_is_pending(en, s)) continue;
             int k = TL_MIN(TL_MIN(remain, en->o.prefill_chunk), budget);
             bool dropped = false;
             while (!tl_bm_can_append(en->bm, &s->bt, s->n_computed + k)) {
@@ -162,6 +190,10 @@ static int schedule(tl_engine *en) {
                 if (fit >= 1 && fit < k) { /* a shorter prefill chunk fits in what is free */
                     k = fit;
                     continue;
+                }
+                if (no_preempt) {
+                    dropped = true;
+                    break;
                 }
                 int v = pick_victim(en, s);
                 if (v >= 0) {
@@ -187,7 +219,7 @@ static int schedule(tl_engine *en) {
             TL_ASSERT(tl_bm_append(en->bm, &s->bt, s->n_computed + k) == 0);
             s->sched_n = k;
             budget -= k;
-            en->b_owner[nb++] = s;
+            st->owner[nb++] = s;
         }
     }
     /* admissions: FIFO, none in a step that had to preempt */
@@ -219,12 +251,12 @@ static int schedule(tl_engine *en) {
         en->running[en->n_running++] = s;
         s->sched_n = k;
         budget -= k;
-        en->b_owner[nb++] = s;
+        st->owner[nb++] = s;
     }
     return nb;
 }
 
-/* ---- 4. after the forward: one sequence's new token ---- */
+/* ---- 3. the flat batch and its launch ---- */
 /* The backend samples on the device unless the row needs what only the host sampler does. */
 static bool host_only(const tl_sampling *p) {
     return p->n_logprobs > 0 || (p->repetition_penalty != 1.0f && p->repetition_penalty > 0.0f) ||
@@ -233,20 +265,100 @@ static bool host_only(const tl_sampling *p) {
 
 /* Parameters of logit row r for the backend's sampler; draws the request's uniform (one per sampled token,
  * as the host sampler would) and keeps the RNG state before it for a host fallback. */
-static void row_sampling(tl_engine *en, tl_seq *s, int r) {
+static void row_sampling(tl_engine *en, tl_seq *s, tl_step *st, int r) {
     const tl_sampling *p = &s->p.s;
     tl_row_sampling *q = &en->b_rs[r];
     *q = (tl_row_sampling){.temperature = p->temperature, .top_k = p->top_k, .top_p = p->top_p, .min_p = p->min_p,
                            .host = host_only(p)};
-    en->b_rng[r] = s->rng;
+    st->rng[r] = s->rng;
     if (!q->host && p->temperature > 0.0f) q->u = tl_rng_uniform(&s->rng);
 }
 
-/* ev: the sampler's fields (logprob, top-n) already filled */
-static void postprocess(tl_engine *en, tl_seq *s, int32_t tok, tl_token_event *evp) {
+/* The scheduled sequences (st->owner, their sched_n) as the flat batch in en->b_*. Each sequence's tokens
+ * count as computed from here on (the K/V exist for every later step), and a sampled row leaves the
+ * placeholder TL_TOKEN_PREV(row) that the step's collection replaces. */
+static tl_batch build_batch(tl_engine *en, tl_step *st, int nb) {
+    int n_tok = 0, n_rows = 0;
+    st->nb = nb;
+    for (int j = 0; j < nb; j++) {
+        tl_seq *s = st->owner[j];
+        int k = s->sched_n;
+        en->b_seqs[j] = (tl_batch_seq){
+            .tok_start = n_tok, .n_new = k, .n_past = s->n_computed, .block_table = s->bt.blocks};
+        for (int t = 0; t < k; t++) {
+            en->b_tokens[n_tok + t] = s->tokens[s->n_computed + t];
+            en->b_pos[n_tok + t] = s->n_computed + t;
+        }
+        n_tok += k;
+        st->n_new[j] = k;
+        st->row[j] = -1;
+        s->n_computed += k;
+        s->sched_n = 0;
+        s->inflight++;
+        if (s->n_computed == s->n_tokens) {
+            if (en->device_sample) row_sampling(en, s, st, n_rows);
+            TL_ASSERT(s->n_tokens < s->cap);
+            s->tokens[s->n_tokens++] = TL_TOKEN_PREV(n_rows);
+            s->n_pending++;
+            st->row[j] = n_rows;
+            en->b_rows[n_rows++] = n_tok - 1;
+        }
+    }
+    TL_ASSERT(n_tok <= en->o.max_batch_tokens && n_rows <= en->o.max_seqs);
+    st->n_rows = n_rows;
+    return (tl_batch){.n_tok = n_tok, .tokens = en->b_tokens, .pos = en->b_pos, .n_seq = nb, .seqs = en->b_seqs,
+                      .n_logits = n_rows, .logit_rows = en->b_rows};
+}
+
+static void step_fail(tl_step *st, const tl_error *e) {
+    if (st->failed) return;
+    st->failed = true;
+    snprintf(st->msg, sizeof st->msg, "%s", e && e->msg[0] ? e->msg : "forward pass failed");
+}
+
+/* Launches (pipelined) or runs the step. */
+static void run_step(tl_engine *en, tl_step *st, const tl_batch *b) {
+    tl_error e = {{0}};
+    int rc;
+    st->failed = false;
+    st->in_flight = false;
+    if (en->pipelined) {
+        rc = en->be->launch(en->be, en->m, &en->kv, b, en->b_rs, en->logits, &e);
+        st->in_flight = rc == 0;
+    } else if (en->device_sample) {
+        rc = en->be->forward_sample(en->be, en->m, &en->kv, b, en->b_rs, st->tok, st->lp, en->logits, &e);
+    } else {
+        rc = en->be->forward(en->be, en->m, &en->kv, b, en->logits, &e);
+    }
+    if (rc) step_fail(st, &e);
+    en->steps++;
+}
+
+/* Whether the step may stay in flight while the next one is built: every row sampled on the device, so its
+ * token can feed the next step there and no logits come back. */
+static bool may_fly(const tl_engine *en, const tl_step *st) {
+    for (int r = 0; r < st->n_rows; r++)
+        if (en->b_rs[r].host || !en->be->row_on_device(en->be, &en->b_rs[r], en->n_vocab)) return false;
+    return true;
+}
+
+/* Waits for a launched step. A failed collection fails the step launched after it too (its placeholders
+ * took undefined tokens). */
+static void collect(tl_engine *en, tl_step *st, tl_step *later) {
+    tl_error e = {{0}};
+    double t0 = tl_now();
+    if (en->be->collect(en->be, st->tok, st->lp, &e)) {
+        step_fail(st, &e);
+        if (later && later->in_flight) step_fail(later, &e);
+    }
+    st->in_flight = false;
+    en->t_forward += tl_now() - t0;
+}
+
+/* ---- 4. after the forward: each sequence's new token ---- */
+/* ev: the sampler's fields (logprob, top-n) already filled; tok is s->tokens[n_conf - 1] */
+static void postprocess(tl_engine *en, tl_seq *s, int32_t tok, int n_conf, tl_token_event *evp) {
     tl_token_event ev = *evp;
-    TL_ASSERT(s->n_tokens < s->cap);
-    s->tokens[s->n_tokens++] = tok;
     s->n_generated++;
     en->generated_tokens++;
     if (s->n_generated == 1) s->t_first = tl_now() - s->t_add;
@@ -257,8 +369,7 @@ static void postprocess(tl_engine *en, tl_seq *s, int32_t tok, tl_token_event *e
             if (tok == c->eos_ids[i]) fin = TL_FINISH_STOP;
     for (int i = 0; i < s->p.n_stop_ids; i++)
         if (tok == s->p.stop_ids[i]) fin = TL_FINISH_STOP;
-    if (fin == TL_FINISH_NONE &&
-        ((s->p.max_tokens > 0 && s->n_generated >= s->p.max_tokens) || s->n_tokens >= en->n_ctx))
+    if (fin == TL_FINISH_NONE && ((s->p.max_tokens > 0 && s->n_generated >= s->p.max_tokens) || n_conf >= en->n_ctx))
         fin = TL_FINISH_LENGTH;
     int stop = emit(s, &ev, tok, fin, NULL);
     if (fin == TL_FINISH_NONE && stop) {
@@ -267,6 +378,69 @@ static void postprocess(tl_engine *en, tl_seq *s, int32_t tok, tl_token_event *e
         fin = TL_FINISH_STOP;
     }
     s->done = fin != TL_FINISH_NONE;
+}
+
+/* The step's results: per sequence, its placeholder replaced by the sampled token (host sampler where the
+ * backend did not sample), the newly full blocks of confirmed tokens into the prefix cache, the event.
+ * Sequences finished since the launch are retired once no step holds them. */
+static void finish_step(tl_engine *en, tl_step *st) {
+    for (int j = 0; j < st->nb; j++) {
+        tl_seq *s = st->owner[j];
+        s->inflight--;
+        if (s->done) {
+            if (!s->inflight && s->zombie) retire(en, s);
+            continue;
+        }
+        if (st->failed) { /* the backend failed: every sequence of this batch ends with its message */
+            tl_token_event ev;
+            memset(&ev, 0, sizeof ev);
+            emit(s, &ev, -1, TL_FINISH_ERROR, st->msg);
+            s->done = true;
+            continue;
+        }
+        const int r = st->row[j];
+        int32_t tok = -1;
+        tl_token_event ev;
+        memset(&ev, 0, sizeof ev);
+        const int idx = s->n_tokens - s->n_pending; /* the oldest placeholder: this step's */
+        if (r >= 0) {
+            TL_ASSERT(s->n_pending > 0 && s->tokens[idx] == TL_TOKEN_PREV(r));
+            if (en->device_sample && st->tok[r] >= 0) {
+                tok = st->tok[r];
+                ev.logprob = st->lp[r];
+            } else { /* host sampler: the backend's logits row; the RNG as before the device path's draw */
+                if (en->device_sample) s->rng = st->rng[r];
+                tok = tl_sampler_sample(&en->sp, &s->p.s, en->logits + (size_t)r * en->n_vocab, s->tokens, idx,
+                                        s->n_prompt, &s->rng, &ev);
+            }
+            s->tokens[idx] = tok;
+            s->n_pending--;
+        }
+        tl_bm_commit(en->bm, &s->bt, s->tokens, TL_MIN(s->n_computed, s->n_tokens - s->n_pending));
+        if (r >= 0) postprocess(en, s, tok, idx + 1, &ev);
+    }
+}
+
+/* Finished sequences leave the running list (admission order kept); retired unless a step in flight
+ * holds them (then that step's collection retires them). */
+static void compact_running(tl_engine *en) {
+    int w = 0;
+    for (int i = 0; i < en->n_running; i++) {
+        tl_seq *s = en->running[i];
+        if (!s->done) en->running[w++] = s;
+        else if (!s->inflight) retire(en, s);
+        else s->zombie = true;
+    }
+    en->n_running = w;
+}
+
+void tl_engine_drain(tl_engine *en) {
+    tl_step *st = en->flight;
+    if (!st) return;
+    en->flight = NULL;
+    collect(en, st, NULL);
+    finish_step(en, st);
+    compact_running(en);
 }
 
 void tl_engine_publish(tl_engine *en) {
@@ -297,77 +471,33 @@ void tl_engine_publish(tl_engine *en) {
 int tl_engine_step_locked_out(tl_engine *en) {
     double t0 = tl_now();
     intake(en);
-    int nb = schedule(en);
+    /* With a step in flight nothing is preempted: every running decode must find a block (it takes at most
+     * one), else that step is collected first and this one is scheduled as without pipelining. */
+    if (en->flight && tl_bm_num_allocatable(en->bm) < en->n_running) tl_engine_drain(en);
+    tl_step *st = &en->stp[en->stp_next], *prev = en->flight;
+    int nb = schedule(en, prev != NULL);
     double tb = tl_now();
     en->t_sched += tb - t0;
     if (nb > 0) {
-        /* ---- 3. the flat batch and one forward ---- */
-        int n_tok = 0, n_rows = 0;
-        for (int j = 0; j < nb; j++) {
-            tl_seq *s = en->b_owner[j];
-            int k = s->sched_n;
-            en->b_seqs[j] = (tl_batch_seq){
-                .tok_start = n_tok, .n_new = k, .n_past = s->n_computed, .block_table = s->bt.blocks};
-            for (int t = 0; t < k; t++) {
-                en->b_tokens[n_tok + t] = s->tokens[s->n_computed + t];
-                en->b_pos[n_tok + t] = s->n_computed + t;
-            }
-            n_tok += k;
-            if (s->n_computed + k == s->n_tokens) {
-                if (en->device_sample) row_sampling(en, s, n_rows);
-                en->b_rows[n_rows++] = n_tok - 1;
-            }
-        }
-        TL_ASSERT(n_tok <= en->o.max_batch_tokens && n_rows <= en->o.max_seqs);
-        tl_batch b = {.n_tok = n_tok, .tokens = en->b_tokens, .pos = en->b_pos, .n_seq = nb, .seqs = en->b_seqs,
-                      .n_logits = n_rows, .logit_rows = en->b_rows};
-        tl_error e = {{0}};
+        tl_batch b = build_batch(en, st, nb);
         double t1 = tl_now();
-        int rc = en->device_sample
-                     ? en->be->forward_sample(en->be, en->m, &en->kv, &b, en->b_rs, en->b_tok, en->b_lp, en->logits, &e)
-                     : en->be->forward(en->be, en->m, &en->kv, &b, en->logits, &e);
+        run_step(en, st, &b);
+        en->stp_next ^= 1;
         double t2 = tl_now();
         en->t_batch += t1 - tb;
         en->t_forward += t2 - t1;
-        en->steps++;
-        int row = 0;
-        for (int j = 0; j < nb; j++) {
-            tl_seq *s = en->b_owner[j];
-            if (rc) { /* the backend failed: every sequence of this batch ends with its message */
-                tl_token_event ev;
-                memset(&ev, 0, sizeof ev);
-                emit(s, &ev, -1, TL_FINISH_ERROR, e.msg[0] ? e.msg : "forward pass failed");
-                s->done = true;
-                continue;
-            }
-            s->n_computed += s->sched_n;
-            s->sched_n = 0;
-            tl_bm_commit(en->bm, &s->bt, s->tokens, s->n_computed);
-            if (s->n_computed == s->n_tokens) {
-                tl_token_event ev;
-                memset(&ev, 0, sizeof ev);
-                int32_t tok;
-                if (en->device_sample && en->b_tok[row] >= 0) {
-                    tok = en->b_tok[row];
-                    ev.logprob = en->b_lp[row];
-                } else { /* host sampler: the backend's logits row; the RNG as before the device path's draw */
-                    if (en->device_sample) s->rng = en->b_rng[row];
-                    tok = tl_sampler_sample(&en->sp, &s->p.s, en->logits + (size_t)row * en->n_vocab, s->tokens,
-                                            s->n_tokens, s->n_prompt, &s->rng, &ev);
-                }
-                row++;
-                postprocess(en, s, tok, &ev);
-            }
+        en->flight = NULL;
+        if (prev) { /* step t - 1, while step t runs */
+            collect(en, prev, st);
+            finish_step(en, prev);
         }
-        int w = 0; /* retire finished sequences, keeping admission order */
-        for (int i = 0; i < en->n_running; i++) {
-            tl_seq *s = en->running[i];
-            s->sched_n = 0;
-            if (s->done) retire(en, s);
-            else en->running[w++] = s;
-        }
-        en->n_running = w;
+        if (st->in_flight && !may_fly(en, st)) collect(en, st, NULL);
+        if (st->in_flight) en->flight = st;
+        else finish_step(en, st);
+        compact_running(en);
         en->t_post += tl_now() - t2;
+    } else {
+        tl_engine_drain(en);
     }
     tl_engine_publish(en);
     pthread_mutex_lock(&en->mu);
