@@ -258,6 +258,34 @@ static double step(bctx *c, int n_seq, int n_new, int n_past, int nbs) {
     return t;
 }
 
+/* n_steps greedy decode steps of sequence 0 (blocks 0..nbs-1) after n_past tokens, pipelined as the engine runs
+ * them: step i + 1 is launched before step i is collected, its token TL_TOKEN_PREV(0) (step i's sample, taken on
+ * the device). Returns the wall time a step, s (first launch to last collect over n_steps). The first step's
+ * token is fixed; out (n_steps, may be NULL) gets the sampled tokens. */
+static double pipe_steps(bctx *c, int n_steps, int n_past, int nbs, int32_t *out) {
+    int32_t *bt = tl_malloc((size_t)nbs * 4), tok, pos, lr = 0, st;
+    float lp;
+    for (int i = 0; i < nbs; i++) bt[i] = i;
+    tl_row_sampling rs = {.top_p = 1.f};
+    tl_error e = {{0}};
+    double t0 = tl_now();
+    for (int i = 0; i <= n_steps; i++) {
+        if (i < n_steps) {
+            tok = i ? TL_TOKEN_PREV(0) : 4242, pos = n_past + i;
+            tl_batch_seq q = {.tok_start = 0, .n_new = 1, .n_past = n_past + i, .block_table = bt};
+            tl_batch b = {.n_tok = 1, .tokens = &tok, .pos = &pos, .n_seq = 1, .seqs = &q, .n_logits = 1, .logit_rows = &lr};
+            if (c->be->launch(c->be, c->m, &c->kv, &b, &rs, c->logits, &e)) fprintf(stderr, "launch: %s\n", e.msg), exit(2);
+        }
+        if (i > 0) {
+            if (c->be->collect(c->be, &st, &lp, &e)) fprintf(stderr, "collect: %s\n", e.msg), exit(2);
+            if (out) out[i - 1] = st;
+        }
+    }
+    double t = (tl_now() - t0) / n_steps;
+    free(bt);
+    return t;
+}
+
 /* median of 20 timed launches (after 3 warm-ups) of fn, in us */
 typedef int (*launch_fn)(void *ctx, tl_error *e);
 static double time_us(launch_fn fn, void *ctx) {
@@ -672,7 +700,7 @@ static void decode_variants(const char *spec, double copy) {
         {"deep ring, unfused attn, again", "TL_CUDA_RING=0 TL_CUDA_ATT_FUSE=nopdl TL_CUDA_SPLIT_KEYS=128"},
         {"default again", ""},
         {"default, greedy sampled on the GPU, again", "SAMPLE"},
-
+        {"default, pipelined as the engine (launch / collect)", "PIPE"},
     };
     /* TL_BENCH_SET=exp: a short list for the experiment at hand (one device call) */
     static const char *const exp_var[][2] = {
@@ -686,6 +714,10 @@ static void decode_variants(const char *spec, double copy) {
         {"default, greedy sampled on the GPU", "SAMPLE"},
         {"skip: all layers, lm_head; sampled (host + embedding)", "TL_CUDA_DBG_SKIP=63 SAMPLE"},
         {"default again", ""},
+        {"default, pipelined as the engine (launch / collect)", "PIPE"},
+        {"skip: all layers, lm_head; pipelined", "TL_CUDA_DBG_SKIP=63 PIPE"},
+        {"default, greedy sampled on the GPU, again", "SAMPLE"},
+        {"default, pipelined, again", "PIPE"},
     };
     const char *set = getenv("TL_BENCH_SET");
     const int use_exp = set && !strcmp(set, "exp");
@@ -698,11 +730,19 @@ static void decode_variants(const char *spec, double copy) {
         set_switches(vars[vi][1]);
         double t[64];
         const int nstep = prof ? 2 : 64;
-        for (int i = -(prof ? 0 : 3); i < nstep; i++) {
-            double s = step(bc, 1, 1, ctx_dec + TL_MAX(i, 0), per);
-            if (i >= 0) t[i] = s;
+        double tm;
+        if (strstr(vars[vi][1], "PIPE")) { /* the engine's pipelined steps: wall time a step over 64 */
+            if (!bc->be->launch) printf("decode batch 1: the backend has no launch / collect\n");
+            pipe_steps(bc, 3, ctx_dec, per, NULL);
+            tm = bc->be->launch ? pipe_steps(bc, 64, ctx_dec, per, NULL) : 1;
+        } else {
+            for (int i = -(prof ? 0 : 3); i < nstep; i++) {
+                double s = step(bc, 1, 1, ctx_dec + TL_MAX(i, 0), per);
+                if (i >= 0) t[i] = s;
+            }
+            tm = median(t, nstep);
         }
-        double tm = median(t, nstep), bw = (wbytes + kvb) / tm / 1e12;
+        double bw = (wbytes + kvb) / tm / 1e12;
         printf("decode batch 1 (%s, ctx %d) %-42s: %.3f ms/token, %.1f tok/s, %.2f TB/s = %.1f%% of copy %.2f TB/s\n",
                spec, ctx_dec, vars[vi][0], tm * 1e3, 1 / tm, bw, 100 * bw / copy, copy);
         printf("RESULT decode_b1_v%d_ms %.4f\n", vi, tm * 1e3);
@@ -782,6 +822,13 @@ static void model_bench(const char *spec, double copy, double mm) {
         printf("decode batch 1 (%s, ctx %d), greedy sampled on the GPU: %.2f ms/token, %.1f tok/s, %.2f TB/s = %.0f%% of copy (target 75%%)\n",
                spec, ctx_dec, ts * 1e3, 1 / ts, bws, 100 * bws / copy);
         printf("RESULT decode_b1_sampled_tok_s %.1f\nRESULT decode_b1_sampled_pct_copy %.1f\n", 1 / ts, 100 * bws / copy);
+        if (c.be->launch) { /* the engine's path: steps pipelined (launch / collect), the token fed back on the device */
+            pipe_steps(&c, 3, ctx_dec + 160, nbs, NULL);
+            const double tp = pipe_steps(&c, 64, ctx_dec + 160, nbs, NULL), bwp = (wbytes + kvb) / tp / 1e12;
+            printf("decode batch 1 (%s, ctx %d), pipelined as the engine: %.2f ms/token, %.1f tok/s, %.2f TB/s = %.0f%% of copy (target 75%%)\n",
+                   spec, ctx_dec, tp * 1e3, 1 / tp, bwp, 100 * bwp / copy);
+            printf("RESULT decode_b1_pipelined_tok_s %.1f\nRESULT decode_b1_pipelined_pct_copy %.1f\n", 1 / tp, 100 * bwp / copy);
+        }
     }
 
     /* prefill of one L-token prompt (fresh positions each time), L = 1k, 2k, 4k, three ways: as now (tensor-core
