@@ -705,18 +705,19 @@ static void decode_variants(const char *spec, double copy) {
     /* TL_BENCH_SET=exp: a short list for the experiment at hand (one device call) */
     static const char *const exp_var[][2] = {
         {"default (v5, x first 2, ring <= 5)", ""},
-        {"v4 (63639e0's loop)", "TL_CUDA_GEMV_DBG=128"},
-        {"probe: weights L2-resident (tile % 64)", "TL_CUDA_GEMV_DBG=1024"},
-        {"probe: weights L2-resident, v4", "TL_CUDA_GEMV_DBG=1152"},
+        {"default, pipelined as the engine (launch / collect)", "PIPE"},
+        {"early o: the merge triggers at its start", "TL_CUDA_GEMV_DBG=65536"},
+        {"early o: + o on the SMs the attention leaves", "TL_CUDA_GEMV_DBG=196608"},
+        {"early o: + every o stage before x", "TL_CUDA_GEMV_DBG=458752"},
+        {"o on the SMs the attention leaves (alone)", "TL_CUDA_GEMV_DBG=131072"},
+        {"early o: merge trigger + o stages before x", "TL_CUDA_GEMV_DBG=327680"},
         {"default again", ""},
-        {"v4 again", "TL_CUDA_GEMV_DBG=128"},
-        {"probe: weights L2-resident, again", "TL_CUDA_GEMV_DBG=1024"},
+        {"early o, all three, again", "TL_CUDA_GEMV_DBG=458752"},
+        {"early o, all three, pipelined", "TL_CUDA_GEMV_DBG=458752 PIPE"},
         {"default, greedy sampled on the GPU", "SAMPLE"},
         {"skip: all layers, lm_head; sampled (host + embedding)", "TL_CUDA_DBG_SKIP=63 SAMPLE"},
-        {"default again", ""},
-        {"default, pipelined as the engine (launch / collect)", "PIPE"},
         {"skip: all layers, lm_head; pipelined", "TL_CUDA_DBG_SKIP=63 PIPE"},
-        {"default, greedy sampled on the GPU, again", "SAMPLE"},
+        {"default again", ""},
         {"default, pipelined, again", "PIPE"},
     };
     const char *set = getenv("TL_BENCH_SET");

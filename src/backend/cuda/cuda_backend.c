@@ -858,14 +858,18 @@ static int forward_decode(cu_impl *ci, const tl_model *m, tl_kv *kv, int T, int 
     const size_t esz = kv->dtype == TL_F32 ? 4 : 2;
     const size_t layer_bytes = (size_t)kv->n_blocks * kv->n_head_kv * kv->block_size * hd * esz;
     cudaStream_t st = ci->st;
-    int qkv_grid = 0; /* the fused attention's blocks get multiprocessors of their own (same every layer) */
-    if (ci->fuse_on && ci->qkv_room) {
+    int qkv_grid = 0, room = 0; /* the fused attention's blocks get multiprocessors of their own (same every layer) */
+    if (ci->fuse_on) {
         const tl_cu_attn_args sp = {.n_tok = T, .n_head = c->n_head, .n_head_kv = c->n_head_kv, .head_dim = hd,
                                     .max_split = ci->max_split, .max_ctx = max_ctx, .n_sm = ci->n_sm,
                                     .split_keys = ci->split_keys};
         const int ab = T * tl_cu_attention_splits(&sp) * c->n_head_kv;
-        if (ab <= ci->n_sm / 4) qkv_grid = ci->n_sm - ab;
+        if (ab <= ci->n_sm / 4) room = ci->n_sm - ab;
+        if (ci->qkv_room) qkv_grid = room;
     }
+    /* experiment (TL_CUDA_GEMV_DBG bits 16-18, session 9): o_proj launched while the attention runs (the merge
+     * triggers at its start), on the multiprocessors the attention leaves free, with every ring stage before x */
+    const int eo = (ci->gemv_dbg >> 16) & 7;
     if (tl_cu_embed(ci->embd.is_q4 ? &ci->embd.q : NULL, ci->embd.bf16, c->n_vocab, E, d_tok, T, ci->x, st, e))
         return -1;
     for (int l = 0; l < c->n_layer; l++) {
@@ -898,7 +902,10 @@ static int forward_decode(cu_impl *ci, const tl_model *m, tl_kv *kv, int T, int 
             down.x = NULL, down.x16 = (const uint16_t *)ci->gu, down.x_stride = F, down.x_mode = TL_CU_X_F16;
         }
         tl_cu_gemv_args *g4[4] = {&qkv, &o, &gu, &down};
-        for (int k = 0; k < 4; k++) g4[k]->impl = ci->probe, g4[k]->ring = ci->ring, g4[k]->dbg = ci->gemv_dbg;
+        for (int k = 0; k < 4; k++) g4[k]->impl = ci->probe, g4[k]->ring = ci->ring, g4[k]->dbg = ci->gemv_dbg & 0xffff;
+        if (eo & 1) aa.merge_early = 1;
+        if (eo & 2) o.grid = room;
+        if (eo & 4) o.dbg |= 7 << 12;
         if (ci->trace && 6 * l + 6 <= TL_CU_TRACE_ROWS) { /* rows: q/k/v, attention, merge, o, gate/up, down */
             unsigned long long *r = ci->trace_d + (size_t)6 * l * TL_CU_TRACE_ROW;
             qkv.trace = r, aa.trace = r + TL_CU_TRACE_ROW, aa.trace_merge = r + 2 * TL_CU_TRACE_ROW;

@@ -198,6 +198,8 @@ typedef struct tl_cu_attn_args {
                                   * no merge kernel; over counters); attn.cu ignores it */
     int pdl;                     /* launch as a programmatic dependent (see cu_common.cuh) */
     unsigned long long *trace, *trace_merge; /* measurement: trace rows of the attention / merge launches, or NULL */
+    int merge_early;             /* the merge kernel lets its dependent (o_proj) launch at its start, before the
+                                  * attention is done, so o's weights stream in meanwhile */
 } tl_cu_attn_args;
 int tl_cu_attention(const tl_cu_attn_args *a, cudaStream_t st, tl_error *e);
 /* How many context slices tl_cu_attention will use for these arguments (a pure function of them). */
