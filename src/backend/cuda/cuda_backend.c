@@ -1153,10 +1153,11 @@ static int enqueue_step(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_b
     void *meta_before = ci->meta_d;
     double t0 = tl_now();
     int64_t nmeta = build_meta(ci, c, kv, b, &max_ctx, e);
+    /* (before the error return: build_meta may have moved meta_d and then refused the batch) */
+    if (ci->act != act_before || ci->meta_d != meta_before) graph_drop(ci);
     if (nmeta < 0) return -1; /* nothing of this step enqueued */
     ci->fuse_on = ci->att_fuse > 0 && ci->dec1 && ci->attn_dec && !ci->n_tiles && decode_fused(ci, c, T);
     double t1 = tl_now();
-    if (ci->act != act_before || ci->meta_d != meta_before) graph_drop(ci);
     pmark(ci, P_OTHER);
     if (enqueue_work(ci, m, kv, b, nmeta, max_ctx, logits, e)) {
         cudaStreamSynchronize(ci->st);
