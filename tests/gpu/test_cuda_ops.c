@@ -4,7 +4,9 @@
 #include <cuda_runtime_api.h>
 #include <math.h>
 
+#include "backend/backend.h" /* TL_TOKEN_PREV */
 #include "backend/cpu/cpu_ops.h"
+#include "backend/cuda/cu_sample.h" /* tl_cu_samp_out */
 #include "backend/cuda/cuda_ops.h"
 #include "gpu/cu_check.h"
 #include "tl_test.h"
@@ -484,6 +486,27 @@ static void test_embed(int n_vocab, int n_embd, int group) {
     free(codes), free(sb), free(sc), free(bi), free(want), free(got);
 }
 
+/* tl_cu_resolve_prev_tokens: n ids (more than one block of threads), every 3rd TL_TOKEN_PREV(r) of a row of
+ * prev (r = 0 and the last row among them); the others, ids >= 0 and -1, unchanged */
+static void test_resolve_prev(int n, int n_prev) {
+    tl_error e = {{0}};
+    int32_t *ids = tl_malloc((size_t)n * 4), *want = tl_malloc((size_t)n * 4), *got = tl_malloc((size_t)n * 4);
+    tl_cu_samp_out *prev = tl_malloc((size_t)n_prev * sizeof *prev);
+    for (int r = 0; r < n_prev; r++) prev[r] = (tl_cu_samp_out){.token = 1000 + 7 * r, .logprob = -1.f};
+    for (int t = 0; t < n; t++) {
+        const int r = t == 0 ? 0 : t == 3 ? n_prev - 1 : (int)(tl_t_rng(&seed) % (unsigned)n_prev);
+        ids[t] = t % 3 == 0 ? TL_TOKEN_PREV(r) : t % 3 == 1 ? t : -1;
+        want[t] = t % 3 == 0 ? prev[r].token : ids[t];
+    }
+    int32_t *dids = dup_dev(ids, (size_t)n * 4);
+    tl_cu_samp_out *dprev = dup_dev(prev, (size_t)n_prev * sizeof *prev);
+    CHECK(tl_cu_resolve_prev_tokens(dids, n, dprev, 0, &e) == 0, "%s", e.msg);
+    get(got, dids, (size_t)n * 4);
+    CHECK(!memcmp(got, want, (size_t)n * 4), "resolve_prev_tokens: %d ids, %d rows", n, n_prev);
+    cudaFree(dids), cudaFree(dprev);
+    free(ids), free(want), free(got), free(prev);
+}
+
 /* ---- RoPE + paged KV write, then attention: a mixed batch against tl_cpu_rope/kv_write/attn_naive ---- */
 typedef struct {
     int n_past, n_new;
@@ -877,6 +900,8 @@ int main(void) {
     test_small_ops(3, 100);
     test_small_ops(33, 4864);
     test_embed(1000, 896, 64);
+    test_resolve_prev(1, 1);
+    test_resolve_prev(700, 37);
     const seq_shape mix[] = {{20, 37}, {1000, 1}, {0, 1}, {5, 2}};
     const seq_shape dec[] = {{3000, 1}};
     const seq_shape pre[] = {{0, 300}};

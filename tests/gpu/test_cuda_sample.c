@@ -5,7 +5,9 @@
  *   - sampled (temperature, top-k, top-p, min-p, mixed per row): the same token except at a float boundary
  *     (expf may differ by an ulp, fp64 sums are added in another order): at most 1 mismatch in 500 rows
  *   - rows that need more than the candidate head come back as -1 exactly where cu_sample.h says they may
- *   - two launches give identical bits (no float atomics) */
+ *   - two launches give identical bits (no float atomics)
+ * And the backend's launch / collect (steps pipelined with TL_TOKEN_PREV tokens, two in flight) against
+ * forward_sample: the same tokens and logprobs bit for bit; their errors. */
 #include <cuda_runtime_api.h>
 #include <math.h>
 
@@ -224,6 +226,192 @@ static void test_engine(const char *dir) {
     tl_model_free(m);
 }
 
+/* ---- launch / collect: steps pipelined with TL_TOKEN_PREV tokens against forward_sample ---- */
+#define LC_STEPS 24
+#define LC_SEQ 3
+static const int lc_plen[LC_SEQ] = {5, 11, 40};
+
+typedef struct {
+    int32_t tok[LC_STEPS][LC_SEQ]; /* by logit row */
+    float lp[LC_STEPS][LC_SEQ];
+    int n[LC_STEPS];
+    int row_of[LC_SEQ]; /* each sequence's row in the last step, -1: none */
+} lc_result;
+
+typedef struct {
+    int32_t tok[64], pos[64], lr[LC_SEQ], bt[LC_SEQ][16];
+    tl_batch_seq q[LC_SEQ];
+    tl_row_sampling rs[LC_SEQ];
+    tl_batch b;
+} lc_batch;
+
+/* Step t of the schedule into B (every array rebuilt). Sequence s owns blocks 16 s .. 16 s + 15 and starts with
+ * its prompt (prompt + 64 s): seqs 0 and 1 at step 0 (16 tokens: a CUDA-graph step where the model allows one),
+ * seq 2 at step 1 with the decodes of 0 and 1 (42 tokens: forward_body, a > 16-token prefill chunk); then every
+ * live sequence decodes one token a step (seq 1 stops after step 15), in the order 2, 0, 1 on odd steps so that
+ * a row of a step is not the same sequence's row of the step before. A decode's token: last[s] (the synchronous
+ * run: the token sampled for s the step before) or, last NULL, TL_TOKEN_PREV of s's row in the step before.
+ * past[s] (tokens in the cache) and row_of[s] (in: s's row in the step before; out: in this step, -1 for none)
+ * are updated.
+ * Seq 1 samples (temperature 0.8, top-k 20, a fixed draw a step), the others are greedy. */
+static void lc_build(lc_batch *B, int t, const int32_t *prompt, int past[LC_SEQ], const int32_t *last,
+                     int row_of[LC_SEQ]) {
+    static const int order[2][LC_SEQ] = {{0, 1, 2}, {2, 0, 1}};
+    int n = 0, ns = 0, prev_row[LC_SEQ];
+    memcpy(prev_row, row_of, sizeof prev_row);
+    for (int s = 0; s < LC_SEQ; s++) row_of[s] = -1;
+    for (int k = 0; k < LC_SEQ; k++) {
+        const int s = order[t % 2][k];
+        if ((s == 1 && t > 15) || (s == 2 && t < 1)) continue;
+        for (int i = 0; i < 16; i++) B->bt[s][i] = 16 * s + i;
+        const int nn = past[s] ? 1 : lc_plen[s];
+        for (int i = 0; i < nn; i++) {
+            B->tok[n + i] = past[s] ? (last ? last[s] : TL_TOKEN_PREV(prev_row[s])) : prompt[64 * s + i];
+            B->pos[n + i] = past[s] + i;
+        }
+        B->q[ns] = (tl_batch_seq){.tok_start = n, .n_new = nn, .n_past = past[s], .block_table = B->bt[s]};
+        B->lr[ns] = n + nn - 1;
+        B->rs[ns] = (tl_row_sampling){.temperature = s == 1 ? 0.8f : 0.f, .top_k = s == 1 ? 20 : 0, .top_p = 1.f,
+                                      .u = s == 1 ? fmod(0.137 + 0.618034 * t, 1.0) : 0.0};
+        row_of[s] = ns++;
+        past[s] += nn, n += nn;
+    }
+    B->b = (tl_batch){.n_tok = n, .tokens = B->tok, .pos = B->pos, .n_seq = ns, .seqs = B->q, .n_logits = ns,
+                      .logit_rows = B->lr};
+}
+
+/* The schedule run with forward_sample (pipelined 0), or with launch / collect, step t + 1 launched before step
+ * t is collected (two steps in flight); B is scribbled over after each launch (launch copies what it needs). */
+static void lc_run(tl_backend *gpu, tl_model *m, tl_kv *kv, const int32_t *prompt, int pipelined, lc_result *res) {
+    tl_error e = {{0}};
+    int past[LC_SEQ] = {0}, row_of[LC_SEQ] = {-1, -1, -1};
+    int32_t last[LC_SEQ] = {0};
+    lc_batch B;
+    float *logits = tl_malloc((size_t)LC_SEQ * m->cfg.n_vocab * 4); /* (no host rows: unused) */
+    memset(res, 0, sizeof *res);
+    for (int t = 0; t < LC_STEPS; t++) {
+        lc_build(&B, t, prompt, past, pipelined ? NULL : last, row_of);
+        res->n[t] = B.b.n_logits;
+        if (!pipelined) {
+            CHECK(gpu->forward_sample(gpu, m, kv, &B.b, B.rs, res->tok[t], res->lp[t], logits, &e) == 0, "step %d: %s",
+                  t, e.msg);
+            for (int s = 0; s < LC_SEQ; s++)
+                if (row_of[s] >= 0) last[s] = res->tok[t][row_of[s]];
+            continue;
+        }
+        CHECK(gpu->launch(gpu, m, kv, &B.b, B.rs, logits, &e) == 0, "launch %d: %s", t, e.msg);
+        memset(&B, 0xa5, sizeof B);
+        if (t) CHECK(gpu->collect(gpu, res->tok[t - 1], res->lp[t - 1], &e) == 0, "collect %d: %s", t - 1, e.msg);
+    }
+    if (pipelined)
+        CHECK(gpu->collect(gpu, res->tok[LC_STEPS - 1], res->lp[LC_STEPS - 1], &e) == 0, "collect: %s", e.msg);
+    memcpy(res->row_of, row_of, sizeof row_of);
+    free(logits);
+}
+
+/* one decode of seq 0 at position pos (blocks 0..15) with token tok, greedy, or its row left to the host */
+static void lc_decode(lc_batch *B, int32_t tok, int pos, int host) {
+    for (int i = 0; i < 16; i++) B->bt[0][i] = i;
+    B->tok[0] = tok, B->pos[0] = pos, B->lr[0] = 0;
+    B->q[0] = (tl_batch_seq){.tok_start = 0, .n_new = 1, .n_past = pos, .block_table = B->bt[0]};
+    B->rs[0] = (tl_row_sampling){.top_p = 1.f, .host = host};
+    B->b = (tl_batch){.n_tok = 1, .tokens = B->tok, .pos = B->pos, .n_seq = 1, .seqs = B->q, .n_logits = 1,
+                      .logit_rows = B->lr};
+}
+
+/* launch / collect with TL_TOKEN_PREV tokens give forward_sample's tokens and logprobs bit for bit (graph and
+ * forward_body steps, one mixing decodes with a prefill chunk, two steps in flight); and the errors: a
+ * TL_TOKEN_PREV with no step before, out of range, or of a host row; a third launch; collect with nothing
+ * launched; forward / forward_sample while steps are launched; each -1 with a message, the backend usable after. */
+static void test_launch_collect(const char *dir) {
+    tl_error e = {{0}};
+    tl_load_opts lo = {.quiet = true, .quant_bits = 4};
+    tl_model *m = tl_model_load(dir, &lo, &e);
+    CHECK(m != NULL, "%s: %s", dir, e.msg);
+    if (!m) return;
+    tl_backend *gpu = tl_backend_cuda_new(0.5f, &e);
+    tl_kv kv;
+    const int ok = gpu && gpu->launch && gpu->collect && gpu->row_on_device &&
+                   gpu->kv_alloc(gpu, &kv, &m->cfg, 16, 16 * LC_SEQ, TL_BF16, &e) == 0;
+    CHECK(ok, "%s: %s", dir, e.msg);
+    if (!ok) {
+        if (gpu) gpu->free(gpu);
+        tl_model_free(m);
+        return;
+    }
+    const int V = m->cfg.n_vocab;
+    int32_t prompt[64 * LC_SEQ], tok[4], tok2[4];
+    float lp[4], lp2[4], *logits = tl_malloc((size_t)4 * V * 4);
+    unsigned long long sd = 23;
+    for (int i = 0; i < 64 * LC_SEQ; i++) prompt[i] = (int32_t)(tl_t_rng(&sd) % (unsigned)TL_MIN(V, 150000));
+    lc_batch B;
+    /* no step launched yet */
+    lc_decode(&B, TL_TOKEN_PREV(0), 0, 0);
+    CHECK(gpu->launch(gpu, m, &kv, &B.b, B.rs, logits, &e) == -1 && strstr(e.msg, "TL_TOKEN_PREV"), "%s", e.msg);
+    CHECK(gpu->collect(gpu, tok, lp, &e) == -1 && strstr(e.msg, "collect"), "%s", e.msg);
+
+    lc_result *sync = tl_malloc(sizeof *sync), *pipe = tl_malloc(sizeof *pipe);
+    lc_run(gpu, m, &kv, prompt, 0, sync);
+    lc_run(gpu, m, &kv, prompt, 1, pipe);
+    int same = 1, in_range = 1;
+    for (int t = 0; t < LC_STEPS; t++) {
+        same &= sync->n[t] == pipe->n[t] && !memcmp(sync->tok[t], pipe->tok[t], (size_t)sync->n[t] * 4) &&
+                !memcmp(sync->lp[t], pipe->lp[t], (size_t)sync->n[t] * 4);
+        for (int i = 0; i < sync->n[t]; i++) in_range &= sync->tok[t][i] >= 0 && sync->tok[t][i] < V;
+    }
+    CHECK(in_range, "%s: forward_sample tokens out of range", dir);
+    CHECK(same, "%s: launch / collect with TL_TOKEN_PREV differs from forward_sample", dir);
+
+    /* the last step had rows for seqs 0 and 2; seq 0 has its prompt and LC_STEPS - 1 tokens in the cache */
+    const int r0 = TL_MAX(pipe->row_of[0], 0), pos0 = lc_plen[0] + LC_STEPS - 1;
+    CHECK(pipe->n[LC_STEPS - 1] == 2 && pipe->row_of[0] >= 0 && pipe->row_of[1] < 0, "%s: schedule", dir);
+    const int32_t last0 = pipe->tok[LC_STEPS - 1][r0];
+    lc_decode(&B, TL_TOKEN_PREV(2), pos0, 0);
+    CHECK(gpu->launch(gpu, m, &kv, &B.b, B.rs, logits, &e) == -1 && strstr(e.msg, "out of range"), "%s", e.msg);
+    /* still usable: TL_TOKEN_PREV(r0) (seq 0's token) equals forward_sample on that token (same KV slot rewritten),
+     * with a refused launch (out of range of that 1-row step) while it is in flight */
+    lc_decode(&B, TL_TOKEN_PREV(r0), pos0, 0);
+    CHECK(gpu->launch(gpu, m, &kv, &B.b, B.rs, logits, &e) == 0, "%s", e.msg);
+    lc_decode(&B, TL_TOKEN_PREV(1), pos0 + 1, 0);
+    CHECK(gpu->launch(gpu, m, &kv, &B.b, B.rs, logits, &e) == -1 && strstr(e.msg, "out of range"), "%s", e.msg);
+    CHECK(gpu->collect(gpu, tok, lp, &e) == 0, "%s", e.msg);
+    lc_decode(&B, last0, pos0, 0);
+    CHECK(gpu->forward_sample(gpu, m, &kv, &B.b, B.rs, tok2, lp2, logits, &e) == 0, "%s", e.msg);
+    CHECK(tok[0] == tok2[0] && lp[0] == lp2[0], "%s: after an error: %d (%g) vs %d (%g)", dir, tok[0], lp[0], tok2[0],
+          lp2[0]);
+    /* a third launch; forward and forward_sample while steps are launched; collect with nothing launched */
+    lc_decode(&B, tok2[0], pos0 + 1, 0);
+    for (int k = 0; k < 2; k++) CHECK(gpu->launch(gpu, m, &kv, &B.b, B.rs, logits, &e) == 0, "%s", e.msg);
+    CHECK(gpu->launch(gpu, m, &kv, &B.b, B.rs, logits, &e) == -1 && strstr(e.msg, "collect"), "%s", e.msg);
+    CHECK(gpu->forward(gpu, m, &kv, &B.b, logits, &e) == -1 && strstr(e.msg, "collected"), "%s", e.msg);
+    CHECK(gpu->forward_sample(gpu, m, &kv, &B.b, B.rs, tok, lp, logits, &e) == -1 && strstr(e.msg, "collected"), "%s",
+          e.msg);
+    tok[0] = tok[1] = -7;
+    CHECK(gpu->collect(gpu, tok, lp, &e) == 0 && gpu->collect(gpu, tok + 1, lp + 1, &e) == 0, "%s", e.msg);
+    CHECK(tok[0] == tok[1] && tok[0] >= 0 && lp[0] == lp[1], "%s: a step launched twice: %d, %d", dir, tok[0],
+          tok[1]);
+    CHECK(gpu->collect(gpu, tok, lp, &e) == -1 && strstr(e.msg, "collect"), "%s", e.msg);
+    /* a row left to the host: token -1, its logits copied; TL_TOKEN_PREV of it refused */
+    lc_decode(&B, tok2[0], pos0 + 1, 1);
+    logits[0] = NAN;
+    CHECK(gpu->launch(gpu, m, &kv, &B.b, B.rs, logits, &e) == 0 && gpu->collect(gpu, tok, lp, &e) == 0, "%s", e.msg);
+    CHECK(tok[0] == -1 && isfinite(logits[0]), "%s: host row: token %d, logit %g", dir, tok[0], logits[0]);
+    CHECK(!gpu->row_on_device(gpu, &B.rs[0], V), "row_on_device of a host row");
+    lc_decode(&B, TL_TOKEN_PREV(0), pos0 + 2, 0);
+    CHECK(gpu->launch(gpu, m, &kv, &B.b, B.rs, logits, &e) == -1 && strstr(e.msg, "host"), "%s", e.msg);
+    CHECK(gpu->row_on_device(gpu, &B.rs[0], V), "row_on_device of a greedy row");
+    lc_decode(&B, tok2[0], pos0 + 1, 0);
+    CHECK(gpu->launch(gpu, m, &kv, &B.b, B.rs, logits, &e) == 0 && gpu->collect(gpu, tok2 + 1, lp2 + 1, &e) == 0,
+          "%s", e.msg);
+    CHECK(tok2[1] == tok[1] && lp2[1] == lp[1], "%s: after the errors: %d vs %d", dir, tok2[1], tok[1]);
+    printf("  %s: launch / collect, %d steps pipelined with TL_TOKEN_PREV: tokens and logprobs %s forward_sample's; "
+           "errors checked\n", dir, LC_STEPS, same ? "equal to" : "DIFFER from");
+    free(sync), free(pipe), free(logits);
+    gpu->kv_free(gpu, &kv);
+    gpu->free(gpu);
+    tl_model_free(m);
+}
+
 int main(void) {
     setvbuf(stdout, NULL, _IONBF, 0);
     setenv("TL_Q4_KERNEL", "old", 0); /* CPU engine reference with fp32 activations (as test_cuda_model.c) */
@@ -237,5 +425,8 @@ int main(void) {
     test_kernel(152064, 520);
     test_engine("tests/data/hf/qwen2-tied-gqa2-hd64");
     test_engine("tests/data/hf/qwen2-gqa7-hd128-f16");
+    test_launch_collect("tests/data/hf/qwen2-tied-gqa2-hd64");
+    test_launch_collect("tests/data/hf/qwen2-gqa7-hd128-f16");
+    test_launch_collect("dummy:qwen2-0.5b"); /* every matrix tiled INT4: the decode steps as CUDA graphs */
     TL_TEST_END();
 }

@@ -12,7 +12,10 @@
  * Forwards of > CU_BIG_T tokens feed cuBLAS bf16 written by the producers (matmul_big, prefill_ops.cu).
  * Attention: sequences with > 16 new tokens on the tensor-core prefill kernel (attn_prefill.cu), the other
  * tokens on attn.cu's kernel (attention()). Decode steps (every sequence one new token) in forward_decode:
- * RoPE + KV write + attention in one kernel (tl_cu_attention_decode_rope), then the slice merge. */
+ * RoPE + KV write + attention in one kernel (tl_cu_attention_decode_rope), then the slice merge.
+ * Sampling on the device (sample.cu) in steps launched ahead (cu_launch / cu_collect, at most CU_NBUF in flight,
+ * host buffers alternated per launch); a step's TL_TOKEN_PREV tokens are resolved on the device from the previous
+ * step's sampled rows (tl_cu_resolve_prev_tokens) before its forward; forward_sample is launch + collect. */
 #ifdef TL_HAVE_CUDA
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
@@ -48,6 +51,7 @@ static const char *const p_name[P_N] = {"other", "matmul", "attention", "lm_head
                                    * q/k/v on 100) and 2.126-2.144 with 256, H100, one run (TL_CUDA_SPLIT_KEYS); without
                                    * the room 64 was as fast as 128 (3765dec, 17d9798) and 128 is now 2.170-2.174 */
 #define CU_GKEY 20                /* graph key: the shape and switches a captured decode step depends on */
+#define CU_NBUF 2                 /* steps launched and not collected at most (cu_launch); host buffers per kind */
 #define CU_BIG_T 512              /* forwards of more tokens: bf16 activations into cuBLAS (layer_big) */
 #define CU_Q4GEMM_COPY_MAX 48     /* INT4 products of 17..CU_BIG_T rows take q4_gemm.cu's kernel up to this many rows */
 #define CU_Q4GEMM_NOCOPY_MAX 192  /* when the matrix has a bf16 copy (cuBLAS on it above), else up to this many.
@@ -134,8 +138,8 @@ typedef struct cu_impl {
     int no_graph;
     cudaGraphExec_t gexec; /* the captured decode step, for the shape in gkey */
     intptr_t gkey[CU_GKEY];
-    /* batch metadata: host (pinned) and device copies */
-    int32_t *meta_h, *meta_d;
+    /* batch metadata: host (pinned, one buffer per launch buffer `cur`) and device copies */
+    int32_t *meta_h[CU_NBUF], *meta_d;
     size_t meta_cap;
     /* attention plan of the current batch (build_meta): prefill tiles (their device copy follows the block
      * tables in meta_d) and the token runs left to attn.cu's kernel, as (first token, count) pairs */
@@ -146,11 +150,27 @@ typedef struct cu_impl {
     int32_t *runs;  /* host, [2 * n_runs] */
     uint8_t *cov;   /* host scratch: token covered by a tile */
     size_t plan_cap;
-    /* GPU sampling (cu_forward_sample): per-row parameters / results, host (pinned) and device */
-    tl_cu_samp *samp_h, *samp_d;
-    tl_cu_samp_out *sout_h, *sout_d;
+    /* GPU sampling (cu_launch): per-row parameters / results, host (pinned, one buffer per launch buffer) and
+     * device. The device copies are single: stream order puts a step's uploads after the previous step's sampling
+     * and its D2H copy of sout_d, and its resolve of TL_TOKEN_PREV tokens before its own sampling */
+    tl_cu_samp *samp_h[CU_NBUF], *samp_d;
+    tl_cu_samp_out *sout_h[CU_NBUF], *sout_d;
     int samp_cap;
-    const tl_row_sampling *srs; /* set during cu_forward_sample: each logits chunk is sampled, not copied */
+    /* Launched steps (cu_launch / cu_collect). Host buffers written for an asynchronous copy (meta_h, samp_h) or
+     * read back by one (sout_h) come in CU_NBUF: step t + 1's H2D copies may still be queued behind step t's work
+     * when step t + 2 is built, so the buffer a launch writes, `cur` (next_buf, alternating), is the one of the
+     * step launched two before, which is collected by then (at most CU_NBUF launched and not collected). A
+     * launched step is known by its buffer: step_done[buf] is recorded after its last copy, step_n[buf] is its
+     * logit rows; oldest: the buffer of the oldest step not collected. */
+    int cur, next_buf, n_launched, oldest;
+    cudaEvent_t step_done[CU_NBUF];
+    int step_n[CU_NBUF];
+    /* the last launched step (collected or not), the one TL_TOKEN_PREV(r) tokens refer to: its buffer (its rows'
+     * parameters stay in samp_h[prev_buf] until the launch after next) and logit rows; prev_n -1: none (none yet,
+     * or a launch failed after it had enqueued work that may have written sout_d) */
+    int prev_buf, prev_n;
+    int n_prev_tok;             /* build_meta: TL_TOKEN_PREV tokens in this step */
+    const tl_row_sampling *srs; /* set during cu_launch: each logits chunk is sampled, not copied */
     float *slogits;             /* host logits of the rows sampled on the host */
     int sampling;               /* forward_body samples its chunks (off while capturing a graph) */
     size_t bf16w_bytes;         /* bf16 copies of the INT4 matrices (make_bf16_copies) */
@@ -325,6 +345,7 @@ static int upload_vec(cu_impl *ci, const tl_tensor *t, int64_t n, float **out, c
 }
 
 static void release_model(cu_impl *ci) {
+    cudaStreamSynchronize(ci->st); /* launched steps may still read the weights and activations */
     for (int i = 0; i < ci->n_allocs; i++) cudaFree(ci->allocs[i]);
     ci->n_allocs = 0;
     free(ci->layers);
@@ -342,7 +363,7 @@ static void release_model(cu_impl *ci) {
  * logits [LCH, n_vocab]; attention partials; dequantize scratch. */
 static int ensure_act(cu_impl *ci, const tl_config *c, int n_tok, tl_error *e) {
     if (n_tok <= ci->max_tok) return 0;
-    if (ci->act) cudaFree(ci->act);
+    if (ci->act) cudaStreamSynchronize(ci->st), cudaFree(ci->act); /* a launched step may still use it */
     ci->act = NULL;
     int T = TL_MAX(n_tok, ci->max_tok ? 2 * ci->max_tok : 0);
     T = TL_MAX(T, 16);
@@ -637,8 +658,23 @@ static int matmul_big_run(cu_impl *ci, const cu_mat *W, const uint16_t *xb, void
     return 0;
 }
 
-/* Checks the batch and lays out its metadata (host, pinned): tokens, pos, slot, ctx, bt_off [T] each,
- * logit_rows [n_logits], then the block tables. Returns the number of int32 written, or -1. */
+/* A batch token TL_TOKEN_PREV(r): the previous launched step must have a logit row r that the device sampled
+ * (its token is then in sout_d[r] whatever the draw); rows it left to the host have no token there. */
+static int check_prev_row(const cu_impl *ci, int r, int n_vocab, tl_error *e) {
+    if (ci->prev_n < 0) return tl_errf(e, "batch: token TL_TOKEN_PREV(%d) but no step was launched before", r);
+    if (r >= ci->prev_n)
+        return tl_errf(e, "batch: token TL_TOKEN_PREV(%d) out of range: the previous launched step has %d logit rows",
+                       r, ci->prev_n);
+    const tl_cu_samp *p = &ci->samp_h[ci->prev_buf][r];
+    if (p->skip || tl_cu_sample_may_defer(p, n_vocab))
+        return tl_errf(e, "batch: token TL_TOKEN_PREV(%d): that row of the previous launched step is %s", r,
+                       p->skip ? "sampled on the host" : "not always sampled on the device");
+    return 0;
+}
+
+/* Checks the batch and lays out its metadata (host, pinned: meta_h[cur]): tokens, pos, slot, ctx, bt_off [T]
+ * each, logit_rows [n_logits], then the block tables. TL_TOKEN_PREV tokens are kept as they are (counted in
+ * n_prev_tok; resolved on the device). Returns the number of int32 written, or -1. */
 static int64_t build_meta(cu_impl *ci, const tl_config *c, const tl_kv *kv, const tl_batch *b, int *max_ctx,
                           tl_error *e) {
     const int T = b->n_tok, bs = kv->block_size;
@@ -676,22 +712,30 @@ static int64_t build_meta(cu_impl *ci, const tl_config *c, const tl_kv *kv, cons
     }
     size_t need = (size_t)5 * T + (size_t)b->n_logits + (size_t)n_bt + 2 * (size_t)n_tiles;
     if (need > ci->meta_cap) {
-        if (ci->meta_h) cudaFreeHost(ci->meta_h);
+        cudaStreamSynchronize(ci->st); /* launched steps' copies may still read meta_h, their kernels meta_d */
+        for (int k = 0; k < CU_NBUF; k++)
+            if (ci->meta_h[k]) cudaFreeHost(ci->meta_h[k]), ci->meta_h[k] = NULL;
         if (ci->meta_d) cudaFree(ci->meta_d);
-        ci->meta_h = NULL, ci->meta_d = NULL, ci->meta_cap = 0;
+        ci->meta_d = NULL, ci->meta_cap = 0;
         size_t cap = need * 2 + 4096;
-        if (cudaMallocHost((void **)&ci->meta_h, cap * 4) != cudaSuccess ||
-            cudaMalloc((void **)&ci->meta_d, cap * 4) != cudaSuccess) {
+        int ok = cudaMalloc((void **)&ci->meta_d, cap * 4) == cudaSuccess;
+        for (int k = 0; k < CU_NBUF && ok; k++) ok = cudaMallocHost((void **)&ci->meta_h[k], cap * 4) == cudaSuccess;
+        if (!ok) {
             cudaGetLastError();
             return tl_errf(e, "cuda: cannot allocate batch metadata");
         }
         ci->meta_cap = cap;
     }
-    int32_t *tok = ci->meta_h, *pos = tok + T, *slot = pos + T, *ctx = slot + T, *off = ctx + T, *lr = off + T,
-            *bt = lr + b->n_logits;
+    int32_t *tok = ci->meta_h[ci->cur], *pos = tok + T, *slot = pos + T, *ctx = slot + T, *off = ctx + T,
+            *lr = off + T, *bt = lr + b->n_logits;
+    ci->n_prev_tok = 0;
     for (int t = 0; t < T; t++) {
-        if (b->tokens[t] < 0 || b->tokens[t] >= c->n_vocab)
+        if (b->tokens[t] < -1) { /* TL_TOKEN_PREV(r) */
+            if (check_prev_row(ci, TL_TOKEN_PREV_ROW(b->tokens[t]), c->n_vocab, e)) return -1;
+            ci->n_prev_tok++;
+        } else if (b->tokens[t] < 0 || b->tokens[t] >= c->n_vocab) {
             return tl_errf(e, "token id %d out of range [0, %d)", b->tokens[t], c->n_vocab);
+        }
         tok[t] = b->tokens[t];
         pos[t] = b->pos[t];
         ctx[t] = -1;
@@ -772,23 +816,25 @@ static int attention(cu_impl *ci, const tl_cu_attn_args *a, const int32_t *d_til
 
 /* GPU sampling of logit rows [i0, i0 + n) (ci->logits holds them): results stay in sout_d; rows the caller
  * samples itself (rs.host), and rows the kernel deferred (token -1: checked only when a row's parameters
- * allow it, at the cost of one synchronization), get their logits copied to the host. */
+ * allow it, at the cost of one synchronization, here inside cu_launch), get their logits copied to the host.
+ * Host buffers: this step's (cur). */
 static int sample_chunk(cu_impl *ci, int nv, int i0, int n, tl_error *e) {
+    const tl_cu_samp *sh = ci->samp_h[ci->cur];
+    tl_cu_samp_out *oh = ci->sout_h[ci->cur];
     if (tl_cu_sample(ci->logits, n, nv, ci->samp_d + i0, ci->sout_d + i0, ci->st, e)) return -1;
     int check = 0;
     for (int i = i0; i < i0 + n; i++) {
         if (ci->srs[i].host)
             CUCHK(e, cudaMemcpyAsync(ci->slogits + (size_t)i * nv, ci->logits + (size_t)(i - i0) * nv, (size_t)nv * 4,
                                      cudaMemcpyDeviceToHost, ci->st));
-        else check |= tl_cu_sample_may_defer(&ci->samp_h[i], nv);
+        else check |= tl_cu_sample_may_defer(&sh[i], nv);
     }
     if (!check) return 0;
     double t0 = tl_now();
-    CUCHK(e, cudaMemcpyAsync(ci->sout_h + i0, ci->sout_d + i0, (size_t)n * sizeof *ci->sout_h, cudaMemcpyDeviceToHost,
-                             ci->st));
+    CUCHK(e, cudaMemcpyAsync(oh + i0, ci->sout_d + i0, (size_t)n * sizeof *oh, cudaMemcpyDeviceToHost, ci->st));
     CUCHK(e, cudaStreamSynchronize(ci->st));
     for (int i = i0; i < i0 + n; i++)
-        if (!ci->srs[i].host && ci->sout_h[i].token < 0)
+        if (!ci->srs[i].host && oh[i].token < 0)
             CUCHK(e, cudaMemcpyAsync(ci->slogits + (size_t)i * nv, ci->logits + (size_t)(i - i0) * nv, (size_t)nv * 4,
                                      cudaMemcpyDeviceToHost, ci->st));
     ci->prof[3] += tl_now() - t0;
@@ -996,15 +1042,85 @@ static void graph_drop(cu_impl *ci) {
     memset(ci->gkey, 0, sizeof ci->gkey);
 }
 
-/* One forward; with ci->srs set (cu_forward_sample) the logit rows are sampled on the device instead of
- * copied to `logits`, and the results are copied to sout_h before the final synchronization. */
-static int cu_run(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *b, float *logits, tl_error *e) {
+/* The GPU work of one step, after build_meta (nmeta int32 in meta_h[cur]): the metadata copy, the sampling
+ * parameters' (ci->srs set), TL_TOKEN_PREV tokens resolved from sout_d, the forward (a CUDA graph or
+ * forward_body), then with ci->srs the logit rows sampled on the device instead of copied to `logits` and the
+ * results copied to sout_h[cur]. Enqueued on ci->st; nothing waited for (but sample_chunk's deferred rows). */
+static int enqueue_work(cu_impl *ci, const tl_model *m, tl_kv *kv, const tl_batch *b, int64_t nmeta, int max_ctx,
+                        float *logits, tl_error *e) {
+    const tl_config *c = &m->cfg;
+    const int T = b->n_tok, hd = c->head_dim;
+    CUCHK(e, cudaMemcpyAsync(ci->meta_d, ci->meta_h[ci->cur], (size_t)nmeta * 4, cudaMemcpyHostToDevice, ci->st));
+    if (ci->srs)
+        CUCHK(e, cudaMemcpyAsync(ci->samp_d, ci->samp_h[ci->cur], (size_t)b->n_logits * sizeof *ci->samp_d,
+                                 cudaMemcpyHostToDevice, ci->st));
+    /* the previous step's tokens into meta_d's token array: here, not in the graph below (it replays the same
+     * metadata addresses: the key stays the same), after the previous step's sampling wrote sout_d (stream
+     * order) and before this step's overwrites it */
+    if (ci->n_prev_tok && tl_cu_resolve_prev_tokens(ci->meta_d, T, ci->sout_d, ci->st, e)) return -1;
+    /* decode-sized steps run as a CUDA graph (one launch instead of ~13 per layer), captured once per
+     * shape: (T, n_logits, attention splits, KV pool, decode attention kernel); everything else the kernels
+     * read lives in meta_d */
+    int use_graph = ci->graph_ok && T <= 16 && b->n_logits <= 16 && b->n_logits > 0;
+    if (use_graph) {
+        tl_cu_attn_args probe = {.n_tok = T, .n_head = c->n_head, .n_head_kv = c->n_head_kv, .head_dim = hd,
+                                 .max_split = ci->max_split, .max_ctx = max_ctx, .n_sm = ci->n_sm,
+                                 .split_keys = decode_fused(ci, c, T) ? ci->split_keys : 0};
+        intptr_t key[CU_GKEY] = {T, b->n_logits, tl_cu_attention_splits(&probe), (intptr_t)kv->k, (intptr_t)kv->dtype,
+                                 kv->n_blocks, ci->gemv_old, ci->no_fuse, ci->no_pdl, ci->merge_last, ci->attn_dec,
+                                 ci->ring, ci->dbg_skip, ci->probe, ci->att_fuse, ci->fuse_on, ci->gu_pair,
+                                 ci->qkv_room, ci->gemv_dbg, ci->trace};
+        if (!ci->gexec || memcmp(key, ci->gkey, sizeof key)) {
+            graph_drop(ci); /* (an instance still queued or running is freed when it completes) */
+            cudaGraph_t g;
+            CUCHK(e, cudaStreamBeginCapture(ci->st, cudaStreamCaptureModeThreadLocal));
+            ci->sampling = 0; /* sampling runs after the graph (its parameters change every step) */
+            ci->capturing = 1;
+            int r = forward_body(ci, m, kv, T, b->n_logits, max_ctx, NULL, e);
+            ci->capturing = 0;
+            cudaError_t ce = cudaStreamEndCapture(ci->st, &g);
+            if (r) return -1;
+            CUCHK(e, ce);
+            ce = cudaGraphInstantiate(&ci->gexec, g, 0);
+            cudaGraphDestroy(g);
+            if (ce != cudaSuccess) {
+                ci->gexec = NULL;
+                return tl_errf(e, "cuda: graph instantiate: %s", cudaGetErrorString(ce));
+            }
+            memcpy(ci->gkey, key, sizeof key);
+        }
+        CUCHK(e, cudaGraphLaunch(ci->gexec, ci->st));
+        if (ci->srs) {
+            if (sample_chunk(ci, c->n_vocab, 0, b->n_logits, e)) return -1;
+        } else {
+            CUCHK(e, cudaMemcpyAsync(logits, ci->logits, (size_t)b->n_logits * c->n_vocab * 4, cudaMemcpyDeviceToHost,
+                                     ci->st));
+        }
+    } else {
+        ci->sampling = ci->srs != NULL;
+        int r = forward_body(ci, m, kv, T, b->n_logits, max_ctx, logits, e);
+        ci->sampling = 0;
+        if (r) return -1;
+    }
+    if (ci->srs)
+        CUCHK(e, cudaMemcpyAsync(ci->sout_h[ci->cur], ci->sout_d, (size_t)b->n_logits * sizeof *ci->sout_d,
+                                 cudaMemcpyDeviceToHost, ci->st));
+    return 0;
+}
+
+/* One step enqueued on ci->st with the host buffers of ci->cur (the caller waits for it); with ci->srs set
+ * (cu_launch) sampled on the device. Returns -1 on an error: when that came after some of the step's work was
+ * enqueued, this waits for that work (so the buffers it reads may be reused) and, with sampling, forgets the
+ * previous launched step (sout_d may have been overwritten). */
+static int enqueue_step(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *b, float *logits, tl_error *e) {
     cu_impl *ci = be->impl;
     const tl_config *c = &m->cfg;
     const int T = b->n_tok, hd = c->head_dim;
+    ci->n_pev = 0; /* (no profile marks for an empty step) */
     if (T <= 0) return 0;
     if (ci->m != m) {
         graph_drop(ci);
+        ci->prev_n = -1; /* token ids of another model */
         if (cu_prepare(be, (tl_model *)m, e)) return -1;
     }
     if (kv->n_head_kv != c->n_head_kv || kv->head_dim != hd || kv->n_layer != c->n_layer)
@@ -1044,118 +1160,175 @@ static int cu_run(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *
     void *meta_before = ci->meta_d;
     double t0 = tl_now();
     int64_t nmeta = build_meta(ci, c, kv, b, &max_ctx, e);
-    if (nmeta < 0) return -1;
+    /* (before the error return: build_meta may have moved meta_d and then refused the batch) */
+    if (ci->act != act_before || ci->meta_d != meta_before) graph_drop(ci);
+    if (nmeta < 0) return -1; /* nothing of this step enqueued */
     ci->fuse_on = ci->att_fuse > 0 && ci->dec1 && ci->attn_dec && !ci->n_tiles && decode_fused(ci, c, T);
     double t1 = tl_now();
-    if (ci->act != act_before || ci->meta_d != meta_before) graph_drop(ci);
-    ci->n_pev = 0;
     pmark(ci, P_OTHER);
-    CUCHK(e, cudaMemcpyAsync(ci->meta_d, ci->meta_h, (size_t)nmeta * 4, cudaMemcpyHostToDevice, ci->st));
-    /* decode-sized steps run as a CUDA graph (one launch instead of ~13 per layer), captured once per
-     * shape: (T, n_logits, attention splits, KV pool, decode attention kernel); everything else the kernels
-     * read lives in meta_d */
-    int use_graph = ci->graph_ok && T <= 16 && b->n_logits <= 16 && b->n_logits > 0;
-    if (use_graph) {
-        tl_cu_attn_args probe = {.n_tok = T, .n_head = c->n_head, .n_head_kv = c->n_head_kv, .head_dim = hd,
-                                 .max_split = ci->max_split, .max_ctx = max_ctx, .n_sm = ci->n_sm,
-                                 .split_keys = decode_fused(ci, c, T) ? ci->split_keys : 0};
-        intptr_t key[CU_GKEY] = {T, b->n_logits, tl_cu_attention_splits(&probe), (intptr_t)kv->k, (intptr_t)kv->dtype,
-                                 kv->n_blocks, ci->gemv_old, ci->no_fuse, ci->no_pdl, ci->merge_last, ci->attn_dec,
-                                 ci->ring, ci->dbg_skip, ci->probe, ci->att_fuse, ci->fuse_on, ci->gu_pair,
-                                 ci->qkv_room, ci->gemv_dbg, ci->trace};
-        if (!ci->gexec || memcmp(key, ci->gkey, sizeof key)) {
-            graph_drop(ci);
-            cudaGraph_t g;
-            CUCHK(e, cudaStreamBeginCapture(ci->st, cudaStreamCaptureModeThreadLocal));
-            ci->sampling = 0; /* sampling runs after the graph (its parameters change every step) */
-            ci->capturing = 1;
-            int r = forward_body(ci, m, kv, T, b->n_logits, max_ctx, NULL, e);
-            ci->capturing = 0;
-            cudaError_t ce = cudaStreamEndCapture(ci->st, &g);
-            if (r) return -1;
-            CUCHK(e, ce);
-            ce = cudaGraphInstantiate(&ci->gexec, g, 0);
-            cudaGraphDestroy(g);
-            if (ce != cudaSuccess) {
-                ci->gexec = NULL;
-                return tl_errf(e, "cuda: graph instantiate: %s", cudaGetErrorString(ce));
-            }
-            memcpy(ci->gkey, key, sizeof key);
-        }
-        CUCHK(e, cudaGraphLaunch(ci->gexec, ci->st));
-        if (ci->srs) {
-            if (sample_chunk(ci, c->n_vocab, 0, b->n_logits, e)) return -1;
-        } else {
-            CUCHK(e, cudaMemcpyAsync(logits, ci->logits, (size_t)b->n_logits * c->n_vocab * 4, cudaMemcpyDeviceToHost,
-                                     ci->st));
-        }
-    } else {
-        ci->sampling = ci->srs != NULL;
-        int r = forward_body(ci, m, kv, T, b->n_logits, max_ctx, logits, e);
-        ci->sampling = 0;
-        if (r) return -1;
+    if (enqueue_work(ci, m, kv, b, nmeta, max_ctx, logits, e)) {
+        cudaStreamSynchronize(ci->st);
+        if (ci->srs) ci->prev_n = -1;
+        return -1;
     }
-    if (ci->srs)
-        CUCHK(e, cudaMemcpyAsync(ci->sout_h, ci->sout_d, (size_t)b->n_logits * sizeof *ci->sout_h,
-                                 cudaMemcpyDeviceToHost, ci->st));
-    double t2 = tl_now();
-    CUCHK(e, cudaStreamSynchronize(ci->st));
-    ci->prof[0] += t1 - t0, ci->prof[1] += t2 - t1, ci->prof[2] += tl_now() - t2, ci->prof_n++;
-    if (ci->n_pev > 1) {
-        const int k = T == b->n_seq ? 0 : 1; /* decode-only step, or one with prefill tokens */
-        for (int i = 1; i < ci->n_pev; i++) {
-            float ms = 0;
-            if (cudaEventElapsedTime(&ms, ci->pev[i - 1], ci->pev[i]) == cudaSuccess) ci->pgpu[k][ci->pcat[i]] += ms;
-        }
-        ci->pn[k]++, ci->ptok[k] += T;
-    }
+    ci->prof[0] += t1 - t0, ci->prof[1] += tl_now() - t1, ci->prof_n++;
     return 0;
 }
 
-static int cu_forward(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *b, float *logits, tl_error *e) {
-    return cu_run(be, m, kv, b, logits, e);
+/* TL_CUDA_PROFILE=1: the GPU time between the profile marks of the step just completed (T tokens; prefill: it
+ * had prefill tokens), summed per phase. */
+static void prof_gpu(cu_impl *ci, int T, int prefill) {
+    if (ci->n_pev <= 1) return;
+    const int k = prefill ? 1 : 0;
+    for (int i = 1; i < ci->n_pev; i++) {
+        float ms = 0;
+        if (cudaEventElapsedTime(&ms, ci->pev[i - 1], ci->pev[i]) == cudaSuccess) ci->pgpu[k][ci->pcat[i]] += ms;
+    }
+    ci->pn[k]++, ci->ptok[k] += T;
+    ci->n_pev = 0;
 }
 
-static int cu_forward_sample(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *b, const tl_row_sampling *rs,
-                             int32_t *tok, float *logprob, float *logits, tl_error *e) {
+/* One forward, logits of b->logit_rows copied to `logits`; waits for it. Not while launched steps are out
+ * (they are collected in order; a forward between would wait for them and reuse their buffers). */
+static int cu_forward(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *b, float *logits, tl_error *e) {
     cu_impl *ci = be->impl;
-    const int n = b->n_logits;
-    if (n > ci->samp_cap) {
-        if (ci->samp_h) cudaFreeHost(ci->samp_h);
-        if (ci->sout_h) cudaFreeHost(ci->sout_h);
-        if (ci->samp_d) cudaFree(ci->samp_d);
-        if (ci->sout_d) cudaFree(ci->sout_d);
-        ci->samp_h = NULL, ci->sout_h = NULL, ci->samp_d = NULL, ci->sout_d = NULL, ci->samp_cap = 0;
-        int cap = TL_MAX(n, 256);
-        if (cudaMallocHost((void **)&ci->samp_h, (size_t)cap * sizeof *ci->samp_h) != cudaSuccess ||
-            cudaMallocHost((void **)&ci->sout_h, (size_t)cap * sizeof *ci->sout_h) != cudaSuccess ||
-            cudaMalloc((void **)&ci->samp_d, (size_t)cap * sizeof *ci->samp_d) != cudaSuccess ||
-            cudaMalloc((void **)&ci->sout_d, (size_t)cap * sizeof *ci->sout_d) != cudaSuccess) {
-            cudaGetLastError();
-            return tl_errf(e, "cuda: cannot allocate sampling buffers");
+    if (ci->n_launched)
+        return tl_errf(e, "cuda: forward while %d launched steps are not collected", ci->n_launched);
+    ci->cur = ci->next_buf; /* (not advanced: this step is complete before the next one is built) */
+    if (enqueue_step(be, m, kv, b, logits, e)) return -1;
+    double t0 = tl_now();
+    CUCHK(e, cudaStreamSynchronize(ci->st));
+    ci->prof[2] += tl_now() - t0;
+    prof_gpu(ci, b->n_tok, b->n_tok != b->n_seq);
+    return 0;
+}
+
+/* Sampling buffers for n logit rows: samp_h / sout_h (pinned, CU_NBUF each), samp_d / sout_d. Growing waits
+ * for the launched steps and carries their rows over: cu_collect reads samp_h / sout_h, the next step's
+ * TL_TOKEN_PREV tokens sout_d and check_prev_row samp_h. On failure the old buffers stay. */
+static int ensure_samp(cu_impl *ci, int n, tl_error *e) {
+    if (n <= ci->samp_cap) return 0;
+    CUCHK(e, cudaStreamSynchronize(ci->st));
+    const int cap = TL_MAX(n, 256), old = ci->samp_cap;
+    tl_cu_samp *sh[CU_NBUF] = {0}, *sd = NULL;
+    tl_cu_samp_out *oh[CU_NBUF] = {0}, *od = NULL;
+    int ok = cudaMalloc((void **)&sd, (size_t)cap * sizeof *sd) == cudaSuccess &&
+             cudaMalloc((void **)&od, (size_t)cap * sizeof *od) == cudaSuccess;
+    for (int k = 0; k < CU_NBUF && ok; k++)
+        ok = cudaMallocHost((void **)&sh[k], (size_t)cap * sizeof *sh[k]) == cudaSuccess &&
+             cudaMallocHost((void **)&oh[k], (size_t)cap * sizeof *oh[k]) == cudaSuccess;
+    if (ok && old)
+        ok = cudaMemcpyAsync(od, ci->sout_d, (size_t)old * sizeof *od, cudaMemcpyDeviceToDevice, ci->st) ==
+                 cudaSuccess &&
+             cudaStreamSynchronize(ci->st) == cudaSuccess;
+    tl_cu_samp *fsd = ok ? ci->samp_d : sd;
+    tl_cu_samp_out *fod = ok ? ci->sout_d : od;
+    for (int k = 0; k < CU_NBUF; k++) { /* carry the rows over, then free the old (or, failed, the new) buffers */
+        if (ok && old) {
+            memcpy(sh[k], ci->samp_h[k], (size_t)old * sizeof *sh[k]);
+            memcpy(oh[k], ci->sout_h[k], (size_t)old * sizeof *oh[k]);
         }
-        ci->samp_cap = cap;
+        tl_cu_samp *fs = ok ? ci->samp_h[k] : sh[k];
+        tl_cu_samp_out *fo = ok ? ci->sout_h[k] : oh[k];
+        if (fs) cudaFreeHost(fs);
+        if (fo) cudaFreeHost(fo);
+        if (ok) ci->samp_h[k] = sh[k], ci->sout_h[k] = oh[k];
     }
-    if (b->n_tok <= 0 || n <= 0) return cu_run(be, m, kv, b, logits, e);
-    for (int i = 0; i < n; i++)
-        ci->samp_h[i] = (tl_cu_samp){.temperature = rs[i].temperature, .top_k = rs[i].top_k, .top_p = rs[i].top_p,
-                                     .min_p = rs[i].min_p, .u = rs[i].u, .skip = rs[i].host != 0};
-    CUCHK(e, cudaMemcpyAsync(ci->samp_d, ci->samp_h, (size_t)n * sizeof *ci->samp_h, cudaMemcpyHostToDevice, ci->st));
-    ci->srs = rs;
+    if (fsd) cudaFree(fsd);
+    if (fod) cudaFree(fod);
+    if (!ok) {
+        cudaGetLastError();
+        return tl_errf(e, "cuda: cannot allocate sampling buffers for %d rows", n);
+    }
+    ci->samp_d = sd, ci->sout_d = od, ci->samp_cap = cap;
+    return 0;
+}
+
+static tl_cu_samp samp_of(const tl_row_sampling *rs) {
+    return (tl_cu_samp){.temperature = rs->temperature, .top_k = rs->top_k, .top_p = rs->top_p, .min_p = rs->min_p,
+                        .u = rs->u, .skip = rs->host != 0};
+}
+
+/* backend.h launch: the step enqueued with the host buffers of next_buf (see cu_impl.cur), its event recorded
+ * after its last copy; b and rs are copied (meta_h, samp_h) before this returns. TL_CUDA_PROFILE=1: waits for
+ * the step here (the profile events are reused by the next step). */
+static int cu_launch(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *b, const tl_row_sampling *rs,
+                     float *logits, tl_error *e) {
+    cu_impl *ci = be->impl;
+    if (ci->n_launched >= CU_NBUF)
+        return tl_errf(e, "cuda: launch: %d steps launched and not collected (collect one first)", ci->n_launched);
+    const int buf = ci->next_buf, n = b->n_tok > 0 ? TL_MAX(b->n_logits, 0) : 0;
+    if (!ci->step_done[buf] && cudaEventCreateWithFlags(&ci->step_done[buf], cudaEventDisableTiming) != cudaSuccess) {
+        ci->step_done[buf] = NULL;
+        return tl_errf(e, "cuda: launch: cannot create an event: %s", cudaGetErrorString(cudaGetLastError()));
+    }
+    if (ensure_samp(ci, n, e)) return -1;
+    ci->cur = buf; /* the step launched two before used it: collected (n_launched < CU_NBUF) */
+    for (int i = 0; i < n; i++) ci->samp_h[buf][i] = samp_of(&rs[i]);
+    ci->srs = n > 0 ? rs : NULL;
     ci->slogits = logits;
-    int r = cu_run(be, m, kv, b, NULL, e);
+    int r = enqueue_step(be, m, kv, b, NULL, e);
     ci->srs = NULL;
     ci->slogits = NULL;
     if (r) return -1;
-    for (int i = 0; i < n; i++) {
-        tok[i] = rs[i].host ? -1 : ci->sout_h[i].token;
-        logprob[i] = ci->sout_h[i].logprob;
+    cudaError_t err = cudaEventRecord(ci->step_done[buf], ci->st);
+    if (err != cudaSuccess) { /* not launched after all: as enqueue_step's failures */
+        cudaStreamSynchronize(ci->st);
+        ci->prev_n = -1;
+        return tl_errf(e, "cuda: launch: cudaEventRecord: %s", cudaGetErrorString(err));
+    }
+    if (!ci->n_launched) ci->oldest = buf;
+    ci->n_launched++;
+    ci->step_n[buf] = n;
+    ci->prev_buf = buf, ci->prev_n = n;
+    ci->next_buf = (buf + 1) % CU_NBUF;
+    if (ci->prof_on) { /* (an error here is collect's to report: the step is launched) */
+        double t0 = tl_now();
+        cudaStreamSynchronize(ci->st);
+        ci->prof[2] += tl_now() - t0;
+        prof_gpu(ci, b->n_tok, b->n_tok != b->n_seq);
     }
     return 0;
+}
+
+/* backend.h collect: waits for the oldest launched step and reads its results from its sout_h buffer. */
+static int cu_collect(tl_backend *be, int32_t *tok, float *logprob, tl_error *e) {
+    cu_impl *ci = be->impl;
+    if (!ci->n_launched) return tl_errf(e, "cuda: collect: no launched step to collect");
+    const int buf = ci->oldest;
+    ci->oldest = (buf + 1) % CU_NBUF;
+    ci->n_launched--;
+    double t0 = tl_now();
+    CUCHK(e, cudaEventSynchronize(ci->step_done[buf]));
+    ci->prof[2] += tl_now() - t0;
+    const tl_cu_samp *sh = ci->samp_h[buf];
+    const tl_cu_samp_out *oh = ci->sout_h[buf];
+    for (int i = 0; i < ci->step_n[buf]; i++) {
+        tok[i] = sh[i].skip ? -1 : oh[i].token;
+        logprob[i] = oh[i].logprob;
+    }
+    return 0;
+}
+
+static int cu_row_on_device(const tl_backend *be, const tl_row_sampling *rs, int n_vocab) {
+    (void)be;
+    const tl_cu_samp p = samp_of(rs);
+    return !rs->host && !tl_cu_sample_may_defer(&p, n_vocab);
+}
+
+/* launch, then collect (nothing else launched: collect answers the oldest step) */
+static int cu_forward_sample(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *b, const tl_row_sampling *rs,
+                             int32_t *tok, float *logprob, float *logits, tl_error *e) {
+    cu_impl *ci = be->impl;
+    if (ci->n_launched)
+        return tl_errf(e, "cuda: forward_sample while %d launched steps are not collected", ci->n_launched);
+    if (cu_launch(be, m, kv, b, rs, logits, e)) return -1;
+    return cu_collect(be, tok, logprob, e);
 }
 
 static void cu_free(tl_backend *be) {
     cu_impl *ci = be->impl;
+    cudaStreamSynchronize(ci->st); /* launched steps not collected still copy into the buffers freed below */
     if (ci->prof_on && ci->prof_n)
         tl_info("cuda profile: %lld forwards: host build_meta %.2f ms, enqueue %.2f ms, wait for GPU %.2f ms, "
                 "sampling fallbacks %.2f ms (per forward)",
@@ -1175,14 +1348,17 @@ static void cu_free(tl_backend *be) {
     }
     for (int i = 0; i < CU_PROF_EV; i++)
         if (ci->pev[i]) cudaEventDestroy(ci->pev[i]);
-    if (ci->samp_h) cudaFreeHost(ci->samp_h);
-    if (ci->sout_h) cudaFreeHost(ci->sout_h);
+    for (int k = 0; k < CU_NBUF; k++) {
+        if (ci->samp_h[k]) cudaFreeHost(ci->samp_h[k]);
+        if (ci->sout_h[k]) cudaFreeHost(ci->sout_h[k]);
+        if (ci->meta_h[k]) cudaFreeHost(ci->meta_h[k]);
+        if (ci->step_done[k]) cudaEventDestroy(ci->step_done[k]);
+    }
     if (ci->samp_d) cudaFree(ci->samp_d);
     if (ci->sout_d) cudaFree(ci->sout_d);
     graph_drop(ci);
     release_model(ci);
     if (ci->trace_d) cudaFree(ci->trace_d);
-    if (ci->meta_h) cudaFreeHost(ci->meta_h);
     if (ci->meta_d) cudaFree(ci->meta_d);
     free(ci->runs), free(ci->cov);
     if (ci->blas) cublasDestroy(ci->blas);
@@ -1240,6 +1416,7 @@ tl_backend *tl_backend_cuda_new(float gpu_mem_util, tl_error *e) {
     const char *gp = getenv("TL_CUDA_PROFILE");
     ci->prof_on = gp && !strcmp(gp, "1");
     ci->pmm = P_MATMUL;
+    ci->prev_n = -1; /* no launched step yet */
     struct cudaDeviceProp prop;
     if (cudaSetDevice(0) != cudaSuccess || cudaGetDeviceProperties(&prop, 0) != cudaSuccess ||
         cudaStreamCreateWithFlags(&ci->st, cudaStreamNonBlocking) != cudaSuccess) {
@@ -1263,6 +1440,9 @@ tl_backend *tl_backend_cuda_new(float gpu_mem_util, tl_error *e) {
     be->kv_free = cu_kv_free;
     be->forward = cu_forward;
     be->forward_sample = cu_forward_sample;
+    be->launch = cu_launch;
+    be->collect = cu_collect;
+    be->row_on_device = cu_row_on_device;
     be->free = cu_free;
     be->impl = ci;
     return be;

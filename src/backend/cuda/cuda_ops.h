@@ -153,6 +153,12 @@ int tl_cu_embed(const tl_cu_q4 *q4, const uint16_t *bf16, int64_t n_vocab, int n
                 int n_tok, float *out, cudaStream_t st, tl_error *e);
 /* out[n, cols] = rows idx[n] of x[*, cols] */
 int tl_cu_gather_rows(const float *x, const int32_t *idx, int n, int cols, float *out, cudaStream_t st, tl_error *e);
+/* In place in a step's device token ids [n_tok]: each TL_TOKEN_PREV(r) (backend.h: -2 - r, any id < -1) becomes
+ * prev[r].token, the token the previous step sampled for its logit row r (prev: its tl_cu_samp_out rows,
+ * cu_sample.h); other ids are left as they are. The host checked every r; the previous step's sampling must come
+ * before on `st`, and this step's after. */
+struct tl_cu_samp_out;
+int tl_cu_resolve_prev_tokens(int32_t *tok, int n_tok, const struct tl_cu_samp_out *prev, cudaStream_t st, tl_error *e);
 
 /* RoPE on q and k inside qkv ([n_tok, (n_head + 2*n_head_kv) * head_dim]: q heads, k heads, v heads),
  * in place, then writes k and v of each token into the paged cache at slot[t] (= block * block_size + row).

@@ -1,6 +1,9 @@
 /* ops.cu: small fused ops of the forward pass: RMSNorm (+ residual add), SiLU*mul, embedding gather,
- * row gather, RoPE + paged KV write. fp32 math throughout (as the CPU reference). */
+ * row gather, the previous step's sampled tokens into this step's ids, RoPE + paged KV write. fp32 math
+ * throughout (as the CPU reference). */
 #include "backend/cuda/cu_common.cuh"
+#include "backend/backend.h"          /* TL_TOKEN_PREV_ROW */
+#include "backend/cuda/cu_sample.h" /* tl_cu_samp_out */
 
 /* y element: fp32 as is, or rounded to bf16 (the prefill path's cuBLAS input) */
 static __device__ __forceinline__ void rms_store(float *y, float v) { *y = v; }
@@ -116,6 +119,21 @@ extern "C" int tl_cu_gather_rows(const float *x, const int32_t *idx, int n, int 
     if (n <= 0) return 0;
     gather_kernel<<<n, 256, 0, st>>>(x, idx, cols, out);
     TL_CU_LAUNCHED(e, "gather_rows");
+}
+
+/* One thread a token: TL_TOKEN_PREV(r) (any id < -1) -> prev[r].token. */
+__global__ void resolve_prev_kernel(int32_t *__restrict__ tok, int n, const tl_cu_samp_out *__restrict__ prev) {
+    const int t = blockIdx.x * blockDim.x + threadIdx.x;
+    if (t >= n) return;
+    const int32_t id = tok[t];
+    if (id < -1) tok[t] = prev[TL_TOKEN_PREV_ROW(id)].token;
+}
+
+extern "C" int tl_cu_resolve_prev_tokens(int32_t *tok, int n_tok, const tl_cu_samp_out *prev, cudaStream_t st,
+                                         tl_error *e) {
+    if (n_tok <= 0) return 0;
+    resolve_prev_kernel<<<(unsigned)((n_tok + 255) / 256), 256, 0, st>>>(tok, n_tok, prev);
+    TL_CU_LAUNCHED(e, "resolve_prev_tokens");
 }
 
 /* grid (n_tok, n_head + n_head_kv), block head_dim/2 threads: each thread rotates one pair of one head.
