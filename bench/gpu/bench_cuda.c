@@ -650,7 +650,8 @@ static void decode_variants(const char *spec, double copy) {
      * they cost inside the graph. */
     static const char *const keys[] = {"TL_CUDA_GEMV", "TL_CUDA_FUSE", "TL_CUDA_PDL", "TL_CUDA_SPLIT_KEYS",
                                        "TL_CUDA_ATT_MERGE", "TL_CUDA_DBG_SKIP", "TL_CUDA_GEMV_PROBE", "TL_CUDA_RING",
-                                       "TL_CUDA_ATT_FUSE", "TL_CUDA_GU_PAIR", "TL_CUDA_QKV_ROOM", "TL_CUDA_GEMV_DBG"};
+                                       "TL_CUDA_ATT_FUSE", "TL_CUDA_GU_PAIR", "TL_CUDA_QKV_ROOM", "TL_CUDA_GEMV_DBG",
+                                       "TL_CUDA_SAMPLE_ONEBLOCK", "TL_CUDA_SAMPLE_GRAPH"};
     const int nkeys = (int)(sizeof keys / sizeof keys[0]);
     static const char *const var[][2] = {
         {"default (gate/up pairs, q/k/v room, 128 keys)", ""},
@@ -706,19 +707,18 @@ static void decode_variants(const char *spec, double copy) {
     static const char *const exp_var[][2] = {
         {"default (v5, x first 2, ring <= 5)", ""},
         {"default, pipelined as the engine (launch / collect)", "PIPE"},
-        {"early o: the merge triggers at its start", "TL_CUDA_GEMV_DBG=65536"},
-        {"early o: + o on the SMs the attention leaves", "TL_CUDA_GEMV_DBG=196608"},
-        {"early o: + every o stage before x", "TL_CUDA_GEMV_DBG=458752"},
-        {"o on the SMs the attention leaves (alone)", "TL_CUDA_GEMV_DBG=131072"},
-        {"early o: merge trigger + o stages before x", "TL_CUDA_GEMV_DBG=327680"},
-        {"default again", ""},
-        {"early o, all three, again", "TL_CUDA_GEMV_DBG=458752"},
-        {"early o, all three, pipelined", "TL_CUDA_GEMV_DBG=458752 PIPE"},
+        {"pipelined, sampler one block a row (before)", "TL_CUDA_SAMPLE_ONEBLOCK=1 PIPE"},
+        {"pipelined, sampling after the graph (before)", "TL_CUDA_SAMPLE_GRAPH=0 PIPE"},
+        {"pipelined, both as before", "TL_CUDA_SAMPLE_ONEBLOCK=1 TL_CUDA_SAMPLE_GRAPH=0 PIPE"},
         {"default, greedy sampled on the GPU", "SAMPLE"},
+        {"greedy sampled, sampler as before", "TL_CUDA_SAMPLE_ONEBLOCK=1 TL_CUDA_SAMPLE_GRAPH=0 SAMPLE"},
         {"skip: all layers, lm_head; sampled (host + embedding)", "TL_CUDA_DBG_SKIP=63 SAMPLE"},
         {"skip: all layers, lm_head; pipelined", "TL_CUDA_DBG_SKIP=63 PIPE"},
+        {"skip: all layers, lm_head; pipelined, as before", "TL_CUDA_DBG_SKIP=63 TL_CUDA_SAMPLE_ONEBLOCK=1 TL_CUDA_SAMPLE_GRAPH=0 PIPE"},
         {"default again", ""},
         {"default, pipelined, again", "PIPE"},
+        {"pipelined, both as before, again", "TL_CUDA_SAMPLE_ONEBLOCK=1 TL_CUDA_SAMPLE_GRAPH=0 PIPE"},
+        {"default, greedy sampled on the GPU, again", "SAMPLE"},
     };
     const char *set = getenv("TL_BENCH_SET");
     const int use_exp = set && !strcmp(set, "exp");

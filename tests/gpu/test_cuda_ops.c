@@ -471,7 +471,7 @@ static void test_embed(int n_vocab, int n_embd, int group) {
     dw.sb = dup_dev(sb, ng * 4);
     int32_t *dids = dup_dev(ids, sizeof ids);
     float *dout = dev_nan(5 * (size_t)n_embd * 4);
-    CHECK(tl_cu_embed(&dw, NULL, n_vocab, n_embd, dids, 5, dout, 0, &e) == 0, "%s", e.msg);
+    CHECK(tl_cu_embed(&dw, NULL, n_vocab, n_embd, dids, NULL, 5, dout, 0, &e) == 0, "%s", e.msg);
     get(got, dout, 5 * (size_t)n_embd * 4);
     CHECK(tl_rel_err(got, want, 5 * (size_t)n_embd) < 1e-6, "embed q4: %.3g", tl_rel_err(got, want, 5 * (size_t)n_embd));
     /* gather rows 4, 1 of the embedded rows */
@@ -486,25 +486,33 @@ static void test_embed(int n_vocab, int n_embd, int group) {
     free(codes), free(sb), free(sc), free(bi), free(want), free(got);
 }
 
-/* tl_cu_resolve_prev_tokens: n ids (more than one block of threads), every 3rd TL_TOKEN_PREV(r) of a row of
- * prev (r = 0 and the last row among them); the others, ids >= 0 and -1, unchanged */
-static void test_resolve_prev(int n, int n_prev) {
+/* The embedding of TL_TOKEN_PREV(r) ids (backend.h) is that of prev[r].token: n ids (every 3rd such an id, r = 0
+ * and the last row among them), bf16 table, against the same rows looked up by their resolved ids. */
+static void test_embed_prev(int n, int n_prev) {
     tl_error e = {{0}};
-    int32_t *ids = tl_malloc((size_t)n * 4), *want = tl_malloc((size_t)n * 4), *got = tl_malloc((size_t)n * 4);
+    const int V = 3000, E = 64;
+    uint16_t *tab = tl_malloc((size_t)V * E * 2);
+    for (size_t i = 0; i < (size_t)V * E; i++) tab[i] = tl_f32_to_bf16(tl_t_randf(&seed));
+    int32_t *ids = tl_malloc((size_t)n * 4), *want = tl_malloc((size_t)n * 4);
     tl_cu_samp_out *prev = tl_malloc((size_t)n_prev * sizeof *prev);
-    for (int r = 0; r < n_prev; r++) prev[r] = (tl_cu_samp_out){.token = 1000 + 7 * r, .logprob = -1.f};
+    for (int r = 0; r < n_prev; r++) prev[r] = (tl_cu_samp_out){.token = (1000 + 7 * r) % V, .logprob = -1.f};
     for (int t = 0; t < n; t++) {
         const int r = t == 0 ? 0 : t == 3 ? n_prev - 1 : (int)(tl_t_rng(&seed) % (unsigned)n_prev);
-        ids[t] = t % 3 == 0 ? TL_TOKEN_PREV(r) : t % 3 == 1 ? t : -1;
+        ids[t] = t % 3 == 0 ? TL_TOKEN_PREV(r) : (int32_t)(tl_t_rng(&seed) % V);
         want[t] = t % 3 == 0 ? prev[r].token : ids[t];
     }
-    int32_t *dids = dup_dev(ids, (size_t)n * 4);
+    uint16_t *dtab = dup_dev(tab, (size_t)V * E * 2);
+    int32_t *dids = dup_dev(ids, (size_t)n * 4), *dwant = dup_dev(want, (size_t)n * 4);
     tl_cu_samp_out *dprev = dup_dev(prev, (size_t)n_prev * sizeof *prev);
-    CHECK(tl_cu_resolve_prev_tokens(dids, n, dprev, 0, &e) == 0, "%s", e.msg);
-    get(got, dids, (size_t)n * 4);
-    CHECK(!memcmp(got, want, (size_t)n * 4), "resolve_prev_tokens: %d ids, %d rows", n, n_prev);
-    cudaFree(dids), cudaFree(dprev);
-    free(ids), free(want), free(got), free(prev);
+    float *d1 = dev_nan((size_t)n * E * 4), *d2 = dev_nan((size_t)n * E * 4);
+    float *g1 = tl_malloc((size_t)n * E * 4), *g2 = tl_malloc((size_t)n * E * 4);
+    CHECK(tl_cu_embed(NULL, dtab, V, E, dids, dprev, n, d1, 0, &e) == 0, "%s", e.msg);
+    CHECK(tl_cu_embed(NULL, dtab, V, E, dwant, NULL, n, d2, 0, &e) == 0, "%s", e.msg);
+    get(g1, d1, (size_t)n * E * 4);
+    get(g2, d2, (size_t)n * E * 4);
+    CHECK(!memcmp(g1, g2, (size_t)n * E * 4), "embed of TL_TOKEN_PREV ids: %d ids, %d rows", n, n_prev);
+    cudaFree(dtab), cudaFree(dids), cudaFree(dwant), cudaFree(dprev), cudaFree(d1), cudaFree(d2);
+    free(tab), free(ids), free(want), free(prev), free(g1), free(g2);
 }
 
 /* ---- RoPE + paged KV write, then attention: a mixed batch against tl_cpu_rope/kv_write/attn_naive ---- */
@@ -900,8 +908,8 @@ int main(void) {
     test_small_ops(3, 100);
     test_small_ops(33, 4864);
     test_embed(1000, 896, 64);
-    test_resolve_prev(1, 1);
-    test_resolve_prev(700, 37);
+    test_embed_prev(1, 1);
+    test_embed_prev(700, 37);
     const seq_shape mix[] = {{20, 37}, {1000, 1}, {0, 1}, {5, 2}};
     const seq_shape dec[] = {{3000, 1}};
     const seq_shape pre[] = {{0, 300}};

@@ -68,13 +68,27 @@ static void test_kernel(int V, int R) {
     CU(cudaMemcpy(dl, lg, (size_t)R * V * 4, cudaMemcpyHostToDevice));
     CU(cudaMemcpy(dp, p, (size_t)R * sizeof *dp, cudaMemcpyHostToDevice));
     tl_error e = {{0}};
-    for (int pass = 0; pass < 2; pass++) {
+    void *scratch;
+    CU(cudaMalloc(&scratch, tl_cu_sample_scratch_bytes()));
+    CU(cudaMemset(scratch, 0, tl_cu_sample_scratch_bytes()));
+    tl_cu_samp_out *out1 = tl_malloc((size_t)R * sizeof *out1);
+    for (int pass = 0; pass < 3; pass++) { /* one block a row; then twice with the statistics over many blocks */
         CU(cudaMemset(dout, 0xff, (size_t)R * sizeof *dout));
-        CHECK(tl_cu_sample(dl, R, V, dp, dout, 0, &e) == 0, "%s", e.msg);
+        CHECK(tl_cu_sample(dl, R, V, dp, dout, pass ? scratch : NULL, 0, &e) == 0, "%s", e.msg);
         CU(cudaDeviceSynchronize());
-        CU(cudaMemcpy(pass ? out2 : out, dout, (size_t)R * sizeof *dout, cudaMemcpyDeviceToHost));
+        CU(cudaMemcpy(pass == 0 ? out1 : pass == 1 ? out : out2, dout, (size_t)R * sizeof *dout, cudaMemcpyDeviceToHost));
     }
     CHECK(!memcmp(out, out2, (size_t)R * sizeof *out), "V %d: two launches differ", V);
+    int tok_diff = 0;
+    double lp_diff = 0;
+    for (int r = 0; r < R; r++) {
+        tok_diff += out[r].token != out1[r].token;
+        lp_diff = fmax(lp_diff, fabs((double)out[r].logprob - out1[r].logprob));
+    }
+    CHECK(tok_diff == 0 && lp_diff <= 1e-5, "V %d R %d: many-block statistics against one block: %d tokens differ, logprob by %g",
+          V, R, tok_diff, lp_diff);
+    free(out1);
+    CU(cudaFree(scratch));
     tl_sampler sp;
     tl_sampler_init(&sp, V);
     int greedy_bad = 0, mism = 0, lp_bad = 0, defer_bad = 0, n_def = 0, n_samp = 0, skip_bad = 0;

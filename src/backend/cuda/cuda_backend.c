@@ -50,7 +50,7 @@ static const char *const p_name[P_N] = {"other", "matmul", "attention", "lm_head
                                    * PDL wait) measured 2.046-2.061 ms/token against 2.112-2.126 with 64 (32 blocks,
                                    * q/k/v on 100) and 2.126-2.144 with 256, H100, one run (TL_CUDA_SPLIT_KEYS); without
                                    * the room 64 was as fast as 128 (3765dec, 17d9798) and 128 is now 2.170-2.174 */
-#define CU_GKEY 20                /* graph key: the shape and switches a captured decode step depends on */
+#define CU_GKEY 23                /* graph key: the shape and switches a captured decode step depends on */
 #define CU_NBUF 2                 /* steps launched and not collected at most (cu_launch); host buffers per kind */
 #define CU_BIG_T 512              /* forwards of more tokens: bf16 activations into cuBLAS (layer_big) */
 #define CU_Q4GEMM_COPY_MAX 48     /* INT4 products of 17..CU_BIG_T rows take q4_gemm.cu's kernel up to this many rows */
@@ -152,7 +152,7 @@ typedef struct cu_impl {
     size_t plan_cap;
     /* GPU sampling (cu_launch): per-row parameters / results, host (pinned, one buffer per launch buffer) and
      * device. The device copies are single: stream order puts a step's uploads after the previous step's sampling
-     * and its D2H copy of sout_d, and its resolve of TL_TOKEN_PREV tokens before its own sampling */
+     * and its D2H copy of sout_d, and its embedding (which resolves TL_TOKEN_PREV tokens) before its own sampling */
     tl_cu_samp *samp_h[CU_NBUF], *samp_d;
     tl_cu_samp_out *sout_h[CU_NBUF], *sout_d;
     int samp_cap;
@@ -172,7 +172,10 @@ typedef struct cu_impl {
     int n_prev_tok;             /* build_meta: TL_TOKEN_PREV tokens in this step */
     const tl_row_sampling *srs; /* set during cu_launch: each logits chunk is sampled, not copied */
     float *slogits;             /* host logits of the rows sampled on the host */
-    int sampling;               /* forward_body samples its chunks (off while capturing a graph) */
+    void *samp_scratch;         /* tl_cu_sample's row statistics over many blocks (zeroed once) */
+    int samp_oneblock;          /* TL_CUDA_SAMPLE_ONEBLOCK=1: one block reads each row (as before; comparisons) */
+    int no_samp_graph;          /* TL_CUDA_SAMPLE_GRAPH=0: sampling after the graph, never inside (comparisons) */
+    int sampling;               /* forward_body samples its chunks (in a captured graph: when every row is the device's) */
     size_t bf16w_bytes;         /* bf16 copies of the INT4 matrices (make_bf16_copies) */
     int prof_on;                /* TL_CUDA_PROFILE=1: host-side time per phase, printed at free */
     double prof[4];             /* build_meta, enqueue, wait for the GPU, sampling fallbacks (s) */
@@ -674,7 +677,7 @@ static int check_prev_row(const cu_impl *ci, int r, int n_vocab, tl_error *e) {
 
 /* Checks the batch and lays out its metadata (host, pinned: meta_h[cur]): tokens, pos, slot, ctx, bt_off [T]
  * each, logit_rows [n_logits], then the block tables. TL_TOKEN_PREV tokens are kept as they are (counted in
- * n_prev_tok; resolved on the device). Returns the number of int32 written, or -1. */
+ * n_prev_tok; the embedding kernel resolves them on the device). Returns the number of int32 written, or -1. */
 static int64_t build_meta(cu_impl *ci, const tl_config *c, const tl_kv *kv, const tl_batch *b, int *max_ctx,
                           tl_error *e) {
     const int T = b->n_tok, bs = kv->block_size;
@@ -821,7 +824,9 @@ static int attention(cu_impl *ci, const tl_cu_attn_args *a, const int32_t *d_til
 static int sample_chunk(cu_impl *ci, int nv, int i0, int n, tl_error *e) {
     const tl_cu_samp *sh = ci->samp_h[ci->cur];
     tl_cu_samp_out *oh = ci->sout_h[ci->cur];
-    if (tl_cu_sample(ci->logits, n, nv, ci->samp_d + i0, ci->sout_d + i0, ci->st, e)) return -1;
+    if (tl_cu_sample(ci->logits, n, nv, ci->samp_d + i0, ci->sout_d + i0, ci->samp_oneblock ? NULL : ci->samp_scratch,
+                     ci->st, e))
+        return -1;
     int check = 0;
     for (int i = i0; i < i0 + n; i++) {
         if (ci->srs[i].host)
@@ -904,19 +909,15 @@ static int forward_decode(cu_impl *ci, const tl_model *m, tl_kv *kv, int T, int 
     const size_t esz = kv->dtype == TL_F32 ? 4 : 2;
     const size_t layer_bytes = (size_t)kv->n_blocks * kv->n_head_kv * kv->block_size * hd * esz;
     cudaStream_t st = ci->st;
-    int qkv_grid = 0, room = 0; /* the fused attention's blocks get multiprocessors of their own (same every layer) */
-    if (ci->fuse_on) {
+    int qkv_grid = 0; /* the fused attention's blocks get multiprocessors of their own (same every layer) */
+    if (ci->fuse_on && ci->qkv_room) {
         const tl_cu_attn_args sp = {.n_tok = T, .n_head = c->n_head, .n_head_kv = c->n_head_kv, .head_dim = hd,
                                     .max_split = ci->max_split, .max_ctx = max_ctx, .n_sm = ci->n_sm,
                                     .split_keys = ci->split_keys};
         const int ab = T * tl_cu_attention_splits(&sp) * c->n_head_kv;
-        if (ab <= ci->n_sm / 4) room = ci->n_sm - ab;
-        if (ci->qkv_room) qkv_grid = room;
+        if (ab <= ci->n_sm / 4) qkv_grid = ci->n_sm - ab;
     }
-    /* experiment (TL_CUDA_GEMV_DBG bits 16-18, session 9): o_proj launched while the attention runs (the merge
-     * triggers at its start), on the multiprocessors the attention leaves free, with every ring stage before x */
-    const int eo = (ci->gemv_dbg >> 16) & 7;
-    if (tl_cu_embed(ci->embd.is_q4 ? &ci->embd.q : NULL, ci->embd.bf16, c->n_vocab, E, d_tok, T, ci->x, st, e))
+    if (tl_cu_embed(ci->embd.is_q4 ? &ci->embd.q : NULL, ci->embd.bf16, c->n_vocab, E, d_tok, ci->sout_d, T, ci->x, st, e))
         return -1;
     for (int l = 0; l < c->n_layer; l++) {
         const cu_layer *L = &ci->layers[l];
@@ -948,10 +949,7 @@ static int forward_decode(cu_impl *ci, const tl_model *m, tl_kv *kv, int T, int 
             down.x = NULL, down.x16 = (const uint16_t *)ci->gu, down.x_stride = F, down.x_mode = TL_CU_X_F16;
         }
         tl_cu_gemv_args *g4[4] = {&qkv, &o, &gu, &down};
-        for (int k = 0; k < 4; k++) g4[k]->impl = ci->probe, g4[k]->ring = ci->ring, g4[k]->dbg = ci->gemv_dbg & 0xffff;
-        if (eo & 1) aa.merge_early = 1;
-        if (eo & 2) o.grid = room;
-        if (eo & 4) o.dbg |= 7 << 12;
+        for (int k = 0; k < 4; k++) g4[k]->impl = ci->probe, g4[k]->ring = ci->ring, g4[k]->dbg = ci->gemv_dbg;
         if (ci->trace && 6 * l + 6 <= TL_CU_TRACE_ROWS) { /* rows: q/k/v, attention, merge, o, gate/up, down */
             unsigned long long *r = ci->trace_d + (size_t)6 * l * TL_CU_TRACE_ROW;
             qkv.trace = r, aa.trace = r + TL_CU_TRACE_ROW, aa.trace_merge = r + 2 * TL_CU_TRACE_ROW;
@@ -993,7 +991,7 @@ static int forward_body(cu_impl *ci, const tl_model *m, tl_kv *kv, int T, int n_
     for (int l = 0; big && l < c->n_layer; l++) big = !ci->layers[l].gu.bias; /* gate/up leave cuBLAS in bf16 */
     uint16_t *xb = ci->xbf;
 
-    if (tl_cu_embed(ci->embd.is_q4 ? &ci->embd.q : NULL, ci->embd.bf16, c->n_vocab, E, d_tok, T, ci->x, st, e))
+    if (tl_cu_embed(ci->embd.is_q4 ? &ci->embd.q : NULL, ci->embd.bf16, c->n_vocab, E, d_tok, ci->sout_d, T, ci->x, st, e))
         return -1;
     for (int l = 0; l < c->n_layer; l++) {
         const cu_layer *L = &ci->layers[l];
@@ -1043,8 +1041,8 @@ static void graph_drop(cu_impl *ci) {
 }
 
 /* The GPU work of one step, after build_meta (nmeta int32 in meta_h[cur]): the metadata copy, the sampling
- * parameters' (ci->srs set), TL_TOKEN_PREV tokens resolved from sout_d, the forward (a CUDA graph or
- * forward_body), then with ci->srs the logit rows sampled on the device instead of copied to `logits` and the
+ * parameters' (ci->srs set), the forward (a CUDA graph or forward_body; its embedding takes TL_TOKEN_PREV tokens
+ * from sout_d), then with ci->srs the logit rows sampled on the device instead of copied to `logits` and the
  * results copied to sout_h[cur]. Enqueued on ci->st; nothing waited for (but sample_chunk's deferred rows). */
 static int enqueue_work(cu_impl *ci, const tl_model *m, tl_kv *kv, const tl_batch *b, int64_t nmeta, int max_ctx,
                         float *logits, tl_error *e) {
@@ -1054,14 +1052,18 @@ static int enqueue_work(cu_impl *ci, const tl_model *m, tl_kv *kv, const tl_batc
     if (ci->srs)
         CUCHK(e, cudaMemcpyAsync(ci->samp_d, ci->samp_h[ci->cur], (size_t)b->n_logits * sizeof *ci->samp_d,
                                  cudaMemcpyHostToDevice, ci->st));
-    /* the previous step's tokens into meta_d's token array: here, not in the graph below (it replays the same
-     * metadata addresses: the key stays the same), after the previous step's sampling wrote sout_d (stream
-     * order) and before this step's overwrites it */
-    if (ci->n_prev_tok && tl_cu_resolve_prev_tokens(ci->meta_d, T, ci->sout_d, ci->st, e)) return -1;
     /* decode-sized steps run as a CUDA graph (one launch instead of ~13 per layer), captured once per
      * shape: (T, n_logits, attention splits, KV pool, decode attention kernel); everything else the kernels
      * read lives in meta_d */
     int use_graph = ci->graph_ok && T <= 16 && b->n_logits <= 16 && b->n_logits > 0;
+    /* the sampling inside the graph when every row is sampled there, no logits come back and nothing is
+     * checked on the host (sample_chunk has no host work then: its kernels read samp_d, write sout_d): a
+     * pipelined step is then its copies and one graph, no launch gaps between lm_head and the sampler */
+    int samp_in_graph = ci->srs != NULL && !ci->no_samp_graph;
+    for (int i = 0; i < b->n_logits && samp_in_graph; i++) {
+        const tl_cu_samp *p = &ci->samp_h[ci->cur][i];
+        samp_in_graph = !p->skip && !tl_cu_sample_may_defer(p, c->n_vocab);
+    }
     if (use_graph) {
         tl_cu_attn_args probe = {.n_tok = T, .n_head = c->n_head, .n_head_kv = c->n_head_kv, .head_dim = hd,
                                  .max_split = ci->max_split, .max_ctx = max_ctx, .n_sm = ci->n_sm,
@@ -1069,15 +1071,17 @@ static int enqueue_work(cu_impl *ci, const tl_model *m, tl_kv *kv, const tl_batc
         intptr_t key[CU_GKEY] = {T, b->n_logits, tl_cu_attention_splits(&probe), (intptr_t)kv->k, (intptr_t)kv->dtype,
                                  kv->n_blocks, ci->gemv_old, ci->no_fuse, ci->no_pdl, ci->merge_last, ci->attn_dec,
                                  ci->ring, ci->dbg_skip, ci->probe, ci->att_fuse, ci->fuse_on, ci->gu_pair,
-                                 ci->qkv_room, ci->gemv_dbg, ci->trace};
+                                 ci->qkv_room, ci->gemv_dbg, ci->trace, (intptr_t)ci->sout_d, samp_in_graph,
+                                 ci->samp_oneblock};
         if (!ci->gexec || memcmp(key, ci->gkey, sizeof key)) {
             graph_drop(ci); /* (an instance still queued or running is freed when it completes) */
             cudaGraph_t g;
             CUCHK(e, cudaStreamBeginCapture(ci->st, cudaStreamCaptureModeThreadLocal));
-            ci->sampling = 0; /* sampling runs after the graph (its parameters change every step) */
+            ci->sampling = samp_in_graph; /* else after the graph (host rows, deferred rows: host work) */
             ci->capturing = 1;
             int r = forward_body(ci, m, kv, T, b->n_logits, max_ctx, NULL, e);
             ci->capturing = 0;
+            ci->sampling = 0;
             cudaError_t ce = cudaStreamEndCapture(ci->st, &g);
             if (r) return -1;
             CUCHK(e, ce);
@@ -1091,7 +1095,7 @@ static int enqueue_work(cu_impl *ci, const tl_model *m, tl_kv *kv, const tl_batc
         }
         CUCHK(e, cudaGraphLaunch(ci->gexec, ci->st));
         if (ci->srs) {
-            if (sample_chunk(ci, c->n_vocab, 0, b->n_logits, e)) return -1;
+            if (!samp_in_graph && sample_chunk(ci, c->n_vocab, 0, b->n_logits, e)) return -1;
         } else {
             CUCHK(e, cudaMemcpyAsync(logits, ci->logits, (size_t)b->n_logits * c->n_vocab * 4, cudaMemcpyDeviceToHost,
                                      ci->st));
@@ -1152,6 +1156,10 @@ static int enqueue_step(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_b
     }
     if (ci->trace) CUCHK(e, cudaMemsetAsync(ci->trace_d, 0, (size_t)TL_CU_TRACE_ROWS * TL_CU_TRACE_ROW * 8, ci->st));
     ci->probe = gp && !strcmp(gp, "ring") ? TL_CU_GEMV_RING : gp && !strcmp(gp, "math") ? TL_CU_GEMV_MATH : 0;
+    const char *so = getenv("TL_CUDA_SAMPLE_ONEBLOCK");
+    ci->samp_oneblock = so && !strcmp(so, "1");
+    const char *sg = getenv("TL_CUDA_SAMPLE_GRAPH");
+    ci->no_samp_graph = sg && !strcmp(sg, "0");
     const char *qg = getenv("TL_CUDA_Q4GEMM");
     ci->q4gemm = qg ? atoi(qg) != 0 : -1;
     void *act_before = ci->act;
@@ -1207,6 +1215,15 @@ static int cu_forward(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_bat
  * for the launched steps and carries their rows over: cu_collect reads samp_h / sout_h, the next step's
  * TL_TOKEN_PREV tokens sout_d and check_prev_row samp_h. On failure the old buffers stay. */
 static int ensure_samp(cu_impl *ci, int n, tl_error *e) {
+    if (!ci->samp_scratch) {
+        const size_t nb = tl_cu_sample_scratch_bytes();
+        if (cudaMalloc(&ci->samp_scratch, nb) != cudaSuccess) {
+            cudaGetLastError();
+            ci->samp_scratch = NULL;
+            return tl_errf(e, "cuda: cannot allocate the sampler's scratch (%zu bytes)", nb);
+        }
+        CUCHK(e, cudaMemset(ci->samp_scratch, 0, nb));
+    }
     if (n <= ci->samp_cap) return 0;
     CUCHK(e, cudaStreamSynchronize(ci->st));
     const int cap = TL_MAX(n, 256), old = ci->samp_cap;
@@ -1355,6 +1372,7 @@ static void cu_free(tl_backend *be) {
         if (ci->step_done[k]) cudaEventDestroy(ci->step_done[k]);
     }
     if (ci->samp_d) cudaFree(ci->samp_d);
+    if (ci->samp_scratch) cudaFree(ci->samp_scratch);
     if (ci->sout_d) cudaFree(ci->sout_d);
     graph_drop(ci);
     release_model(ci);

@@ -148,17 +148,15 @@ int tl_cu_rmsnorm(float *x, const float *d, const float *w, float *y, int n_tok,
                   tl_error *e);
 /* out[n_tok, n_ff] = silu(gu[t, i]) * gu[t, n_ff + i]   (gu: [n_tok, 2*n_ff], gate then up) */
 int tl_cu_silu_mul(const float *gu, float *out, int n_tok, int n_ff, cudaStream_t st, tl_error *e);
-/* out[n_tok, n_embd] = rows ids[] of an INT4 (q4 != NULL) or bf16 ([n_vocab, n_embd]) embedding. */
+/* out[n_tok, n_embd] = rows ids[] of an INT4 (q4 != NULL) or bf16 ([n_vocab, n_embd]) embedding. An id
+ * TL_TOKEN_PREV(r) (backend.h: -2 - r, any id < -1) stands for prev[r].token, the token the previous step sampled
+ * for its logit row r (prev: its tl_cu_samp_out rows, cu_sample.h; the host checked every r; the previous step's
+ * sampling comes before on `st`, this step's after); prev NULL: such ids give zeros. */
+struct tl_cu_samp_out;
 int tl_cu_embed(const tl_cu_q4 *q4, const uint16_t *bf16, int64_t n_vocab, int n_embd, const int32_t *ids,
-                int n_tok, float *out, cudaStream_t st, tl_error *e);
+                const struct tl_cu_samp_out *prev, int n_tok, float *out, cudaStream_t st, tl_error *e);
 /* out[n, cols] = rows idx[n] of x[*, cols] */
 int tl_cu_gather_rows(const float *x, const int32_t *idx, int n, int cols, float *out, cudaStream_t st, tl_error *e);
-/* In place in a step's device token ids [n_tok]: each TL_TOKEN_PREV(r) (backend.h: -2 - r, any id < -1) becomes
- * prev[r].token, the token the previous step sampled for its logit row r (prev: its tl_cu_samp_out rows,
- * cu_sample.h); other ids are left as they are. The host checked every r; the previous step's sampling must come
- * before on `st`, and this step's after. */
-struct tl_cu_samp_out;
-int tl_cu_resolve_prev_tokens(int32_t *tok, int n_tok, const struct tl_cu_samp_out *prev, cudaStream_t st, tl_error *e);
 
 /* RoPE on q and k inside qkv ([n_tok, (n_head + 2*n_head_kv) * head_dim]: q heads, k heads, v heads),
  * in place, then writes k and v of each token into the paged cache at slot[t] (= block * block_size + row).
@@ -204,8 +202,6 @@ typedef struct tl_cu_attn_args {
                                   * no merge kernel; over counters); attn.cu ignores it */
     int pdl;                     /* launch as a programmatic dependent (see cu_common.cuh) */
     unsigned long long *trace, *trace_merge; /* measurement: trace rows of the attention / merge launches, or NULL */
-    int merge_early;             /* the merge kernel lets its dependent (o_proj) launch at its start, before the
-                                  * attention is done, so o's weights stream in meanwhile */
 } tl_cu_attn_args;
 int tl_cu_attention(const tl_cu_attn_args *a, cudaStream_t st, tl_error *e);
 /* How many context slices tl_cu_attention will use for these arguments (a pure function of them). */

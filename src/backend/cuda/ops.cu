@@ -71,12 +71,16 @@ extern "C" int tl_cu_silu_mul(const float *gu, float *out, int n_tok, int n_ff, 
     TL_CU_LAUNCHED(e, "silu_mul");
 }
 
-/* One block per token. Out-of-range ids write zeros (the host checks ids before upload). */
+/* One block per token. Out-of-range ids write zeros (the host checks ids before upload). An id TL_TOKEN_PREV(r)
+ * (< -1) is the token prev[r] that the previous step sampled (prev NULL: none, zeros): resolved here on the
+ * device, so a step can be launched before the previous one's tokens reach the host. */
 __global__ void embed_kernel(const uint32_t *__restrict__ codes, const uint32_t *__restrict__ sb, int sb_bf16,
                              int group, const uint16_t *__restrict__ bf16, int64_t n_vocab, int n_embd,
-                             const int32_t *__restrict__ ids, float *__restrict__ out) {
+                             const int32_t *__restrict__ ids, const tl_cu_samp_out *__restrict__ prev,
+                             float *__restrict__ out) {
     int t = blockIdx.x;
     int64_t id = ids[t];
+    if (id < -1 && prev) id = prev[TL_TOKEN_PREV_ROW(id)].token;
     float *o = out + (size_t)t * n_embd;
     bool ok = id >= 0 && id < n_vocab;
     for (int i = threadIdx.x; i < n_embd; i += blockDim.x) {
@@ -101,10 +105,10 @@ __global__ void embed_kernel(const uint32_t *__restrict__ codes, const uint32_t 
 }
 
 extern "C" int tl_cu_embed(const tl_cu_q4 *q4, const uint16_t *bf16, int64_t n_vocab, int n_embd, const int32_t *ids,
-                           int n_tok, float *out, cudaStream_t st, tl_error *e) {
+                           const tl_cu_samp_out *prev, int n_tok, float *out, cudaStream_t st, tl_error *e) {
     if (n_tok <= 0) return 0;
     embed_kernel<<<n_tok, 256, 0, st>>>(q4 ? q4->codes : NULL, q4 ? q4->sb : NULL, q4 ? q4->sb_bf16 : 0,
-                                        q4 ? q4->group : 1, bf16, n_vocab, n_embd, ids, out);
+                                        q4 ? q4->group : 1, bf16, n_vocab, n_embd, ids, prev, out);
     TL_CU_LAUNCHED(e, "embed");
 }
 
@@ -119,21 +123,6 @@ extern "C" int tl_cu_gather_rows(const float *x, const int32_t *idx, int n, int 
     if (n <= 0) return 0;
     gather_kernel<<<n, 256, 0, st>>>(x, idx, cols, out);
     TL_CU_LAUNCHED(e, "gather_rows");
-}
-
-/* One thread a token: TL_TOKEN_PREV(r) (any id < -1) -> prev[r].token. */
-__global__ void resolve_prev_kernel(int32_t *__restrict__ tok, int n, const tl_cu_samp_out *__restrict__ prev) {
-    const int t = blockIdx.x * blockDim.x + threadIdx.x;
-    if (t >= n) return;
-    const int32_t id = tok[t];
-    if (id < -1) tok[t] = prev[TL_TOKEN_PREV_ROW(id)].token;
-}
-
-extern "C" int tl_cu_resolve_prev_tokens(int32_t *tok, int n_tok, const tl_cu_samp_out *prev, cudaStream_t st,
-                                         tl_error *e) {
-    if (n_tok <= 0) return 0;
-    resolve_prev_kernel<<<(unsigned)((n_tok + 255) / 256), 256, 0, st>>>(tok, n_tok, prev);
-    TL_CU_LAUNCHED(e, "resolve_prev_tokens");
 }
 
 /* grid (n_tok, n_head + n_head_kv), block head_dim/2 threads: each thread rotates one pair of one head.

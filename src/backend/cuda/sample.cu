@@ -54,8 +54,114 @@ static __device__ int block_excl_scan_i(int v, int *buf, int *total) {
     return r;
 }
 
+/* ---- Row statistics over many blocks (tl_cu_sample with scratch) ----
+ * One block reading a whole row does it in a loop of L2 round trips: at batch 1 the sampler took tens of us
+ * of each decode step. Here SB_NB blocks share a row: each takes a contiguous chunk and writes its max, that
+ * max's first index and sum expf(l - chunk max) in fp64; the row's last block to finish (a counter, reset by
+ * it) combines the chunks in order: M = max, argmax = the first chunk's index holding M (chunks ascend in id:
+ * the first index overall), lse = M + log(sum_b s_b exp(m_b - M)) (fp64, chunk order: deterministic). Greedy
+ * rows are done there; sample_kernel takes the others from these statistics. The max and argmax are exactly the
+ * single-block ones; lse differs in the last bits (another summation). */
+#define SB_NB 32
+#define SB_BS 256
+typedef struct {
+    float m;
+    int arg;
+    double s;
+} samp_part;
+typedef struct {
+    float mx;
+    int argmax;
+    double lse;
+} samp_stats;
+
+/* scratch: the rows' counters (zero between launches: each row's last block resets its own), statistics and
+ * chunk partials, for up to TL_CU_SAMPLE_SCRATCH_ROWS rows a launch */
+#define SB_ROWS TL_CU_SAMPLE_SCRATCH_ROWS
+extern "C" size_t tl_cu_sample_scratch_bytes(void) {
+    return SB_ROWS * (sizeof(unsigned) + sizeof(samp_stats) + SB_NB * sizeof(samp_part));
+}
+
+/* max and first index over the block (NaN never wins) */
+static __device__ void block_argmax(float *bv, int *bi, float *sv, int *si) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        float ov = __shfl_xor_sync(0xffffffffu, *bv, o);
+        int oi = __shfl_xor_sync(0xffffffffu, *bi, o);
+        if (ov > *bv || (ov == *bv && oi < *bi)) *bv = ov, *bi = oi;
+    }
+    if (lane == 0) sv[warp] = *bv, si[warp] = *bi;
+    __syncthreads();
+    float v = sv[0];
+    int i = si[0];
+    for (int w = 1; w < (int)(blockDim.x >> 5); w++)
+        if (sv[w] > v || (sv[w] == v && si[w] < i)) v = sv[w], i = si[w];
+    __syncthreads();
+    *bv = v, *bi = i;
+}
+
+/* grid (SB_NB, n_rows), SB_BS threads */
+__global__ void __launch_bounds__(SB_BS) sample_stats_kernel(const float *__restrict__ logits, int nv,
+                                                             const tl_cu_samp *__restrict__ prm, samp_part *part,
+                                                             samp_stats *stats, unsigned *cnt,
+                                                             tl_cu_samp_out *__restrict__ out) {
+    __shared__ float sv[SB_BS / 32];
+    __shared__ int si[SB_BS / 32];
+    __shared__ double red[SB_BS];
+    __shared__ int s_last;
+    const int b = blockIdx.x, row = blockIdx.y, tid = threadIdx.x;
+    const tl_cu_samp P = prm[row];
+    if (P.skip) return; /* (sample_kernel answers -1) */
+    const float *l = logits + (size_t)row * nv;
+    const int chunk = (nv + SB_NB - 1) / SB_NB, c0 = min(nv, b * chunk), c1 = min(nv, c0 + chunk);
+    float bv = -INFINITY;
+    int bi = INT_MAX;
+#pragma unroll 8
+    for (int i = c0 + tid; i < c1; i += SB_BS) {
+        const float v = l[i];
+        if (v > bv || (v == bv && i < bi)) bv = v, bi = i;
+    }
+    block_argmax(&bv, &bi, sv, si);
+    double se = 0;
+#pragma unroll 8
+    for (int i = c0 + tid; i < c1; i += SB_BS) se += (double)expf(l[i] - bv);
+    red[tid] = se;
+    __syncthreads();
+    for (int h = SB_BS / 2; h > 0; h >>= 1) {
+        if (tid < h) red[tid] += red[tid + h];
+        __syncthreads();
+    }
+    samp_part *pr = part + (size_t)row * SB_NB;
+    if (tid == 0) {
+        pr[b] = samp_part{bv, bi, red[0]};
+        __threadfence();
+        s_last = atomicAdd(cnt + row, 1u) == SB_NB - 1;
+    }
+    __syncthreads();
+    if (!s_last || tid != 0) return;
+    __threadfence();
+    cnt[row] = 0; /* for the next launch */
+    float M = -INFINITY;
+    int arg = INT_MAX;
+    for (int k = 0; k < SB_NB; k++) {
+        const float m = __ldcg(&pr[k].m);
+        if (m > M) M = m, arg = __ldcg(&pr[k].arg);
+    }
+    double S = 0;
+    for (int k = 0; k < SB_NB; k++) {
+        const float m = __ldcg(&pr[k].m);
+        if (m != -INFINITY) S += __ldcg(&pr[k].s) * exp((double)m - (double)M);
+    }
+    if (arg == INT_MAX) arg = 0;
+    const double lse = (double)M + log(S);
+    stats[row] = samp_stats{M, arg, lse};
+    if (!(P.temperature > 0.0f)) out[row] = tl_cu_samp_out{arg, (float)((double)l[arg] - lse)};
+}
+
 __global__ void __launch_bounds__(S_BS) sample_kernel(const float *__restrict__ logits, int nv,
-                                                      const tl_cu_samp *__restrict__ prm, tl_cu_samp_out *__restrict__ out) {
+                                                      const tl_cu_samp *__restrict__ prm, tl_cu_samp_out *__restrict__ out,
+                                                      const samp_stats *__restrict__ stats) {
     __shared__ unsigned long long keys[TL_CU_SAMPLE_CAP]; /* (p bits << 32) | ~id */
     __shared__ double red[S_BS];
     __shared__ int ibuf[S_BS + 1];
@@ -71,6 +177,13 @@ __global__ void __launch_bounds__(S_BS) sample_kernel(const float *__restrict__ 
         if (tid == 0) out[row] = tl_cu_samp_out{-1, 0.f};
         return;
     }
+    if (stats && !(P.temperature > 0.0f)) return; /* greedy: answered by sample_stats_kernel */
+    float mx;
+    int argmax;
+    double lse;
+    if (stats) {
+        mx = stats[row].mx, argmax = stats[row].argmax, lse = stats[row].lse;
+    } else {
     /* 1. max and first argmax (NaN never wins: comparisons with NaN are false, as on the CPU) */
     float bv = -INFINITY;
     int bi = INT_MAX;
@@ -93,11 +206,12 @@ __global__ void __launch_bounds__(S_BS) sample_kernel(const float *__restrict__ 
         s_best_i[0] = bi == INT_MAX ? 0 : bi;
     }
     __syncthreads();
-    const float mx = s_best_v[0];
-    const int argmax = s_best_i[0];
+    mx = s_best_v[0];
+    argmax = s_best_i[0];
     double se = 0;
     for (int i = tid; i < nv; i += S_BS) se += (double)expf(l[i] - mx);
-    const double lse = (double)mx + log(block_sum_d(se, red));
+    lse = (double)mx + log(block_sum_d(se, red));
+    }
     int tok = argmax;
 
     if (P.temperature > 0.0f) {
@@ -267,9 +381,23 @@ __global__ void __launch_bounds__(S_BS) sample_kernel(const float *__restrict__ 
 }
 
 extern "C" int tl_cu_sample(const float *logits, int n_rows, int n_vocab, const tl_cu_samp *p, tl_cu_samp_out *out,
-                            cudaStream_t st, tl_error *e) {
+                            void *scratch, cudaStream_t st, tl_error *e) {
     if (n_rows <= 0) return 0;
     if (n_vocab <= 0) return tl_errf(e, "cuda sample: n_vocab %d", n_vocab);
-    sample_kernel<<<n_rows, S_BS, 0, st>>>(logits, n_vocab, p, out);
-    TL_CU_LAUNCHED(e, "sample");
+    if (!scratch) {
+        sample_kernel<<<n_rows, S_BS, 0, st>>>(logits, n_vocab, p, out, NULL);
+        TL_CU_LAUNCHED(e, "sample");
+    }
+    unsigned *cnt = (unsigned *)scratch;
+    samp_stats *stats = (samp_stats *)(cnt + SB_ROWS);
+    samp_part *part = (samp_part *)(stats + SB_ROWS);
+    for (int r0 = 0; r0 < n_rows; r0 += SB_ROWS) {
+        const int n = n_rows - r0 < SB_ROWS ? n_rows - r0 : SB_ROWS;
+        const float *lg = logits + (size_t)r0 * n_vocab;
+        sample_stats_kernel<<<dim3(SB_NB, (unsigned)n), SB_BS, 0, st>>>(lg, n_vocab, p + r0, part, stats, cnt, out + r0);
+        sample_kernel<<<n, S_BS, 0, st>>>(lg, n_vocab, p + r0, out + r0, stats);
+        cudaError_t err = cudaGetLastError();
+        if (err != cudaSuccess) return tl_errf(e, "cuda sample: %s", cudaGetErrorString(err));
+    }
+    return 0;
 }
