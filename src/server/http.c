@@ -329,7 +329,10 @@ static void *loader(void *arg) {
     if (s->n_eos < 0) s->n_eos = 0;
     s->be = tl_backend_new(o->backend, o->n_threads, o->gpu_mem_util, &e);
     if (!s->be) goto fail;
-    s->en = tl_engine_new(s->m, s->be, &o->eng, &e);
+    tl_engine_opts eo = o->eng;
+    if (!strcmp(s->be->name, "cuda")) eo.kv_dtype = TL_BF16; /* as `tinyllm bench`: half the bytes, and the
+                                                                * GPU's fused decode attention takes bf16 / f16 */
+    s->en = tl_engine_new(s->m, s->be, &eo, &e);
     if (!s->en) goto fail;
     if (tl_engine_start(s->en, &e)) goto fail;
     /* A request must fit the KV pool as well as the context: the smaller is the limit we announce

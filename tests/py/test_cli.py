@@ -33,7 +33,7 @@ check(rc == 2 and "bad value" in err, "bad option value")
 rc, out, err = run("generate", "-m", M, "--tokens", ",".join(["5"] * 20), "--ctx", "8")
 check(rc == 1 and "does not fit the context" in err, f"prompt over context: {err}")
 rc, out, err = run("generate", "-m", M, "--tokens", "5,999999")
-check(rc == 1 and "out of range" in err, f"token id out of range: {err}")
+check(rc == 1 and "outside the vocabulary" in err, f"token id out of range: {err}")
 
 rc, out, err = run("generate", "-m", M, "--tokens", "5,6,7", "-n", "6")
 ids = [int(x) for x in out.split()]
