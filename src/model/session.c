@@ -81,10 +81,6 @@ const float *tl_session_logits(const tl_session *s, int i) {
 
 int tl_session_pos(const tl_session *s) { return s->n_past; }
 void tl_session_reset(tl_session *s) { s->n_past = 0; }
-void tl_session_eval_reuse(tl_session *s, int n) {
-    TL_ASSERT(n >= 0 && n <= s->max_ctx);
-    s->n_past = n;
-}
 
 static int argmax(const float *x, int n) {
     int best = 0;

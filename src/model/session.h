@@ -17,9 +17,6 @@ int tl_session_eval(tl_session *s, const int32_t *ids, int n, bool all_logits, t
 const float *tl_session_logits(const tl_session *s, int i);
 int tl_session_pos(const tl_session *s); /* tokens held */
 void tl_session_reset(tl_session *s);
-/* After a reset: declares that the KV cache already holds the first n tokens of the new sequence
- * (the caller checked they are the same tokens as before), so they are not recomputed. */
-void tl_session_eval_reuse(tl_session *s, int n);
 /* Greedy: evaluates prompt, then generates up to n_gen tokens into out (stops at an EOS id unless
  * ignore_eos). Returns the number generated or -1. */
 int tl_session_greedy(tl_session *s, const int32_t *prompt, int n_prompt, int n_gen, bool ignore_eos, int32_t *out,
