@@ -706,17 +706,19 @@ static void decode_variants(const char *spec, double copy) {
     /* TL_BENCH_SET=exp: a short list for the experiment at hand (one device call) */
     static const char *const exp_var[][2] = {
         {"default (v5, x first 2, ring <= 5)", ""},
-        {"x by one bulk copy (GS_XTMA)", "TL_CUDA_GEMV_DBG=65536"},
         {"default, pipelined as the engine (launch / collect)", "PIPE"},
-        {"x by one bulk copy, pipelined", "TL_CUDA_GEMV_DBG=65536 PIPE"},
-        {"default again", ""},
-        {"x by one bulk copy, again", "TL_CUDA_GEMV_DBG=65536"},
-        {"x by one bulk copy, every ring stage first", "TL_CUDA_GEMV_DBG=94208"},
-        {"x by one bulk copy, L2-resident weights (probe)", "TL_CUDA_GEMV_DBG=66560"},
-        {"L2-resident weights (probe)", "TL_CUDA_GEMV_DBG=1024"},
+        {"pipelined, sampler one block a row (before)", "TL_CUDA_SAMPLE_ONEBLOCK=1 PIPE"},
+        {"pipelined, sampling after the graph (before)", "TL_CUDA_SAMPLE_GRAPH=0 PIPE"},
+        {"pipelined, both as before", "TL_CUDA_SAMPLE_ONEBLOCK=1 TL_CUDA_SAMPLE_GRAPH=0 PIPE"},
         {"default, greedy sampled on the GPU", "SAMPLE"},
+        {"greedy sampled, sampler as before", "TL_CUDA_SAMPLE_ONEBLOCK=1 TL_CUDA_SAMPLE_GRAPH=0 SAMPLE"},
+        {"skip: all layers, lm_head; sampled (host + embedding)", "TL_CUDA_DBG_SKIP=63 SAMPLE"},
+        {"skip: all layers, lm_head; pipelined", "TL_CUDA_DBG_SKIP=63 PIPE"},
+        {"skip: all layers, lm_head; pipelined, as before", "TL_CUDA_DBG_SKIP=63 TL_CUDA_SAMPLE_ONEBLOCK=1 TL_CUDA_SAMPLE_GRAPH=0 PIPE"},
+        {"default again", ""},
         {"default, pipelined, again", "PIPE"},
-        {"x by one bulk copy, pipelined, again", "TL_CUDA_GEMV_DBG=65536 PIPE"},
+        {"pipelined, both as before, again", "TL_CUDA_SAMPLE_ONEBLOCK=1 TL_CUDA_SAMPLE_GRAPH=0 PIPE"},
+        {"default, greedy sampled on the GPU, again", "SAMPLE"},
     };
     const char *set = getenv("TL_BENCH_SET");
     const int use_exp = set && !strcmp(set, "exp");

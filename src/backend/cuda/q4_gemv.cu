@@ -125,16 +125,6 @@ static __device__ __forceinline__ void gs_bar_arrive_sa(uint32_t b) {
  * ~100 KB a multiprocessor (7B decode on an H100, 4 rows each, same run: 2 stages 2.03-2.04 ms/token, 1 stage
  * 2.09, all stages first (before) 2.05-2.07). Returns the stages before + 1, 0 for the old order. dbg bits 12-14
  * (measurements): 0 the default, 7 the old order, n stages n - 1. */
-/* Experiment (session 9, TL_CUDA_GEMV_DBG bit 16): at one token, x (fp32 row, or fp16 h) comes into shared memory
- * by one bulk copy (the copy engine, like the ring) issued after the PDL wait, and the consumers read it there,
- * instead of every consumer thread loading its part from global memory: the inputs phases take 2-5 us for
- * 14-37 KB of L2-resident x. Plain and RMSNorm'ed fp32 rows and fp16 rows; the same bits. */
-#define GS_XTMA (1 << 16)
-static __host__ __device__ inline bool gs_xtma(int dbg, int n_tok, int mode) {
-    return (dbg & GS_XTMA) && n_tok == 1 && mode != TL_CU_X_SILU;
-}
-/* bytes after q4g_smem for the bulk-copied row (16-byte aligned start) */
-static __host__ __device__ inline size_t gs_xtma_bytes(int cols, int mode) { return 16 + (size_t)cols * (mode == TL_CU_X_F16 ? 2 : 4); }
 #define GS_XFIRST_PRE 2
 static __device__ __forceinline__ int gs_xfirst(int dbg) {
     const int f = (dbg >> 12) & 7;
@@ -282,7 +272,6 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
     constexpr int NGK = G < 64 ? 64 / G : 1;
     extern __shared__ __align__(128) unsigned char gs_smem[];
     __shared__ __align__(8) uint64_t full[GS_NSMAX], empty[GS_NSMAX], rfull[2], rempty[2];
-    __shared__ __align__(8) uint64_t xbar;   /* GS_XTMA: the bulk copy of x */
     __shared__ __align__(8) uint64_t xready; /* x first (gs_xfirst): every consumer thread arrives once its x
                                               * loads are issued; the producer waits for it before its later
                                               * stages, so x's requests go out ahead of the ring's */
@@ -299,7 +288,6 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
         for (int s = 0; s < ns; s++) gs_bar_init(&full[s], 1), gs_bar_init(&empty[s], MODE == 4 ? 32 * W : W);
         for (int b = 0; b < 2; b++) gs_bar_init(&rfull[b], W), gs_bar_init(&rempty[b], 1);
         gs_bar_init(&xready, NT);
-        gs_bar_init(&xbar, 1);
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     }
     __syncthreads();
@@ -402,27 +390,13 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
     tl_cu_pdl_wait();
     if (threadIdx.x == 0) tl_cu_mark(p.trace, 1);
     bool xf_due = gs_xfirst(p.dbg) != 0; /* x first: arrive once, after the x loads are issued */
-    const bool xt = n4 && gs_xtma(p.dbg, n_tok, p.mode);
-    const float *xs = p.x;      /* where the one-token prologues read x */
-    const __half *xs16 = p.x16;
-    if (xt) {
-        unsigned char *xraw = gs_smem + (((size_t)ns * SB + (size_t)KP * 2 + (size_t)ng * 4 + 15) & ~(size_t)15);
-        if (threadIdx.x == 0) {
-            const unsigned nb = (unsigned)cols * (p.mode == TL_CU_X_F16 ? 2u : 4u);
-            gs_bar_expect(&xbar, nb);
-            gs_bulk(xraw, p.mode == TL_CU_X_F16 ? (const void *)p.x16 : (const void *)p.x, nb, &xbar);
-        }
-        if (xf_due) gs_bar_arrive_relaxed(gs_sa(&xready)), xf_due = false;
-        gs_bar_wait(&xbar, 0u);
-        xs = (const float *)xraw, xs16 = (const __half *)xraw;
-    }
     if (one && n4) {
         float4 a[PB];
         float ss = 0.f;
 #pragma unroll
         for (int u = 0; u < PB; u++) {
             const int k4 = u * NT + threadIdx.x;
-            a[u] = k4 < c4 ? ((const float4 *)xs)[k4] : make_float4(0.f, 0.f, 0.f, 0.f);
+            a[u] = k4 < c4 ? ((const float4 *)p.x)[k4] : make_float4(0.f, 0.f, 0.f, 0.f);
             if (k4 < c4 && (p.dbg & 16)) b[u] = ((const float4 *)p.norm_w)[k4]; /* probe: as before (after the wait) */
         }
         if (xf_due) gs_bar_arrive_relaxed(gs_sa(&xready)), xf_due = false;
@@ -470,23 +444,13 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
 #pragma unroll
         for (int u = 0; u < PH; u++) {
             const int k4 = u * NT + threadIdx.x;
-            a[u] = k4 < c4 ? ((const uint2 *)xs16)[k4] : make_uint2(0u, 0u);
+            a[u] = k4 < c4 ? ((const uint2 *)p.x16)[k4] : make_uint2(0u, 0u);
         }
         if (xf_due) gs_bar_arrive_relaxed(gs_sa(&xready)), xf_due = false;
 #pragma unroll
         for (int u = 0; u < PH; u++) {
             const int k4 = u * NT + threadIdx.x;
             gs_put4<G>(gs_h4(a[u]), k4 < c4, xh, k4 * 4, gs);
-        }
-    }
-    /* GS_XTMA, plain x of one token (o_proj): from shared memory, the generic loop's arithmetic */
-    const bool one_plain = xt && p.mode == TL_CU_X_PLAIN && c4 <= PB * NT;
-    if (one_plain) {
-#pragma unroll
-        for (int u = 0; u < PB; u++) {
-            const int k4 = u * NT + threadIdx.x;
-            const float4 a = k4 < c4 ? ((const float4 *)xs)[k4] : make_float4(0.f, 0.f, 0.f, 0.f);
-            gs_put4<G>(a, k4 < c4, xh, k4 * 4, gs);
         }
     }
     if (p.mode == TL_CU_X_RMSNORM && !one && n4) {
@@ -515,7 +479,7 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
         }
         gs_sync<NT>();
     }
-    if (!one && !one_silu && !one_f16 && !one_plain) {
+    if (!one && !one_silu && !one_f16) {
         for (int base = 0; base < n4; base += PB * NT) {
             float4 a[PB], b[PB];
 #pragma unroll
@@ -739,7 +703,7 @@ extern "C" int tl_cu_q4g_gemv(const tl_cu_gemv_args *a, cudaStream_t st, tl_erro
     p.norm_w = a->norm_w, p.eps = a->eps, p.bias = a->bias, p.resid = a->resid, p.y = a->y;
     p.rows = (int)w->rows, p.cols = (int)w->cols, p.n_tok = a->n_tok, p.ntiles = (int)((w->rows + 15) / 16);
     p.per = a->y_silu16 ? 2 : 1, p.nunits = p.ntiles / p.per, p.dbg = a->dbg, p.trace = a->trace;
-    const size_t smem = q4g_smem(w->cols, a->n_tok, w->group) + (gs_xtma(a->dbg, a->n_tok, mode) ? gs_xtma_bytes((int)w->cols, mode) : 0);
+    const size_t smem = q4g_smem(w->cols, a->n_tok, w->group);
     cudaError_t err;
     if (a->impl == TL_CU_GEMV_RING || a->impl == TL_CU_GEMV_MATH) { /* benchmark probes: 1 n-tile, group 64, fp16 */
         if (a->n_tok > 8 || w->group != 64 || w->sb_bf16)
