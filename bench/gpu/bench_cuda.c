@@ -706,13 +706,19 @@ static void decode_variants(const char *spec, double copy) {
     /* TL_BENCH_SET=exp: a short list for the experiment at hand (one device call) */
     static const char *const exp_var[][2] = {
         {"default (v5, x first 2, ring <= 5)", ""},
-        {"probe: h in 4 copies, down block b reads b % 4", "TL_CUDA_GEMV_DBG=131072"},
         {"default, pipelined as the engine (launch / collect)", "PIPE"},
-        {"probe: h in 4 copies, pipelined", "TL_CUDA_GEMV_DBG=131072 PIPE"},
+        {"pipelined, sampler one block a row (before)", "TL_CUDA_SAMPLE_ONEBLOCK=1 PIPE"},
+        {"pipelined, sampling after the graph (before)", "TL_CUDA_SAMPLE_GRAPH=0 PIPE"},
+        {"pipelined, both as before", "TL_CUDA_SAMPLE_ONEBLOCK=1 TL_CUDA_SAMPLE_GRAPH=0 PIPE"},
+        {"default, greedy sampled on the GPU", "SAMPLE"},
+        {"greedy sampled, sampler as before", "TL_CUDA_SAMPLE_ONEBLOCK=1 TL_CUDA_SAMPLE_GRAPH=0 SAMPLE"},
+        {"skip: all layers, lm_head; sampled (host + embedding)", "TL_CUDA_DBG_SKIP=63 SAMPLE"},
+        {"skip: all layers, lm_head; pipelined", "TL_CUDA_DBG_SKIP=63 PIPE"},
+        {"skip: all layers, lm_head; pipelined, as before", "TL_CUDA_DBG_SKIP=63 TL_CUDA_SAMPLE_ONEBLOCK=1 TL_CUDA_SAMPLE_GRAPH=0 PIPE"},
         {"default again", ""},
-        {"probe: h in 4 copies, again", "TL_CUDA_GEMV_DBG=131072"},
         {"default, pipelined, again", "PIPE"},
-        {"probe: h in 4 copies, pipelined, again", "TL_CUDA_GEMV_DBG=131072 PIPE"},
+        {"pipelined, both as before, again", "TL_CUDA_SAMPLE_ONEBLOCK=1 TL_CUDA_SAMPLE_GRAPH=0 PIPE"},
+        {"default, greedy sampled on the GPU, again", "SAMPLE"},
     };
     const char *set = getenv("TL_BENCH_SET");
     const int use_exp = set && !strcmp(set, "exp");

@@ -125,10 +125,6 @@ static __device__ __forceinline__ void gs_bar_arrive_sa(uint32_t b) {
  * ~100 KB a multiprocessor (7B decode on an H100, 4 rows each, same run: 2 stages 2.03-2.04 ms/token, 1 stage
  * 2.09, all stages first (before) 2.05-2.07). Returns the stages before + 1, 0 for the old order. dbg bits 12-14
  * (measurements): 0 the default, 7 the old order, n stages n - 1. */
-/* Probe (session 9, TL_CUDA_GEMV_DBG bit 17, one token): the gate/up pairs write h four times (copies cols apart) and
- * down_proj's block b reads copy b % 4: whether down's x prologue is limited by 132 multiprocessors reading the
- * same L2 lines. The same bits. */
-#define GS_XREP (1 << 17)
 #define GS_XFIRST_PRE 2
 static __device__ __forceinline__ int gs_xfirst(int dbg) {
     const int f = (dbg >> 12) & 7;
@@ -359,10 +355,7 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
                     if (kt == 0) gate[j] = v;
                     else if (ok[j]) {
                         const int r = tile * 16 + (l >> 2) + (i >= 2 ? 8 : 0), t = n * 8 + 2 * (l & 3) + (i & 1);
-                        const __half hv = __float2half_rn(gs_silu(gate[j], v));
-                        p.yh[(size_t)t * (p.rows / 2) + r - p.rows / 2] = hv;
-                        if ((p.dbg & GS_XREP) && n_tok == 1) /* probe: 3 more copies of h (one token) */
-                            for (int c = 1; c < 4; c++) p.yh[(size_t)c * (p.rows / 2) + r - p.rows / 2] = hv;
+                        p.yh[(size_t)t * (p.rows / 2) + r - p.rows / 2] = __float2half_rn(gs_silu(gate[j], v));
                     }
                 } else if (ok[j]) {
                     if (p.bias) v += add[j];
@@ -446,14 +439,12 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
      * up rows */
     constexpr int PH = 15;
     const bool one_f16 = p.mode == TL_CU_X_F16 && n_tok == 1 && c4 <= (p.dbg & 32 ? PS : PH) * NT && !(p.dbg & 8);
-    /* probe GS_XREP: block b reads copy b % 4 of h (written by the gate/up pairs): 4x fewer readers a line */
-    const size_t xrep = (p.dbg & GS_XREP) && one_f16 ? (size_t)(blockIdx.x & 3) * cols : 0;
     if (one_f16 && n4) {
         uint2 a[PH];
 #pragma unroll
         for (int u = 0; u < PH; u++) {
             const int k4 = u * NT + threadIdx.x;
-            a[u] = k4 < c4 ? ((const uint2 *)(p.x16 + xrep))[k4] : make_uint2(0u, 0u);
+            a[u] = k4 < c4 ? ((const uint2 *)p.x16)[k4] : make_uint2(0u, 0u);
         }
         if (xf_due) gs_bar_arrive_relaxed(gs_sa(&xready)), xf_due = false;
 #pragma unroll
