@@ -120,11 +120,25 @@ static void make_mix(req *rs, int n, unsigned long long seed) {
     }
 }
 
+/* An engine configuration of the table-driven tests */
+typedef struct cfg {
+    int mbt, chunk, bs, pool_blocks, max_seqs;
+    bool no_prefix;
+} cfg;
+
+static tl_engine_opts cfg_opts(const cfg *c, const tl_model *m) {
+    tl_engine_opts o;
+    tl_engine_opts_default(&o);
+    o.max_batch_tokens = c->mbt;
+    o.prefill_chunk = c->chunk;
+    o.block_size = c->bs;
+    o.max_seqs = c->max_seqs;
+    o.no_prefix_cache = c->no_prefix;
+    if (c->pool_blocks) o.kv_mem = (size_t)c->pool_blocks * tl_kv_block_bytes(&m->cfg, o.block_size, TL_F32);
+    return o;
+}
+
 static void test_invariance(tl_model *m) {
-    typedef struct {
-        int mbt, chunk, bs, pool_blocks, max_seqs;
-        bool no_prefix;
-    } cfg;
     const cfg cfgs[] = {
         {2048, 0, 16, 0, 64, false}, /* everything in one step */
         {2048, 0, 16, 0, 64, true},
@@ -139,14 +153,7 @@ static void test_invariance(tl_model *m) {
         for (unsigned long long seed = 1; seed <= 3; seed++) {
             static req rs[MAXR];
             make_mix(rs, MAXR, seed * 7 + (unsigned long long)c);
-            tl_engine_opts o;
-            tl_engine_opts_default(&o);
-            o.max_batch_tokens = cfgs[c].mbt;
-            o.prefill_chunk = cfgs[c].chunk;
-            o.block_size = cfgs[c].bs;
-            o.max_seqs = cfgs[c].max_seqs;
-            o.no_prefix_cache = cfgs[c].no_prefix;
-            if (cfgs[c].pool_blocks) o.kv_mem = (size_t)cfgs[c].pool_blocks * tl_kv_block_bytes(&m->cfg, o.block_size, TL_F32);
+            tl_engine_opts o = cfg_opts(&cfgs[c], m);
             fake_stats fs;
             tl_engine_stats st = run(m, &o, rs, MAXR, &fs);
             char what[64];
@@ -425,10 +432,8 @@ static void test_thread(tl_model *m) {
  * the callback), rows sampled on the host (logprobs; top-p, which the fake leaves to the host), chunked
  * prefill, prefix hits and tiny pools (the step in flight is collected, then sequences are preempted). */
 static void test_pipelined(tl_model *m) {
-    typedef struct {
-        int mbt, chunk, bs, pool_blocks, max_seqs;
-    } cfg;
-    const cfg cfgs[] = {{2048, 0, 16, 0, 64}, {32, 7, 4, 0, 64}, {48, 13, 4, 24, 64}, {200, 0, 8, 12, 4}, {64, 1, 16, 0, 8}};
+    const cfg cfgs[] = {{2048, 0, 16, 0, 64, false}, {32, 7, 4, 0, 64, false}, {48, 13, 4, 24, 64, false},
+                        {200, 0, 8, 12, 4, false}, {64, 1, 16, 0, 8, false}};
     tl_model m2 = *m; /* EOS from the model config: a token the fake's greedy paths meet */
     m2.cfg.eos_ids[0] = 17;
     m2.cfg.n_eos = 1;
@@ -452,13 +457,7 @@ static void test_pipelined(tl_model *m) {
                 }
                 b[i] = *r;
             }
-            tl_engine_opts o;
-            tl_engine_opts_default(&o);
-            o.max_batch_tokens = cfgs[c].mbt;
-            o.prefill_chunk = cfgs[c].chunk;
-            o.block_size = cfgs[c].bs;
-            o.max_seqs = cfgs[c].max_seqs;
-            if (cfgs[c].pool_blocks) o.kv_mem = (size_t)cfgs[c].pool_blocks * tl_kv_block_bytes(&m->cfg, o.block_size, TL_F32);
+            tl_engine_opts o = cfg_opts(&cfgs[c], m);
             g_mode = 1;
             setenv("TL_ENGINE_ASYNC", "0", 1);
             run(&m2, &o, a, MAXR, NULL);
