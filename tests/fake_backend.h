@@ -18,6 +18,7 @@ typedef struct fake_stats {
     int max_n_seq, max_n_tok;
     /* device sampling and launch / collect (fake_backend_async) */
     int64_t launches, prev_tokens, device_rows;
+    int64_t launch_calls, fail_launch; /* the fail_launch-th call of launch fails (0: none; tests) */
     int max_in_flight;
     int prev_n;                        /* rows of the last launched step (-1: none) */
     int32_t prev_tok[FAKE_MAXROWS];    /* its sampled tokens (-1: not sampled here) */
@@ -157,6 +158,7 @@ static int fake_forward_sample(tl_backend *be, const tl_model *m, tl_kv *kv, con
 static int fake_launch(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *b, const tl_row_sampling *rs,
                        float *logits, tl_error *e) {
     fake_stats *st = be->impl;
+    if (++st->launch_calls == st->fail_launch) return tl_errf(e, "fake: launch %lld fails (test)", (long long)st->fail_launch);
     if (st->q_n == 2) return tl_errf(e, "fake: a third step launched before a collect");
     int32_t *tk = malloc((size_t)(b->n_tok > 0 ? b->n_tok : 1) * sizeof *tk);
     for (int t = 0; t < b->n_tok; t++) {

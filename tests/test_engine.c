@@ -489,6 +489,42 @@ static void test_pipelined(tl_model *m) {
     CHECK(stopped > 20, "%lld requests stopped by a token", (long long)stopped);
 }
 
+/* A launch that fails (pipelined) ends its request with the error and leaves no block in the prefix cache whose
+ * K/V that step was to write: the same prompt afterwards (a prefix-cache hit on the first request's blocks) gets
+ * the reference tokens. Every launch from the 2nd to the 14th fails once (positions at and off block ends). */
+static void test_launch_fail(tl_model *m) {
+    int bad = 0, errors = 0;
+    for (int k = 2; k <= 14; k++) {
+        tl_backend be;
+        fake_stats fs;
+        fake_init(&be, &fs);
+        fs.fail_launch = k;
+        tl_engine_opts o;
+        tl_engine_opts_default(&o);
+        o.block_size = 4;
+        o.prefill_chunk = 3;
+        tl_error e = {{0}};
+        tl_engine *en = tl_engine_new(m, &be, &o, &e);
+        static req r[2];
+        for (int i = 0; i < 2; i++) {
+            req_init(&r[i], 9, 16, 0);
+            for (int j = 0; j < 9; j++) r[i].prompt[j] = (j * 5 + 2) % NV;
+        }
+        r[0].id = tl_engine_add(en, r[0].prompt, 9, &r[0].p, on_token, &r[0], &e);
+        tl_engine_run_until_idle(en);
+        errors += r[0].fin == TL_FINISH_ERROR && r[0].n_final == 1 && strstr(r[0].err, "fails (test)");
+        r[1].id = tl_engine_add(en, r[1].prompt, 9, &r[1].p, on_token, &r[1], &e);
+        tl_engine_run_until_idle(en);
+        bad += check_greedy(&r[1], 1, "after a failed launch");
+        tl_engine_stats st;
+        tl_engine_stats_get(en, &st);
+        bad += st.kv_blocks_used != 0;
+        tl_engine_free(en);
+    }
+    CHECK(errors == 13, "%d of 13 failed launches ended their request with the error", errors);
+    CHECK(bad == 0, "%d requests wrong after a failed launch", bad);
+}
+
 int main(void) {
     tl_log_set_level(TL_LOG_WARN);
     tl_model m;
@@ -510,5 +546,6 @@ int main(void) {
     unsetenv("TL_ENGINE_ASYNC");
     g_mode = 2;
     test_pipelined(&m);
+    test_launch_fail(&m);
     TL_TEST_END();
 }

@@ -137,11 +137,12 @@ int tinyllm_generate(tinyllm *t, const int32_t *prompt, int n_prompt, const tiny
     tl_req_params rp;
     memset(&rp, 0, sizeof rp);
     tl_sampling_default(&rp.s);
+    /* (0 or negative top_k / top_p / repetition_penalty: off, as the sampler took them before the engine's checks) */
     rp.s.temperature = s->temperature;
-    rp.s.top_k = s->top_k;
-    rp.s.top_p = s->top_p;
+    rp.s.top_k = s->top_k > 0 ? s->top_k : 0;
+    rp.s.top_p = s->top_p > 0 ? s->top_p : 1.0f;
     rp.s.min_p = s->min_p;
-    rp.s.repetition_penalty = s->repetition_penalty;
+    rp.s.repetition_penalty = s->repetition_penalty > 0 ? s->repetition_penalty : 1.0f;
     rp.s.presence_penalty = s->presence_penalty;
     rp.s.frequency_penalty = s->frequency_penalty;
     rp.s.seed = s->seed;

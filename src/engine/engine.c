@@ -59,7 +59,7 @@ tl_engine *tl_engine_new(tl_model *m, tl_backend *be, const tl_engine_opts *opts
     for (int i = 0; i < 2; i++) {
         tl_step *st = &en->stp[i];
         st->owner = tl_calloc((size_t)o.max_seqs, sizeof *st->owner);
-        st->n_new = tl_calloc((size_t)o.max_seqs, sizeof *st->n_new);
+        st->upto = tl_calloc((size_t)o.max_seqs, sizeof *st->upto);
         st->row = tl_calloc((size_t)o.max_seqs, sizeof *st->row);
         st->rng = tl_calloc((size_t)o.max_seqs, sizeof *st->rng);
         st->tok = tl_calloc((size_t)o.max_seqs, sizeof *st->tok);
@@ -111,7 +111,7 @@ void tl_engine_free(tl_engine *en) {
     free(en->b_rs);
     for (int i = 0; i < 2; i++) {
         tl_step *st = &en->stp[i];
-        free(st->owner), free(st->n_new), free(st->row), free(st->rng), free(st->tok), free(st->lp);
+        free(st->owner), free(st->upto), free(st->row), free(st->rng), free(st->tok), free(st->lp);
     }
     free(en->cancel_ids);
     free(en->cancel_local);

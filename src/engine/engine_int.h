@@ -34,7 +34,6 @@ typedef struct tl_seq {
     struct tl_seq *next;     /* incoming list link */
 } tl_seq;
 
-/* A double-ended queue of waiting sequences (preempted ones go to the front). */
 /* One step's record from its launch until its results are processed. With a backend that launches and
  * collects (backend.h) two exist: step t in flight while step t + 1 is built and launched. */
 typedef struct tl_step {
@@ -43,13 +42,15 @@ typedef struct tl_step {
     bool failed;
     char msg[512];           /* the backend's error when failed (tl_error.msg) */
     tl_seq **owner;          /* [max_seqs] the sequences of the batch, in batch order */
-    int *n_new;              /* [max_seqs] tokens each computes */
+    int *upto;               /* [max_seqs] positions < upto have K/V once this step ran (the prefix cache takes no
+                              * more from this step: a later launch may fail) */
     int *row;                /* [max_seqs] its logit row, -1: none */
     uint64_t *rng;           /* [max_seqs] per row: the RNG state before the row's draw (for a host fallback) */
     int32_t *tok;            /* [max_seqs] per row: sampled by the backend (-1: the host samples) */
     float *lp;               /* [max_seqs] their logprobs */
 } tl_step;
 
+/* A double-ended queue of waiting sequences (preempted ones go to the front). */
 typedef struct tl_seq_deque {
     tl_seq **a;
     int head, n, cap;
@@ -79,6 +80,7 @@ struct tl_engine {
     int stp_next;            /* the record the next step fills */
     tl_step *flight;         /* the launched step not yet collected (pipelined), or NULL */
     double t_sched, t_batch, t_forward, t_post; /* host seconds per phase, summed over steps */
+    double t_collect;        /* seconds waiting in collect during the current step (part of t_forward) */
     int64_t n_preempted, prompt_tokens, generated_tokens, steps;
     int64_t *cancel_local;   /* [cap_cancel] copy of the cancel requests taken this step */
 

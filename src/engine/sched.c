@@ -290,9 +290,9 @@ static tl_batch build_batch(tl_engine *en, tl_step *st, int nb) {
             en->b_pos[n_tok + t] = s->n_computed + t;
         }
         n_tok += k;
-        st->n_new[j] = k;
         st->row[j] = -1;
         s->n_computed += k;
+        st->upto[j] = s->n_computed;
         s->sched_n = 0;
         s->inflight++;
         if (s->n_computed == s->n_tokens) {
@@ -352,7 +352,9 @@ static void collect(tl_engine *en, tl_step *st, tl_step *later) {
         if (later && later->in_flight) step_fail(later, &e);
     }
     st->in_flight = false;
-    en->t_forward += tl_now() - t0;
+    const double dt = tl_now() - t0;
+    en->t_forward += dt;
+    en->t_collect += dt; /* (the step's other phases leave it out) */
 }
 
 /* ---- 4. after the forward: each sequence's new token ---- */
@@ -416,7 +418,7 @@ static void finish_step(tl_engine *en, tl_step *st) {
             s->tokens[idx] = tok;
             s->n_pending--;
         }
-        tl_bm_commit(en->bm, &s->bt, s->tokens, TL_MIN(s->n_computed, s->n_tokens - s->n_pending));
+        tl_bm_commit(en->bm, &s->bt, s->tokens, TL_MIN(st->upto[j], s->n_tokens - s->n_pending));
         if (r >= 0) postprocess(en, s, tok, idx + 1, &ev);
     }
 }
@@ -470,6 +472,7 @@ void tl_engine_publish(tl_engine *en) {
 
 int tl_engine_step_locked_out(tl_engine *en) {
     double t0 = tl_now();
+    en->t_collect = 0;
     intake(en);
     /* With a step in flight nothing is preempted: every running decode must find a block (it takes at most
      * one), else that step is collected first and this one is scheduled as without pipelining. */
@@ -477,7 +480,8 @@ int tl_engine_step_locked_out(tl_engine *en) {
     tl_step *st = &en->stp[en->stp_next], *prev = en->flight;
     int nb = schedule(en, prev != NULL);
     double tb = tl_now();
-    en->t_sched += tb - t0;
+    const double c_sched = en->t_collect; /* a drain above: counted as forward time */
+    en->t_sched += tb - t0 - c_sched;
     if (nb > 0) {
         tl_batch b = build_batch(en, st, nb);
         double t1 = tl_now();
@@ -495,7 +499,7 @@ int tl_engine_step_locked_out(tl_engine *en) {
         if (st->in_flight) en->flight = st;
         else finish_step(en, st);
         compact_running(en);
-        en->t_post += tl_now() - t2;
+        en->t_post += tl_now() - t2 - (en->t_collect - c_sched);
     } else {
         tl_engine_drain(en);
     }

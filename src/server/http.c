@@ -330,8 +330,8 @@ static void *loader(void *arg) {
     s->be = tl_backend_new(o->backend, o->n_threads, o->gpu_mem_util, &e);
     if (!s->be) goto fail;
     tl_engine_opts eo = o->eng;
-    if (!strcmp(s->be->name, "cuda")) eo.kv_dtype = TL_BF16; /* as `tinyllm bench`: half the bytes, and the
-                                                                * GPU's fused decode attention takes bf16 / f16 */
+    if (!strcmp(s->be->name, "cuda") && eo.kv_dtype == TL_F32) /* the default: bf16 on the GPU, as `tinyllm bench` */
+        eo.kv_dtype = TL_BF16; /* (half the bytes, and the fused decode attention takes bf16 / f16 only) */
     s->en = tl_engine_new(s->m, s->be, &eo, &e);
     if (!s->en) goto fail;
     if (tl_engine_start(s->en, &e)) goto fail;

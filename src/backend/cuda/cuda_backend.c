@@ -15,7 +15,7 @@
  * RoPE + KV write + attention in one kernel (tl_cu_attention_decode_rope), then the slice merge.
  * Sampling on the device (sample.cu) in steps launched ahead (cu_launch / cu_collect, at most CU_NBUF in flight,
  * host buffers alternated per launch); a step's TL_TOKEN_PREV tokens are resolved on the device from the previous
- * step's sampled rows (tl_cu_resolve_prev_tokens) before its forward; forward_sample is launch + collect. */
+ * step's sampled rows by the embedding kernel; forward_sample is launch + collect. */
 #ifdef TL_HAVE_CUDA
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
@@ -169,7 +169,6 @@ typedef struct cu_impl {
      * parameters stay in samp_h[prev_buf] until the launch after next) and logit rows; prev_n -1: none (none yet,
      * or a launch failed after it had enqueued work that may have written sout_d) */
     int prev_buf, prev_n;
-    int n_prev_tok;             /* build_meta: TL_TOKEN_PREV tokens in this step */
     const tl_row_sampling *srs; /* set during cu_launch: each logits chunk is sampled, not copied */
     float *slogits;             /* host logits of the rows sampled on the host */
     void *samp_scratch;         /* tl_cu_sample's row statistics over many blocks (zeroed once) */
@@ -676,8 +675,8 @@ static int check_prev_row(const cu_impl *ci, int r, int n_vocab, tl_error *e) {
 }
 
 /* Checks the batch and lays out its metadata (host, pinned: meta_h[cur]): tokens, pos, slot, ctx, bt_off [T]
- * each, logit_rows [n_logits], then the block tables. TL_TOKEN_PREV tokens are kept as they are (counted in
- * n_prev_tok; the embedding kernel resolves them on the device). Returns the number of int32 written, or -1. */
+ * each, logit_rows [n_logits], then the block tables. TL_TOKEN_PREV tokens are checked and kept as they are (the
+ * embedding kernel resolves them on the device). Returns the number of int32 written, or -1. */
 static int64_t build_meta(cu_impl *ci, const tl_config *c, const tl_kv *kv, const tl_batch *b, int *max_ctx,
                           tl_error *e) {
     const int T = b->n_tok, bs = kv->block_size;
@@ -731,11 +730,9 @@ static int64_t build_meta(cu_impl *ci, const tl_config *c, const tl_kv *kv, cons
     }
     int32_t *tok = ci->meta_h[ci->cur], *pos = tok + T, *slot = pos + T, *ctx = slot + T, *off = ctx + T,
             *lr = off + T, *bt = lr + b->n_logits;
-    ci->n_prev_tok = 0;
     for (int t = 0; t < T; t++) {
         if (b->tokens[t] < -1) { /* TL_TOKEN_PREV(r) */
             if (check_prev_row(ci, TL_TOKEN_PREV_ROW(b->tokens[t]), c->n_vocab, e)) return -1;
-            ci->n_prev_tok++;
         } else if (b->tokens[t] < 0 || b->tokens[t] >= c->n_vocab) {
             return tl_errf(e, "token id %d out of range [0, %d)", b->tokens[t], c->n_vocab);
         }
@@ -1215,14 +1212,15 @@ static int cu_forward(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_bat
  * for the launched steps and carries their rows over: cu_collect reads samp_h / sout_h, the next step's
  * TL_TOKEN_PREV tokens sout_d and check_prev_row samp_h. On failure the old buffers stay. */
 static int ensure_samp(cu_impl *ci, int n, tl_error *e) {
-    if (!ci->samp_scratch) {
+    if (!ci->samp_scratch) { /* zeroed on ci->st, so the sampler's counters are zero for its first launch */
         const size_t nb = tl_cu_sample_scratch_bytes();
-        if (cudaMalloc(&ci->samp_scratch, nb) != cudaSuccess) {
+        void *p = NULL;
+        if (cudaMalloc(&p, nb) != cudaSuccess || cudaMemsetAsync(p, 0, nb, ci->st) != cudaSuccess) {
             cudaGetLastError();
-            ci->samp_scratch = NULL;
+            if (p) cudaFree(p);
             return tl_errf(e, "cuda: cannot allocate the sampler's scratch (%zu bytes)", nb);
         }
-        CUCHK(e, cudaMemset(ci->samp_scratch, 0, nb));
+        ci->samp_scratch = p;
     }
     if (n <= ci->samp_cap) return 0;
     CUCHK(e, cudaStreamSynchronize(ci->st));
