@@ -53,7 +53,7 @@ typedef struct tinyllm_sampling {
     float top_p, min_p;      /* 1 / 0: off */
     float repetition_penalty, presence_penalty, frequency_penalty;
     uint64_t seed;
-    int max_tokens;          /* default 256 */
+    int max_tokens;          /* default 256 (<= 0: 256); capped by the context reserved (n_ctx) */
     int ignore_eos;
 } tinyllm_sampling;
 void tinyllm_sampling_default(tinyllm_sampling *s);
@@ -65,9 +65,10 @@ typedef int (*tinyllm_token_fn)(int32_t token, const char *text, size_t len, voi
 
 typedef struct tinyllm_stats {
     int n_prompt;            /* prompt tokens */
-    int n_reused;            /* of which served from the KV cache of the previous call */
+    int n_reused;            /* of which served from the KV cache of earlier calls (the prefix cache: whole
+                              * blocks of 16 tokens, the last prompt token always computed) */
     int n_generated;
-    double prefill_s, decode_s;
+    double prefill_s, decode_s; /* to the first generated token, then to the end */
 } tinyllm_stats;
 
 /* Generates from prompt ids; returns the number of tokens generated or -1 (message via
