@@ -267,6 +267,8 @@ static double pipe_steps(bctx *c, int n_steps, int n_past, int nbs, int32_t *out
     float lp;
     for (int i = 0; i < nbs; i++) bt[i] = i;
     tl_row_sampling rs = {.top_p = 1.f};
+    const char *tp = getenv("TL_BENCH_TOP_P"); /* a sampled row: temperature 0.7, this top-p, u 0.5 */
+    if (tp) rs.temperature = 0.7f, rs.top_p = (float)atof(tp), rs.u = 0.5;
     tl_error e = {{0}};
     double t0 = tl_now();
     for (int i = 0; i <= n_steps; i++) {
@@ -651,7 +653,7 @@ static void decode_variants(const char *spec, double copy) {
     static const char *const keys[] = {"TL_CUDA_GEMV", "TL_CUDA_FUSE", "TL_CUDA_PDL", "TL_CUDA_SPLIT_KEYS",
                                        "TL_CUDA_ATT_MERGE", "TL_CUDA_DBG_SKIP", "TL_CUDA_GEMV_PROBE", "TL_CUDA_RING",
                                        "TL_CUDA_ATT_FUSE", "TL_CUDA_GU_PAIR", "TL_CUDA_QKV_ROOM", "TL_CUDA_GEMV_DBG",
-                                       "TL_CUDA_SAMPLE_ONEBLOCK", "TL_CUDA_SAMPLE_GRAPH"};
+                                       "TL_CUDA_SAMPLE_ONEBLOCK", "TL_CUDA_SAMPLE_GRAPH", "TL_BENCH_TOP_P"};
     const int nkeys = (int)(sizeof keys / sizeof keys[0]);
     static const char *const var[][2] = {
         {"default (gate/up pairs, q/k/v room, 128 keys)", ""},
@@ -707,18 +709,10 @@ static void decode_variants(const char *spec, double copy) {
     static const char *const exp_var[][2] = {
         {"default (v5, x first 2, ring <= 5)", ""},
         {"default, pipelined as the engine (launch / collect)", "PIPE"},
-        {"pipelined, sampler one block a row (before)", "TL_CUDA_SAMPLE_ONEBLOCK=1 PIPE"},
-        {"pipelined, sampling after the graph (before)", "TL_CUDA_SAMPLE_GRAPH=0 PIPE"},
-        {"pipelined, both as before", "TL_CUDA_SAMPLE_ONEBLOCK=1 TL_CUDA_SAMPLE_GRAPH=0 PIPE"},
+        {"pipelined, temperature 0.7 + top-p 0.8 (dummy logits: past the head)", "TL_BENCH_TOP_P=0.8 PIPE"},
+        {"pipelined, temperature 0.7 + top-p 0.8, again", "TL_BENCH_TOP_P=0.8 PIPE"},
         {"default, greedy sampled on the GPU", "SAMPLE"},
-        {"greedy sampled, sampler as before", "TL_CUDA_SAMPLE_ONEBLOCK=1 TL_CUDA_SAMPLE_GRAPH=0 SAMPLE"},
-        {"skip: all layers, lm_head; sampled (host + embedding)", "TL_CUDA_DBG_SKIP=63 SAMPLE"},
-        {"skip: all layers, lm_head; pipelined", "TL_CUDA_DBG_SKIP=63 PIPE"},
-        {"skip: all layers, lm_head; pipelined, as before", "TL_CUDA_DBG_SKIP=63 TL_CUDA_SAMPLE_ONEBLOCK=1 TL_CUDA_SAMPLE_GRAPH=0 PIPE"},
-        {"default again", ""},
         {"default, pipelined, again", "PIPE"},
-        {"pipelined, both as before, again", "TL_CUDA_SAMPLE_ONEBLOCK=1 TL_CUDA_SAMPLE_GRAPH=0 PIPE"},
-        {"default, greedy sampled on the GPU, again", "SAMPLE"},
     };
     const char *set = getenv("TL_BENCH_SET");
     const int use_exp = set && !strcmp(set, "exp");

@@ -47,6 +47,11 @@ static void fill_row(float *l, int V, const rowcase *c) {
     }
 }
 
+static int cmp_desc_f(const void *a, const void *b) {
+    const float x = *(const float *)a, y = *(const float *)b;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
 static void test_kernel(int V, int R) {
     float *lg = tl_malloc((size_t)R * V * 4);
     tl_cu_samp *p = tl_calloc((size_t)R, sizeof *p);
@@ -92,6 +97,7 @@ static void test_kernel(int V, int R) {
     tl_sampler sp;
     tl_sampler_init(&sp, V);
     int greedy_bad = 0, mism = 0, lp_bad = 0, defer_bad = 0, n_def = 0, n_samp = 0, skip_bad = 0;
+    int n_full = 0; /* top-p rows whose kept set is larger than the candidate head (sampled by mass searches) */
     double worst_lp = 0;
     for (int r = 0; r < R; r++) {
         const float *l = lg + (size_t)r * V;
@@ -116,6 +122,17 @@ static void test_kernel(int V, int R) {
         int32_t ct = tl_sampler_sample(&sp, &s, l, NULL, 0, 0, &st, NULL);
         if (c->t > 0) {
             n_samp++;
+            if (c->k == 0 && c->p > 0 && c->p < 1 && V > TL_CU_SAMPLE_CAP) { /* the head's mass, as the kernel tests */
+                double mxl = -INFINITY, tot = 0;
+                for (int i = 0; i < V; i++) mxl = fmax(mxl, l[i]);
+                float *pp = tl_malloc((size_t)V * 4);
+                for (int i = 0; i < V; i++) pp[i] = expf((l[i] - (float)mxl) * (1.0f / c->t)), tot += pp[i];
+                double head = 0; /* the CAP most likely tokens' mass against top_p of all */
+                qsort(pp, (size_t)V, sizeof *pp, cmp_desc_f);
+                for (int i = 0; i < TL_CU_SAMPLE_CAP; i++) head += pp[i];
+                n_full += head < (double)c->p * tot;
+                free(pp);
+            }
             if (ct != out[r].token) {
                 mism++;
                 printf("  V %d row %d (case %d): cpu %d, gpu %d (p %.9g vs %.9g)\n", V, r, r % NCASE, ct,
@@ -129,14 +146,15 @@ static void test_kernel(int V, int R) {
         worst_lp = fmax(worst_lp, d);
         lp_bad += !(d <= 1e-4 + 1e-6 * fabs(ref));
     }
-    printf("  sample V %6d: %d rows, %d sampled, %d deferred to the host, %d sampled mismatches, logprob err %.2e\n",
-           V, R, n_samp, n_def, mism, worst_lp);
+    printf("  sample V %6d: %d rows, %d sampled (%d top-p past the head), %d deferred to the host, %d sampled mismatches, "
+           "logprob err %.2e\n", V, R, n_samp, n_full, n_def, mism, worst_lp);
     CHECK(greedy_bad == 0, "V %d: %d greedy rows differ", V, greedy_bad);
     CHECK(skip_bad == 0, "V %d: skipped rows not -1", V);
     CHECK(defer_bad == 0, "V %d: %d rows deferred that may not be", V, defer_bad);
     CHECK(mism * 500 <= n_samp || mism <= 1, "V %d: %d of %d sampled rows differ", V, mism, n_samp);
     CHECK(lp_bad == 0, "V %d: %d logprobs off (worst %.2e)", V, lp_bad, worst_lp);
-    if (V > TL_CU_SAMPLE_CAP) CHECK(n_def > 0, "V %d: the flat top-p row should be deferred", V);
+    if (V > TL_CU_SAMPLE_CAP) CHECK(n_def > 0, "V %d: the top_k 5000 row should be deferred", V);
+    CHECK(n_full > 0 || V <= TL_CU_SAMPLE_CAP, "V %d: no top-p row went past the candidate head", V);
     tl_sampler_free(&sp);
     cudaFree(dl), cudaFree(dp), cudaFree(dout);
     free(lg), free(p), free(rng0), free(out), free(out2);

@@ -7,8 +7,10 @@
  * id order (as on the CPU). logprob = log_softmax(raw logits)[token] (fp32 terms, fp64 sums).
  * Differences from the CPU: expf may differ by an ulp and fp64 sums are added in another order, so two
  * candidates at a boundary (top-k/top-p cut, draw) can swap; greedy is exact.
- * The kept set of top-k / top-p must lie in the TL_CU_SAMPLE_CAP most likely tokens: a row with
- * top_k > CAP, or with top-p whose mass the CAP head does not reach, gets token -1 (the host samples it). */
+ * Top-k must lie in the TL_CU_SAMPLE_CAP most likely tokens: a row with top_k > CAP gets token -1 (the host
+ * samples it). Top-p whose mass the CAP head does not reach is sampled by mass searches over the whole row
+ * (integer masses of 2^-40: a crossing may differ from sampler.c's fp64 sums at a boundary), so such rows never
+ * come back to the host (since session 9: they can be pipelined). */
 #ifndef TL_CU_SAMPLE_H
 #define TL_CU_SAMPLE_H
 
@@ -47,8 +49,7 @@ int tl_cu_sample(const float *logits, int n_rows, int n_vocab, const tl_cu_samp 
 /* 1 when the kernel may answer -1 for a row with these parameters (the caller then checks). */
 static inline int tl_cu_sample_may_defer(const tl_cu_samp *p, int n_vocab) {
     if (p->skip || !(p->temperature > 0.0f)) return 0;
-    if (p->top_k > 0 && p->top_k < n_vocab) return p->top_k > TL_CU_SAMPLE_CAP;
-    return p->top_p > 0.0f && p->top_p < 1.0f && n_vocab > TL_CU_SAMPLE_CAP;
+    return p->top_k > TL_CU_SAMPLE_CAP && p->top_k < n_vocab;
 }
 
 #ifdef __cplusplus

@@ -159,6 +159,120 @@ __global__ void __launch_bounds__(SB_BS) sample_stats_kernel(const float *__rest
     if (!(P.temperature > 0.0f)) out[row] = tl_cu_samp_out{arg, (float)((double)l[arg] - lse)};
 }
 
+/* ---- Top-p beyond the candidate head (session 9): exact on the device, so no row needs the host ----
+ * p as an integer of 2^-40 (p <= 1; sums of 2^23 of them fit 64 bits; integer sums are exact and deterministic,
+ * while sampler.c adds fp64 in sorted order: a crossing can differ at a boundary, as documented in cu_sample.h). */
+static __device__ __forceinline__ unsigned long long samp_fx(float p) {
+    return (unsigned long long)((double)p * 1099511627776.0);
+}
+
+/* Among the elements with key > lb (keys: the float bits of p, which order as the values; lb = -1: all), the
+ * largest key v with mass(key > v) < need <= mass(key >= v), by a radix search of 8-bit digits whose histograms
+ * hold masses. *above: mass(key > v) among them. Every thread calls it; 4 passes over the row. */
+static __device__ unsigned samp_mass_select(const float *l, int nv, float mx, float inv_t, long long lb,
+                                            unsigned long long need, unsigned long long *above,
+                                            unsigned long long *hfx, unsigned long long *s_u64) {
+    unsigned prefix = 0, mask = 0;
+    unsigned long long acc = 0;
+    for (int shift = 24; shift >= 0; shift -= 8) {
+        for (int i = threadIdx.x; i < 256; i += S_BS) hfx[i] = 0;
+        __syncthreads();
+        for (int i = threadIdx.x; i < nv; i += S_BS) {
+            const float p = samp_p(l, i, mx, inv_t);
+            const unsigned k = __float_as_uint(p);
+            if ((long long)k > lb && (k & mask) == prefix) atomicAdd(&hfx[(k >> shift) & 255u], samp_fx(p));
+        }
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            int b = 255;
+            for (; b > 0; b--) {
+                if (acc + hfx[b] >= need) break;
+                acc += hfx[b];
+            }
+            s_u64[0] = (unsigned long long)b, s_u64[1] = acc;
+        }
+        __syncthreads();
+        prefix |= (unsigned)s_u64[0] << shift;
+        mask |= 255u << shift;
+        acc = s_u64[1];
+        __syncthreads();
+    }
+    *above = acc;
+    return prefix;
+}
+
+/* The id of the j-th element (0-based, in id order) whose key is v; every thread calls it. c0, c1: this thread's
+ * contiguous id range. -1 if there is none. */
+static __device__ int samp_nth_key(const float *l, float mx, float inv_t, int c0, int c1, unsigned v, int j, int *ibuf,
+                                   int *s_out) {
+    int n = 0;
+    for (int i = c0; i < c1; i++) n += __float_as_uint(samp_p(l, i, mx, inv_t)) == v;
+    int tot;
+    int o = block_excl_scan_i(n, ibuf, &tot);
+    if (threadIdx.x == 0) *s_out = -1;
+    __syncthreads();
+    if (j >= o && j < o + n)
+        for (int i = c0; i < c1; i++)
+            if (__float_as_uint(samp_p(l, i, mx, inv_t)) == v && o++ == j) *s_out = i;
+    __syncthreads();
+    const int r = *s_out;
+    __syncthreads();
+    return r;
+}
+
+/* sampler.c's top-p -> min-p -> draw for a row whose kept set is larger than the sorted head: the top-p cut by a
+ * mass search (the value v_c at which the sorted mass reaches top_p * total; ties at v_c taken in id order), the
+ * min-p filter as a raised threshold, then the draw (u * kept) by a second mass search over the kept set. */
+static __device__ int samp_top_p_full(const float *l, int nv, float mx, float inv_t, const tl_cu_samp &P, int c0, int c1,
+                                      unsigned long long *hfx, unsigned long long *s_u64, int *ibuf, int *s_out) {
+    unsigned long long tot = 0;
+    for (int i = threadIdx.x; i < nv; i += S_BS) tot += samp_fx(samp_p(l, i, mx, inv_t));
+    if (threadIdx.x == 0) s_u64[2] = 0;
+    __syncthreads();
+    atomicAdd(&s_u64[2], tot);
+    __syncthreads();
+    const unsigned long long total = s_u64[2];
+    __syncthreads();
+    unsigned long long lim = (unsigned long long)((double)P.top_p * (double)total);
+    if (lim < 1) lim = 1; /* at least one token */
+    unsigned long long above_c;
+    const unsigned vc = samp_mass_select(l, nv, mx, inv_t, -1, lim, &above_c, hfx, s_u64);
+    const unsigned long long fc = samp_fx(__uint_as_float(vc));
+    long long lb = vc;                                                  /* members: key > lb, */
+    unsigned long long ties = fc ? (lim - above_c + fc - 1) / fc : 1; /* and this many ties at vc, by id */
+    unsigned long long kept = above_c + ties * fc;
+    if (P.min_p > 0.0f && P.min_p > __uint_as_float(vc)) { /* min-p keeps p >= min_p: all above vc, no ties */
+        lb = (long long)__float_as_uint(P.min_p) - 1, ties = 0;
+        unsigned long long m = 0;
+        for (int i = threadIdx.x; i < nv; i += S_BS) {
+            const float p = samp_p(l, i, mx, inv_t);
+            if ((long long)__float_as_uint(p) > lb) m += samp_fx(p);
+        }
+        if (threadIdx.x == 0) s_u64[2] = 0;
+        __syncthreads();
+        atomicAdd(&s_u64[2], m);
+        __syncthreads();
+        kept = s_u64[2];
+        __syncthreads();
+    }
+    /* the draw: the first kept element (sorted order) whose cumulative mass exceeds u * kept */
+    const unsigned long long need = (unsigned long long)(P.u * (double)kept) + 1, part = kept - ties * fc;
+    if (need <= part) { /* above the ties: a value vd > lb, then its j-th element by id */
+        unsigned long long above_d;
+        const unsigned vd = samp_mass_select(l, nv, mx, inv_t, lb, need, &above_d, hfx, s_u64);
+        const unsigned long long fd = samp_fx(__uint_as_float(vd));
+        const int j = fd ? (int)((need - above_d + fd - 1) / fd) - 1 : 0;
+        const int t = samp_nth_key(l, mx, inv_t, c0, c1, vd, j, ibuf, s_out);
+        if (t >= 0) return t;
+    }
+    /* among the ties at vc (or no crossing by rounding: the last kept) */
+    long long j = fc ? (long long)((need - part + fc - 1) / fc) - 1 : 0;
+    if (j > (long long)ties - 1) j = (long long)ties - 1;
+    if (j < 0) j = 0;
+    const int t = samp_nth_key(l, mx, inv_t, c0, c1, vc, (int)j, ibuf, s_out);
+    return t >= 0 ? t : 0;
+}
+
 __global__ void __launch_bounds__(S_BS) sample_kernel(const float *__restrict__ logits, int nv,
                                                       const tl_cu_samp *__restrict__ prm, tl_cu_samp_out *__restrict__ out,
                                                       const samp_stats *__restrict__ stats) {
@@ -170,6 +284,8 @@ __global__ void __launch_bounds__(S_BS) sample_kernel(const float *__restrict__ 
     __shared__ int s_best_i[32];
     __shared__ int s_misc[4];
     __shared__ double s_kept;
+    __shared__ unsigned long long hfx[256], s_u64[4]; /* samp_top_p_full */
+    __shared__ int s_nth;
     const int row = blockIdx.x, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const tl_cu_samp P = prm[row];
     const float *l = logits + (size_t)row * nv;
@@ -302,9 +418,7 @@ __global__ void __launch_bounds__(S_BS) sample_kernel(const float *__restrict__ 
                     for (int i = 0; i < m; i++) head += KP(i);
                     defer = head < (double)P.top_p * total;
                 }
-                if (defer) {
-                    out[row] = tl_cu_samp_out{-1, 0.f};
-                } else {
+                if (!defer) {
                     if (top_p) {
                         double cum = 0, lim = (double)P.top_p * total;
                         int keep = 0;
@@ -335,8 +449,7 @@ __global__ void __launch_bounds__(S_BS) sample_kernel(const float *__restrict__ 
 #undef KID
             }
             __syncthreads();
-            if (s_misc[3]) return;
-            tok = s_misc[2];
+            tok = s_misc[3] ? samp_top_p_full(l, nv, mx, inv_t, P, c0, c1, hfx, s_u64, ibuf, &s_nth) : s_misc[2];
         } else { /* id order: min-p filter, then the first crossing of u * kept */
             const float thr = P.min_p > 0.0f ? P.min_p : -1.0f;
             double part = 0;
