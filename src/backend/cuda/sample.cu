@@ -177,11 +177,23 @@ static __device__ unsigned samp_mass_select(const float *l, int nv, float mx, fl
     for (int shift = 24; shift >= 0; shift -= 8) {
         for (int i = threadIdx.x; i < 256; i += S_BS) hfx[i] = 0;
         __syncthreads();
+        /* a thread adds its run of one bucket at once: nearly flat rows put most of the row in one or two buckets,
+         * and one shared atomic per element there serialized the block (4 ms a row at 152K) */
+        int cur = -1;
+        unsigned long long run = 0;
         for (int i = threadIdx.x; i < nv; i += S_BS) {
             const float p = samp_p(l, i, mx, inv_t);
             const unsigned k = __float_as_uint(p);
-            if ((long long)k > lb && (k & mask) == prefix) atomicAdd(&hfx[(k >> shift) & 255u], samp_fx(p));
+            if ((long long)k > lb && (k & mask) == prefix) {
+                const int b = (int)((k >> shift) & 255u);
+                if (b != cur) {
+                    if (cur >= 0) atomicAdd(&hfx[cur], run);
+                    cur = b, run = 0;
+                }
+                run += samp_fx(p);
+            }
         }
+        if (cur >= 0) atomicAdd(&hfx[cur], run);
         __syncthreads();
         if (threadIdx.x == 0) {
             int b = 255;
