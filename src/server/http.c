@@ -477,7 +477,8 @@ int tl_server_run(const tl_server_opts *opts) {
         wait_gens(s, s->o.shutdown_grace_s, &set);
         if (n_gens(s)) fprintf(stderr, "serve: cancelling %d request(s)\n", n_gens(s));
         tl_engine_stop(s->en); /* cancels what remains: each gets its final CANCELLED event */
-        wait_gens(s, 2, NULL);
+        wait_gens(s, 5, NULL); /* for the streams to write it (returns as soon as they have; 2 s was short on a
+                                * loaded 2-core machine: a CI run saw a stream cut before its error event) */
         ret = 0;
     } else if (state == 0) {
         pthread_detach(lt); /* still loading: the process exits under it */
