@@ -101,8 +101,8 @@ struct tl_engine {
 /* sched.c */
 int tl_engine_step_locked_out(tl_engine *en); /* one step; takes mu only briefly */
 void tl_engine_drain(tl_engine *en);          /* collects and processes the step in flight, if any */
-/* Final event (token -1), then releases the blocks and frees s; the caller has taken s out of
- * running / waiting. */
+/* Final event (token -1), then releases the blocks and frees s, or, while a launched step holds s, marks it a
+ * zombie that the step's collection retires; the caller has taken s out of running / waiting. */
 void tl_engine_finish(tl_engine *en, tl_seq *s, tl_finish why, const char *msg);
 void tl_engine_publish(tl_engine *en); /* stats snapshot under mu */
 void tl_seq_free(tl_seq *s);

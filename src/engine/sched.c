@@ -85,7 +85,8 @@ void tl_engine_finish(tl_engine *en, tl_seq *s, tl_finish why, const char *msg) 
     tl_token_event ev;
     memset(&ev, 0, sizeof ev);
     emit(s, &ev, -1, why, msg);
-    retire(en, s);
+    if (s->inflight) s->done = s->zombie = true; /* a launched step holds it: retired when that step is collected */
+    else retire(en, s);
 }
 
 static void running_remove(tl_engine *en, int i) {
@@ -137,14 +138,7 @@ static void intake(tl_engine *en) {
             if (en->running[i]->id == id) {
                 tl_seq *s = en->running[i];
                 running_remove(en, i);
-                if (s->inflight) { /* a launched step holds it: retired when that step is collected */
-                    tl_token_event ev;
-                    memset(&ev, 0, sizeof ev);
-                    emit(s, &ev, -1, TL_FINISH_CANCELLED, NULL);
-                    s->done = s->zombie = true;
-                } else {
-                    tl_engine_finish(en, s, TL_FINISH_CANCELLED, NULL);
-                }
+                tl_engine_finish(en, s, TL_FINISH_CANCELLED, NULL);
                 break;
             }
         for (int i = 0; i < en->waiting.n; i++)
@@ -334,11 +328,11 @@ static void run_step(tl_engine *en, tl_step *st, const tl_batch *b) {
     en->steps++;
 }
 
-/* Whether the step may stay in flight while the next one is built: every row sampled on the device, so its
- * token can feed the next step there and no logits come back. */
+/* Whether the step may stay in flight while the next one is built: every row sampled on the device (row_on_device
+ * is false for host rows too), so its token can feed the next step there and no logits come back. */
 static bool may_fly(const tl_engine *en, const tl_step *st) {
     for (int r = 0; r < st->n_rows; r++)
-        if (en->b_rs[r].host || !en->be->row_on_device(en->be, &en->b_rs[r], en->n_vocab)) return false;
+        if (!en->be->row_on_device(en->be, &en->b_rs[r], en->n_vocab)) return false;
     return true;
 }
 
