@@ -215,7 +215,7 @@ static void test_q4g_merge(const tl_cu_q4 *tw, const float *db) {
     int runs = 0;
     for (int hd = 64; hd <= 128; hd *= 2)
         for (int si = 0; si < 3; si++) {
-            const int S = si == 0 ? 2 : si == 1 ? 5 : 6;
+            const int S = si == 0 ? 2 : si == 1 ? 4 : 9;
             if (!tl_cu_q4g_merge_ok(cols, 1, S, hd)) continue;
             const int nh = cols / hd, R = hd + 2;
             float *part = tl_malloc((size_t)nh * S * R * 4);
@@ -249,8 +249,6 @@ static void test_q4g_merge(const tl_cu_q4 *tw, const float *db) {
     tl_cu_gemv_args bad = {.w = tw, .x = dy, .x_stride = cols, .x_mode = TL_CU_X_MERGE, .y = dy, .n_tok = 2,
                            .merge_split = 2, .merge_hd = 64};
     CHECK(tl_cu_q4g_gemv(&bad, 0, &e) == -1, "q4g gemv: merged x of 2 tokens accepted");
-    bad.n_tok = 1, bad.merge_split = 7;
-    CHECK(tl_cu_q4g_gemv(&bad, 0, &e) == -1, "q4g gemv: merged x of 7 slices accepted");
     if (rows >= 1000) printf("q4g gemv merged x %dx%d: %d shapes equal to the merge kernel + plain x\n", rows, cols, runs);
     cudaFree(dy), cudaFree(dx);
     free(want), free(got);

@@ -267,30 +267,6 @@ static __device__ __forceinline__ void gs_put4(float4 v, bool ok, __half *xrow, 
     }
 }
 
-/* 8 columns k..k+7 (lanes of one group adjacent, k % 8 == 0): gs_put4's stores, and the same group sum bits -
- * its butterfly's first level (the two 4-column chunks) done in the thread, the rest over G / 8 lanes */
-template <int G>
-static __device__ __forceinline__ void gs_put8(float4 v0, float4 v1, bool ok, __half *xrow, int k, float *grow) {
-    constexpr int SEG = G / 8;
-    const __half2 h[4] = {__floats2half2_rn(v0.x, v0.y), __floats2half2_rn(v0.z, v0.w), __floats2half2_rn(v1.x, v1.y),
-                          __floats2half2_rn(v1.z, v1.w)};
-    const float s0 = (__low2float(h[0]) + __high2float(h[0])) + (__low2float(h[1]) + __high2float(h[1]));
-    const float s1 = (__low2float(h[2]) + __high2float(h[2])) + (__low2float(h[3]) + __high2float(h[3]));
-    float sum = s0 + s1;
-#pragma unroll
-    for (int o = 1; o < SEG; o <<= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-    if (ok) {
-        __half *row = xrow + (k - (k & 15));
-#pragma unroll
-        for (int j = 0; j < 4; j++) {
-            const int c = (k & 15) + 2 * j;
-            *(__half2 *)(row + (c < 8 ? 2 * c : 2 * c - 14)) = h[j];
-        }
-        if ((threadIdx.x & (SEG - 1)) == 0) grow[k / G] = sum;
-    }
-}
-#define GS_MSPLIT 6 /* TL_CU_X_MERGE: slices at most */
-
 template <int NTILE, bool BF16, int G, int W, int KW, int MODE>
 __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p, int ns) {
     constexpr int SK = W * KW, SBKB = 64 * 64 / G, SB = gs_stage_bytes(SK, G), NT = 32 * W;
@@ -479,43 +455,70 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
         }
     }
     /* The attention's slices merged here (TL_CU_X_MERGE, one token; no merge kernel): x is the partials
-     * [n_head][S][hd + 2] (m, l, acc) of attn_decode.cu, S <= GS_MSPLIT. A thread takes 8 columns (cols <= 8 NT)
-     * and issues every load at once - (m, l) and its 8 acc values of each slice - so the merge costs one L2 round
-     * trip (a first form with (m, l) through shared memory took three: o's inputs 6.4 against 3.7 us, H100),
-     * then tl_cu_merge_one's arithmetic in slice order: the same bits as the merge kernel + a plain-x GEMV. */
+     * [n_head][S][hd + 2] (m, l, acc) of attn_decode.cu. First (m, l) of every (head, slice) into shared memory
+     * (red: free until the first tile's partials), then per head the slice weights f = exp(m - M) and L, then
+     * every thread its <= 2 chunks of 4 columns, S / 4 rounds of loads: tl_cu_merge_one's arithmetic in slice
+     * order, so the same bits as the merge kernel followed by a plain-x GEMV. */
     const bool one_merge = p.mode == TL_CU_X_MERGE;
     if (one_merge && n4) {
-        const int S = p.m_split, hd = p.m_hd, R = hd + 2, k = threadIdx.x * 8, hq = k / hd, d = k - hq * hd;
-        const bool mine = k < cols;
-        float2 ml[GS_MSPLIT], av[GS_MSPLIT][4];
-#pragma unroll
-        for (int s = 0; s < GS_MSPLIT; s++) {
-            ml[s] = make_float2(-INFINITY, 0.f);
-            av[s][0] = av[s][1] = av[s][2] = av[s][3] = make_float2(0.f, 0.f);
-            if (mine && s < S) {
-                const float *pp = p.x + (size_t)(hq * S + s) * R;
-                ml[s] = __ldcg((const float2 *)pp);
-#pragma unroll
-                for (int j = 0; j < 4; j++) av[s][j] = __ldcg((const float2 *)(pp + 2 + d + 2 * j));
+        const int S = p.m_split, hd = p.m_hd, nh = cols / hd, R = hd + 2;
+        float *sm = &red[0][0][0][0][0], *sl = sm + nh * S, *sL = sl + nh * S;
+        for (int i = threadIdx.x; i < nh * S; i += NT) {
+            const float2 v = __ldcg((const float2 *)(p.x + (size_t)i * R));
+            sm[i] = v.x, sl[i] = v.y;
+        }
+        gs_sync<NT>();
+        if ((int)threadIdx.x < nh) {
+            const int h = threadIdx.x;
+            float M = -INFINITY, L = 0.f;
+            for (int s = 0; s < S; s++) M = fmaxf(M, sm[h * S + s]);
+            for (int s = 0; s < S; s++) {
+                const float f = M != -INFINITY ? __expf(sm[h * S + s] - M) : 0.f;
+                L = M != -INFINITY ? fmaf(sl[h * S + s], f, L) : 0.f;
+                sm[h * S + s] = f;
             }
+            sL[h] = L;
         }
-        if (xf_due) gs_bar_arrive_relaxed(gs_sa(&xready)), xf_due = false;
-        float M = -INFINITY, L = 0.f, A[8] = {};
+        gs_sync<NT>();
+        float A[2][4] = {};
+        int hq[2], d[2];
 #pragma unroll
-        for (int s = 0; s < GS_MSPLIT; s++) M = fmaxf(M, ml[s].x); /* (slices >= S: -inf) */
-        if (M != -INFINITY) {
+        for (int u = 0; u < 2; u++) {
+            const int k = (u * NT + threadIdx.x) * 4;
+            hq[u] = k / hd, d[u] = k - hq[u] * hd;
+        }
+        for (int s0 = 0; s0 < S; s0 += 4) {
+            float4 av[2][4];
 #pragma unroll
-            for (int s = 0; s < GS_MSPLIT; s++)
-                if (s < S) {
-                    const float f = __expf(ml[s].x - M);
-                    L = fmaf(ml[s].y, f, L);
+            for (int u = 0; u < 2; u++)
 #pragma unroll
-                    for (int j = 0; j < 4; j++) A[2 * j] = fmaf(av[s][j].x, f, A[2 * j]), A[2 * j + 1] = fmaf(av[s][j].y, f, A[2 * j + 1]);
+                for (int j = 0; j < 4; j++) {
+                    av[u][j] = make_float4(0.f, 0.f, 0.f, 0.f);
+                    if (u * NT + (int)threadIdx.x < c4 && s0 + j < S) {
+                        const float *pa = p.x + (size_t)(hq[u] * S + s0 + j) * R + 2 + d[u];
+                        const float2 a0 = __ldcg((const float2 *)pa), a1 = __ldcg((const float2 *)(pa + 2));
+                        av[u][j] = make_float4(a0.x, a0.y, a1.x, a1.y);
+                    }
                 }
+            if (xf_due) gs_bar_arrive_relaxed(gs_sa(&xready)), xf_due = false;
+#pragma unroll
+            for (int u = 0; u < 2; u++)
+#pragma unroll
+                for (int j = 0; j < 4; j++)
+                    if (u * NT + (int)threadIdx.x < c4 && s0 + j < S) {
+                        const float f = sm[hq[u] * S + s0 + j];
+                        A[u][0] = fmaf(av[u][j].x, f, A[u][0]), A[u][1] = fmaf(av[u][j].y, f, A[u][1]);
+                        A[u][2] = fmaf(av[u][j].z, f, A[u][2]), A[u][3] = fmaf(av[u][j].w, f, A[u][3]);
+                    }
         }
-        float4 v0 = make_float4(0.f, 0.f, 0.f, 0.f), v1 = v0;
-        if (L > 0.f) v0 = make_float4(A[0] / L, A[1] / L, A[2] / L, A[3] / L), v1 = make_float4(A[4] / L, A[5] / L, A[6] / L, A[7] / L);
-        gs_put8<G>(v0, v1, mine, xh, k, gs);
+#pragma unroll
+        for (int u = 0; u < 2; u++) {
+            const int k4 = u * NT + threadIdx.x;
+            const float L = k4 < c4 ? sL[hq[u]] : 0.f;
+            const float4 v = L > 0.f ? make_float4(A[u][0] / L, A[u][1] / L, A[u][2] / L, A[u][3] / L)
+                                     : make_float4(0.f, 0.f, 0.f, 0.f);
+            gs_put4<G>(v, k4 < c4, xh, k4 * 4, gs);
+        }
     }
     if (p.mode == TL_CU_X_RMSNORM && !one && n4) {
         for (int t = 0; t < n_tok; t++) {
@@ -702,11 +705,11 @@ extern "C" int tl_cu_q4g_fits(int64_t cols, int n_tok) {
     return cols % 64 == 0 && n_tok >= 1 && n_tok <= 16 && q4g_smem(cols, n_tok, 32) <= GV_SMEM_MAX;
 }
 
-/* TL_CU_X_MERGE: one token, 8 columns a consumer thread (cols <= 8 * 16 * 32), head_dim a multiple of 8 dividing
- * cols, at most GS_MSPLIT slices */
+/* TL_CU_X_MERGE: one token, every thread <= 2 chunks of 4 columns (cols <= 8 * 512), head_dim a multiple of 4
+ * dividing cols, (m, l) of all slices and L per head in red (2 W * 128 floats at one n-tile) */
 extern "C" int tl_cu_q4g_merge_ok(int64_t cols, int n_tok, int n_split, int head_dim) {
-    return n_tok == 1 && n_split >= 1 && n_split <= GS_MSPLIT && head_dim > 0 && head_dim % 8 == 0 &&
-           cols % head_dim == 0 && cols <= 8 * 16 * 32;
+    return n_tok == 1 && n_split >= 1 && head_dim > 0 && head_dim % 4 == 0 && cols % head_dim == 0 && cols <= 4096 &&
+           cols / head_dim * (2 * n_split + 1) <= 2 * 16 * 128;
 }
 
 /* Launch. Matrices of more tiles than multiprocessors whose tiles, one a block with all its stages in
