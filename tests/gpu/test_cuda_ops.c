@@ -203,57 +203,6 @@ static void test_q4g_decode_forms(const tl_tensor *w, const tl_cu_q4 *tw, int n_
 }
 
 /* ---- INT4 GEMV and dequantize, against tl_cpu_matmul_ref / tl_tensor_row_f32 ---- */
-/* ---- TL_CU_X_MERGE: o_proj's prologue merging the decode attention's slices equals, bit for bit, the merge
- * kernel followed by a plain-x GEMV. Random partials [n_head][S][hd + 2] with empty slices (m = -inf, l = 0,
- * acc = 0) and one head whose slices are all empty; a ring of 2 and a grid of 5 blocks too. ---- */
-static void test_q4g_merge(const tl_cu_q4 *tw, const float *db) {
-    const int rows = (int)tw->rows, cols = (int)tw->cols;
-    tl_error e = {{0}};
-    float *dy = dev_nan((size_t)rows * 4), *dx = dev_nan((size_t)cols * 4);
-    float *want = tl_malloc((size_t)rows * 4), *got = tl_malloc((size_t)rows * 4);
-    unsigned long long sd = 23;
-    int runs = 0;
-    for (int hd = 64; hd <= 128; hd *= 2)
-        for (int si = 0; si < 3; si++) {
-            const int S = si == 0 ? 2 : si == 1 ? 4 : 9;
-            if (!tl_cu_q4g_merge_ok(cols, 1, S, hd)) continue;
-            const int nh = cols / hd, R = hd + 2;
-            float *part = tl_malloc((size_t)nh * S * R * 4);
-            for (int h = 0; h < nh; h++)
-                for (int s = 0; s < S; s++) {
-                    float *pp = part + ((size_t)h * S + s) * R;
-                    const int empty = h == nh / 2 || (s == 1 && h % 3 == 0);
-                    pp[0] = empty ? -INFINITY : (float)(tl_t_rng(&sd) % 1000) / 100.f - 5.f;
-                    pp[1] = empty ? 0.f : 1.f + (float)(tl_t_rng(&sd) % 1000) / 10.f;
-                    for (int d = 0; d < hd; d++) pp[2 + d] = empty ? 0.f : ((float)(tl_t_rng(&sd) % 2001) - 1000.f) / 10.f;
-                }
-            float *dpart = dup_dev(part, (size_t)nh * S * R * 4);
-            CHECK(tl_cu_attention_merge(dpart, dx, 1, nh, hd, S, 0, &e) == 0, "%s", e.msg);
-            tl_cu_gemv_args gp = {.w = tw, .x = dx, .x_stride = cols, .x_mode = TL_CU_X_PLAIN, .bias = db, .y = dy, .n_tok = 1};
-            CHECK(tl_cu_q4g_gemv(&gp, 0, &e) == 0, "%s", e.msg);
-            get(want, dy, (size_t)rows * 4);
-            for (int rep = 0; rep < 3; rep++) {
-                tl_cu_gemv_args gm = {.w = tw, .x = dpart, .x_stride = cols, .x_mode = TL_CU_X_MERGE, .bias = db, .y = dy,
-                                      .n_tok = 1, .merge_split = S, .merge_hd = hd, .ring = rep == 1 ? 2 : 0,
-                                      .grid = rep == 2 ? 5 : 0};
-                CU(cudaMemset(dy, 0xff, (size_t)rows * 4));
-                CHECK(tl_cu_q4g_gemv(&gm, 0, &e) == 0, "%s", e.msg);
-                get(got, dy, (size_t)rows * 4);
-                CHECK(!memcmp(got, want, (size_t)rows * 4), "q4g gemv merged x %dx%d hd %d, %d slices, run %d: differs from "
-                      "the merge kernel + plain x", rows, cols, hd, S, rep);
-            }
-            runs++;
-            cudaFree(dpart);
-            free(part);
-        }
-    tl_cu_gemv_args bad = {.w = tw, .x = dy, .x_stride = cols, .x_mode = TL_CU_X_MERGE, .y = dy, .n_tok = 2,
-                           .merge_split = 2, .merge_hd = 64};
-    CHECK(tl_cu_q4g_gemv(&bad, 0, &e) == -1, "q4g gemv: merged x of 2 tokens accepted");
-    if (rows >= 1000) printf("q4g gemv merged x %dx%d: %d shapes equal to the merge kernel + plain x\n", rows, cols, runs);
-    cudaFree(dy), cudaFree(dx);
-    free(want), free(got);
-}
-
 static void test_q4(int rows, int cols, int group, int n_tok, tl_dtype sbt) {
     size_t nw = (size_t)rows * cols / 8, ng = (size_t)rows * cols / group;
     tl_tensor w = rand_q4(rows, cols, group, sbt);
@@ -311,7 +260,6 @@ static void test_q4(int rows, int cols, int group, int n_tok, tl_dtype sbt) {
               tl_dtype_name(sbt), terr);
         if (rows >= 1000) printf("q4 mma gemv %dx%d g%d n_tok %d: rel err %.2e (fp32 gemv %.2e)\n", rows, cols, group, n_tok, terr, err);
         if (tl_cu_q4g_fits(cols, n_tok)) test_q4g(&w, &tw, n_tok, bias, db), test_q4g_decode_forms(&w, &tw, n_tok, bias, db);
-        if (n_tok == 1) test_q4g_merge(&tw, db);
         int tr0 = rows / 3 / 16 * 16, tnr = rows - tr0;
         CU(cudaMemset(dq, 0xff, (size_t)rows * cols * 2));
         CHECK(tl_cu_q4t_dequant_bf16(&tw, tr0, tnr, dq, 0, &e) == 0, "%s", e.msg);

@@ -14,7 +14,7 @@
  * (16 x D). After the last tile the 4 warps' (m, l, O) are merged in shared memory in warp order.
  * Shared rows are 16-byte chunks XOR-swizzled by (row & 7) (ldmatrix without bank conflicts).
  *
- * Slices are merged by a merge kernel (or, no_merge, by the prologue of the o_proj GEMV: TL_CU_X_MERGE); with counters by the last slice of (token, KV head) to finish (its
+ * Slices are merged by a merge kernel; with counters by the last slice of (token, KV head) to finish (its
  * counter goes back to 0: graph replays); with merge_cluster (2..8 slices) the slices of (token, KV head) are
  * one thread-block cluster and merge through distributed shared memory. Measured (H100, 7B batch 1, ctx 512,
  * fused kernel): merge kernel = cluster, last slice ~7 us a layer slower (not profiled; the fence and atomic
@@ -444,7 +444,7 @@ static int ad_launch(const tl_cu_attn_args *a, const tl_cu_rope_args *r, int n_s
         err = tl_cu_launch(attn_decode_kernel<D, DT, ROPE>, grid, dim3(32 * AD_NW), ad_smem<D>(), st, a->pdl, k);
     }
     if (err != cudaSuccess) return tl_errf(e, "cuda: decode attention: %s", cudaGetErrorString(err));
-    if (n_split == 1 || k.cnt || k.cluster || a->no_merge) TL_CU_LAUNCHED(e, "decode attention");
+    if (n_split == 1 || k.cnt || k.cluster) TL_CU_LAUNCHED(e, "decode attention");
     err = tl_cu_launch(attn_decode_merge_kernel, dim3((unsigned)a->n_tok, (unsigned)a->n_head), dim3(a->head_dim), 0, st,
                        a->pdl, (const float *)a->partial, a->out, a->n_head, a->head_dim, n_split, a->trace_merge);
     if (err != cudaSuccess) return tl_errf(e, "cuda: decode attention merge: %s", cudaGetErrorString(err));
@@ -462,14 +462,6 @@ static int ad_pick(const tl_cu_attn_args *a, const tl_cu_rope_args *r, cudaStrea
     if (a->head_dim == 64)
         return bf ? ad_launch<64, TL_BF16, ROPE>(a, r, n_split, st, e) : ad_launch<64, TL_F16, ROPE>(a, r, n_split, st, e);
     return bf ? ad_launch<128, TL_BF16, ROPE>(a, r, n_split, st, e) : ad_launch<128, TL_F16, ROPE>(a, r, n_split, st, e);
-}
-
-extern "C" int tl_cu_attention_merge(const float *partial, float *out, int n_tok, int n_head, int head_dim, int n_split,
-                                     cudaStream_t st, tl_error *e) {
-    cudaError_t err = tl_cu_launch(attn_decode_merge_kernel, dim3((unsigned)n_tok, (unsigned)n_head), dim3(head_dim), 0,
-                                   st, 0, partial, out, n_head, head_dim, n_split, (unsigned long long *)NULL);
-    if (err != cudaSuccess) return tl_errf(e, "cuda: decode attention merge: %s", cudaGetErrorString(err));
-    TL_CU_LAUNCHED(e, "decode attention merge");
 }
 
 extern "C" int tl_cu_attention_decode_ok(int head_dim, int kv_dtype, int n_head, int n_head_kv) {

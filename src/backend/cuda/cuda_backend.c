@@ -50,7 +50,7 @@ static const char *const p_name[P_N] = {"other", "matmul", "attention", "lm_head
                                    * PDL wait) measured 2.046-2.061 ms/token against 2.112-2.126 with 64 (32 blocks,
                                    * q/k/v on 100) and 2.126-2.144 with 256, H100, one run (TL_CUDA_SPLIT_KEYS); without
                                    * the room 64 was as fast as 128 (3765dec, 17d9798) and 128 is now 2.170-2.174 */
-#define CU_GKEY 24                /* graph key: the shape and switches a captured decode step depends on */
+#define CU_GKEY 23                /* graph key: the shape and switches a captured decode step depends on */
 #define CU_NBUF 2                 /* steps launched and not collected at most (cu_launch); host buffers per kind */
 #define CU_BIG_T 512              /* forwards of more tokens: bf16 activations into cuBLAS (layer_big) */
 #define CU_Q4GEMM_COPY_MAX 48     /* INT4 products of 17..CU_BIG_T rows take q4_gemm.cu's kernel up to this many rows */
@@ -126,9 +126,6 @@ typedef struct cu_impl {
      * TL_CU_X_F16) instead of gate and up in fp32 for down's SiLU*up prologue; TL_CUDA_GU_PAIR=0: the latter (the
      * same bits, for comparisons) */
     int gu_pair;
-    /* TL_CUDA_O_MERGE (default 1): a one-token fused decode step with split attention leaves the slices' partials
-     * to o_proj's prologue (TL_CU_X_MERGE; the same bits) instead of a merge kernel; 0: the merge kernel */
-    int o_merge;
     /* TL_CUDA_QKV_ROOM (default 1): with the fused attention, the q/k/v GEMV runs on n_sm - (attention blocks)
      * blocks when those are <= n_sm / 4, so the attention blocks start (RoPE tables, K/V history loads) while
      * it streams (its weights are all in flight at once either way: 7B 288 tiles x 2 stages <= 100 x 6) */
@@ -917,15 +914,6 @@ static int forward_decode(cu_impl *ci, const tl_model *m, tl_kv *kv, int T, int 
         const int ab = T * tl_cu_attention_splits(&sp) * c->n_head_kv;
         if (ab <= ci->n_sm / 4) qkv_grid = ci->n_sm - ab;
     }
-    /* one token, slices merged by a kernel: o_proj's prologue merges them instead (TL_CU_X_MERGE) */
-    int o_split = 0;
-    if (ci->fuse_on && ci->o_merge && merge == 0 && T == 1) {
-        const tl_cu_attn_args sp = {.n_tok = T, .n_head = c->n_head, .n_head_kv = c->n_head_kv, .head_dim = hd,
-                                    .max_split = ci->max_split, .max_ctx = max_ctx, .n_sm = ci->n_sm,
-                                    .split_keys = ci->split_keys};
-        o_split = tl_cu_attention_splits(&sp);
-        if (o_split < 2 || !tl_cu_q4g_merge_ok((int64_t)c->n_head * hd, T, o_split, hd)) o_split = 0;
-    }
     if (tl_cu_embed(ci->embd.is_q4 ? &ci->embd.q : NULL, ci->embd.bf16, c->n_vocab, E, d_tok, ci->sout_d, T, ci->x, st, e))
         return -1;
     for (int l = 0; l < c->n_layer; l++) {
@@ -948,7 +936,6 @@ static int forward_decode(cu_impl *ci, const tl_model *m, tl_kv *kv, int T, int 
         if (ci->att_fuse < 0) aa.pdl = 0; /* TL_CUDA_ATT_FUSE=nopdl (comparisons) */
         tl_cu_gemv_args o = {.w = &L->o.q, .x = ci->att, .x_stride = QD, .bias = L->o.bias, .resid = ci->x,
                              .y = ci->x, .n_tok = T, .pdl = pdl};
-        if (o_split) aa.no_merge = 1, o.x = ci->partial, o.x_mode = TL_CU_X_MERGE, o.merge_split = o_split, o.merge_hd = hd;
         tl_cu_gemv_args gu = {.w = &L->gu.q, .x = ci->x, .x_stride = E, .x_mode = TL_CU_X_RMSNORM,
                               .norm_w = L->ffn_norm, .eps = c->rms_eps, .bias = L->gu.bias, .y = ci->gu,
                               .n_tok = T, .pdl = pdl};
@@ -1082,7 +1069,7 @@ static int enqueue_work(cu_impl *ci, const tl_model *m, tl_kv *kv, const tl_batc
                                  kv->n_blocks, ci->gemv_old, ci->no_fuse, ci->no_pdl, ci->merge_last, ci->attn_dec,
                                  ci->ring, ci->dbg_skip, ci->probe, ci->att_fuse, ci->fuse_on, ci->gu_pair,
                                  ci->qkv_room, ci->gemv_dbg, ci->trace, (intptr_t)ci->sout_d, samp_in_graph,
-                                 ci->samp_oneblock, ci->o_merge};
+                                 ci->samp_oneblock};
         if (!ci->gexec || memcmp(key, ci->gkey, sizeof key)) {
             graph_drop(ci); /* (an instance still queued or running is freed when it completes) */
             cudaGraph_t g;
@@ -1154,8 +1141,6 @@ static int enqueue_step(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_b
     const char *gq = getenv("TL_CUDA_GU_PAIR"), *qr = getenv("TL_CUDA_QKV_ROOM");
     ci->qkv_room = !(qr && !strcmp(qr, "0"));
     ci->gu_pair = !(gq && !strcmp(gq, "0"));
-    const char *om = getenv("TL_CUDA_O_MERGE");
-    ci->o_merge = !(om && !strcmp(om, "0"));
     const char *ds = getenv("TL_CUDA_DBG_SKIP"), *gp = getenv("TL_CUDA_GEMV_PROBE");
     ci->dbg_skip = ds ? atoi(ds) : 0;
     const char *gd = getenv("TL_CUDA_GEMV_DBG"), *tr = getenv("TL_CUDA_TRACE");

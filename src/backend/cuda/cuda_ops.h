@@ -52,14 +52,11 @@ int tl_cu_q4t_dequant_bf16(const tl_cu_q4 *w, int64_t r0, int64_t nr, uint16_t *
  *   TL_CU_X_RMSNORM x[t, k] * rsqrt(mean_k(x[t, :]^2) + eps) * norm_w[k]   (the RMSNorm before q/k/v, gate/up)
  *   TL_CU_X_SILU    silu(x[t, k]) * x[t, cols + k]                          (gate/up rows -> down_proj input)
  *   TL_CU_X_F16     x16[t, k] (fp16; x_stride in halves)          (down_proj after a y_silu16 gate/up GEMV)
- *   TL_CU_X_MERGE   the decode attention's slices merged: x = partial [n_head][merge_split][merge_hd + 2] of
- *                   one token (tl_cu_attention_decode_rope with no_merge), the same bits as the merge kernel's
- *                   output as plain x (o_proj; one token, tl_cu_q4g_merge_ok)
  * x rows are x_stride floats apart. resid may equal y (in-place residual add: x += W h). Deterministic:
  * one block computes a 16-row tile over all of K, warps reduce in shared memory in a fixed order. Needs
  * cols % 64 == 0 and tl_cu_q4g_fits(cols, n_tok) (x of all tokens in shared memory). pdl: launched as a
  * programmatic dependent (weights prefetched before waiting on the previous kernel). */
-enum { TL_CU_X_PLAIN = 0, TL_CU_X_RMSNORM = 1, TL_CU_X_SILU = 2, TL_CU_X_F16 = 3, TL_CU_X_MERGE = 4 };
+enum { TL_CU_X_PLAIN = 0, TL_CU_X_RMSNORM = 1, TL_CU_X_SILU = 2, TL_CU_X_F16 = 3 };
 typedef struct tl_cu_gemv_args {
     const tl_cu_q4 *w;
     const float *x;
@@ -76,7 +73,6 @@ typedef struct tl_cu_gemv_args {
     const float *resid;
     float *y;
     int n_tok;
-    int merge_split, merge_hd; /* TL_CU_X_MERGE: the slices and head_dim of x's partials */
     int pdl;
     int impl; /* 0 (or TL_CU_GEMV_V3): the kernel. TL_CU_GEMV_RING / _MATH: benchmark probes only (wrong
                * results): the weight ring without the math (consumers wait and release stages), the math without
@@ -95,7 +91,6 @@ typedef struct tl_cu_gemv_args {
 } tl_cu_gemv_args;
 enum { TL_CU_GEMV_V3 = 5, TL_CU_GEMV_RING = 6, TL_CU_GEMV_MATH = 7 };
 int tl_cu_q4g_fits(int64_t cols, int n_tok);
-int tl_cu_q4g_merge_ok(int64_t cols, int n_tok, int n_split, int head_dim); /* TL_CU_X_MERGE applies */
 int tl_cu_q4g_gemv(const tl_cu_gemv_args *a, cudaStream_t st, tl_error *e);
 /* measurement (cuda_backend.c): the trace of the last traced decode step, see TL_CUDA_TRACE there: rows of
  * TL_CU_TRACE_ROW u64 (tl_cu_mark's 4 stamps of up to TL_CU_TRACE_ROW / 4 blocks), 6 a layer, at most
@@ -205,18 +200,12 @@ typedef struct tl_cu_attn_args {
     int merge_cluster;           /* tl_cu_attention_decode(_rope) with 2..8 slices: each token's slices are one
                                   * thread-block cluster, merged through distributed shared memory (no partials,
                                   * no merge kernel; over counters); attn.cu ignores it */
-    int no_merge;                /* tl_cu_attention_decode(_rope) with n_split > 1 and neither counters nor
-                                  * cluster: only the partials, merged by the next kernel (TL_CU_X_MERGE) */
     int pdl;                     /* launch as a programmatic dependent (see cu_common.cuh) */
     unsigned long long *trace, *trace_merge; /* measurement: trace rows of the attention / merge launches, or NULL */
 } tl_cu_attn_args;
 int tl_cu_attention(const tl_cu_attn_args *a, cudaStream_t st, tl_error *e);
 /* How many context slices tl_cu_attention will use for these arguments (a pure function of them). */
 int tl_cu_attention_splits(const tl_cu_attn_args *a);
-/* The decode merge kernel alone: out [n_tok][n_head][head_dim] from partial [n_tok][n_head][n_split][head_dim + 2]
- * (tests: the reference of TL_CU_X_MERGE) */
-int tl_cu_attention_merge(const float *partial, float *out, int n_tok, int n_head, int head_dim, int n_split,
-                          cudaStream_t st, tl_error *e);
 
 /* Flash attention on tensor cores for prefill chunks (attn_prefill.cu): the same arguments, but only the
  * query rows of `tiles` ([n_tiles][2] device int32: first token, token count; consecutive tokens of one

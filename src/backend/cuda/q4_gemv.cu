@@ -27,7 +27,6 @@ struct q4g_params {
     int rows, cols, n_tok, ntiles;
     int nunits, per; /* a block's work: units u = blockIdx.x, + gridDim.x, ..., each the tiles u + k * nunits, k < per
                       * (per 2: gate tile u, then up tile u + nunits) */
-    int m_split, m_hd; /* TL_CU_X_MERGE: slices, head_dim */
     int dbg; /* tl_cu_gemv_args.dbg: benchmark probes (wrong results); bit 8 also: the loop prologues at n_tok 1 */
     unsigned long long *trace; /* tl_cu_gemv_args.trace (measurement) */
 };
@@ -454,72 +453,6 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
             gs_put4<G>(gs_h4(a[u]), k4 < c4, xh, k4 * 4, gs);
         }
     }
-    /* The attention's slices merged here (TL_CU_X_MERGE, one token; no merge kernel): x is the partials
-     * [n_head][S][hd + 2] (m, l, acc) of attn_decode.cu. First (m, l) of every (head, slice) into shared memory
-     * (red: free until the first tile's partials), then per head the slice weights f = exp(m - M) and L, then
-     * every thread its <= 2 chunks of 4 columns, S / 4 rounds of loads: tl_cu_merge_one's arithmetic in slice
-     * order, so the same bits as the merge kernel followed by a plain-x GEMV. */
-    const bool one_merge = p.mode == TL_CU_X_MERGE;
-    if (one_merge && n4) {
-        const int S = p.m_split, hd = p.m_hd, nh = cols / hd, R = hd + 2;
-        float *sm = &red[0][0][0][0][0], *sl = sm + nh * S, *sL = sl + nh * S;
-        for (int i = threadIdx.x; i < nh * S; i += NT) {
-            const float2 v = __ldcg((const float2 *)(p.x + (size_t)i * R));
-            sm[i] = v.x, sl[i] = v.y;
-        }
-        gs_sync<NT>();
-        if ((int)threadIdx.x < nh) {
-            const int h = threadIdx.x;
-            float M = -INFINITY, L = 0.f;
-            for (int s = 0; s < S; s++) M = fmaxf(M, sm[h * S + s]);
-            for (int s = 0; s < S; s++) {
-                const float f = M != -INFINITY ? __expf(sm[h * S + s] - M) : 0.f;
-                L = M != -INFINITY ? fmaf(sl[h * S + s], f, L) : 0.f;
-                sm[h * S + s] = f;
-            }
-            sL[h] = L;
-        }
-        gs_sync<NT>();
-        float A[2][4] = {};
-        int hq[2], d[2];
-#pragma unroll
-        for (int u = 0; u < 2; u++) {
-            const int k = (u * NT + threadIdx.x) * 4;
-            hq[u] = k / hd, d[u] = k - hq[u] * hd;
-        }
-        for (int s0 = 0; s0 < S; s0 += 4) {
-            float4 av[2][4];
-#pragma unroll
-            for (int u = 0; u < 2; u++)
-#pragma unroll
-                for (int j = 0; j < 4; j++) {
-                    av[u][j] = make_float4(0.f, 0.f, 0.f, 0.f);
-                    if (u * NT + (int)threadIdx.x < c4 && s0 + j < S) {
-                        const float *pa = p.x + (size_t)(hq[u] * S + s0 + j) * R + 2 + d[u];
-                        const float2 a0 = __ldcg((const float2 *)pa), a1 = __ldcg((const float2 *)(pa + 2));
-                        av[u][j] = make_float4(a0.x, a0.y, a1.x, a1.y);
-                    }
-                }
-            if (xf_due) gs_bar_arrive_relaxed(gs_sa(&xready)), xf_due = false;
-#pragma unroll
-            for (int u = 0; u < 2; u++)
-#pragma unroll
-                for (int j = 0; j < 4; j++)
-                    if (u * NT + (int)threadIdx.x < c4 && s0 + j < S) {
-                        const float f = sm[hq[u] * S + s0 + j];
-                        A[u][0] = fmaf(av[u][j].x, f, A[u][0]), A[u][1] = fmaf(av[u][j].y, f, A[u][1]);
-                        A[u][2] = fmaf(av[u][j].z, f, A[u][2]), A[u][3] = fmaf(av[u][j].w, f, A[u][3]);
-                    }
-        }
-#pragma unroll
-        for (int u = 0; u < 2; u++) {
-            const int k4 = u * NT + threadIdx.x;
-            const float L = k4 < c4 ? sL[hq[u]] : 0.f;
-            const float4 v = L > 0.f ? make_float4(A[u][0] / L, A[u][1] / L, A[u][2] / L, A[u][3] / L)
-                                     : make_float4(0.f, 0.f, 0.f, 0.f);
-            gs_put4<G>(v, k4 < c4, xh, k4 * 4, gs);
-        }
-    }
     if (p.mode == TL_CU_X_RMSNORM && !one && n4) {
         for (int t = 0; t < n_tok; t++) {
             const float4 *xr = (const float4 *)(p.x + (size_t)t * p.x_stride);
@@ -546,7 +479,7 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
         }
         gs_sync<NT>();
     }
-    if (!one && !one_silu && !one_f16 && !one_merge) {
+    if (!one && !one_silu && !one_f16) {
         for (int base = 0; base < n4; base += PB * NT) {
             float4 a[PB], b[PB];
 #pragma unroll
@@ -705,13 +638,6 @@ extern "C" int tl_cu_q4g_fits(int64_t cols, int n_tok) {
     return cols % 64 == 0 && n_tok >= 1 && n_tok <= 16 && q4g_smem(cols, n_tok, 32) <= GV_SMEM_MAX;
 }
 
-/* TL_CU_X_MERGE: one token, every thread <= 2 chunks of 4 columns (cols <= 8 * 512), head_dim a multiple of 4
- * dividing cols, (m, l) of all slices and L per head in red (2 W * 128 floats at one n-tile) */
-extern "C" int tl_cu_q4g_merge_ok(int64_t cols, int n_tok, int n_split, int head_dim) {
-    return n_tok == 1 && n_split >= 1 && head_dim > 0 && head_dim % 4 == 0 && cols % head_dim == 0 && cols <= 4096 &&
-           cols / head_dim * (2 * n_split + 1) <= 2 * 16 * 128;
-}
-
 /* Launch. Matrices of more tiles than multiprocessors whose tiles, one a block with all its stages in
  * flight, fit the card at once (7B: q/k/v, o) get a block a tile; the others one block a multiprocessor
  * (persistent, tiles strided) with a ring of what shared memory x leaves, at most the stages one block ever
@@ -764,10 +690,7 @@ extern "C" int tl_cu_q4g_gemv(const tl_cu_gemv_args *a, cudaStream_t st, tl_erro
     if (!tl_cu_q4g_fits(w->cols, a->n_tok))
         return tl_errf(e, "cuda int4 gemv: %d x %lld inputs do not fit in shared memory", a->n_tok, (long long)w->cols);
     const int mode = a->x_mode;
-    if (mode == TL_CU_X_MERGE && !tl_cu_q4g_merge_ok(w->cols, a->n_tok, a->merge_split, a->merge_hd))
-        return tl_errf(e, "cuda int4 gemv: merged x: %d tokens, %lld columns, %d slices of head_dim %d not supported",
-                       a->n_tok, (long long)w->cols, a->merge_split, a->merge_hd);
-    if (mode < TL_CU_X_PLAIN || mode > TL_CU_X_MERGE || (mode == TL_CU_X_RMSNORM && !a->norm_w) ||
+    if (mode < TL_CU_X_PLAIN || mode > TL_CU_X_F16 || (mode == TL_CU_X_RMSNORM && !a->norm_w) ||
         (mode == TL_CU_X_F16 ? !a->x16 : !a->x) || a->x_stride < (mode == TL_CU_X_SILU ? 2 : 1) * w->cols ||
         a->x_stride % 4)
         return tl_errf(e, "cuda int4 gemv: bad x mode %d / stride %d", mode, a->x_stride);
@@ -780,7 +703,6 @@ extern "C" int tl_cu_q4g_gemv(const tl_cu_gemv_args *a, cudaStream_t st, tl_erro
     p.norm_w = a->norm_w, p.eps = a->eps, p.bias = a->bias, p.resid = a->resid, p.y = a->y;
     p.rows = (int)w->rows, p.cols = (int)w->cols, p.n_tok = a->n_tok, p.ntiles = (int)((w->rows + 15) / 16);
     p.per = a->y_silu16 ? 2 : 1, p.nunits = p.ntiles / p.per, p.dbg = a->dbg, p.trace = a->trace;
-    p.m_split = a->merge_split, p.m_hd = a->merge_hd;
     const size_t smem = q4g_smem(w->cols, a->n_tok, w->group);
     cudaError_t err;
     if (a->impl == TL_CU_GEMV_RING || a->impl == TL_CU_GEMV_MATH) { /* benchmark probes: 1 n-tile, group 64, fp16 */
