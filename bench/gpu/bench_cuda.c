@@ -710,7 +710,7 @@ static void decode_variants(const char *spec, double copy) {
         {"default, pipelined as the engine (launch / collect)", "PIPE"},
         {"two launches, pipelined", "TL_CUDA_CHAIN=0 PIPE"},
         {"chained, ring <= 5", "TL_CUDA_CHAIN_RING=5"},
-        {"chained, ring <= 7", "TL_CUDA_CHAIN_RING=7"},
+        {"chained, ring <= 3", "TL_CUDA_CHAIN_RING=3"},
         {"default again", ""},
         {"two launches again", "TL_CUDA_CHAIN=0"},
         {"default, pipelined, again", "PIPE"},

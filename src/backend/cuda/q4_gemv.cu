@@ -291,8 +291,8 @@ static __device__ __forceinline__ void gs_wait_count(const unsigned *c, unsigned
     }
 }
 
-template <int NTILE, bool BF16, int G, int W, int KW, int MODE, int NPH = 1>
-__global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const __grid_constant__ q4g_chain ch, int ns) {
+template <int NTILE, bool BF16, int G, int W, int KW, int MODE, int NPH>
+static __device__ __forceinline__ void q4s_body(const q4g_chain &ch, int ns) {
     constexpr int SK = W * KW, SBKB = 64 * 64 / G, SB = gs_stage_bytes(SK, G), NT = 32 * W;
     constexpr int NGK = G < 64 ? 64 / G : 1;
     extern __shared__ __align__(128) unsigned char gs_smem[];
@@ -688,6 +688,18 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const __grid_const
 #undef GS_PHASE
 }
 
+template <int NTILE, bool BF16, int G, int W, int KW, int MODE>
+__global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const __grid_constant__ q4g_chain ch, int ns) {
+    q4s_body<NTILE, BF16, G, W, KW, MODE, 1>(ch, ns);
+}
+/* a chain of NPH phases: launch_bounds' 576 threads cap ptxas at 96 registers, where the two phases' code spilled
+ * 40 bytes; 104 (x 576 threads fits the 64 K register file) holds it */
+#define GS_CHAIN_REGS 104
+template <int NTILE, bool BF16, int G, int W, int KW, int MODE, int NPH>
+__global__ void __maxnreg__(GS_CHAIN_REGS) q4s_chain_kernel(const __grid_constant__ q4g_chain ch, int ns) {
+    q4s_body<NTILE, BF16, G, W, KW, MODE, NPH>(ch, ns);
+}
+
 static size_t q4g_smem(int64_t cols, int n_tok, int group) {
     return (size_t)n_tok * (size_t)(cols + 16) * 2 + (size_t)n_tok * (size_t)(cols / group) * 4;
 }
@@ -705,7 +717,9 @@ extern "C" int tl_cu_q4g_fits(int64_t cols, int n_tok) {
  * widest x leaves (at most `ring` stages when > 0). */
 template <int NT, bool BF, int G, int W, int KW, int MODE, int NPH = 1>
 static cudaError_t q4s_launch(const q4g_chain &c, size_t xbytes, cudaStream_t st, int pdl, int ring, int gcap) {
-    void (*k)(const q4g_chain, int) = q4s_kernel<NT, BF, G, W, KW, MODE, NPH>;
+    void (*k)(const q4g_chain, int);
+    if constexpr (NPH == 1) k = q4s_kernel<NT, BF, G, W, KW, MODE>;
+    else k = q4s_chain_kernel<NT, BF, G, W, KW, MODE, NPH>;
     const q4g_params &p = c.p[0];
     static int nsm, optin, per_sm, stat_smem, occ_regs; /* per instantiation; device 0 only */
     cudaError_t err = cudaSuccess;
