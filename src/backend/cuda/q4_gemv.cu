@@ -475,7 +475,7 @@ static __device__ __forceinline__ void q4s_body(const q4g_chain &ch, int ns) {
     /* SiLU(gate) * up of one token whose row fits PS float4 a thread: every load issued at once (one L2 round
      * trip instead of ceil(c4 / (PB NT)): 3 for 7B's 18944 columns); same arithmetic as the loop below */
     constexpr int PS = 10;
-    const bool one_silu = p.mode == TL_CU_X_SILU && n_tok == 1 && c4 <= PS * NT && !(p.dbg & 8);
+    const bool one_silu = NPH == 1 && p.mode == TL_CU_X_SILU && n_tok == 1 && c4 <= PS * NT && !(p.dbg & 8);
     if (one_silu && n4) {
         float4 a[PS], b[PS];
 #pragma unroll
@@ -510,7 +510,7 @@ static __device__ __forceinline__ void q4s_body(const q4g_chain &ch, int ns) {
             gs_put4<G>(gs_h4(a[u]), k4 < c4, xh, k4 * 4, gs);
         }
     }
-    if (p.mode == TL_CU_X_RMSNORM && !one && n4) {
+    if (NPH == 1 && p.mode == TL_CU_X_RMSNORM && !one && n4) {
         for (int t = 0; t < n_tok; t++) {
             const float4 *xr = (const float4 *)(p.x + (size_t)t * p.x_stride);
             float ss = 0.f;
@@ -536,7 +536,7 @@ static __device__ __forceinline__ void q4s_body(const q4g_chain &ch, int ns) {
         }
         gs_sync<NT>();
     }
-    if (!one && !one_silu && !one_f16) {
+    if (NPH == 1 && !one && !one_silu && !one_f16) {
         for (int base = 0; base < n4; base += PB * NT) {
             float4 a[PB], b[PB];
 #pragma unroll
@@ -692,11 +692,8 @@ template <int NTILE, bool BF16, int G, int W, int KW, int MODE>
 __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const __grid_constant__ q4g_chain ch, int ns) {
     q4s_body<NTILE, BF16, G, W, KW, MODE, 1>(ch, ns);
 }
-/* a chain of NPH phases: launch_bounds' 576 threads cap ptxas at 96 registers, where the two phases' code spilled
- * 40 bytes; 104 (x 576 threads fits the 64 K register file) holds it */
-#define GS_CHAIN_REGS 104
 template <int NTILE, bool BF16, int G, int W, int KW, int MODE, int NPH>
-__global__ void __maxnreg__(GS_CHAIN_REGS) q4s_chain_kernel(const __grid_constant__ q4g_chain ch, int ns) {
+__global__ void __launch_bounds__(32 * (W + 2), 1) q4s_chain_kernel(const __grid_constant__ q4g_chain ch, int ns) {
     q4s_body<NTILE, BF16, G, W, KW, MODE, NPH>(ch, ns);
 }
 
@@ -829,8 +826,11 @@ extern "C" int tl_cu_q4g_chain(const tl_cu_gemv_args *a, int n, unsigned *cnt, c
     size_t smem = 0;
     for (int f = 0; f < n; f++) {
         if (q4g_make(&a[f], &c.p[f], e)) return -1;
-        if (a[f].n_tok != 1 || a[f].w->group != w->group || a[f].w->sb_bf16 != w->sb_bf16 || a[f].impl || (a[f].dbg & 128))
-            return tl_errf(e, "cuda int4 gemv chain: one token, one group size and scale type, no probes");
+        const int64_t cols = a[f].w->cols;
+        if (a[f].n_tok != 1 || a[f].w->group != w->group || a[f].w->sb_bf16 != w->sb_bf16 || a[f].impl ||
+            (a[f].dbg & (8 | 32 | 128)) || !(a[f].x_mode == TL_CU_X_RMSNORM ? cols <= 4 * 4 * 512 : a[f].x_mode == TL_CU_X_F16 && cols <= 15 * 4 * 512))
+            return tl_errf(e, "cuda int4 gemv chain: one token, one group size and scale type, RMSNorm'ed (<= 8192 columns) "
+                              "or fp16 x (<= 30720), no probes");
         smem = TL_MAX(smem, q4g_smem(a[f].w->cols, 1, w->group));
     }
 #define GS_C4(BF, NPH)                                                                  \
