@@ -580,7 +580,7 @@ static void trace_report(const char *spec, bctx *bc, int ctx_dec, int per) {
                     if (r[4 * b + 2] > P) P = r[4 * b + 2];
                     if (r[4 * b + 3] > E) E = r[4 * b + 3];
                 }
-                if (!nb || W == ~0ull || !E) continue; /* not launched (down inside the gate/up chain) */
+                if (!nb || W == ~0ull || !E) continue; /* not launched (e.g. the merge of a cluster merge) */
                 if (l == 5 && rep == 3) { /* the timer's tick: the smallest step between this launch's stamps */
                     unsigned long long v[TL_CU_TRACE_ROW];
                     int m = 0;
@@ -650,8 +650,7 @@ static void decode_variants(const char *spec, double copy) {
     static const char *const keys[] = {"TL_CUDA_GEMV", "TL_CUDA_FUSE", "TL_CUDA_PDL", "TL_CUDA_SPLIT_KEYS",
                                        "TL_CUDA_ATT_MERGE", "TL_CUDA_DBG_SKIP", "TL_CUDA_GEMV_PROBE", "TL_CUDA_RING",
                                        "TL_CUDA_ATT_FUSE", "TL_CUDA_GU_PAIR", "TL_CUDA_QKV_ROOM", "TL_CUDA_GEMV_DBG",
-                                       "TL_CUDA_SAMPLE_ONEBLOCK", "TL_CUDA_SAMPLE_GRAPH", "TL_BENCH_TOP_P",
-                                       "TL_CUDA_CHAIN", "TL_CUDA_CHAIN_RING"};
+                                       "TL_CUDA_SAMPLE_ONEBLOCK", "TL_CUDA_SAMPLE_GRAPH", "TL_BENCH_TOP_P"};
     const int nkeys = (int)(sizeof keys / sizeof keys[0]);
     static const char *const var[][2] = {
         {"default (gate/up pairs, q/k/v room, 128 keys)", ""},
@@ -705,16 +704,10 @@ static void decode_variants(const char *spec, double copy) {
     };
     /* TL_BENCH_SET=exp: a short list for the experiment at hand (one device call) */
     static const char *const exp_var[][2] = {
-        {"default (gate/up + down chained, ring as fits)", ""},
-        {"two launches (as before)", "TL_CUDA_CHAIN=0"},
+        {"default (v5, x first 2, ring <= 5)", ""},
         {"default, pipelined as the engine (launch / collect)", "PIPE"},
-        {"two launches, pipelined", "TL_CUDA_CHAIN=0 PIPE"},
-        {"chained, ring <= 5", "TL_CUDA_CHAIN_RING=5"},
-        {"chained, ring <= 3", "TL_CUDA_CHAIN_RING=3"},
         {"default again", ""},
-        {"two launches again", "TL_CUDA_CHAIN=0"},
         {"default, pipelined, again", "PIPE"},
-        {"two launches, pipelined, again", "TL_CUDA_CHAIN=0 PIPE"},
         {"default, greedy sampled on the GPU", "SAMPLE"},
     };
     const char *set = getenv("TL_BENCH_SET");

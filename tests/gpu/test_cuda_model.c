@@ -215,35 +215,23 @@ static void graph_check(void) {
     setenv("TL_CUDA_GRAPH", "0", 1);
     tl_backend *g0 = tl_backend_cuda_new(0.5f, &e);
     unsetenv("TL_CUDA_GRAPH");
-    tl_backend *g2 = tl_backend_cuda_new(0.5f, &e);
     tl_session *a = tl_session_new(m, g1, 1024, &e), *b = tl_session_new(m, g0, 1024, &e);
-    tl_session *c = tl_session_new(m, g2, 1024, &e); /* gate/up and down as two launches (TL_CUDA_CHAIN=0) */
-    CHECK(a && b && c, "%s", e.msg);
+    CHECK(a && b, "%s", e.msg);
     const int V = m->cfg.n_vocab;
     int32_t toks[400];
     unsigned long long sd = 5;
     for (int i = 0; i < 400; i++) toks[i] = (int32_t)(tl_t_rng(&sd) % 150000);
-    CHECK(tl_session_eval(a, toks, 250, false, &e) == 0 && tl_session_eval(b, toks, 250, false, &e) == 0 &&
-          tl_session_eval(c, toks, 250, false, &e) == 0, "%s", e.msg);
+    CHECK(tl_session_eval(a, toks, 250, false, &e) == 0 && tl_session_eval(b, toks, 250, false, &e) == 0, "%s", e.msg);
     double worst = 0;
-    int same = 1;
     for (int i = 250; i < 300; i++) { /* contexts 251..300: the split count changes at 257 */
         CHECK(tl_session_eval(a, &toks[i], 1, false, &e) == 0 && tl_session_eval(b, &toks[i], 1, false, &e) == 0, "%s",
               e.msg);
-        setenv("TL_CUDA_CHAIN", "0", 1);
-        CHECK(tl_session_eval(c, &toks[i], 1, false, &e) == 0, "%s", e.msg);
-        unsetenv("TL_CUDA_CHAIN");
         worst = fmax(worst, tl_rel_err(tl_session_logits(a, -1), tl_session_logits(b, -1), V));
-        same &= !memcmp(tl_session_logits(a, -1), tl_session_logits(c, -1), (size_t)V * 4);
     }
     CHECK(worst < 1e-5, "graph vs no graph: rel err %.3g", worst);
-    CHECK(same, "decode: gate/up + down in one launch change the logits' bits (against two launches)");
-    printf("  dummy:qwen2-0.5b int4: CUDA-graph decode vs plain launches over 50 steps: rel err %.2e; gate/up + down "
-           "chained = two launches, bit for bit\n", worst);
+    printf("  dummy:qwen2-0.5b int4: CUDA-graph decode vs plain launches over 50 steps: rel err %.2e\n", worst);
     tl_session_free(a);
     tl_session_free(b);
-    tl_session_free(c);
-    g2->free(g2);
     tl_backend *cpu = tl_backend_cpu_new(0);
     greedy_check(m, cpu, g1, toks, 24, 12, "dummy:qwen2-0.5b int4 (graph)");
     cpu->free(cpu);

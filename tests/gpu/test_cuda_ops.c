@@ -293,62 +293,6 @@ static void test_q4(int rows, int cols, int group, int n_tok, tl_dtype sbt) {
     free(codes), free(sc), free(bi), free(sb), free(x), free(bias), free(want), free(got), free(hq), free(row);
 }
 
-/* a random tiled INT4 matrix on the device (rand_q4, repacked) */
-static tl_cu_q4 rand_tiled(int rows, int cols, int group, tl_dtype sbt) {
-    tl_tensor w = rand_q4(rows, cols, group, sbt);
-    const size_t nt = ((size_t)rows + 15) / 16;
-    uint32_t *tc = tl_malloc(nt * 16 * (cols / 8) * 4), *tsb = tl_malloc(nt * 16 * (cols / group) * 4);
-    CHECK(tl_cu_q4t_repack(w.data, w.scales, w.biases, rows, cols, group, tc, tsb) == 0);
-    tl_cu_q4 tw = {.rows = rows, .cols = cols, .group = group, .sb_bf16 = sbt == TL_BF16, .tiled = 1};
-    tw.codes = dup_dev(tc, nt * 16 * (cols / 8) * 4);
-    tw.sb = dup_dev(tsb, nt * 16 * (cols / group) * 4);
-    free(w.data), free(w.scales), free(w.biases), free(tc), free(tsb);
-    return tw;
-}
-
-/* ---- tl_cu_q4g_chain: gate/up pairs (RMSNorm'ed x -> h) then down (h -> x += W h) in one launch equal, bit for
- * bit, the two launches; twice (the counters go back to zero), with a ring of 2 (stages wrap across the phases)
- * and with the down matrix's biases ---- */
-static void test_q4g_chain(int E, int F, int group, tl_dtype sbt) {
-    tl_error e = {{0}};
-    tl_cu_q4 gu = rand_tiled(2 * F, E, group, sbt), dn = rand_tiled(E, F, group, sbt);
-    float *x = rand_vec(E, 30.f), *nw = rand_vec(E, 3.f), *bgu = rand_vec(2 * F, 1.f), *bdn = rand_vec(E, 1.f);
-    float *dnw = dup_dev(nw, E * 4), *dbgu = dup_dev(bgu, 2 * F * 4), *dbdn = dup_dev(bdn, E * 4);
-    float *dx = dup_dev(x, E * 4);
-    uint16_t *dh = dev_nan((size_t)F * 2);
-    unsigned *dcnt = dev_nan(4 * 4);
-    CU(cudaMemset(dcnt, 0, 4 * 4));
-    float *want = tl_malloc(E * 4), *got = tl_malloc(E * 4);
-    unsigned cnt[4];
-    for (int v = 0; v < 4; v++) { /* 0: two launches, 1 and 2: the chain, 3: the chain with a ring of 2 */
-        CU(cudaMemcpy(dx, x, E * 4, cudaMemcpyHostToDevice));
-        CU(cudaMemset(dh, 0xff, (size_t)F * 2));
-        tl_cu_gemv_args a[2] = {
-            {.w = &gu, .x = dx, .x_stride = E, .x_mode = TL_CU_X_RMSNORM, .norm_w = dnw, .eps = 1e-6f, .bias = dbgu,
-             .y_silu16 = dh, .n_tok = 1, .ring = v == 3 ? 2 : 0},
-            {.w = &dn, .x16 = dh, .x_stride = F, .x_mode = TL_CU_X_F16, .bias = dbdn, .resid = dx, .y = dx, .n_tok = 1}};
-        if (v == 0) CHECK(tl_cu_q4g_gemv(&a[0], 0, &e) == 0 && tl_cu_q4g_gemv(&a[1], 0, &e) == 0, "%s", e.msg);
-        else CHECK(tl_cu_q4g_chain(a, 2, dcnt, 0, &e) == 0, "%s", e.msg);
-        CU(cudaDeviceSynchronize());
-        get(v ? got : want, dx, E * 4);
-        if (v) CHECK(!memcmp(got, want, E * 4), "q4g chain %d x %d g%d %s, run %d: differs from two launches", E, F, group,
-                     tl_dtype_name(sbt), v);
-        get(cnt, dcnt, sizeof cnt);
-        CHECK(cnt[0] == 0 && cnt[1] == 0 && cnt[2] == 0, "q4g chain: counters left at %u %u %u", cnt[0], cnt[1], cnt[2]);
-    }
-    double mx = 0;
-    for (int i = 0; i < E; i++) mx = fmax(mx, fabs((double)want[i] - x[i]));
-    CHECK(mx > 0 && mx == mx, "q4g chain: down added nothing (%g)", mx);
-    tl_cu_gemv_args one[2] = {{.w = &gu, .x = dx, .x_stride = E, .x_mode = TL_CU_X_RMSNORM, .norm_w = dnw, .y_silu16 = dh,
-                               .n_tok = 2},
-                              {.w = &dn, .x16 = dh, .x_stride = F, .x_mode = TL_CU_X_F16, .y = dx, .n_tok = 2}};
-    CHECK(tl_cu_q4g_chain(one, 2, dcnt, 0, &e) == -1, "q4g chain: 2 tokens accepted");
-    printf("q4g chain gate/up + down %d x %d g%d %s: = two launches (3 runs)\n", E, F, group, tl_dtype_name(sbt));
-    cudaFree((void *)gu.codes), cudaFree((void *)gu.sb), cudaFree((void *)dn.codes), cudaFree((void *)dn.sb);
-    cudaFree(dnw), cudaFree(dbgu), cudaFree(dbdn), cudaFree(dx), cudaFree(dh), cudaFree(dcnt);
-    free(x), free(nw), free(bgu), free(bdn), free(want), free(got);
-}
-
 /* ---- the INT4 tensor-core GEMM (q4_gemm.cu), 17..512 token rows, against tl_cpu_matmul_ref: every
  * configuration, split-K automatic / off (and no K rotation) / 3 (partials summed by the reduce kernel), outputs and partials
  * poisoned with NaN, fresh x with outliers per n; the automatic run twice, equal bit for bit ---- */
@@ -959,10 +903,6 @@ int main(void) {
     test_q4m(16, 64, 32, TL_BF16, n_f, 2, 1);
     test_q4m(4608, 3584, 64, TL_F16, n_g, 1, 1);
     test_q4m(3584, 18944, 128, TL_BF16, n_h, 1, 0);
-    test_q4g_chain(896, 4864, 64, TL_F16);
-    test_q4g_chain(3584, 18944, 64, TL_BF16);
-    test_q4g_chain(128, 320, 32, TL_BF16);
-    test_q4g_chain(256, 1024, 128, TL_F16);
     test_small_ops(1, 896);
     test_small_ops(7, 3584);
     test_small_ops(3, 100);

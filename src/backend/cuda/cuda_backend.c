@@ -40,7 +40,6 @@ static const char *const p_name[P_N] = {"other", "matmul", "attention", "lm_head
 #define CU_PREFILL_ROWS 128       /* query rows per block of the prefill attention kernel (64 or 128): 128 measured
                                    * 210 vs 192 TFLOP/s at 4096 tokens (7B, H200), the end-to-end prefill 1% faster */
 #define CU_DECODE_RING 5          /* forward_decode's GEMV ring stages (see forward_decode) */
-#define CU_CHAIN_RING 0           /* the gate/up + down chain's ring stages (0: as deep as fits; see chain) */
 #define CU_ATT_MERGE_DEFAULT 0    /* forward_decode's attention slices: merge kernel (TL_CUDA_ATT_MERGE). H100, 7B
                                    * batch 1 ctx 512, 3765dec: cluster 2.368 ms/token (5 samples), kernel 2.366 / 2.367,
                                    * last slice 2.560 (17d9798: 2.390, 2.360, 2.624): the cluster saves no time, the
@@ -51,8 +50,7 @@ static const char *const p_name[P_N] = {"other", "matmul", "attention", "lm_head
                                    * PDL wait) measured 2.046-2.061 ms/token against 2.112-2.126 with 64 (32 blocks,
                                    * q/k/v on 100) and 2.126-2.144 with 256, H100, one run (TL_CUDA_SPLIT_KEYS); without
                                    * the room 64 was as fast as 128 (3765dec, 17d9798) and 128 is now 2.170-2.174 */
-#define CU_CHAIN_CNT 4            /* counters a tl_cu_q4g_chain launch (2 phases + 1, rounded) */
-#define CU_GKEY 24                /* graph key: the shape and switches a captured decode step depends on */
+#define CU_GKEY 23                /* graph key: the shape and switches a captured decode step depends on */
 #define CU_NBUF 2                 /* steps launched and not collected at most (cu_launch); host buffers per kind */
 #define CU_BIG_T 512              /* forwards of more tokens: bf16 activations into cuBLAS (layer_big) */
 #define CU_Q4GEMM_COPY_MAX 48     /* INT4 products of 17..CU_BIG_T rows take q4_gemm.cu's kernel up to this many rows */
@@ -95,7 +93,6 @@ typedef struct cu_impl {
     float *x, *xn, *qkv, *att, *tmp, *gu, *hb, *lx, *logits, *partial;
     uint16_t *xbf, *deq;
     int *att_cnt;          /* [64 * n_head_kv] zeroed counters: attention slices merged in one kernel */
-    unsigned *chain_cnt;   /* [n_layer][CU_CHAIN_CNT] zeroed counters of the gate/up + down chains */
     int max_split;
     void *gemv_ws;         /* tl_cu_q4t_ws_bytes(widest input) */
     int no_tiled;          /* TL_CUDA_GEMV=fp32: keep the MLX layout and the CUDA-core GEMV (comparisons) */
@@ -129,10 +126,6 @@ typedef struct cu_impl {
      * TL_CU_X_F16) instead of gate and up in fp32 for down's SiLU*up prologue; TL_CUDA_GU_PAIR=0: the latter (the
      * same bits, for comparisons) */
     int gu_pair;
-    /* TL_CUDA_CHAIN (default 1): a one-token fused decode step runs gate/up and down as one persistent launch
-     * (tl_cu_q4g_chain: down's weights stream while gate/up ends; the same bits); 0: two launches.
-     * TL_CUDA_CHAIN_RING: its ring depth (default CU_CHAIN_RING; 0: as deep as fits) */
-    int chain, chain_ring;
     /* TL_CUDA_QKV_ROOM (default 1): with the fused attention, the q/k/v GEMV runs on n_sm - (attention blocks)
      * blocks when those are <= n_sm / 4, so the attention blocks start (RoPE tables, K/V history loads) while
      * it streams (its weights are all in flight at once either way: 7B 288 tiles x 2 stages <= 100 x 6) */
@@ -383,8 +376,7 @@ static int ensure_act(cu_impl *ci, const tl_config *c, int n_tok, tl_error *e) {
     size_t floats = (size_t)T * (3 * E + RW + QD + 3 * F) + CU_LOGIT_CHUNK * (E + (size_t)c->n_vocab) +
                     part_tok * c->n_head * ci->max_split * (c->head_dim + 2);
     size_t ws = tl_cu_q4t_ws_bytes((int64_t)W);
-    const size_t ncnt = part_tok * c->n_head_kv + (size_t)c->n_layer * CU_CHAIN_CNT; /* counters, zeroed */
-    size_t bytes = floats * 4 + (size_t)T * W * 2 + (size_t)CU_DEQ_ELEMS * 2 + ws + ncnt * 4 +
+    size_t bytes = floats * 4 + (size_t)T * W * 2 + (size_t)CU_DEQ_ELEMS * 2 + ws + part_tok * c->n_head_kv * 4 +
                    16 * 256; /* + the 256-byte alignment of each carve */
     void *p;
     if (cudaMalloc(&p, bytes) != cudaSuccess) {
@@ -413,9 +405,8 @@ static int ensure_act(cu_impl *ci, const tl_config *c, int n_tok, tl_error *e) {
     CARVE(ci->deq, (size_t)CU_DEQ_ELEMS, uint16_t);
     CARVE(ci->gemv_ws, ws, char);
     CARVE(ci->att_cnt, part_tok * c->n_head_kv, int);
-    ci->chain_cnt = (unsigned *)(ci->att_cnt + part_tok * c->n_head_kv); /* (the same carve) */
 #undef CARVE
-    if (cudaMemset(ci->att_cnt, 0, ncnt * 4) != cudaSuccess) {
+    if (cudaMemset(ci->att_cnt, 0, part_tok * c->n_head_kv * 4) != cudaSuccess) {
         cudaGetLastError();
         return tl_errf(e, "cuda: cannot clear the attention counters");
     }
@@ -962,20 +953,13 @@ static int forward_decode(cu_impl *ci, const tl_model *m, tl_kv *kv, int T, int 
             o.trace = r + 3 * TL_CU_TRACE_ROW, gu.trace = r + 4 * TL_CU_TRACE_ROW, down.trace = r + 5 * TL_CU_TRACE_ROW;
         }
         const int sk = ci->dbg_skip;
-        /* gate/up + down in one launch (tl_cu_q4g_chain) */
-        const int chain = ci->chain && T == 1 && gu.y_silu16 && !(sk & 24) && !ci->probe && !(ci->gemv_dbg & 128);
-        tl_cu_gemv_args gd[2] = {gu, down};
-        gd[0].ring = ci->chain_ring, gd[1].trace = NULL;
         if ((!(sk & 1) && gemv(ci, &qkv, e)) ||
             (!(sk & 2) && ci->fuse_on && (pmark(ci, P_OTHER) || tl_cu_attention_decode_rope(&aa, &ra, st, e) ||
                                           pmark(ci, P_ATTN))) ||
             (!(sk & 2) && !ci->fuse_on &&
              (tl_cu_rope_kv_write(&ra, st, e) || pmark(ci, P_OTHER) || attention(ci, &aa, d_tiles, e) ||
               pmark(ci, P_ATTN))) ||
-            (!(sk & 4) && gemv(ci, &o, e)) ||
-            (chain && (pmark(ci, P_OTHER) || tl_cu_q4g_chain(gd, 2, ci->chain_cnt + (size_t)l * CU_CHAIN_CNT, st, e) ||
-                       pmark(ci, P_MATMUL))) ||
-            (!chain && !(sk & 8) && gemv(ci, &gu, e)) || (!chain && !(sk & 16) && gemv(ci, &down, e)))
+            (!(sk & 4) && gemv(ci, &o, e)) || (!(sk & 8) && gemv(ci, &gu, e)) || (!(sk & 16) && gemv(ci, &down, e)))
             return -1;
     }
     if (ci->dbg_skip & 32) return 0; /* (measurement: no final norm / lm_head either) */
@@ -1085,7 +1069,7 @@ static int enqueue_work(cu_impl *ci, const tl_model *m, tl_kv *kv, const tl_batc
                                  kv->n_blocks, ci->gemv_old, ci->no_fuse, ci->no_pdl, ci->merge_last, ci->attn_dec,
                                  ci->ring, ci->dbg_skip, ci->probe, ci->att_fuse, ci->fuse_on, ci->gu_pair,
                                  ci->qkv_room, ci->gemv_dbg, ci->trace, (intptr_t)ci->sout_d, samp_in_graph,
-                                 ci->samp_oneblock, ci->chain * 1000 + ci->chain_ring};
+                                 ci->samp_oneblock};
         if (!ci->gexec || memcmp(key, ci->gkey, sizeof key)) {
             graph_drop(ci); /* (an instance still queued or running is freed when it completes) */
             cudaGraph_t g;
@@ -1157,9 +1141,6 @@ static int enqueue_step(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_b
     const char *gq = getenv("TL_CUDA_GU_PAIR"), *qr = getenv("TL_CUDA_QKV_ROOM");
     ci->qkv_room = !(qr && !strcmp(qr, "0"));
     ci->gu_pair = !(gq && !strcmp(gq, "0"));
-    const char *ch = getenv("TL_CUDA_CHAIN"), *cr = getenv("TL_CUDA_CHAIN_RING");
-    ci->chain = !(ch && !strcmp(ch, "0"));
-    ci->chain_ring = cr ? atoi(cr) : CU_CHAIN_RING;
     const char *ds = getenv("TL_CUDA_DBG_SKIP"), *gp = getenv("TL_CUDA_GEMV_PROBE");
     ci->dbg_skip = ds ? atoi(ds) : 0;
     const char *gd = getenv("TL_CUDA_GEMV_DBG"), *tr = getenv("TL_CUDA_TRACE");

@@ -92,12 +92,6 @@ typedef struct tl_cu_gemv_args {
 enum { TL_CU_GEMV_V3 = 5, TL_CU_GEMV_RING = 6, TL_CU_GEMV_MATH = 7 };
 int tl_cu_q4g_fits(int64_t cols, int n_tok);
 int tl_cu_q4g_gemv(const tl_cu_gemv_args *a, cudaStream_t st, tl_error *e);
-/* n (2) one-token GEMVs in one persistent launch, in order: phase f + 1 reads what phase f wrote (e.g. gate/up
- * pairs, then down_proj on their h). The weight ring streams every phase's tiles without a break; between phases
- * the blocks wait for each other on counters (cnt: n + 1 zeroed unsigned ints, left zero; one set per launch that
- * may run at once). The same results, bit for bit, as the n launches of tl_cu_q4g_gemv. a[0].pdl and a[0].ring
- * (0: as deep as shared memory allows) apply to the launch; every a[f] one token, one group size and scale type. */
-int tl_cu_q4g_chain(const tl_cu_gemv_args *a, int n, unsigned *cnt, cudaStream_t st, tl_error *e);
 /* measurement (cuda_backend.c): the trace of the last traced decode step, see TL_CUDA_TRACE there: rows of
  * TL_CU_TRACE_ROW u64 (tl_cu_mark's 4 stamps of up to TL_CU_TRACE_ROW / 4 blocks), 6 a layer, at most
  * TL_CU_TRACE_ROWS */

@@ -30,15 +30,6 @@ struct q4g_params {
     int dbg; /* tl_cu_gemv_args.dbg: benchmark probes (wrong results); bit 8 also: the loop prologues at n_tok 1 */
     unsigned long long *trace; /* tl_cu_gemv_args.trace (measurement) */
 };
-/* The kernel's work: n GEMVs (phases) in order, one token each when n > 1 (tl_cu_q4g_chain). cnt (n > 1): [n + 1]
- * zeroed counters: cnt[f] counts the blocks whose phase f outputs are written, cnt[n] the blocks done; the last
- * block puts them back to 0 (graph replays). */
-#define Q4G_MAXPH 2
-struct q4g_chain {
-    q4g_params p[Q4G_MAXPH];
-    int n;
-    unsigned *cnt;
-};
 
 template <bool BF16> static __device__ __forceinline__ float2 gv_sb(uint32_t v) {
     if (BF16) return make_float2(__uint_as_float(v << 16), __uint_as_float(v & 0xffff0000u));
@@ -275,24 +266,8 @@ static __device__ __forceinline__ void gs_put4(float4 v, bool ok, __half *xrow, 
     }
 }
 
-/* Waits until the counter at c reaches target (acquire: what the counting blocks wrote before their release is
- * visible after). > 5 s traps (a bug: a block that never counts), so the launch fails instead of hanging. */
-static __device__ __forceinline__ void gs_wait_count(const unsigned *c, unsigned target) {
-    uint64_t t0 = 0;
-    for (unsigned polls = 0;; polls++) {
-        unsigned v;
-        asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(c) : "memory");
-        if (v >= target) return;
-        if (polls & 63) continue;
-        uint64_t now;
-        asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(now));
-        if (!t0) t0 = now;
-        else if (now - t0 > 5000000000ull) __trap();
-    }
-}
-
-template <int NTILE, bool BF16, int G, int W, int KW, int MODE, int NPH>
-static __device__ __forceinline__ void q4s_body(const q4g_chain &ch, int ns) {
+template <int NTILE, bool BF16, int G, int W, int KW, int MODE>
+__global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p, int ns) {
     constexpr int SK = W * KW, SBKB = 64 * 64 / G, SB = gs_stage_bytes(SK, G), NT = 32 * W;
     constexpr int NGK = G < 64 ? 64 / G : 1;
     extern __shared__ __align__(128) unsigned char gs_smem[];
@@ -303,16 +278,12 @@ static __device__ __forceinline__ void q4s_body(const q4g_chain &ch, int ns) {
     __shared__ float red[2][W][NTILE][4][32];
     __shared__ float s_inv[16], s_ss[W][16];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
-    constexpr int nph = NPH; /* phases (ch.n): a constant, so every phase's code is its own (registers as one GEMV) */
-    const int n_tok = ch.p[0].n_tok;
+    const int cols = p.cols, nkb = cols / 64, ng = cols / G, KP = cols + 16, n_tok = p.n_tok;
+    const int nst = (nkb + SK - 1) / SK; /* stages a tile */
     unsigned char *ring = gs_smem;
     __half *xh = (__half *)(gs_smem + (size_t)ns * SB);
-    /* a phase's shapes (cols, nkb = cols / 64, ng = cols / G, KP = cols + 16, nst stages a tile) and group sums */
-#define GS_PHASE(f)                                                                                  \
-    const q4g_params &p = ch.p[f];                                                                   \
-    const int cols = p.cols, nkb = cols / 64, ng = cols / G, KP = cols + 16, nst = (nkb + SK - 1) / SK; \
-    (void)ng, (void)KP, (void)nst
-    if (threadIdx.x == 0) tl_cu_mark(ch.p[0].trace, 0);
+    float *gs = (float *)(gs_smem + (size_t)ns * SB + (size_t)n_tok * KP * 2);
+    if (threadIdx.x == 0) tl_cu_mark(p.trace, 0);
     if (threadIdx.x == 0) {
         for (int s = 0; s < ns; s++) gs_bar_init(&full[s], 1), gs_bar_init(&empty[s], MODE == 4 ? 32 * W : W);
         for (int b = 0; b < 2; b++) gs_bar_init(&rfull[b], W), gs_bar_init(&rempty[b], 1);
@@ -323,14 +294,11 @@ static __device__ __forceinline__ void q4s_body(const q4g_chain &ch, int ns) {
 
     if (warp == W) { /* ---- producer: one lane issues every stage of this block's tiles, ns ahead ---- */
         if (lane == 0 && MODE != 3) {
+            const unsigned char *cb = (const unsigned char *)p.codes, *sbb = (const unsigned char *)p.sb;
             int s = 0, issued = 0;
             unsigned ph = 0;
-            const int xf = gs_xfirst(ch.p[0].dbg); /* x first: xf - 1 stages, then wait for the x loads (0: off) */
+            const int xf = gs_xfirst(p.dbg); /* x first: xf - 1 stages, then wait for the x loads (0: off) */
             bool synced = !xf;
-#pragma unroll
-            for (int f = 0; f < nph; f++) { /* (later phases' stages follow at once: the ring never drains) */
-            GS_PHASE(f);
-            const unsigned char *cb = (const unsigned char *)p.codes, *sbb = (const unsigned char *)p.sb;
             for (int un = blockIdx.x; un < p.nunits; un += gridDim.x)
                 for (int tile = un, k = 0; k < p.per; k++, tile += p.nunits)
                 for (int st = 0; st < nst; st++) {
@@ -345,7 +313,6 @@ static __device__ __forceinline__ void q4s_body(const q4g_chain &ch, int ns) {
                     gs_bulk(dst + SK * 512, sbb + wt * ng * 64 + (size_t)kb0 * SBKB, (unsigned)n * SBKB, &full[s]);
                     if (++s == ns) s = 0, ph ^= 1u;
                 }
-            }
             if (!synced) gs_bar_wait(&xready, 0u);
         }
         return;
@@ -358,9 +325,6 @@ static __device__ __forceinline__ void q4s_body(const q4g_chain &ch, int ns) {
         unsigned rph = 0u; /* bit b: parity of red[b]'s next use */
         constexpr int PER = NTILE * 128 / 32;
         float gate[PER];
-#pragma unroll
-        for (int f = 0; f < nph; f++) {
-        GS_PHASE(f);
         for (int un = blockIdx.x; un < p.nunits; un += gridDim.x)
         for (int tile = un, kt = 0; kt < p.per; kt++, tile += p.nunits) {
             float add[PER];
@@ -377,7 +341,7 @@ static __device__ __forceinline__ void q4s_body(const q4g_chain &ch, int ns) {
             }
             float res[PER];
 #pragma unroll
-            for (int j = 0; j < PER; j++) res[j] = ok[j] && p.resid ? __ldcg(p.resid + off[j]) : 0.f;
+            for (int j = 0; j < PER; j++) res[j] = ok[j] && p.resid ? p.resid[off[j]] : 0.f;
             gs_bar_wait(&rfull[rb], (rph >> rb) & 1u);
 #pragma unroll
             for (int j = 0; j < PER; j++) {
@@ -404,26 +368,11 @@ static __device__ __forceinline__ void q4s_body(const q4g_chain &ch, int ns) {
             rph ^= 1u << rb;
             rb ^= 1;
         }
-        if (nph > 1) { /* phase f's outputs written: release them to every block's next phase */
-            __threadfence();
-            __syncwarp();
-            if (lane == 0) atomicAdd(ch.cnt + f, 1u);
-        }
-        }
-        if (nph > 1 && lane == 0 && atomicAdd(ch.cnt + nph, 1u) == gridDim.x - 1) /* the last block: every wait is over */
-            for (int f = 0; f <= nph; f++) ch.cnt[f] = 0;
-        if (lane == 0) tl_cu_mark(ch.p[0].trace, 3);
+        if (lane == 0) tl_cu_mark(p.trace, 3);
         return;
     }
 
-    /* ---- consumers, phase by phase: x of every token -> fp16 in shared memory with group sums (as v1) ---- */
-    int s = 0, rb = 0;
-    unsigned eph = 0u; /* bit b: parity of red[b]'s uses so far */
-    unsigned ph = 0;
-#pragma unroll
-    for (int f = 0; f < nph; f++) {
-    GS_PHASE(f);
-    float *gs = (float *)(gs_smem + (size_t)ns * SB + (size_t)n_tok * KP * 2);
+    /* ---- consumers: x of every token -> fp16 in shared memory with group sums (as v1) ---- */
     constexpr int PB = 4;
     const int c4 = cols / 4, n4 = p.dbg & 2 ? 0 : n_tok * c4;
     /* RMSNorm of one token whose row fits PB float4 a thread: x and the norm weights loaded once, the sum of
@@ -438,22 +387,16 @@ static __device__ __forceinline__ void q4s_body(const q4g_chain &ch, int ns) {
         const int k4 = u * NT + threadIdx.x;
         b[u] = one && n4 && k4 < c4 && !(p.dbg & 16) ? ((const float4 *)p.norm_w)[k4] : make_float4(0.f, 0.f, 0.f, 0.f);
     }
-    if (f == 0) {
-        tl_cu_pdl_wait();
-        if (threadIdx.x == 0) tl_cu_mark(p.trace, 1);
-    } else { /* every consumer is done with the last phase's x; then every block's phase f - 1 outputs are in */
-        gs_sync<NT>();
-        if (threadIdx.x == 0) gs_wait_count(ch.cnt + f - 1, gridDim.x);
-        gs_sync<NT>();
-    }
-    bool xf_due = f == 0 && gs_xfirst(p.dbg) != 0; /* x first: arrive once, after the x loads are issued */
+    tl_cu_pdl_wait();
+    if (threadIdx.x == 0) tl_cu_mark(p.trace, 1);
+    bool xf_due = gs_xfirst(p.dbg) != 0; /* x first: arrive once, after the x loads are issued */
     if (one && n4) {
         float4 a[PB];
         float ss = 0.f;
 #pragma unroll
         for (int u = 0; u < PB; u++) {
             const int k4 = u * NT + threadIdx.x;
-            a[u] = k4 < c4 ? __ldcg((const float4 *)p.x + k4) : make_float4(0.f, 0.f, 0.f, 0.f);
+            a[u] = k4 < c4 ? ((const float4 *)p.x)[k4] : make_float4(0.f, 0.f, 0.f, 0.f);
             if (k4 < c4 && (p.dbg & 16)) b[u] = ((const float4 *)p.norm_w)[k4]; /* probe: as before (after the wait) */
         }
         if (xf_due) gs_bar_arrive_relaxed(gs_sa(&xready)), xf_due = false;
@@ -475,14 +418,14 @@ static __device__ __forceinline__ void q4s_body(const q4g_chain &ch, int ns) {
     /* SiLU(gate) * up of one token whose row fits PS float4 a thread: every load issued at once (one L2 round
      * trip instead of ceil(c4 / (PB NT)): 3 for 7B's 18944 columns); same arithmetic as the loop below */
     constexpr int PS = 10;
-    const bool one_silu = NPH == 1 && p.mode == TL_CU_X_SILU && n_tok == 1 && c4 <= PS * NT && !(p.dbg & 8);
+    const bool one_silu = p.mode == TL_CU_X_SILU && n_tok == 1 && c4 <= PS * NT && !(p.dbg & 8);
     if (one_silu && n4) {
         float4 a[PS], b[PS];
 #pragma unroll
         for (int u = 0; u < PS; u++) {
             const int k4 = u * NT + threadIdx.x;
             a[u] = b[u] = make_float4(0.f, 0.f, 0.f, 0.f);
-            if (k4 < c4) a[u] = __ldcg((const float4 *)p.x + k4), b[u] = __ldcg((const float4 *)p.x + k4 + c4);
+            if (k4 < c4) a[u] = ((const float4 *)p.x)[k4], b[u] = ((const float4 *)p.x)[k4 + c4];
         }
         if (xf_due) gs_bar_arrive_relaxed(gs_sa(&xready)), xf_due = false;
 #pragma unroll
@@ -501,7 +444,7 @@ static __device__ __forceinline__ void q4s_body(const q4g_chain &ch, int ns) {
 #pragma unroll
         for (int u = 0; u < PH; u++) {
             const int k4 = u * NT + threadIdx.x;
-            a[u] = k4 < c4 ? __ldcg((const uint2 *)p.x16 + k4) : make_uint2(0u, 0u);
+            a[u] = k4 < c4 ? ((const uint2 *)p.x16)[k4] : make_uint2(0u, 0u);
         }
         if (xf_due) gs_bar_arrive_relaxed(gs_sa(&xready)), xf_due = false;
 #pragma unroll
@@ -510,7 +453,7 @@ static __device__ __forceinline__ void q4s_body(const q4g_chain &ch, int ns) {
             gs_put4<G>(gs_h4(a[u]), k4 < c4, xh, k4 * 4, gs);
         }
     }
-    if (NPH == 1 && p.mode == TL_CU_X_RMSNORM && !one && n4) {
+    if (p.mode == TL_CU_X_RMSNORM && !one && n4) {
         for (int t = 0; t < n_tok; t++) {
             const float4 *xr = (const float4 *)(p.x + (size_t)t * p.x_stride);
             float ss = 0.f;
@@ -519,7 +462,7 @@ static __device__ __forceinline__ void q4s_body(const q4g_chain &ch, int ns) {
 #pragma unroll
                 for (int u = 0; u < 2 * PB; u++) {
                     const int i = base + u * NT + threadIdx.x;
-                    v[u] = i < c4 ? __ldcg(xr + i) : make_float4(0.f, 0.f, 0.f, 0.f);
+                    v[u] = i < c4 ? xr[i] : make_float4(0.f, 0.f, 0.f, 0.f);
                 }
 #pragma unroll
                 for (int u = 0; u < 2 * PB; u++) ss += v[u].x * v[u].x + v[u].y * v[u].y + v[u].z * v[u].z + v[u].w * v[u].w;
@@ -536,7 +479,7 @@ static __device__ __forceinline__ void q4s_body(const q4g_chain &ch, int ns) {
         }
         gs_sync<NT>();
     }
-    if (NPH == 1 && !one && !one_silu && !one_f16) {
+    if (!one && !one_silu && !one_f16) {
         for (int base = 0; base < n4; base += PB * NT) {
             float4 a[PB], b[PB];
 #pragma unroll
@@ -545,12 +488,12 @@ static __device__ __forceinline__ void q4s_body(const q4g_chain &ch, int ns) {
                 const int t = idx / c4, k = (idx - t * c4) * 4;
                 a[u] = b[u] = make_float4(0.f, 0.f, 0.f, 0.f);
                 if (idx < n4 && p.mode == TL_CU_X_F16) {
-                    a[u] = gs_h4(__ldcg((const uint2 *)(p.x16 + (size_t)t * p.x_stride + k)));
+                    a[u] = gs_h4(*(const uint2 *)(p.x16 + (size_t)t * p.x_stride + k));
                 } else if (idx < n4) {
                     const float *xr = p.x + (size_t)t * p.x_stride + k;
-                    a[u] = __ldcg((const float4 *)xr);
+                    a[u] = *(const float4 *)xr;
                     if (p.mode == TL_CU_X_RMSNORM) b[u] = *(const float4 *)(p.norm_w + k);
-                    else if (p.mode == TL_CU_X_SILU) b[u] = __ldcg((const float4 *)(xr + cols));
+                    else if (p.mode == TL_CU_X_SILU) b[u] = *(const float4 *)(xr + cols);
                 }
             }
 #pragma unroll
@@ -566,10 +509,8 @@ static __device__ __forceinline__ void q4s_body(const q4g_chain &ch, int ns) {
     }
     if (xf_due) gs_bar_arrive_relaxed(gs_sa(&xready));
     gs_sync<NT>();
-    if (f == 0) {
-        if (threadIdx.x == 0) tl_cu_mark(p.trace, 2);
-        tl_cu_pdl_trigger();
-    }
+    if (threadIdx.x == 0) tl_cu_mark(p.trace, 2);
+    tl_cu_pdl_trigger();
 
     /* ---- main loop: the stages of this block's tiles, in the producer's order. Per lane, fixed offsets:
      * its codes at l0 * 512 + lane * 16 (+ 512 a block), its scale words at SK * 512 + l0 * SBKB + 4g (+ SBKB a
@@ -585,6 +526,9 @@ static __device__ __forceinline__ void q4s_body(const q4g_chain &ch, int ns) {
     const int l0 = warp * KW;
     const unsigned char *my_q = ring + l0 * 512 + lane * 16, *my_s = ring + SK * 512 + l0 * SBKB + 4 * g;
     const uint32_t full_sa = gs_sa(full), empty_sa = gs_sa(empty);
+    int s = 0, rb = 0;
+    unsigned eph = 0u; /* bit b: parity of red[b]'s uses so far */
+    unsigned ph = 0;
     const int nmine = (p.nunits - (int)blockIdx.x + (int)gridDim.x - 1) / (int)gridDim.x * p.per;
     if constexpr (MODE == 4) { /* v5 (one token, see above) */
         const int nfull = nkb / SK, rag = nkb - nfull * SK - l0;
@@ -684,17 +628,6 @@ static __device__ __forceinline__ void q4s_body(const q4g_chain &ch, int ns) {
         rb ^= 1;
     }
     }
-    } /* phases */
-#undef GS_PHASE
-}
-
-template <int NTILE, bool BF16, int G, int W, int KW, int MODE>
-__global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const __grid_constant__ q4g_chain ch, int ns) {
-    q4s_body<NTILE, BF16, G, W, KW, MODE, 1>(ch, ns);
-}
-template <int NTILE, bool BF16, int G, int W, int KW, int MODE, int NPH>
-__global__ void __launch_bounds__(32 * (W + 2), 1) q4s_chain_kernel(const __grid_constant__ q4g_chain ch, int ns) {
-    q4s_body<NTILE, BF16, G, W, KW, MODE, NPH>(ch, ns);
 }
 
 static size_t q4g_smem(int64_t cols, int n_tok, int group) {
@@ -709,15 +642,10 @@ extern "C" int tl_cu_q4g_fits(int64_t cols, int n_tok) {
  * flight, fit the card at once (7B: q/k/v, o) get a block a tile; the others one block a multiprocessor
  * (persistent, tiles strided) with a ring of what shared memory x leaves, at most the stages one block ever
  * needs (small matrices leave room for the next kernel) and GS_NSMAX. `ring` > 0 caps the ring (tests). The
- * grid never changes results (a tile is one block's). A chain (c.n > 1) runs one block a multiprocessor, all
- * resident at once (its blocks wait for each other between phases), with a ring of what shared memory the
- * widest x leaves (at most `ring` stages when > 0). */
-template <int NT, bool BF, int G, int W, int KW, int MODE, int NPH = 1>
-static cudaError_t q4s_launch(const q4g_chain &c, size_t xbytes, cudaStream_t st, int pdl, int ring, int gcap) {
-    void (*k)(const q4g_chain, int);
-    if constexpr (NPH == 1) k = q4s_kernel<NT, BF, G, W, KW, MODE>;
-    else k = q4s_chain_kernel<NT, BF, G, W, KW, MODE, NPH>;
-    const q4g_params &p = c.p[0];
+ * grid never changes results (a tile is one block's). */
+template <int NT, bool BF, int G, int W, int KW, int MODE>
+static cudaError_t q4s_launch(const q4g_params &p, size_t xbytes, cudaStream_t st, int pdl, int ring, int gcap) {
+    void (*k)(const q4g_params, int) = q4s_kernel<NT, BF, G, W, KW, MODE>;
     static int nsm, optin, per_sm, stat_smem, occ_regs; /* per instantiation; device 0 only */
     cudaError_t err = cudaSuccess;
     if (!nsm) {
@@ -734,13 +662,6 @@ static cudaError_t q4s_launch(const q4g_chain &c, size_t xbytes, cudaStream_t st
         nsm = n;
     }
     constexpr int SK = W * KW, SB = gs_stage_bytes(SK, G);
-    if (c.n > 1) {
-        int64_t ns = ((int64_t)optin - stat_smem - (int64_t)xbytes) / SB;
-        if (ns > GS_NSMAX) ns = GS_NSMAX;
-        if (ring > 0 && ns > ring) ns = ring;
-        if (ns < 2 || occ_regs < 1) return cudaErrorInvalidConfiguration;
-        return tl_cu_launch(k, dim3((unsigned)nsm), dim3(32 * (W + 2)), (size_t)ns * SB + xbytes, st, pdl, c, (int)ns);
-    }
     const int64_t nst = (p.cols / 64 + SK - 1) / SK;
     const int64_t maxg = gcap > 0 && gcap < nsm ? gcap : nsm;
     int64_t grid = p.nunits < maxg ? p.nunits : maxg, ns = 0;
@@ -758,11 +679,10 @@ static cudaError_t q4s_launch(const q4g_chain &c, size_t xbytes, cudaStream_t st
         if (ns < 2) return cudaErrorInvalidConfiguration;
     }
     const size_t smem = (size_t)ns * SB + xbytes;
-    return tl_cu_launch(k, dim3((unsigned)grid), dim3(32 * (W + 2)), smem, st, pdl, c, (int)ns);
+    return tl_cu_launch(k, dim3((unsigned)grid), dim3(32 * (W + 2)), smem, st, pdl, p, (int)ns);
 }
 
-/* a's checks and the kernel's parameters for it */
-static int q4g_make(const tl_cu_gemv_args *a, q4g_params *pp, tl_error *e) {
+extern "C" int tl_cu_q4g_gemv(const tl_cu_gemv_args *a, cudaStream_t st, tl_error *e) {
     const tl_cu_q4 *w = a->w;
     if (!w->tiled || w->cols % 64 || w->cols % w->group || (w->group != 32 && w->group != 64 && w->group != 128))
         return tl_errf(e, "cuda int4 gemv: needs the tiled layout, cols %% 64 == 0, group 32/64/128");
@@ -783,15 +703,6 @@ static int q4g_make(const tl_cu_gemv_args *a, q4g_params *pp, tl_error *e) {
     p.norm_w = a->norm_w, p.eps = a->eps, p.bias = a->bias, p.resid = a->resid, p.y = a->y;
     p.rows = (int)w->rows, p.cols = (int)w->cols, p.n_tok = a->n_tok, p.ntiles = (int)((w->rows + 15) / 16);
     p.per = a->y_silu16 ? 2 : 1, p.nunits = p.ntiles / p.per, p.dbg = a->dbg, p.trace = a->trace;
-    *pp = p;
-    return 0;
-}
-
-extern "C" int tl_cu_q4g_gemv(const tl_cu_gemv_args *a, cudaStream_t st, tl_error *e) {
-    const tl_cu_q4 *w = a->w;
-    q4g_chain p = {};
-    p.n = 1;
-    if (q4g_make(a, &p.p[0], e)) return -1;
     const size_t smem = q4g_smem(w->cols, a->n_tok, w->group);
     cudaError_t err;
     if (a->impl == TL_CU_GEMV_RING || a->impl == TL_CU_GEMV_MATH) { /* benchmark probes: 1 n-tile, group 64, fp16 */
@@ -816,29 +727,4 @@ extern "C" int tl_cu_q4g_gemv(const tl_cu_gemv_args *a, cudaStream_t st, tl_erro
     }
     if (err != cudaSuccess) return tl_errf(e, "cuda: q4g_gemv: %s", cudaGetErrorString(err));
     TL_CU_LAUNCHED(e, "q4g_gemv");
-}
-
-extern "C" int tl_cu_q4g_chain(const tl_cu_gemv_args *a, int n, unsigned *cnt, cudaStream_t st, tl_error *e) {
-    if (n != 2 || !cnt) return tl_errf(e, "cuda int4 gemv chain: %d phases (1..%d), counters %p", n, Q4G_MAXPH, (void *)cnt);
-    const tl_cu_q4 *w = a[0].w;
-    q4g_chain c = {};
-    c.n = n, c.cnt = cnt;
-    size_t smem = 0;
-    for (int f = 0; f < n; f++) {
-        if (q4g_make(&a[f], &c.p[f], e)) return -1;
-        const int64_t cols = a[f].w->cols;
-        if (a[f].n_tok != 1 || a[f].w->group != w->group || a[f].w->sb_bf16 != w->sb_bf16 || a[f].impl ||
-            (a[f].dbg & (8 | 32 | 128)) || !(a[f].x_mode == TL_CU_X_RMSNORM ? cols <= 4 * 4 * 512 : a[f].x_mode == TL_CU_X_F16 && cols <= 15 * 4 * 512))
-            return tl_errf(e, "cuda int4 gemv chain: one token, one group size and scale type, RMSNorm'ed (<= 8192 columns) "
-                              "or fp16 x (<= 30720), no probes");
-        smem = TL_MAX(smem, q4g_smem(a[f].w->cols, 1, w->group));
-    }
-#define GS_C4(BF, NPH)                                                                  \
-    (w->group == 32   ? q4s_launch<1, BF, 32, 16, 2, 4, NPH>(c, smem, st, a->pdl, a->ring, 0)  \
-     : w->group == 64 ? q4s_launch<1, BF, 64, 16, 2, 4, NPH>(c, smem, st, a->pdl, a->ring, 0)  \
-                      : q4s_launch<1, BF, 128, 16, 2, 4, NPH>(c, smem, st, a->pdl, a->ring, 0))
-    const cudaError_t err = w->sb_bf16 ? GS_C4(true, 2) : GS_C4(false, 2);
-#undef GS_C4
-    if (err != cudaSuccess) return tl_errf(e, "cuda: q4g_chain: %s", cudaGetErrorString(err));
-    TL_CU_LAUNCHED(e, "q4g_chain");
 }
