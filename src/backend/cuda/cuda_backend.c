@@ -161,8 +161,8 @@ typedef struct cu_impl {
      * when step t + 2 is built, so the buffer a launch writes, `cur` (next_buf, alternating), is the one of the
      * step launched two before, which is collected by then (at most CU_NBUF launched and not collected). A
      * launched step is known by its buffer: step_done[buf] is recorded after its last copy, step_n[buf] is its
-     * logit rows; oldest: the buffer of the oldest step not collected. */
-    int cur, next_buf, n_launched, oldest;
+     * logit rows; the oldest step not collected has buffer next_buf - n_launched (mod CU_NBUF). */
+    int cur, next_buf, n_launched;
     cudaEvent_t step_done[CU_NBUF];
     int step_n[CU_NBUF];
     /* the last launched step (collected or not), the one TL_TOKEN_PREV(r) tokens refer to: its buffer (its rows'
@@ -1292,7 +1292,6 @@ static int cu_launch(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batc
         ci->prev_n = -1;
         return tl_errf(e, "cuda: launch: cudaEventRecord: %s", cudaGetErrorString(err));
     }
-    if (!ci->n_launched) ci->oldest = buf;
     ci->n_launched++;
     ci->step_n[buf] = n;
     ci->prev_buf = buf, ci->prev_n = n;
@@ -1310,8 +1309,7 @@ static int cu_launch(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batc
 static int cu_collect(tl_backend *be, int32_t *tok, float *logprob, tl_error *e) {
     cu_impl *ci = be->impl;
     if (!ci->n_launched) return tl_errf(e, "cuda: collect: no launched step to collect");
-    const int buf = ci->oldest;
-    ci->oldest = (buf + 1) % CU_NBUF;
+    const int buf = (ci->next_buf - ci->n_launched + CU_NBUF) % CU_NBUF; /* the oldest step's */
     ci->n_launched--;
     double t0 = tl_now();
     CUCHK(e, cudaEventSynchronize(ci->step_done[buf]));

@@ -298,7 +298,7 @@ __global__ void __launch_bounds__(S_BS) sample_kernel(const float *__restrict__ 
     __shared__ double s_kept;
     __shared__ unsigned long long hfx[256], s_u64[4]; /* samp_top_p_full */
     __shared__ int s_nth;
-    const int row = blockIdx.x, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int row = blockIdx.x, tid = threadIdx.x;
     const tl_cu_samp P = prm[row];
     const float *l = logits + (size_t)row * nv;
     if (P.skip) {
@@ -319,23 +319,9 @@ __global__ void __launch_bounds__(S_BS) sample_kernel(const float *__restrict__ 
         float v = l[i];
         if (v > bv || (v == bv && i < bi)) bv = v, bi = i;
     }
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-        float ov = __shfl_xor_sync(0xffffffffu, bv, o);
-        int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-        if (ov > bv || (ov == bv && oi < bi)) bv = ov, bi = oi;
-    }
-    if (lane == 0) s_best_v[warp] = bv, s_best_i[warp] = bi;
-    __syncthreads();
-    if (tid == 0) {
-        for (int w = 1; w < S_BS / 32; w++)
-            if (s_best_v[w] > bv || (s_best_v[w] == bv && s_best_i[w] < bi)) bv = s_best_v[w], bi = s_best_i[w];
-        s_best_v[0] = bv;
-        s_best_i[0] = bi == INT_MAX ? 0 : bi;
-    }
-    __syncthreads();
-    mx = s_best_v[0];
-    argmax = s_best_i[0];
+    block_argmax(&bv, &bi, s_best_v, s_best_i);
+    mx = bv;
+    argmax = bi == INT_MAX ? 0 : bi;
     double se = 0;
     for (int i = tid; i < nv; i += S_BS) se += (double)expf(l[i] - mx);
     lse = (double)mx + log(block_sum_d(se, red));
