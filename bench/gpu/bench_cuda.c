@@ -709,6 +709,8 @@ static void decode_variants(const char *spec, double copy) {
         {"default again", ""},
         {"default, pipelined, again", "PIPE"},
         {"default, greedy sampled on the GPU", "SAMPLE"},
+        {"pipelined, temperature 0.7 + top-p 0.8 (dummy logits: past the head)", "TL_BENCH_TOP_P=0.8 PIPE"},
+        {"pipelined, temperature 0.7 + top-p 0.8, again", "TL_BENCH_TOP_P=0.8 PIPE"},
     };
     const char *set = getenv("TL_BENCH_SET");
     const int use_exp = set && !strcmp(set, "exp");

@@ -351,10 +351,22 @@ __global__ void __launch_bounds__(S_BS) sample_kernel(const float *__restrict__ 
             for (int shift = 24; shift >= 0; shift -= 8) {
                 for (int i = tid; i < 256; i += S_BS) hist[i] = 0;
                 __syncthreads();
+                /* a thread adds its run of one bucket at once (as samp_mass_select): on a nearly flat row one
+                 * shared atomic per element into the same bucket serialized the block */
+                int cur = -1;
+                unsigned run = 0;
                 for (int i = tid; i < nv; i += S_BS) {
                     unsigned k = __float_as_uint(samp_p(l, i, mx, inv_t));
-                    if ((k & mask) == prefix) atomicAdd(&hist[(k >> shift) & 255u], 1u);
+                    if ((k & mask) == prefix) {
+                        const int b = (int)((k >> shift) & 255u);
+                        if (b != cur) {
+                            if (cur >= 0) atomicAdd(&hist[cur], run);
+                            cur = b, run = 0;
+                        }
+                        run++;
+                    }
                 }
+                if (cur >= 0) atomicAdd(&hist[cur], run);
                 __syncthreads();
                 if (tid == 0) {
                     int cum = 0, b = 255;
