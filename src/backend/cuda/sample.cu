@@ -20,6 +20,30 @@
 static __device__ __forceinline__ float samp_p(const float *l, int i, float mx, float inv_t) {
     return expf((l[i] - mx) * inv_t);
 }
+/* f(i, p) with p = samp_p(l, i, ...) for this thread's elements, in order: strided (i = tid, tid + S_BS, ...; samp_each)
+ * or a contiguous range (c0 <= i < c1; samp_range). The row is loaded SAMP_U values at a time: a loop that loaded
+ * one value an iteration waited one L2 round trip each, and a nearly flat row's top-p search makes ~18 passes. */
+#define SAMP_U 8
+template <typename F> static __device__ __forceinline__ void samp_each(const float *l, int nv, float mx, float inv_t, F f) {
+    for (int i0 = threadIdx.x; i0 < nv; i0 += SAMP_U * S_BS) {
+        float v[SAMP_U];
+#pragma unroll
+        for (int u = 0; u < SAMP_U; u++) v[u] = i0 + u * S_BS < nv ? l[i0 + u * S_BS] : 0.f;
+#pragma unroll
+        for (int u = 0; u < SAMP_U; u++)
+            if (i0 + u * S_BS < nv) f(i0 + u * S_BS, expf((v[u] - mx) * inv_t));
+    }
+}
+template <typename F> static __device__ __forceinline__ void samp_range(const float *l, int c0, int c1, float mx, float inv_t, F f) {
+    for (int i0 = c0; i0 < c1; i0 += SAMP_U) {
+        float v[SAMP_U];
+#pragma unroll
+        for (int u = 0; u < SAMP_U; u++) v[u] = i0 + u < c1 ? l[i0 + u] : 0.f;
+#pragma unroll
+        for (int u = 0; u < SAMP_U; u++)
+            if (i0 + u < c1) f(i0 + u, expf((v[u] - mx) * inv_t));
+    }
+}
 
 /* sum over the block, fixed tree: deterministic */
 static __device__ double block_sum_d(double v, double *red) {
@@ -181,8 +205,7 @@ static __device__ unsigned samp_mass_select(const float *l, int nv, float mx, fl
          * and one shared atomic per element there serialized the block (4 ms a row at 152K) */
         int cur = -1;
         unsigned long long run = 0;
-        for (int i = threadIdx.x; i < nv; i += S_BS) {
-            const float p = samp_p(l, i, mx, inv_t);
+        samp_each(l, nv, mx, inv_t, [&](int, float p) {
             const unsigned k = __float_as_uint(p);
             if ((long long)k > lb && (k & mask) == prefix) {
                 const int b = (int)((k >> shift) & 255u);
@@ -192,7 +215,7 @@ static __device__ unsigned samp_mass_select(const float *l, int nv, float mx, fl
                 }
                 run += samp_fx(p);
             }
-        }
+        });
         if (cur >= 0) atomicAdd(&hfx[cur], run);
         __syncthreads();
         if (threadIdx.x == 0) {
@@ -218,14 +241,15 @@ static __device__ unsigned samp_mass_select(const float *l, int nv, float mx, fl
 static __device__ int samp_nth_key(const float *l, float mx, float inv_t, int c0, int c1, unsigned v, int j, int *ibuf,
                                    int *s_out) {
     int n = 0;
-    for (int i = c0; i < c1; i++) n += __float_as_uint(samp_p(l, i, mx, inv_t)) == v;
+    samp_range(l, c0, c1, mx, inv_t, [&](int, float p) { n += __float_as_uint(p) == v; });
     int tot;
     int o = block_excl_scan_i(n, ibuf, &tot);
     if (threadIdx.x == 0) *s_out = -1;
     __syncthreads();
     if (j >= o && j < o + n)
-        for (int i = c0; i < c1; i++)
-            if (__float_as_uint(samp_p(l, i, mx, inv_t)) == v && o++ == j) *s_out = i;
+        samp_range(l, c0, c1, mx, inv_t, [&](int i, float p) {
+            if (__float_as_uint(p) == v && o++ == j) *s_out = i;
+        });
     __syncthreads();
     const int r = *s_out;
     __syncthreads();
@@ -238,7 +262,7 @@ static __device__ int samp_nth_key(const float *l, float mx, float inv_t, int c0
 static __device__ int samp_top_p_full(const float *l, int nv, float mx, float inv_t, const tl_cu_samp &P, int c0, int c1,
                                       unsigned long long *hfx, unsigned long long *s_u64, int *ibuf, int *s_out) {
     unsigned long long tot = 0;
-    for (int i = threadIdx.x; i < nv; i += S_BS) tot += samp_fx(samp_p(l, i, mx, inv_t));
+    samp_each(l, nv, mx, inv_t, [&](int, float p) { tot += samp_fx(p); });
     if (threadIdx.x == 0) s_u64[2] = 0;
     __syncthreads();
     atomicAdd(&s_u64[2], tot);
@@ -256,10 +280,9 @@ static __device__ int samp_top_p_full(const float *l, int nv, float mx, float in
     if (P.min_p > 0.0f && P.min_p > __uint_as_float(vc)) { /* min-p keeps p >= min_p: all above vc, no ties */
         lb = (long long)__float_as_uint(P.min_p) - 1, ties = 0;
         unsigned long long m = 0;
-        for (int i = threadIdx.x; i < nv; i += S_BS) {
-            const float p = samp_p(l, i, mx, inv_t);
+        samp_each(l, nv, mx, inv_t, [&](int, float p) {
             if ((long long)__float_as_uint(p) > lb) m += samp_fx(p);
-        }
+        });
         if (threadIdx.x == 0) s_u64[2] = 0;
         __syncthreads();
         atomicAdd(&s_u64[2], m);
@@ -338,7 +361,7 @@ __global__ void __launch_bounds__(S_BS) sample_kernel(const float *__restrict__ 
             double total = 0;
             if (!top_k) { /* the full mass, for the top-p limit */
                 double t = 0;
-                for (int i = tid; i < nv; i += S_BS) t += (double)samp_p(l, i, mx, inv_t);
+                samp_each(l, nv, mx, inv_t, [&](int, float p) { t += (double)p; });
                 total = block_sum_d(t, red);
             }
             if (M > TL_CU_SAMPLE_CAP) {
@@ -355,8 +378,8 @@ __global__ void __launch_bounds__(S_BS) sample_kernel(const float *__restrict__ 
                  * shared atomic per element into the same bucket serialized the block */
                 int cur = -1;
                 unsigned run = 0;
-                for (int i = tid; i < nv; i += S_BS) {
-                    unsigned k = __float_as_uint(samp_p(l, i, mx, inv_t));
+                samp_each(l, nv, mx, inv_t, [&](int, float p) {
+                    const unsigned k = __float_as_uint(p);
                     if ((k & mask) == prefix) {
                         const int b = (int)((k >> shift) & 255u);
                         if (b != cur) {
@@ -365,7 +388,7 @@ __global__ void __launch_bounds__(S_BS) sample_kernel(const float *__restrict__ 
                         }
                         run++;
                     }
-                }
+                });
                 if (cur >= 0) atomicAdd(&hist[cur], run);
                 __syncthreads();
                 if (tid == 0) {
@@ -385,20 +408,20 @@ __global__ void __launch_bounds__(S_BS) sample_kernel(const float *__restrict__ 
             }
             /* gather: keys > cut all, keys == cut the first `rem` by id */
             int n_gt = 0, n_eq = 0;
-            for (int i = c0; i < c1; i++) {
-                unsigned k = __float_as_uint(samp_p(l, i, mx, inv_t));
+            samp_range(l, c0, c1, mx, inv_t, [&](int, float p) {
+                const unsigned k = __float_as_uint(p);
                 n_gt += k > prefix;
                 n_eq += k == prefix;
-            }
+            });
             int tot_gt, tot_eq;
             int o_gt = block_excl_scan_i(n_gt, ibuf, &tot_gt);
             int o_eq = block_excl_scan_i(n_eq, ibuf, &tot_eq);
-            for (int i = c0; i < c1; i++) {
-                unsigned k = __float_as_uint(samp_p(l, i, mx, inv_t));
-                unsigned long long key = ((unsigned long long)k << 32) | (0xffffffffu - (unsigned)i);
+            samp_range(l, c0, c1, mx, inv_t, [&](int i, float p) {
+                const unsigned k = __float_as_uint(p);
+                const unsigned long long key = ((unsigned long long)k << 32) | (0xffffffffu - (unsigned)i);
                 if (k > prefix) keys[o_gt++] = key;
                 else if (k == prefix && o_eq < rem) keys[tot_gt + o_eq++] = key;
-            }
+            });
             const int n = tot_gt + rem; /* == M */
             int S = 2;
             while (S < n) S <<= 1;
@@ -464,10 +487,9 @@ __global__ void __launch_bounds__(S_BS) sample_kernel(const float *__restrict__ 
             const float thr = P.min_p > 0.0f ? P.min_p : -1.0f;
             double part = 0;
             int last = -1;
-            for (int i = c0; i < c1; i++) {
-                float p = samp_p(l, i, mx, inv_t);
+            samp_range(l, c0, c1, mx, inv_t, [&](int i, float p) {
                 if (p >= thr) part += p, last = i;
-            }
+            });
             /* exclusive prefix of the per-thread masses (thread 0 walks them in order) */
             red[tid] = part;
             if (tid == 0) s_misc[0] = INT_MAX, s_misc[1] = -1;
