@@ -195,14 +195,16 @@ static __device__ __forceinline__ unsigned long long samp_fx(float p) {
  * hold masses. *above: mass(key > v) among them. Every thread calls it; 4 passes over the row. */
 static __device__ unsigned samp_mass_select(const float *l, int nv, float mx, float inv_t, long long lb,
                                             unsigned long long need, unsigned long long *above,
-                                            unsigned long long *hfx, unsigned long long *s_u64) {
+                                            unsigned long long *hfx, unsigned long long *priv, unsigned long long *s_u64) {
     unsigned prefix = 0, mask = 0;
     unsigned long long acc = 0;
+    unsigned long long *mine = priv + (threadIdx.x >> 5) * 256; /* this warp's histogram */
     for (int shift = 24; shift >= 0; shift -= 8) {
-        for (int i = threadIdx.x; i < 256; i += S_BS) hfx[i] = 0;
+        for (int i = threadIdx.x; i < 256 * (S_BS / 32); i += S_BS) priv[i] = 0;
         __syncthreads();
         /* a thread adds its run of one bucket at once: nearly flat rows put most of the row in one or two buckets,
-         * and one shared atomic per element there serialized the block (4 ms a row at 152K) */
+         * and one shared atomic per element there serialized the block (4 ms a row at 152K); and into its warp's
+         * own histogram (summed below): at the low digits the buckets change every element */
         int cur = -1;
         unsigned long long run = 0;
         samp_each(l, nv, mx, inv_t, [&](int, float p) {
@@ -210,13 +212,19 @@ static __device__ unsigned samp_mass_select(const float *l, int nv, float mx, fl
             if ((long long)k > lb && (k & mask) == prefix) {
                 const int b = (int)((k >> shift) & 255u);
                 if (b != cur) {
-                    if (cur >= 0) atomicAdd(&hfx[cur], run);
+                    if (cur >= 0) atomicAdd(&mine[cur], run);
                     cur = b, run = 0;
                 }
                 run += samp_fx(p);
             }
         });
-        if (cur >= 0) atomicAdd(&hfx[cur], run);
+        if (cur >= 0) atomicAdd(&mine[cur], run);
+        __syncthreads();
+        for (int b = threadIdx.x; b < 256; b += S_BS) {
+            unsigned long long t = 0;
+            for (int w = 0; w < S_BS / 32; w++) t += priv[w * 256 + b];
+            hfx[b] = t;
+        }
         __syncthreads();
         if (threadIdx.x == 0) {
             int b = 255;
@@ -260,7 +268,8 @@ static __device__ int samp_nth_key(const float *l, float mx, float inv_t, int c0
  * mass search (the value v_c at which the sorted mass reaches top_p * total; ties at v_c taken in id order), the
  * min-p filter as a raised threshold, then the draw (u * kept) by a second mass search over the kept set. */
 static __device__ int samp_top_p_full(const float *l, int nv, float mx, float inv_t, const tl_cu_samp &P, int c0, int c1,
-                                      unsigned long long *hfx, unsigned long long *s_u64, int *ibuf, int *s_out) {
+                                      unsigned long long *hfx, unsigned long long *priv, unsigned long long *s_u64,
+                                      int *ibuf, int *s_out) {
     unsigned long long tot = 0;
     samp_each(l, nv, mx, inv_t, [&](int, float p) { tot += samp_fx(p); });
     if (threadIdx.x == 0) s_u64[2] = 0;
@@ -272,7 +281,7 @@ static __device__ int samp_top_p_full(const float *l, int nv, float mx, float in
     unsigned long long lim = (unsigned long long)((double)P.top_p * (double)total);
     if (lim < 1) lim = 1; /* at least one token */
     unsigned long long above_c;
-    const unsigned vc = samp_mass_select(l, nv, mx, inv_t, -1, lim, &above_c, hfx, s_u64);
+    const unsigned vc = samp_mass_select(l, nv, mx, inv_t, -1, lim, &above_c, hfx, priv, s_u64);
     const unsigned long long fc = samp_fx(__uint_as_float(vc));
     long long lb = vc;                                                  /* members: key > lb, */
     unsigned long long ties = fc ? (lim - above_c + fc - 1) / fc : 1; /* and this many ties at vc, by id */
@@ -294,7 +303,7 @@ static __device__ int samp_top_p_full(const float *l, int nv, float mx, float in
     const unsigned long long need = (unsigned long long)(P.u * (double)kept) + 1, part = kept - ties * fc;
     if (need <= part) { /* above the ties: a value vd > lb, then its j-th element by id */
         unsigned long long above_d;
-        const unsigned vd = samp_mass_select(l, nv, mx, inv_t, lb, need, &above_d, hfx, s_u64);
+        const unsigned vd = samp_mass_select(l, nv, mx, inv_t, lb, need, &above_d, hfx, priv, s_u64);
         const unsigned long long fd = samp_fx(__uint_as_float(vd));
         const int j = fd ? (int)((need - above_d + fd - 1) / fd) - 1 : 0;
         const int t = samp_nth_key(l, mx, inv_t, c0, c1, vd, j, ibuf, s_out);
@@ -307,6 +316,8 @@ static __device__ int samp_top_p_full(const float *l, int nv, float mx, float in
     const int t = samp_nth_key(l, mx, inv_t, c0, c1, vc, (int)j, ibuf, s_out);
     return t >= 0 ? t : 0;
 }
+
+static_assert(TL_CU_SAMPLE_CAP >= 256 * (S_BS / 32), "keys holds every warp's 256-bucket histogram");
 
 __global__ void __launch_bounds__(S_BS) sample_kernel(const float *__restrict__ logits, int nv,
                                                       const tl_cu_samp *__restrict__ prm, tl_cu_samp_out *__restrict__ out,
@@ -371,11 +382,13 @@ __global__ void __launch_bounds__(S_BS) sample_kernel(const float *__restrict__ 
             /* radix select: the M-th largest key and how many of its ties to take */
             unsigned prefix = 0, mask = 0;
             int rem = M;
+            unsigned *wh = (unsigned *)keys, *mine = wh + (tid >> 5) * 256; /* the warps' histograms (keys is free
+                                                                            * until the gather) */
             for (int shift = 24; shift >= 0; shift -= 8) {
-                for (int i = tid; i < 256; i += S_BS) hist[i] = 0;
+                for (int i = tid; i < 256 * (S_BS / 32); i += S_BS) wh[i] = 0;
                 __syncthreads();
-                /* a thread adds its run of one bucket at once (as samp_mass_select): on a nearly flat row one
-                 * shared atomic per element into the same bucket serialized the block */
+                /* a thread adds its run of one bucket at once, into its warp's histogram (as samp_mass_select): on
+                 * a nearly flat row one shared atomic per element into the same bucket serialized the block */
                 int cur = -1;
                 unsigned run = 0;
                 samp_each(l, nv, mx, inv_t, [&](int, float p) {
@@ -383,13 +396,19 @@ __global__ void __launch_bounds__(S_BS) sample_kernel(const float *__restrict__ 
                     if ((k & mask) == prefix) {
                         const int b = (int)((k >> shift) & 255u);
                         if (b != cur) {
-                            if (cur >= 0) atomicAdd(&hist[cur], run);
+                            if (cur >= 0) atomicAdd(&mine[cur], run);
                             cur = b, run = 0;
                         }
                         run++;
                     }
                 });
-                if (cur >= 0) atomicAdd(&hist[cur], run);
+                if (cur >= 0) atomicAdd(&mine[cur], run);
+                __syncthreads();
+                for (int b = tid; b < 256; b += S_BS) {
+                    unsigned t = 0;
+                    for (int w = 0; w < S_BS / 32; w++) t += wh[w * 256 + b];
+                    hist[b] = t;
+                }
                 __syncthreads();
                 if (tid == 0) {
                     int cum = 0, b = 255;
@@ -482,7 +501,8 @@ __global__ void __launch_bounds__(S_BS) sample_kernel(const float *__restrict__ 
 #undef KID
             }
             __syncthreads();
-            tok = s_misc[3] ? samp_top_p_full(l, nv, mx, inv_t, P, c0, c1, hfx, s_u64, ibuf, &s_nth) : s_misc[2];
+            /* (keys is free again: its 32 KB hold the warps' histograms of the mass searches) */
+            tok = s_misc[3] ? samp_top_p_full(l, nv, mx, inv_t, P, c0, c1, hfx, keys, s_u64, ibuf, &s_nth) : s_misc[2];
         } else { /* id order: min-p filter, then the first crossing of u * kept */
             const float thr = P.min_p > 0.0f ? P.min_p : -1.0f;
             double part = 0;
