@@ -580,7 +580,10 @@ static void trace_report(const char *spec, bctx *bc, int ctx_dec, int per) {
                     if (r[4 * b + 2] > P) P = r[4 * b + 2];
                     if (r[4 * b + 3] > E) E = r[4 * b + 3];
                 }
-                if (!nb || W == ~0ull || !E) continue; /* not launched (e.g. the merge of a cluster merge) */
+                /* not launched (the merge kernel with TL_CUDA_ATT_MERGE=cluster / last): the next kernel is measured
+                 * against the one before; the attention stamps its end before such an in-kernel merge, so the
+                 * merge's time then shows in o's wake and share */
+                if (!nb || W == ~0ull || !E) continue;
                 if (l == 5 && rep == 3) { /* the timer's tick: the smallest step between this launch's stamps */
                     unsigned long long v[TL_CU_TRACE_ROW];
                     int m = 0;
