@@ -124,14 +124,14 @@ static void test_kernel(int V, int R) {
         if (c->t > 0) {
             n_samp++;
             bool full = false, member = false;
-            if (c->k == 0 && c->p > 0 && c->p < 1 && V > TL_CU_SAMPLE_CAP) { /* the head's mass, as the kernel tests */
+            if (c->k == 0 && c->p > 0 && c->p < 1 && V > TL_CU_SAMPLE_HEAD_P) { /* the head's mass, as the kernel tests */
                 double mxl = -INFINITY, tot = 0;
                 for (int i = 0; i < V; i++) mxl = fmax(mxl, l[i]);
                 float *pp = tl_malloc((size_t)V * 4);
                 for (int i = 0; i < V; i++) pp[i] = expf((l[i] - (float)mxl) * (1.0f / c->t)), tot += pp[i];
-                double head = 0; /* the CAP most likely tokens' mass against top_p of all */
+                double head = 0; /* the head's most likely tokens' mass against top_p of all */
                 qsort(pp, (size_t)V, sizeof *pp, cmp_desc_f);
-                for (int i = 0; i < TL_CU_SAMPLE_CAP; i++) head += pp[i];
+                for (int i = 0; i < TL_CU_SAMPLE_HEAD_P; i++) head += pp[i];
                 full = head < (double)c->p * tot;
                 n_full += full;
                 double cum = 0; /* the top-p kept set's smallest p: the GPU's token must be at least that (a few ulps) */
@@ -170,7 +170,7 @@ static void test_kernel(int V, int R) {
     if (V > 5000) CHECK(n_def > 0, "V %d: the top_k 5000 row should be deferred", V);
     CHECK(flat_bad == 0, "V %d: %d of %d differing flat rows past the head drew outside the kept set", V, flat_bad,
           flat_diff);
-    CHECK(n_full > 0 || V <= TL_CU_SAMPLE_CAP, "V %d: no top-p row went past the candidate head", V);
+    CHECK(n_full > 0 || V <= TL_CU_SAMPLE_HEAD_P, "V %d: no top-p row went past the candidate head", V);
     tl_sampler_free(&sp);
     cudaFree(dl), cudaFree(dp), cudaFree(dout);
     free(lg), free(p), free(rng0), free(out), free(out2);

@@ -8,9 +8,10 @@
  * Differences from the CPU: expf may differ by an ulp and fp64 sums are added in another order, so two
  * candidates at a boundary (top-k/top-p cut, draw) can swap; greedy is exact.
  * Top-k must lie in the TL_CU_SAMPLE_CAP most likely tokens: a row with top_k > CAP gets token -1 (the host
- * samples it). Top-p whose mass the CAP head does not reach is sampled by mass searches over the whole row
- * (integer masses of 2^-40: a crossing may differ from sampler.c's fp64 sums at a boundary), so such rows never
- * come back to the host (since session 9: they can be pipelined). */
+ * samples it). Top-p alone first sorts a head of the TL_CU_SAMPLE_HEAD_P most likely tokens; a row whose top-p
+ * mass the head does not reach is sampled by mass searches over the whole row (integer masses of 2^-40: a
+ * crossing may differ from sampler.c's fp64 sums at a boundary), so such rows never come back to the host (since
+ * session 9: they can be pipelined). */
 #ifndef TL_CU_SAMPLE_H
 #define TL_CU_SAMPLE_H
 
@@ -21,6 +22,9 @@ extern "C" {
 #endif
 
 #define TL_CU_SAMPLE_CAP 4096
+/* top-p alone: the head sorted before the whole-row mass search (a trained model's top-p mass lies in a few
+ * tokens; the 4096 of the CAP cost a 4096-key sort and thread 0's walks over them every sampled step) */
+#define TL_CU_SAMPLE_HEAD_P 256
 
 typedef struct tl_cu_samp {
     float temperature; /* <= 0: greedy */
@@ -29,7 +33,7 @@ typedef struct tl_cu_samp {
     float min_p;       /* 0: off */
     double u;          /* uniform in [0, 1), used when temperature > 0 */
     int skip;          /* 1: not sampled here (token -1, logprob 0) */
-    int pad_;
+    int head;          /* top-p alone: the head's size, 0: TL_CU_SAMPLE_HEAD_P (comparisons: up to the CAP) */
 } tl_cu_samp;
 
 typedef struct tl_cu_samp_out {

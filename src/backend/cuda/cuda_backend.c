@@ -1279,7 +1279,9 @@ static int cu_launch(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batc
     }
     if (ensure_samp(ci, n, e)) return -1;
     ci->cur = buf; /* the step launched two before used it: collected (n_launched < CU_NBUF) */
-    for (int i = 0; i < n; i++) ci->samp_h[buf][i] = samp_of(&rs[i]);
+    const char *sh = getenv("TL_CUDA_SAMPLE_HEAD"); /* (comparisons: the top-p head's size, tl_cu_samp.head) */
+    const int head = sh ? atoi(sh) : 0;
+    for (int i = 0; i < n; i++) ci->samp_h[buf][i] = samp_of(&rs[i]), ci->samp_h[buf][i].head = head;
     ci->srs = n > 0 ? rs : NULL;
     ci->slogits = logits;
     int r = enqueue_step(be, m, kv, b, NULL, e);

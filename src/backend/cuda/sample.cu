@@ -368,7 +368,7 @@ __global__ void __launch_bounds__(S_BS) sample_kernel(const float *__restrict__ 
         const bool top_k = P.top_k > 0 && P.top_k < nv;
         const int chunk = (nv + S_BS - 1) / S_BS, c0 = min(nv, tid * chunk), c1 = min(nv, c0 + chunk);
         if (top_k || top_p) {
-            int M = top_k ? P.top_k : min(nv, TL_CU_SAMPLE_CAP);
+            int M = top_k ? P.top_k : min(nv, P.head > 0 ? min(P.head, TL_CU_SAMPLE_CAP) : TL_CU_SAMPLE_HEAD_P);
             double total = 0;
             if (!top_k) { /* the full mass, for the top-p limit */
                 double t = 0;
