@@ -269,7 +269,9 @@ static double pipe_steps(bctx *c, int n_steps, int n_past, int nbs, int32_t *out
     tl_row_sampling rs = {.top_p = 1.f};
     const char *tp = getenv("TL_BENCH_TOP_P"), *tt = getenv("TL_BENCH_TEMP"); /* a sampled row: this top-p, u 0.5,
                                                                             * temperature 0.7 or TL_BENCH_TEMP */
+    const char *tk = getenv("TL_BENCH_TOP_K");                               /* and top-k */
     if (tp) rs.temperature = tt ? (float)atof(tt) : 0.7f, rs.top_p = (float)atof(tp), rs.u = 0.5;
+    if (tp && tk) rs.top_k = atoi(tk);
     tl_error e = {{0}};
     double t0 = tl_now();
     for (int i = 0; i <= n_steps; i++) {
@@ -655,7 +657,8 @@ static void decode_variants(const char *spec, double copy) {
                                        "TL_CUDA_ATT_MERGE", "TL_CUDA_DBG_SKIP", "TL_CUDA_GEMV_PROBE", "TL_CUDA_RING",
                                        "TL_CUDA_ATT_FUSE", "TL_CUDA_GU_PAIR", "TL_CUDA_QKV_ROOM", "TL_CUDA_GEMV_DBG",
                                        "TL_CUDA_SAMPLE_ONEBLOCK", "TL_CUDA_SAMPLE_GRAPH", "TL_BENCH_TOP_P",
-                                       "TL_BENCH_TEMP", "TL_CUDA_SAMPLE_HEAD"};
+                                       "TL_BENCH_TEMP", "TL_CUDA_SAMPLE_HEAD", "TL_BENCH_TOP_K",
+                                       "TL_CUDA_SAMPLE_CHUNKS"};
     const int nkeys = (int)(sizeof keys / sizeof keys[0]);
     static const char *const var[][2] = {
         {"default (gate/up pairs, q/k/v room, 128 keys)", ""},
@@ -711,16 +714,18 @@ static void decode_variants(const char *spec, double copy) {
     static const char *const exp_var[][2] = {
         {"default (v5, x first 2, ring <= 5)", ""},
         {"default, pipelined as the engine (launch / collect)", "PIPE"},
+        {"pipelined, temp 0.02 + top-p 0.8 (peaked rows)", "TL_BENCH_TOP_P=0.8 TL_BENCH_TEMP=0.02 PIPE"},
+        {"  the same, one block a sampled row", "TL_BENCH_TOP_P=0.8 TL_BENCH_TEMP=0.02 TL_CUDA_SAMPLE_CHUNKS=0 PIPE"},
+        {"pipelined, temp 0.005 + top-p 0.8", "TL_BENCH_TOP_P=0.8 TL_BENCH_TEMP=0.005 PIPE"},
+        {"  the same, one block a sampled row", "TL_BENCH_TOP_P=0.8 TL_BENCH_TEMP=0.005 TL_CUDA_SAMPLE_CHUNKS=0 PIPE"},
+        {"pipelined, temp 0.7 + top-k 40", "TL_BENCH_TOP_P=1 TL_BENCH_TOP_K=40 PIPE"},
+        {"  the same, one block a sampled row", "TL_BENCH_TOP_P=1 TL_BENCH_TOP_K=40 TL_CUDA_SAMPLE_CHUNKS=0 PIPE"},
+        {"pipelined, temp 0.7 alone (id order)", "TL_BENCH_TOP_P=1 PIPE"},
+        {"  the same, one block a sampled row", "TL_BENCH_TOP_P=1 TL_CUDA_SAMPLE_CHUNKS=0 PIPE"},
+        {"pipelined, temp 0.7 + top-p 0.8 (flat: whole-row search)", "TL_BENCH_TOP_P=0.8 PIPE"},
+        {"  the same, one block a sampled row", "TL_BENCH_TOP_P=0.8 TL_CUDA_SAMPLE_CHUNKS=0 PIPE"},
         {"default again", ""},
         {"default, pipelined, again", "PIPE"},
-        {"default, greedy sampled on the GPU", "SAMPLE"},
-        {"pipelined, temperature 0.7 + top-p 0.8 (dummy logits: past the head)", "TL_BENCH_TOP_P=0.8 PIPE"},
-        {"pipelined, temp 0.7 + top-p 0.8, a head of 4096", "TL_BENCH_TOP_P=0.8 TL_CUDA_SAMPLE_HEAD=4096 PIPE"},
-        {"pipelined, temp 0.02 + top-p 0.8 (peaked: in the head?)", "TL_BENCH_TOP_P=0.8 TL_BENCH_TEMP=0.02 PIPE"},
-        {"pipelined, temp 0.02 + top-p 0.8, a head of 4096", "TL_BENCH_TOP_P=0.8 TL_BENCH_TEMP=0.02 TL_CUDA_SAMPLE_HEAD=4096 PIPE"},
-        {"pipelined, temp 0.005 + top-p 0.8", "TL_BENCH_TOP_P=0.8 TL_BENCH_TEMP=0.005 PIPE"},
-        {"pipelined, temp 0.005 + top-p 0.8, a head of 4096", "TL_BENCH_TOP_P=0.8 TL_BENCH_TEMP=0.005 TL_CUDA_SAMPLE_HEAD=4096 PIPE"},
-        {"pipelined, temp 0.02 + top-p 0.8, again", "TL_BENCH_TOP_P=0.8 TL_BENCH_TEMP=0.02 PIPE"},
     };
     const char *set = getenv("TL_BENCH_SET");
     const int use_exp = set && !strcmp(set, "exp");

@@ -97,6 +97,27 @@ static __device__ __forceinline__ float2 tl_cu_rope_rot(float a, float b, float 
  * merges (kernel and in-kernel) all use it: the same bits; attn_decode.cu's cluster merge repeats its arithmetic
  * on distributed shared memory. */
 static __device__ __forceinline__ float tl_cu_merge_one(const float *pp, int n_split, int D, int d) {
+    constexpr int U = 8; /* up to U slices: every load issued at once (one L2 round trip), the same arithmetic */
+    if (n_split <= U) {
+        float m[U], lv[U], av[U];
+#pragma unroll
+        for (int s = 0; s < U; s++)
+            if (s < n_split) m[s] = __ldcg(pp + s * (D + 2)), lv[s] = __ldcg(pp + s * (D + 2) + 1), av[s] = __ldcg(pp + s * (D + 2) + 2 + d);
+        float M = -INFINITY;
+#pragma unroll
+        for (int s = 0; s < U; s++)
+            if (s < n_split) M = fmaxf(M, m[s]);
+        float L = 0.f, A = 0.f;
+        if (M != -INFINITY)
+#pragma unroll
+            for (int s = 0; s < U; s++)
+                if (s < n_split) {
+                    const float f = __expf(m[s] - M);
+                    L = fmaf(lv[s], f, L);
+                    A = fmaf(av[s], f, A);
+                }
+        return L > 0.f ? A / L : 0.f;
+    }
     float M = -INFINITY;
     for (int s = 0; s < n_split; s++) M = fmaxf(M, __ldcg(pp + s * (D + 2)));
     float L = 0.f, A = 0.f;

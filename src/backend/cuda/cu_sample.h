@@ -44,11 +44,13 @@ typedef struct tl_cu_samp_out {
 /* logits: [n_rows, n_vocab] fp32 (device); p, out: [n_rows] (device). scratch: NULL (one block reads each row),
  * or tl_cu_sample_scratch_bytes() of device memory, zeroed once when allocated: each row's max, argmax and
  * log-sum-exp over many blocks first (batch 1: the step's sampling no longer one block's walk over the row);
- * the same tokens, logprobs within rounding (another fp64 summation order). */
+ * the same tokens, logprobs within rounding (another fp64 summation order). chunked (with scratch): sampled rows
+ * drawn over many blocks too (each chunk's largest p and mass once, the row's last block sorts their union and
+ * walks it; rows whose head that union is not fall back to one block), else one block a sampled row. */
 #define TL_CU_SAMPLE_SCRATCH_ROWS 256
 size_t tl_cu_sample_scratch_bytes(void);
 int tl_cu_sample(const float *logits, int n_rows, int n_vocab, const tl_cu_samp *p, tl_cu_samp_out *out,
-                 void *scratch, cudaStream_t st, tl_error *e);
+                 void *scratch, int chunked, cudaStream_t st, tl_error *e);
 
 /* 1 when the kernel may answer -1 for a row with these parameters (the caller then checks). */
 static inline int tl_cu_sample_may_defer(const tl_cu_samp *p, int n_vocab) {

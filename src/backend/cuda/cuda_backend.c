@@ -50,7 +50,7 @@ static const char *const p_name[P_N] = {"other", "matmul", "attention", "lm_head
                                    * PDL wait) measured 2.046-2.061 ms/token against 2.112-2.126 with 64 (32 blocks,
                                    * q/k/v on 100) and 2.126-2.144 with 256, H100, one run (TL_CUDA_SPLIT_KEYS); without
                                    * the room 64 was as fast as 128 (3765dec, 17d9798) and 128 is now 2.170-2.174 */
-#define CU_GKEY 23                /* graph key: the shape and switches a captured decode step depends on */
+#define CU_GKEY 24                /* graph key: the shape and switches a captured decode step depends on */
 #define CU_NBUF 2                 /* steps launched and not collected at most (cu_launch); host buffers per kind */
 #define CU_BIG_T 512              /* forwards of more tokens: bf16 activations into cuBLAS (layer_big) */
 #define CU_Q4GEMM_COPY_MAX 48     /* INT4 products of 17..CU_BIG_T rows take q4_gemm.cu's kernel up to this many rows */
@@ -173,6 +173,7 @@ typedef struct cu_impl {
     float *slogits;             /* host logits of the rows sampled on the host */
     void *samp_scratch;         /* tl_cu_sample's row statistics over many blocks (zeroed once) */
     int samp_oneblock;          /* TL_CUDA_SAMPLE_ONEBLOCK=1: one block reads each row (as before; comparisons) */
+    int samp_chunked;           /* sampled rows over many blocks (TL_CUDA_SAMPLE_CHUNKS=0: one block a row) */
     int no_samp_graph;          /* TL_CUDA_SAMPLE_GRAPH=0: sampling after the graph, never inside (comparisons) */
     int sampling;               /* forward_body samples its chunks (in a captured graph: when every row is the device's) */
     size_t bf16w_bytes;         /* bf16 copies of the INT4 matrices (make_bf16_copies) */
@@ -822,7 +823,7 @@ static int sample_chunk(cu_impl *ci, int nv, int i0, int n, tl_error *e) {
     const tl_cu_samp *sh = ci->samp_h[ci->cur];
     tl_cu_samp_out *oh = ci->sout_h[ci->cur];
     if (tl_cu_sample(ci->logits, n, nv, ci->samp_d + i0, ci->sout_d + i0, ci->samp_oneblock ? NULL : ci->samp_scratch,
-                     ci->st, e))
+                     ci->samp_chunked, ci->st, e))
         return -1;
     int check = 0;
     for (int i = i0; i < i0 + n; i++) {
@@ -1069,7 +1070,7 @@ static int enqueue_work(cu_impl *ci, const tl_model *m, tl_kv *kv, const tl_batc
                                  kv->n_blocks, ci->gemv_old, ci->no_fuse, ci->no_pdl, ci->merge_last, ci->attn_dec,
                                  ci->ring, ci->dbg_skip, ci->probe, ci->att_fuse, ci->fuse_on, ci->gu_pair,
                                  ci->qkv_room, ci->gemv_dbg, ci->trace, (intptr_t)ci->sout_d, samp_in_graph,
-                                 ci->samp_oneblock};
+                                 ci->samp_oneblock, ci->samp_chunked};
         if (!ci->gexec || memcmp(key, ci->gkey, sizeof key)) {
             graph_drop(ci); /* (an instance still queued or running is freed when it completes) */
             cudaGraph_t g;
@@ -1155,6 +1156,8 @@ static int enqueue_step(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_b
     ci->probe = gp && !strcmp(gp, "ring") ? TL_CU_GEMV_RING : gp && !strcmp(gp, "math") ? TL_CU_GEMV_MATH : 0;
     const char *so = getenv("TL_CUDA_SAMPLE_ONEBLOCK");
     ci->samp_oneblock = so && !strcmp(so, "1");
+    const char *sc = getenv("TL_CUDA_SAMPLE_CHUNKS");
+    ci->samp_chunked = !(sc && !strcmp(sc, "0"));
     const char *sg = getenv("TL_CUDA_SAMPLE_GRAPH");
     ci->no_samp_graph = sg && !strcmp(sg, "0");
     const char *qg = getenv("TL_CUDA_Q4GEMM");

@@ -99,12 +99,7 @@ typedef struct {
     double lse;
 } samp_stats;
 
-/* scratch: the rows' counters (zero between launches: each row's last block resets its own), statistics and
- * chunk partials, for up to TL_CU_SAMPLE_SCRATCH_ROWS rows a launch */
 #define SB_ROWS TL_CU_SAMPLE_SCRATCH_ROWS
-extern "C" size_t tl_cu_sample_scratch_bytes(void) {
-    return SB_ROWS * (sizeof(unsigned) + sizeof(samp_stats) + SB_NB * sizeof(samp_part));
-}
 
 /* max and first index over the block (NaN never wins) */
 static __device__ void block_argmax(float *bv, int *bi, float *sv, int *si) {
@@ -319,19 +314,221 @@ static __device__ int samp_top_p_full(const float *l, int nv, float mx, float in
 
 static_assert(TL_CU_SAMPLE_CAP >= 256 * (S_BS / 32), "keys holds every warp's 256-bucket histogram");
 
+/* shared memory of the one-block draw (sample_kernel, and sample_chunk_kernel's last block) */
+struct samp_sm {
+    unsigned long long keys[TL_CU_SAMPLE_CAP]; /* (p bits << 32) | ~id */
+    double red[S_BS];
+    int ibuf[S_BS + 1];
+    unsigned hist[256];
+    float best_v[32];
+    int best_i[32];
+    int misc[4];
+    double kept;
+    unsigned long long hfx[256], u64[4]; /* samp_top_p_full */
+    int nth;
+};
+
+/* keys[0, S) sorted descending (S a power of two; pad with 0: sorts last); every thread calls it */
+static __device__ void samp_bitonic_desc(unsigned long long *keys, int S) {
+    for (int k = 2; k <= S; k <<= 1)
+        for (int j = k >> 1; j > 0; j >>= 1) {
+            for (int i = threadIdx.x; i < S; i += blockDim.x) {
+                const int ixj = i ^ j;
+                if (ixj > i) {
+                    const unsigned long long a = keys[i], b = keys[ixj];
+                    if (((i & k) == 0) ? a < b : a > b) keys[i] = b, keys[ixj] = a;
+                }
+            }
+            __syncthreads();
+        }
+}
+
+/* sampler.c, step by step, on n candidates sorted by (p desc, id asc) (thread 0 alone): top-k is the first n
+ * (top_k: n == top_k), top-p's cut (total: the row's whole mass), min-p, the draw with u. *defer: top-p alone
+ * and the n candidates do not hold top_p of the mass (the caller then searches the whole row). */
+static __device__ int samp_walk(unsigned long long *keys, int n, const tl_cu_samp &P, double total, bool top_k,
+                                bool top_p, int nv, bool *defer) {
+#define KP(i) __uint_as_float((unsigned)(keys[i] >> 32))
+#define KID(i) (int)(0xffffffffu - (unsigned)(keys[i] & 0xffffffffu))
+    int m = n;
+    *defer = false;
+    if (top_k) {
+        total = 0;
+        for (int i = 0; i < m; i++) total += KP(i);
+    }
+    if (top_p) { /* the cut; top-p alone over a head (m < nv) that never reaches it: defer (the head's mass, summed
+                  * in the same order, is below top_p of the row's) */
+        double cum = 0, lim = (double)P.top_p * total;
+        int keep = 0;
+        while (keep < m && (keep == 0 || cum < lim)) cum += KP(keep++);
+        if (!top_k && m < nv && cum < lim) {
+            *defer = true;
+            return -1;
+        }
+        m = keep;
+    }
+    if (P.min_p > 0.0f) { /* keep p >= min_p (p_max = 1), order kept */
+        int keep = 0;
+        for (int i = 0; i < m; i++)
+            if (KP(i) >= P.min_p) keys[keep++] = keys[i];
+        m = keep > 0 ? keep : 1;
+    }
+    double kept = 0;
+    for (int i = 0; i < m; i++) kept += KP(i);
+    const double u = P.u * kept;
+    double cum = 0;
+    for (int i = 0; i < m; i++) {
+        cum += KP(i);
+        if (u < cum) return KID(i);
+    }
+    return KID(m - 1);
+#undef KP
+#undef KID
+}
+
+/* One block draws a sampled row (temperature > 0) from its max: the passes over the whole row described at the
+ * top. Every thread calls it; the token, or -1 (top_k > CAP: the host samples the row). */
+static __device__ int samp_row(const float *l, int nv, const tl_cu_samp &P, float mx, samp_sm &sm) {
+    const int tid = threadIdx.x;
+    const float inv_t = 1.0f / P.temperature;
+    const bool top_p = P.top_p > 0.0f && P.top_p < 1.0f;
+    const bool top_k = P.top_k > 0 && P.top_k < nv;
+    const int chunk = (nv + S_BS - 1) / S_BS, c0 = min(nv, tid * chunk), c1 = min(nv, c0 + chunk);
+    if (top_k || top_p) {
+        const int M = top_k ? P.top_k : min(nv, P.head > 0 ? min(P.head, TL_CU_SAMPLE_CAP) : TL_CU_SAMPLE_HEAD_P);
+        double total = 0;
+        if (!top_k) { /* the full mass, for the top-p limit */
+            double t = 0;
+            samp_each(l, nv, mx, inv_t, [&](int, float p) { t += (double)p; });
+            total = block_sum_d(t, sm.red);
+        }
+        if (M > TL_CU_SAMPLE_CAP) return -1;
+        /* radix select: the M-th largest key and how many of its ties to take */
+        unsigned prefix = 0, mask = 0;
+        int rem = M;
+        unsigned *wh = (unsigned *)sm.keys, *mine = wh + (tid >> 5) * 256; /* the warps' histograms (keys is free
+                                                                             * until the gather) */
+        for (int shift = 24; shift >= 0; shift -= 8) {
+            for (int i = tid; i < 256 * (S_BS / 32); i += S_BS) wh[i] = 0;
+            __syncthreads();
+            /* a thread adds its run of one bucket at once, into its warp's histogram (as samp_mass_select): on
+             * a nearly flat row one shared atomic per element into the same bucket serialized the block */
+            int cur = -1;
+            unsigned run = 0;
+            samp_each(l, nv, mx, inv_t, [&](int, float p) {
+                const unsigned k = __float_as_uint(p);
+                if ((k & mask) == prefix) {
+                    const int b = (int)((k >> shift) & 255u);
+                    if (b != cur) {
+                        if (cur >= 0) atomicAdd(&mine[cur], run);
+                        cur = b, run = 0;
+                    }
+                    run++;
+                }
+            });
+            if (cur >= 0) atomicAdd(&mine[cur], run);
+            __syncthreads();
+            for (int b = tid; b < 256; b += S_BS) {
+                unsigned t = 0;
+                for (int w = 0; w < S_BS / 32; w++) t += wh[w * 256 + b];
+                sm.hist[b] = t;
+            }
+            __syncthreads();
+            if (tid == 0) {
+                int cum = 0, b = 255;
+                for (; b > 0; b--) {
+                    if (cum + (int)sm.hist[b] >= rem) break;
+                    cum += (int)sm.hist[b];
+                }
+                sm.misc[0] = b;
+                sm.misc[1] = rem - cum;
+            }
+            __syncthreads();
+            prefix |= (unsigned)sm.misc[0] << shift;
+            mask |= 255u << shift;
+            rem = sm.misc[1];
+            __syncthreads();
+        }
+        /* gather: keys > cut all, keys == cut the first `rem` by id */
+        int n_gt = 0, n_eq = 0;
+        samp_range(l, c0, c1, mx, inv_t, [&](int, float p) {
+            const unsigned k = __float_as_uint(p);
+            n_gt += k > prefix;
+            n_eq += k == prefix;
+        });
+        int tot_gt, tot_eq;
+        int o_gt = block_excl_scan_i(n_gt, sm.ibuf, &tot_gt);
+        int o_eq = block_excl_scan_i(n_eq, sm.ibuf, &tot_eq);
+        samp_range(l, c0, c1, mx, inv_t, [&](int i, float p) {
+            const unsigned k = __float_as_uint(p);
+            const unsigned long long key = ((unsigned long long)k << 32) | (0xffffffffu - (unsigned)i);
+            if (k > prefix) sm.keys[o_gt++] = key;
+            else if (k == prefix && o_eq < rem) sm.keys[tot_gt + o_eq++] = key;
+        });
+        const int n = tot_gt + rem; /* == M */
+        int S = 2;
+        while (S < n) S <<= 1;
+        for (int i = n + tid; i < S; i += S_BS) sm.keys[i] = 0ull; /* sorts last */
+        __syncthreads();
+        samp_bitonic_desc(sm.keys, S);
+        if (tid == 0) {
+            bool defer;
+            sm.misc[2] = samp_walk(sm.keys, n, P, total, top_k, top_p, nv, &defer);
+            sm.misc[3] = defer;
+        }
+        __syncthreads();
+        /* (keys is free again: its 32 KB hold the warps' histograms of the mass searches) */
+        const bool defer = sm.misc[3];
+        const int t = sm.misc[2];
+        __syncthreads();
+        return defer ? samp_top_p_full(l, nv, mx, inv_t, P, c0, c1, sm.hfx, sm.keys, sm.u64, sm.ibuf, &sm.nth) : t;
+    }
+    /* id order: min-p filter, then the first crossing of u * kept */
+    const float thr = P.min_p > 0.0f ? P.min_p : -1.0f;
+    double part = 0;
+    int last = -1;
+    samp_range(l, c0, c1, mx, inv_t, [&](int i, float p) {
+        if (p >= thr) part += p, last = i;
+    });
+    /* exclusive prefix of the per-thread masses (thread 0 walks them in order) */
+    sm.red[tid] = part;
+    if (tid == 0) sm.misc[0] = INT_MAX, sm.misc[1] = -1;
+    __syncthreads();
+    if (tid == 0) {
+        double c = 0;
+        for (int i = 0; i < S_BS; i++) {
+            double t = sm.red[i];
+            sm.red[i] = c;
+            c += t;
+        }
+        sm.kept = c;
+    }
+    __syncthreads();
+    const double kept = sm.kept;
+    const double u = P.u * kept;
+    double cum = sm.red[tid];
+    for (int i = c0; i < c1; i++) {
+        float p = samp_p(l, i, mx, inv_t);
+        if (!(p >= thr)) continue;
+        cum += p;
+        if (u < cum) {
+            atomicMin(&sm.misc[0], i);
+            break;
+        }
+    }
+    if (last >= 0) atomicMax(&sm.misc[1], last);
+    __syncthreads();
+    /* no crossing (rounding): the last kept token; nothing kept (min_p > 1): id 0, as sampler.c */
+    const int t = sm.misc[0] != INT_MAX ? sm.misc[0] : sm.misc[1] >= 0 ? sm.misc[1] : 0;
+    __syncthreads();
+    return t;
+}
+
+/* grid (n_rows), S_BS threads: one block a row (stats NULL: the row's max and log-sum-exp too) */
 __global__ void __launch_bounds__(S_BS) sample_kernel(const float *__restrict__ logits, int nv,
                                                       const tl_cu_samp *__restrict__ prm, tl_cu_samp_out *__restrict__ out,
                                                       const samp_stats *__restrict__ stats) {
-    __shared__ unsigned long long keys[TL_CU_SAMPLE_CAP]; /* (p bits << 32) | ~id */
-    __shared__ double red[S_BS];
-    __shared__ int ibuf[S_BS + 1];
-    __shared__ unsigned hist[256];
-    __shared__ float s_best_v[32];
-    __shared__ int s_best_i[32];
-    __shared__ int s_misc[4];
-    __shared__ double s_kept;
-    __shared__ unsigned long long hfx[256], s_u64[4]; /* samp_top_p_full */
-    __shared__ int s_nth;
+    __shared__ samp_sm sm;
     const int row = blockIdx.x, tid = threadIdx.x;
     const tl_cu_samp P = prm[row];
     const float *l = logits + (size_t)row * nv;
@@ -346,221 +543,335 @@ __global__ void __launch_bounds__(S_BS) sample_kernel(const float *__restrict__ 
     if (stats) {
         mx = stats[row].mx, argmax = stats[row].argmax, lse = stats[row].lse;
     } else {
-    /* 1. max and first argmax (NaN never wins: comparisons with NaN are false, as on the CPU) */
-    float bv = -INFINITY;
-    int bi = INT_MAX;
-    for (int i = tid; i < nv; i += S_BS) {
-        float v = l[i];
-        if (v > bv || (v == bv && i < bi)) bv = v, bi = i;
+        /* max and first argmax (NaN never wins: comparisons with NaN are false, as on the CPU) */
+        float bv = -INFINITY;
+        int bi = INT_MAX;
+        for (int i = tid; i < nv; i += S_BS) {
+            float v = l[i];
+            if (v > bv || (v == bv && i < bi)) bv = v, bi = i;
+        }
+        block_argmax(&bv, &bi, sm.best_v, sm.best_i);
+        mx = bv;
+        argmax = bi == INT_MAX ? 0 : bi;
+        double se = 0;
+        for (int i = tid; i < nv; i += S_BS) se += (double)expf(l[i] - mx);
+        lse = (double)mx + log(block_sum_d(se, sm.red));
     }
-    block_argmax(&bv, &bi, s_best_v, s_best_i);
-    mx = bv;
-    argmax = bi == INT_MAX ? 0 : bi;
-    double se = 0;
-    for (int i = tid; i < nv; i += S_BS) se += (double)expf(l[i] - mx);
-    lse = (double)mx + log(block_sum_d(se, red));
-    }
-    int tok = argmax;
+    const int tok = P.temperature > 0.0f ? samp_row(l, nv, P, mx, sm) : argmax;
+    if (tid == 0) out[row] = tok < 0 ? tl_cu_samp_out{-1, 0.f} : tl_cu_samp_out{tok, (float)((double)l[tok] - lse)};
+}
 
-    if (P.temperature > 0.0f) {
-        const float inv_t = 1.0f / P.temperature;
-        const bool top_p = P.top_p > 0.0f && P.top_p < 1.0f;
-        const bool top_k = P.top_k > 0 && P.top_k < nv;
-        const int chunk = (nv + S_BS - 1) / S_BS, c0 = min(nv, tid * chunk), c1 = min(nv, c0 + chunk);
-        if (top_k || top_p) {
-            int M = top_k ? P.top_k : min(nv, P.head > 0 ? min(P.head, TL_CU_SAMPLE_CAP) : TL_CU_SAMPLE_HEAD_P);
-            double total = 0;
-            if (!top_k) { /* the full mass, for the top-p limit */
-                double t = 0;
-                samp_each(l, nv, mx, inv_t, [&](int, float p) { t += (double)p; });
-                total = block_sum_d(t, red);
-            }
-            if (M > TL_CU_SAMPLE_CAP) {
-                if (tid == 0) out[row] = tl_cu_samp_out{-1, 0.f};
-                return;
-            }
-            /* radix select: the M-th largest key and how many of its ties to take */
-            unsigned prefix = 0, mask = 0;
-            int rem = M;
-            unsigned *wh = (unsigned *)keys, *mine = wh + (tid >> 5) * 256; /* the warps' histograms (keys is free
-                                                                            * until the gather) */
-            for (int shift = 24; shift >= 0; shift -= 8) {
-                for (int i = tid; i < 256 * (S_BS / 32); i += S_BS) wh[i] = 0;
-                __syncthreads();
-                /* a thread adds its run of one bucket at once, into its warp's histogram (as samp_mass_select): on
-                 * a nearly flat row one shared atomic per element into the same bucket serialized the block */
-                int cur = -1;
-                unsigned run = 0;
-                samp_each(l, nv, mx, inv_t, [&](int, float p) {
-                    const unsigned k = __float_as_uint(p);
-                    if ((k & mask) == prefix) {
-                        const int b = (int)((k >> shift) & 255u);
-                        if (b != cur) {
-                            if (cur >= 0) atomicAdd(&mine[cur], run);
-                            cur = b, run = 0;
-                        }
-                        run++;
-                    }
-                });
-                if (cur >= 0) atomicAdd(&mine[cur], run);
-                __syncthreads();
-                for (int b = tid; b < 256; b += S_BS) {
-                    unsigned t = 0;
-                    for (int w = 0; w < S_BS / 32; w++) t += wh[w * 256 + b];
-                    hist[b] = t;
-                }
-                __syncthreads();
-                if (tid == 0) {
-                    int cum = 0, b = 255;
-                    for (; b > 0; b--) {
-                        if (cum + (int)hist[b] >= rem) break;
-                        cum += (int)hist[b];
-                    }
-                    s_misc[0] = b;
-                    s_misc[1] = rem - cum;
-                }
-                __syncthreads();
-                prefix |= (unsigned)s_misc[0] << shift;
-                mask |= 255u << shift;
-                rem = s_misc[1];
-                __syncthreads();
-            }
-            /* gather: keys > cut all, keys == cut the first `rem` by id */
-            int n_gt = 0, n_eq = 0;
-            samp_range(l, c0, c1, mx, inv_t, [&](int, float p) {
-                const unsigned k = __float_as_uint(p);
-                n_gt += k > prefix;
-                n_eq += k == prefix;
-            });
-            int tot_gt, tot_eq;
-            int o_gt = block_excl_scan_i(n_gt, ibuf, &tot_gt);
-            int o_eq = block_excl_scan_i(n_eq, ibuf, &tot_eq);
-            samp_range(l, c0, c1, mx, inv_t, [&](int i, float p) {
-                const unsigned k = __float_as_uint(p);
-                const unsigned long long key = ((unsigned long long)k << 32) | (0xffffffffu - (unsigned)i);
-                if (k > prefix) keys[o_gt++] = key;
-                else if (k == prefix && o_eq < rem) keys[tot_gt + o_eq++] = key;
-            });
-            const int n = tot_gt + rem; /* == M */
-            int S = 2;
-            while (S < n) S <<= 1;
-            for (int i = n + tid; i < S; i += S_BS) keys[i] = 0ull; /* sorts last */
+/* ---- Sampled rows over many blocks (session 11) ----
+ * One block walking a 152K row takes ~7 passes for top-p (~0.24 ms a step at batch 1 on a trained model's peaked
+ * rows). Here the SB_NB blocks of sample_stats_kernel's chunks each take their chunk once, from the row's max:
+ *   - p = expf((l - max) / T) of the chunk's <= SC_U elements a thread, held in registers; the chunk's mass
+ *     (fp64; with neither top-k nor top-p: of p >= min_p, and the last such id);
+ *   - top-k / top-p: the chunk's largest keys (p bits) by two 8-bit digits (the exponent, then 8 mantissa bits):
+ *     `cut`, the smallest 16-bit key prefix with at most SC_CH keys at or above it; those keys (with ~id) go to
+ *     the scratch. Every key of the chunk left out is below cut << 15.
+ * The row's last block (a counter it resets) then:
+ *   - top-k / top-p: the union of the chunks' keys at or above U = max over chunks of cut << 15 holds every key
+ *     >= U of the row, and every other key of the row is < U, so sorted by (p desc, id asc) it is the row's
+ *     head: sampler.c's walk on it (samp_walk) is exact when it has top_k keys (top-k) or its mass reaches top_p
+ *     of the row's (top-p alone). Else (flat rows) the one-block draw over the whole row (samp_row).
+ *   - else: the chunk whose prefix mass crosses u * kept (chunk order, fp64), then the crossing inside it by
+ *     per-thread prefix masses as samp_row does over the row.
+ * Deterministic: the union's order in the scratch depends on atomics, its sort does not. */
+#define SC_CH 128 /* keys a chunk hands over at most: the union of 32 chunks fits sm.keys */
+#define SC_U 16   /* chunk elements a thread holds at most: rows up to SB_NB * S_BS * SC_U (262144) */
+static_assert(SB_NB * SC_CH <= TL_CU_SAMPLE_CAP, "the chunks' union fits sm.keys");
+typedef struct {
+    double mass;
+    int n;         /* keys handed over */
+    unsigned cut;  /* their 16-bit prefix bound */
+    int last;      /* id order: the chunk's last kept id, -1 */
+    int pad;
+} samp_chunk;
+
+/* Warp 0 (every lane calls it): the smallest bucket b (0..256) with base + count(buckets >= b) <= limit, and that
+ * count in *cnt. h: 256 counts. */
+static __device__ int samp_cut(const unsigned *h, unsigned limit, unsigned base, unsigned *cnt) {
+    const int lane = threadIdx.x & 31;
+    unsigned t = 0;
+#pragma unroll
+    for (int j = 0; j < 8; j++) t += h[8 * lane + j];
+    unsigned suf = t; /* lanes >= lane */
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        const unsigned v = __shfl_down_sync(0xffffffffu, suf, o);
+        if (lane + o < 32) suf += v;
+    }
+    unsigned s = base + suf - t; /* count(buckets >= 8 lane + 8): S is non-increasing in b */
+    int best = 256;
+    unsigned sb = 0;
+    bool ok = s <= limit;
+#pragma unroll
+    for (int j = 7; j >= 0; j--) {
+        s += h[8 * lane + j];
+        ok = ok && s <= limit;
+        if (ok) best = 8 * lane + j, sb = s;
+    }
+    const int b = __reduce_min_sync(0xffffffffu, best);
+    const unsigned owner = __ballot_sync(0xffffffffu, best == b && b < 256);
+    *cnt = owner ? __shfl_sync(0xffffffffu, sb, __ffs(owner) - 1) : base;
+    return b;
+}
+
+/* exclusive prefix sums of one fp64 a thread, fixed tree (deterministic); *total: the block's sum */
+static __device__ double block_excl_scan_d(double v, double *buf, double *total) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    double x = v;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        const double y = __shfl_up_sync(0xffffffffu, x, o);
+        if (lane >= o) x += y;
+    }
+    if (lane == 31) buf[warp] = x;
+    __syncthreads();
+    if (warp == 0) {
+        double w = lane < S_BS / 32 ? buf[lane] : 0.0;
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+            const double y = __shfl_up_sync(0xffffffffu, w, o);
+            if (lane >= o) w += y;
+        }
+        if (lane < S_BS / 32) buf[32 + lane] = w; /* inclusive over warps */
+    }
+    __syncthreads();
+    const double r = (warp ? buf[32 + warp - 1] : 0.0) + x - v;
+    *total = buf[32 + S_BS / 32 - 1];
+    __syncthreads();
+    return r;
+}
+
+/* grid (SB_NB, n_rows), S_BS threads; after sample_stats_kernel (stats[row].mx, lse). (__launch_bounds__(S_BS) let
+ * ptxas stop at 64 registers and spill; 96 without.) */
+__global__ void __maxnreg__(128) sample_chunk_kernel(const float *__restrict__ logits, int nv,
+                                                            const tl_cu_samp *__restrict__ prm,
+                                                            tl_cu_samp_out *__restrict__ out,
+                                                            const samp_stats *__restrict__ stats, samp_chunk *rec,
+                                                            unsigned long long *cand, unsigned *cnt) {
+    __shared__ samp_sm sm;
+    __shared__ int s_last, s_n;
+    __shared__ double s_mass[SB_NB];
+    __shared__ unsigned s_cut[SB_NB];
+    __shared__ int s_cn[SB_NB], s_lastid[SB_NB];
+    const int b = blockIdx.x, row = blockIdx.y, tid = threadIdx.x;
+    const tl_cu_samp P = prm[row];
+    if (P.skip) {
+        if (b == 0 && tid == 0) out[row] = tl_cu_samp_out{-1, 0.f};
+        return;
+    }
+    if (!(P.temperature > 0.0f)) return; /* greedy: answered by sample_stats_kernel */
+    const float *l = logits + (size_t)row * nv;
+    const float mx = stats[row].mx;
+    const double lse = stats[row].lse;
+    const float inv_t = 1.0f / P.temperature;
+    const bool top_p = P.top_p > 0.0f && P.top_p < 1.0f, top_k = P.top_k > 0 && P.top_k < nv, head = top_p || top_k;
+    const int chunk = (nv + SB_NB - 1) / SB_NB, c0 = min(nv, b * chunk), c1 = min(nv, c0 + chunk);
+    if (chunk > SC_U * S_BS || (top_k && P.top_k > TL_CU_SAMPLE_CAP)) { /* one block over the row */
+        if (b) return;
+        const int tok = samp_row(l, nv, P, mx, sm);
+        if (tid == 0) out[row] = tok < 0 ? tl_cu_samp_out{-1, 0.f} : tl_cu_samp_out{tok, (float)((double)l[tok] - lse)};
+        return;
+    }
+    /* the chunk: element c0 + tid + u S_BS of thread tid, all loaded at once */
+    float v[SC_U];
+#pragma unroll
+    for (int u = 0; u < SC_U; u++) {
+        const int i = c0 + tid + u * S_BS;
+        v[u] = i < c1 ? l[i] : 0.f;
+    }
+    unsigned key[SC_U];
+    const float thr = head ? -1.0f : P.min_p > 0.0f ? P.min_p : -1.0f;
+    double ms = 0;
+    int last = -1;
+#pragma unroll
+    for (int u = 0; u < SC_U; u++) {
+        const int i = c0 + tid + u * S_BS;
+        const float p = expf((v[u] - mx) * inv_t);
+        key[u] = __float_as_uint(p);
+        if (i < c1 && p >= thr) ms += (double)p, last = i;
+    }
+    if (tid == 0) s_n = 0, sm.misc[3] = -1;
+    const double mass = block_sum_d(ms, sm.red); /* (its barriers publish s_n, misc[3]) */
+    unsigned cut = 0;
+    if (head) {
+        unsigned *h = sm.hist;
+        for (int i = tid; i < 256; i += S_BS) h[i] = 0;
+        __syncthreads();
+#pragma unroll
+        for (int u = 0; u < SC_U; u++)
+            if (c0 + tid + u * S_BS < c1) atomicAdd(&h[key[u] >> 23 & 255u], 1u);
+        __syncthreads();
+        if (tid < 32) {
+            unsigned c1n;
+            const int b1 = samp_cut(h, SC_CH, 0, &c1n);
+            if (tid == 0) sm.misc[0] = b1, sm.misc[1] = (int)c1n;
+        }
+        __syncthreads();
+        const int b1 = sm.misc[0];
+        const unsigned c1n = (unsigned)sm.misc[1];
+        if (b1 > 0) { /* bucket b1 - 1 has too many: its next 8 bits */
             __syncthreads();
-            for (int k = 2; k <= S; k <<= 1) /* bitonic sort, descending */
-                for (int j = k >> 1; j > 0; j >>= 1) {
-                    for (int i = tid; i < S; i += S_BS) {
-                        int ixj = i ^ j;
-                        if (ixj > i) {
-                            unsigned long long a = keys[i], b = keys[ixj];
-                            if (((i & k) == 0) ? a < b : a > b) keys[i] = b, keys[ixj] = a;
-                        }
-                    }
-                    __syncthreads();
-                }
-            if (tid == 0) { /* sampler.c, step by step, on the sorted candidates */
-#define KP(i) __uint_as_float((unsigned)(keys[i] >> 32))
-#define KID(i) (int)(0xffffffffu - (unsigned)(keys[i] & 0xffffffffu))
-                int m = n;
-                bool defer = false;
-                if (top_k) {
-                    total = 0;
-                    for (int i = 0; i < m; i++) total += KP(i);
-                } else if (m < nv) { /* the head must hold the top-p mass, else the host sorts everything */
-                    double head = 0;
-                    for (int i = 0; i < m; i++) head += KP(i);
-                    defer = head < (double)P.top_p * total;
-                }
-                if (!defer) {
-                    if (top_p) {
-                        double cum = 0, lim = (double)P.top_p * total;
-                        int keep = 0;
-                        while (keep < m && (keep == 0 || cum < lim)) cum += KP(keep++);
-                        m = keep;
-                    }
-                    if (P.min_p > 0.0f) { /* keep p >= min_p (p_max = 1), order kept */
-                        int keep = 0;
-                        for (int i = 0; i < m; i++)
-                            if (KP(i) >= P.min_p) keys[keep++] = keys[i];
-                        m = keep > 0 ? keep : 1;
-                    }
-                    double kept = 0;
-                    for (int i = 0; i < m; i++) kept += KP(i);
-                    double u = P.u * kept, cum = 0;
-                    int t = KID(m - 1);
-                    for (int i = 0; i < m; i++) {
-                        cum += KP(i);
-                        if (u < cum) {
-                            t = KID(i);
-                            break;
-                        }
-                    }
-                    s_misc[2] = t;
-                }
-                s_misc[3] = defer;
-#undef KP
-#undef KID
+            for (int i = tid; i < 256; i += S_BS) h[i] = 0;
+            __syncthreads();
+#pragma unroll
+            for (int u = 0; u < SC_U; u++)
+                if (c0 + tid + u * S_BS < c1 && (key[u] >> 23 & 255u) == (unsigned)(b1 - 1)) atomicAdd(&h[key[u] >> 15 & 255u], 1u);
+            __syncthreads();
+            if (tid < 32) {
+                unsigned c2n;
+                const int b2 = samp_cut(h, SC_CH, c1n, &c2n);
+                if (tid == 0) sm.misc[2] = b2;
             }
             __syncthreads();
-            /* (keys is free again: its 32 KB hold the warps' histograms of the mass searches) */
-            tok = s_misc[3] ? samp_top_p_full(l, nv, mx, inv_t, P, c0, c1, hfx, keys, s_u64, ibuf, &s_nth) : s_misc[2];
-        } else { /* id order: min-p filter, then the first crossing of u * kept */
-            const float thr = P.min_p > 0.0f ? P.min_p : -1.0f;
-            double part = 0;
-            int last = -1;
-            samp_range(l, c0, c1, mx, inv_t, [&](int i, float p) {
-                if (p >= thr) part += p, last = i;
-            });
-            /* exclusive prefix of the per-thread masses (thread 0 walks them in order) */
-            red[tid] = part;
-            if (tid == 0) s_misc[0] = INT_MAX, s_misc[1] = -1;
-            __syncthreads();
+            cut = ((unsigned)(b1 - 1) << 8) + (unsigned)sm.misc[2];
+        }
+        unsigned long long *cd = cand + ((size_t)row * SB_NB + b) * SC_CH;
+#pragma unroll
+        for (int u = 0; u < SC_U; u++) {
+            const int i = c0 + tid + u * S_BS;
+            if (i < c1 && (key[u] >> 15) >= cut) {
+                const int slot = atomicAdd(&s_n, 1);
+                if (slot < SC_CH) cd[slot] = ((unsigned long long)key[u] << 32) | (0xffffffffu - (unsigned)i);
+            }
+        }
+    }
+    /* the chunk's record; every thread's stores fenced before the block is counted */
+    if (!head && last >= 0) atomicMax(&sm.misc[3], last);
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) {
+        rec[(size_t)row * SB_NB + b] = samp_chunk{mass, head ? min(s_n, SC_CH) : 0, cut, head ? -1 : sm.misc[3], 0};
+        __threadfence();
+        s_last = atomicAdd(cnt + row, 1u) == SB_NB - 1;
+    }
+    __syncthreads();
+    if (!s_last) return;
+    __threadfence();
+    if (tid == 0) cnt[row] = 0; /* for the next launch */
+    const samp_chunk *rr = rec + (size_t)row * SB_NB;
+    if (tid < SB_NB) {
+        s_mass[tid] = __ldcg(&rr[tid].mass), s_cn[tid] = __ldcg(&rr[tid].n);
+        s_cut[tid] = __ldcg(&rr[tid].cut), s_lastid[tid] = __ldcg(&rr[tid].last);
+    }
+    if (tid == 0) s_n = 0;
+    __syncthreads();
+    int tok;
+    if (head) {
+        unsigned U = 0;
+        for (int k = 0; k < SB_NB; k++) U = max(U, s_cut[k]);
+        const unsigned long long *cd = cand + (size_t)row * SB_NB * SC_CH;
+        for (int i = tid; i < SB_NB * SC_CH; i += S_BS) {
+            const int k = i / SC_CH, j = i % SC_CH;
+            if (j < s_cn[k]) {
+                const unsigned long long kk = __ldcg(&cd[i]);
+                if ((unsigned)(kk >> 47) >= U) sm.keys[atomicAdd(&s_n, 1)] = kk;
+            }
+        }
+        __syncthreads();
+        const int n = s_n;
+        int S = 2;
+        while (S < n) S <<= 1;
+        for (int i = n + tid; i < S; i += S_BS) sm.keys[i] = 0ull;
+        __syncthreads();
+        bool fall = top_k && n < P.top_k;
+        if (!fall) {
+            samp_bitonic_desc(sm.keys, S);
             if (tid == 0) {
-                double c = 0;
-                for (int i = 0; i < S_BS; i++) {
-                    double t = red[i];
-                    red[i] = c;
-                    c += t;
-                }
-                s_kept = c;
+                double total = 0;
+                for (int k = 0; k < SB_NB; k++) total += s_mass[k];
+                bool defer;
+                const int t = samp_walk(sm.keys, top_k ? P.top_k : n, P, total, top_k, top_p, nv, &defer);
+                sm.misc[0] = t, sm.misc[1] = defer;
             }
             __syncthreads();
-            const double kept = s_kept;
+            fall = sm.misc[1];
+            tok = sm.misc[0];
+            __syncthreads();
+        }
+        if (fall) tok = samp_row(l, nv, P, mx, sm); /* (uniform) */
+    } else {
+        /* the chunk holding the crossing of u * kept, in chunk order */
+        if (tid == 0) {
+            double kept = 0;
+            for (int k = 0; k < SB_NB; k++) kept += s_mass[k];
             const double u = P.u * kept;
-            double cum = red[tid];
-            for (int i = c0; i < c1; i++) {
-                float p = samp_p(l, i, mx, inv_t);
-                if (!(p >= thr)) continue;
-                cum += p;
+            double cum = 0;
+            int cs = -1, lastk = -1;
+            for (int k = 0; k < SB_NB; k++) {
+                if (s_lastid[k] >= 0) lastk = s_lastid[k];
+                if (cs < 0 && u < cum + s_mass[k]) cs = k, sm.kept = cum;
+                cum += s_mass[k];
+            }
+            sm.misc[0] = cs, sm.misc[1] = lastk, sm.misc[2] = INT_MAX;
+            sm.u64[0] = (unsigned long long)__double_as_longlong(u);
+        }
+        __syncthreads();
+        const int cs = sm.misc[0];
+        if (cs < 0) {
+            tok = sm.misc[1] >= 0 ? sm.misc[1] : 0; /* no crossing (rounding): the last kept; none: id 0 */
+        } else {
+            const double u = __longlong_as_double((long long)sm.u64[0]);
+            const int a0 = min(nv, cs * chunk), a1 = min(nv, a0 + chunk);
+            const int per = (a1 - a0 + S_BS - 1) / S_BS, t0 = min(a1, a0 + tid * per), t1 = min(a1, t0 + per);
+            float pv[SC_U]; /* per <= SC_U (chunk <= SC_U S_BS): this thread's run, loaded at once */
+#pragma unroll
+            for (int j = 0; j < SC_U; j++) pv[j] = t0 + j < t1 ? l[t0 + j] : 0.f;
+            double part = 0;
+#pragma unroll
+            for (int j = 0; j < SC_U; j++) {
+                pv[j] = t0 + j < t1 ? expf((pv[j] - mx) * inv_t) : -2.0f; /* -2: past the run, never kept */
+                if (pv[j] >= thr) part += pv[j];
+            }
+            double tot;
+            double cum = sm.kept + block_excl_scan_d(part, sm.red, &tot);
+#pragma unroll
+            for (int j = 0; j < SC_U; j++) {
+                if (!(pv[j] >= thr)) continue;
+                cum += pv[j];
                 if (u < cum) {
-                    atomicMin(&s_misc[0], i);
+                    atomicMin(&sm.misc[2], t0 + j);
                     break;
                 }
             }
-            if (last >= 0) atomicMax(&s_misc[1], last);
             __syncthreads();
-            /* no crossing (rounding): the last kept token; nothing kept (min_p > 1): id 0, as sampler.c */
-            tok = s_misc[0] != INT_MAX ? s_misc[0] : s_misc[1] >= 0 ? s_misc[1] : 0;
+            tok = sm.misc[2] != INT_MAX ? sm.misc[2] : s_lastid[cs] >= 0 ? s_lastid[cs] : 0;
         }
     }
-    if (tid == 0) out[row] = tl_cu_samp_out{tok, (float)((double)l[tok] - lse)};
+    if (tid == 0) out[row] = tok < 0 ? tl_cu_samp_out{-1, 0.f} : tl_cu_samp_out{tok, (float)((double)l[tok] - lse)};
+}
+
+/* scratch, for up to TL_CU_SAMPLE_SCRATCH_ROWS rows a launch: the two kernels' row counters (zero between
+ * launches: each row's last block resets its own), statistics, chunk partials, chunk records, chunk keys */
+extern "C" size_t tl_cu_sample_scratch_bytes(void) {
+    return SB_ROWS * (2 * sizeof(unsigned) + sizeof(samp_stats) + SB_NB * (sizeof(samp_part) + sizeof(samp_chunk)) +
+                      (size_t)SB_NB * SC_CH * sizeof(unsigned long long));
 }
 
 extern "C" int tl_cu_sample(const float *logits, int n_rows, int n_vocab, const tl_cu_samp *p, tl_cu_samp_out *out,
-                            void *scratch, cudaStream_t st, tl_error *e) {
+                            void *scratch, int chunked, cudaStream_t st, tl_error *e) {
     if (n_rows <= 0) return 0;
     if (n_vocab <= 0) return tl_errf(e, "cuda sample: n_vocab %d", n_vocab);
     if (!scratch) {
         sample_kernel<<<n_rows, S_BS, 0, st>>>(logits, n_vocab, p, out, NULL);
         TL_CU_LAUNCHED(e, "sample");
     }
-    unsigned *cnt = (unsigned *)scratch;
-    samp_stats *stats = (samp_stats *)(cnt + SB_ROWS);
+    unsigned *cnt = (unsigned *)scratch, *cnt2 = cnt + SB_ROWS;
+    samp_stats *stats = (samp_stats *)(cnt2 + SB_ROWS);
     samp_part *part = (samp_part *)(stats + SB_ROWS);
+    samp_chunk *rec = (samp_chunk *)(part + SB_ROWS * SB_NB);
+    unsigned long long *cand = (unsigned long long *)(rec + SB_ROWS * SB_NB);
     for (int r0 = 0; r0 < n_rows; r0 += SB_ROWS) {
         const int n = n_rows - r0 < SB_ROWS ? n_rows - r0 : SB_ROWS;
         const float *lg = logits + (size_t)r0 * n_vocab;
         sample_stats_kernel<<<dim3(SB_NB, (unsigned)n), SB_BS, 0, st>>>(lg, n_vocab, p + r0, part, stats, cnt, out + r0);
-        sample_kernel<<<n, S_BS, 0, st>>>(lg, n_vocab, p + r0, out + r0, stats);
+        if (chunked)
+            sample_chunk_kernel<<<dim3(SB_NB, (unsigned)n), S_BS, 0, st>>>(lg, n_vocab, p + r0, out + r0, stats, rec,
+                                                                            cand, cnt2);
+        else
+            sample_kernel<<<n, S_BS, 0, st>>>(lg, n_vocab, p + r0, out + r0, stats);
         cudaError_t err = cudaGetLastError();
         if (err != cudaSuccess) return tl_errf(e, "cuda sample: %s", cudaGetErrorString(err));
     }
