@@ -644,6 +644,61 @@ static __device__ double block_excl_scan_d(double v, double *buf, double *total)
     return r;
 }
 
+/* warp-aggregated slot: each lane with take gets the next free index of *ctr (one shared atomic a warp); every
+ * lane of the warp calls it */
+static __device__ __forceinline__ int samp_slot(bool take, int *ctr) {
+    const unsigned m = __ballot_sync(0xffffffffu, take);
+    if (!m) return -1;
+    const int lane = threadIdx.x & 31, leader = __ffs(m) - 1;
+    int base = 0;
+    if (lane == leader) base = atomicAdd(ctr, __popc(m));
+    base = __shfl_sync(0xffffffffu, base, leader);
+    return take ? base + __popc(m & ((1u << lane) - 1u)) : -1;
+}
+
+/* keys[0, n) distinct, n <= SC_KPT S_BS: the M (1 <= M <= n) largest moved to keys[0, M) (in their old order), by
+ * a radix select of the 64-bit keys (8 passes of 8-bit digits over registers, warp 0 finding each digit) and a
+ * stable in-place compaction. Every thread calls it. */
+#define SC_KPT 8
+static __device__ void samp_top_m(unsigned long long *keys, int n, int M, samp_sm &sm) {
+    const int tid = threadIdx.x, per = (n + S_BS - 1) / S_BS, k0 = min(n, tid * per), k1 = min(n, k0 + per);
+    unsigned long long kr[SC_KPT];
+#pragma unroll
+    for (int j = 0; j < SC_KPT; j++) kr[j] = k0 + j < k1 ? keys[k0 + j] : 0ull;
+    unsigned long long prefix = 0, mask = 0;
+    unsigned rem = (unsigned)M, above = 0; /* rem: how many of the keys matching prefix are still to take */
+    for (int shift = 56; shift >= 0; shift -= 8) {
+        for (int i = tid; i < 256; i += S_BS) sm.hist[i] = 0;
+        __syncthreads();
+#pragma unroll
+        for (int j = 0; j < SC_KPT; j++)
+            if (k0 + j < k1 && (kr[j] & mask) == prefix) atomicAdd(&sm.hist[(unsigned)(kr[j] >> shift) & 255u], 1u);
+        __syncthreads();
+        if (tid < 32) { /* the digit b with count(> b) < rem <= count(>= b): samp_cut's b' = b + 1 */
+            unsigned c;
+            const int b1 = samp_cut(sm.hist, rem - 1, 0, &c);
+            if (tid == 0) sm.misc[0] = b1 - 1, sm.misc[1] = (int)c;
+        }
+        __syncthreads();
+        prefix |= (unsigned long long)(unsigned)sm.misc[0] << shift;
+        mask |= 255ull << shift;
+        rem -= (unsigned)sm.misc[1];
+        above += (unsigned)sm.misc[1];
+        __syncthreads();
+    }
+    (void)above;
+    /* prefix is the M-th largest key: take keys >= prefix (exactly M: distinct) */
+    int c = 0;
+#pragma unroll
+    for (int j = 0; j < SC_KPT; j++) c += k0 + j < k1 && kr[j] >= prefix;
+    int tot;
+    int o = block_excl_scan_i(c, sm.ibuf, &tot); /* (its barriers: every thread's keys are in registers) */
+#pragma unroll
+    for (int j = 0; j < SC_KPT; j++)
+        if (k0 + j < k1 && kr[j] >= prefix) keys[o++] = kr[j];
+    __syncthreads();
+}
+
 /* grid (SB_NB, n_rows), S_BS threads; after sample_stats_kernel (stats[row].mx, lse). (__launch_bounds__(S_BS) let
  * ptxas stop at 64 registers and spill; 96 without.) */
 __global__ void __maxnreg__(128) sample_chunk_kernel(const float *__restrict__ logits, int nv,
@@ -732,10 +787,9 @@ __global__ void __maxnreg__(128) sample_chunk_kernel(const float *__restrict__ l
 #pragma unroll
         for (int u = 0; u < SC_U; u++) {
             const int i = c0 + tid + u * S_BS;
-            if (i < c1 && (key[u] >> 15) >= cut) {
-                const int slot = atomicAdd(&s_n, 1);
-                if (slot < SC_CH) cd[slot] = ((unsigned long long)key[u] << 32) | (0xffffffffu - (unsigned)i);
-            }
+            const bool take = i < c1 && (key[u] >> 15) >= cut;
+            const int slot = samp_slot(take, &s_n);
+            if (take && slot < SC_CH) cd[slot] = ((unsigned long long)key[u] << 32) | (0xffffffffu - (unsigned)i);
         }
     }
     /* the chunk's record; every thread's stores fenced before the block is counted */
@@ -763,33 +817,52 @@ __global__ void __maxnreg__(128) sample_chunk_kernel(const float *__restrict__ l
         unsigned U = 0;
         for (int k = 0; k < SB_NB; k++) U = max(U, s_cut[k]);
         const unsigned long long *cd = cand + (size_t)row * SB_NB * SC_CH;
-        for (int i = tid; i < SB_NB * SC_CH; i += S_BS) {
+        for (int i = tid; i < SB_NB * SC_CH; i += S_BS) { /* (the same trip count in every thread) */
             const int k = i / SC_CH, j = i % SC_CH;
-            if (j < s_cn[k]) {
-                const unsigned long long kk = __ldcg(&cd[i]);
-                if ((unsigned)(kk >> 47) >= U) sm.keys[atomicAdd(&s_n, 1)] = kk;
-            }
+            const unsigned long long kk = j < s_cn[k] ? __ldcg(&cd[i]) : 0ull;
+            const bool take = j < s_cn[k] && (unsigned)(kk >> 47) >= U;
+            const int slot = samp_slot(take, &s_n);
+            if (take) sm.keys[slot] = kk;
         }
         __syncthreads();
         const int n = s_n;
-        int S = 2;
-        while (S < n) S <<= 1;
-        for (int i = n + tid; i < S; i += S_BS) sm.keys[i] = 0ull;
-        __syncthreads();
-        bool fall = top_k && n < P.top_k;
-        if (!fall) {
+        /* the head: the top_k (top-k), else the TL_CU_SAMPLE_HEAD_P largest of the union; top-p alone whose head
+         * does not reach the cut tries the whole union before the whole row */
+        const int M = top_k ? P.top_k : min(n, P.head > 0 ? min(P.head, TL_CU_SAMPLE_CAP) : TL_CU_SAMPLE_HEAD_P);
+        bool fall = n < M || n == 0;
+        for (int pass = 0; pass < 2 && !fall; pass++) {
+            const int m = pass ? n : M;
+            if (pass == 0 && M < n) samp_top_m(sm.keys, n, M, sm);
+            if (pass == 1) { /* the whole union again (samp_top_m kept only M of it in keys): gather once more */
+                if (tid == 0) s_n = 0;
+                __syncthreads();
+                for (int i = tid; i < SB_NB * SC_CH; i += S_BS) {
+                    const int k = i / SC_CH, j = i % SC_CH;
+                    const unsigned long long kk = j < s_cn[k] ? __ldcg(&cd[i]) : 0ull;
+                    const bool take = j < s_cn[k] && (unsigned)(kk >> 47) >= U;
+                    const int slot = samp_slot(take, &s_n);
+                    if (take) sm.keys[slot] = kk;
+                }
+                __syncthreads();
+            }
+            int S = 2;
+            while (S < m) S <<= 1;
+            for (int i = m + tid; i < S; i += S_BS) sm.keys[i] = 0ull;
+            __syncthreads();
             samp_bitonic_desc(sm.keys, S);
             if (tid == 0) {
                 double total = 0;
                 for (int k = 0; k < SB_NB; k++) total += s_mass[k];
                 bool defer;
-                const int t = samp_walk(sm.keys, top_k ? P.top_k : n, P, total, top_k, top_p, nv, &defer);
+                const int t = samp_walk(sm.keys, m, P, total, top_k, top_p, nv, &defer);
                 sm.misc[0] = t, sm.misc[1] = defer;
             }
             __syncthreads();
-            fall = sm.misc[1];
             tok = sm.misc[0];
+            const bool defer = sm.misc[1];
             __syncthreads();
+            if (!defer) break;
+            fall = pass == 1 || m == n;
         }
         if (fall) tok = samp_row(l, nv, P, mx, sm); /* (uniform) */
     } else {
