@@ -699,6 +699,27 @@ static __device__ void samp_top_m(unsigned long long *keys, int n, int M, samp_s
     __syncthreads();
 }
 
+/* The chunks' keys at or above U (16-bit prefix) into keys (any order; *n counts them, zero on entry): chunk k
+ * handed over cn[k] keys at cd[k SC_CH ..]. Every thread calls it; its loads are issued at once. */
+static __device__ void samp_union(const unsigned long long *cd, const int *cn, unsigned U, unsigned long long *keys,
+                                  int *n) {
+    constexpr int R = SB_NB * SC_CH / S_BS;
+    static_assert(SB_NB * SC_CH % S_BS == 0, "whole rounds");
+    unsigned long long kk[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        const int i = (int)threadIdx.x + r * S_BS;
+        kk[r] = i % SC_CH < cn[i / SC_CH] ? __ldcg(&cd[i]) : 0ull;
+    }
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        const int i = (int)threadIdx.x + r * S_BS;
+        const bool take = i % SC_CH < cn[i / SC_CH] && (unsigned)(kk[r] >> 47) >= U;
+        const int slot = samp_slot(take, n);
+        if (take) keys[slot] = kk[r];
+    }
+}
+
 /* grid (SB_NB, n_rows), S_BS threads; after sample_stats_kernel (stats[row].mx, lse). (__launch_bounds__(S_BS) let
  * ptxas stop at 64 registers and spill; 96 without.) */
 __global__ void __maxnreg__(128) sample_chunk_kernel(const float *__restrict__ logits, int nv,
@@ -712,30 +733,30 @@ __global__ void __maxnreg__(128) sample_chunk_kernel(const float *__restrict__ l
     __shared__ unsigned s_cut[SB_NB];
     __shared__ int s_cn[SB_NB], s_lastid[SB_NB];
     const int b = blockIdx.x, row = blockIdx.y, tid = threadIdx.x;
+    const float *l = logits + (size_t)row * nv;
+    const int chunk = (nv + SB_NB - 1) / SB_NB, c0 = min(nv, b * chunk), c1 = min(nv, c0 + chunk);
+    /* the chunk (element c0 + tid + u S_BS of thread tid), the parameters and the statistics: all loaded at once */
+    float v[SC_U];
+#pragma unroll
+    for (int u = 0; u < SC_U; u++) {
+        const int i = c0 + tid + u * S_BS;
+        v[u] = i < c1 && chunk <= SC_U * S_BS ? l[i] : 0.f;
+    }
     const tl_cu_samp P = prm[row];
+    const float mx = stats[row].mx;
+    const double lse = stats[row].lse;
     if (P.skip) {
         if (b == 0 && tid == 0) out[row] = tl_cu_samp_out{-1, 0.f};
         return;
     }
     if (!(P.temperature > 0.0f)) return; /* greedy: answered by sample_stats_kernel */
-    const float *l = logits + (size_t)row * nv;
-    const float mx = stats[row].mx;
-    const double lse = stats[row].lse;
     const float inv_t = 1.0f / P.temperature;
     const bool top_p = P.top_p > 0.0f && P.top_p < 1.0f, top_k = P.top_k > 0 && P.top_k < nv, head = top_p || top_k;
-    const int chunk = (nv + SB_NB - 1) / SB_NB, c0 = min(nv, b * chunk), c1 = min(nv, c0 + chunk);
     if (chunk > SC_U * S_BS || (top_k && P.top_k > TL_CU_SAMPLE_CAP)) { /* one block over the row */
         if (b) return;
         const int tok = samp_row(l, nv, P, mx, sm);
         if (tid == 0) out[row] = tok < 0 ? tl_cu_samp_out{-1, 0.f} : tl_cu_samp_out{tok, (float)((double)l[tok] - lse)};
         return;
-    }
-    /* the chunk: element c0 + tid + u S_BS of thread tid, all loaded at once */
-    float v[SC_U];
-#pragma unroll
-    for (int u = 0; u < SC_U; u++) {
-        const int i = c0 + tid + u * S_BS;
-        v[u] = i < c1 ? l[i] : 0.f;
     }
     unsigned key[SC_U];
     const float thr = head ? -1.0f : P.min_p > 0.0f ? P.min_p : -1.0f;
@@ -817,32 +838,28 @@ __global__ void __maxnreg__(128) sample_chunk_kernel(const float *__restrict__ l
         unsigned U = 0;
         for (int k = 0; k < SB_NB; k++) U = max(U, s_cut[k]);
         const unsigned long long *cd = cand + (size_t)row * SB_NB * SC_CH;
-        for (int i = tid; i < SB_NB * SC_CH; i += S_BS) { /* (the same trip count in every thread) */
-            const int k = i / SC_CH, j = i % SC_CH;
-            const unsigned long long kk = j < s_cn[k] ? __ldcg(&cd[i]) : 0ull;
-            const bool take = j < s_cn[k] && (unsigned)(kk >> 47) >= U;
-            const int slot = samp_slot(take, &s_n);
-            if (take) sm.keys[slot] = kk;
-        }
+        samp_union(cd, s_cn, U, sm.keys, &s_n);
         __syncthreads();
         const int n = s_n;
         /* the head: the top_k (top-k), else the TL_CU_SAMPLE_HEAD_P largest of the union; top-p alone whose head
          * does not reach the cut tries the whole union before the whole row */
         const int M = top_k ? P.top_k : min(n, P.head > 0 ? min(P.head, TL_CU_SAMPLE_CAP) : TL_CU_SAMPLE_HEAD_P);
         bool fall = n < M || n == 0;
+        if (!top_k && !fall) { /* top-p alone: a union whose mass is short of the cut (flat rows) goes to the row */
+            double um = 0;
+            for (int i = tid; i < n; i += S_BS) um += (double)__uint_as_float((unsigned)(sm.keys[i] >> 32));
+            um = block_sum_d(um, sm.red);
+            double total = 0;
+            for (int k = 0; k < SB_NB; k++) total += s_mass[k];
+            fall = um < (double)P.top_p * total * (1.0 - 1e-9); /* (margin: another summation order) */
+        }
         for (int pass = 0; pass < 2 && !fall; pass++) {
             const int m = pass ? n : M;
             if (pass == 0 && M < n) samp_top_m(sm.keys, n, M, sm);
             if (pass == 1) { /* the whole union again (samp_top_m kept only M of it in keys): gather once more */
                 if (tid == 0) s_n = 0;
                 __syncthreads();
-                for (int i = tid; i < SB_NB * SC_CH; i += S_BS) {
-                    const int k = i / SC_CH, j = i % SC_CH;
-                    const unsigned long long kk = j < s_cn[k] ? __ldcg(&cd[i]) : 0ull;
-                    const bool take = j < s_cn[k] && (unsigned)(kk >> 47) >= U;
-                    const int slot = samp_slot(take, &s_n);
-                    if (take) sm.keys[slot] = kk;
-                }
+                samp_union(cd, s_cn, U, sm.keys, &s_n);
                 __syncthreads();
             }
             int S = 2;
