@@ -1,4 +1,5 @@
-/* cu_sample.h: next-token sampling on the GPU (sample.cu), one block per logit row.
+/* cu_sample.h: next-token sampling on the GPU (sample.cu): a row's passes spread over many blocks (scratch),
+ * or one block per logit row.
  *
  * Same order and semantics as engine/sampler.c without penalties: greedy (first maximum) when
  * temperature <= 0, else p_i = expf((l_i - max) / T) -> top-k -> top-p -> min-p -> one draw with the

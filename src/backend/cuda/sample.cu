@@ -1,11 +1,16 @@
 /* sample.cu: per-row sampling on the GPU (see cu_sample.h for the contract).
  *
+ * With scratch (the backend's path), every row first goes through sample_stats_kernel: SB_NB blocks a row each
+ * take a contiguous chunk (max, first argmax, sum exp(l - max)), the row's last block combines them: max,
+ * argmax, log-sum-exp. Greedy rows are done there. Sampled rows (temperature > 0) then go through
+ * sample_chunk_kernel (below: the chunks again, each once, from the row's max; its last block draws), or with
+ * chunked = 0 (comparisons) through sample_kernel's one block a row. Without scratch, sample_kernel does all:
  * One block of S_BS threads per row; the row (n_vocab fp32, ~600 KB for Qwen2) is read from global/L2:
  *   1. max + first argmax of the raw logits, then sum exp(l - max) (fp64) -> log-sum-exp
  *   greedy: done. sampled, p_i = expf((l_i - max) / T) recomputed on each pass (cheaper than storing):
  *   2a. top-k / top-p: radix select (4 passes of 8-bit histograms, integer atomics: deterministic) finds the
- *       M-th largest p (M = top_k, or CAP for top-p), the M candidates (ties at the cut: lowest ids) are
- *       gathered by a block scan over contiguous id ranges, bitonic-sorted in shared memory by (p desc,
+ *       M-th largest p (M = top_k, or the head's size for top-p), the M candidates (ties at the cut: lowest ids)
+ *       are gathered by a block scan over contiguous id ranges, bitonic-sorted in shared memory by (p desc,
  *       id asc), and thread 0 walks them exactly as sampler.c does (fp64 sums in the same order).
  *   2b. neither: id order; each thread walks its contiguous id range from its exclusive prefix mass, the
  *       first crossing of u * kept (atomicMin of an index: deterministic) is the token.
