@@ -658,7 +658,7 @@ static void decode_variants(const char *spec, double copy) {
                                        "TL_CUDA_ATT_FUSE", "TL_CUDA_GU_PAIR", "TL_CUDA_QKV_ROOM", "TL_CUDA_GEMV_DBG",
                                        "TL_CUDA_SAMPLE_ONEBLOCK", "TL_CUDA_SAMPLE_GRAPH", "TL_BENCH_TOP_P",
                                        "TL_BENCH_TEMP", "TL_CUDA_SAMPLE_HEAD", "TL_BENCH_TOP_K",
-                                       "TL_CUDA_SAMPLE_CHUNKS", "TL_CUDA_O_EARLY"};
+                                       "TL_CUDA_SAMPLE_CHUNKS"};
     const int nkeys = (int)(sizeof keys / sizeof keys[0]);
     static const char *const var[][2] = {
         {"default (gate/up pairs, q/k/v room, 128 keys)", ""},
@@ -714,10 +714,10 @@ static void decode_variants(const char *spec, double copy) {
     static const char *const exp_var[][2] = {
         {"default (v5, x first 2, ring <= 5)", ""},
         {"default, pipelined as the engine (launch / collect)", "PIPE"},
-        {"o_proj resident during the attention", "TL_CUDA_O_EARLY=1"},
-        {"o_proj resident during the attention, pipelined", "TL_CUDA_O_EARLY=1 PIPE"},
         {"pipelined, temp 0.02 + top-p 0.8 (peaked rows)", "TL_BENCH_TOP_P=0.8 TL_BENCH_TEMP=0.02 PIPE"},
         {"  the same, one block a sampled row", "TL_BENCH_TOP_P=0.8 TL_BENCH_TEMP=0.02 TL_CUDA_SAMPLE_CHUNKS=0 PIPE"},
+        {"pipelined, temp 0.005 + top-p 0.8", "TL_BENCH_TOP_P=0.8 TL_BENCH_TEMP=0.005 PIPE"},
+        {"  the same, one block a sampled row", "TL_BENCH_TOP_P=0.8 TL_BENCH_TEMP=0.005 TL_CUDA_SAMPLE_CHUNKS=0 PIPE"},
         {"pipelined, temp 0.7 + top-k 40", "TL_BENCH_TOP_P=1 TL_BENCH_TOP_K=40 PIPE"},
         {"  the same, one block a sampled row", "TL_BENCH_TOP_P=1 TL_BENCH_TOP_K=40 TL_CUDA_SAMPLE_CHUNKS=0 PIPE"},
         {"pipelined, temp 0.7 alone (id order)", "TL_BENCH_TOP_P=1 PIPE"},
@@ -726,8 +726,6 @@ static void decode_variants(const char *spec, double copy) {
         {"  the same, one block a sampled row", "TL_BENCH_TOP_P=0.8 TL_CUDA_SAMPLE_CHUNKS=0 PIPE"},
         {"default again", ""},
         {"default, pipelined, again", "PIPE"},
-        {"o_proj resident during the attention, again", "TL_CUDA_O_EARLY=1"},
-        {"o_proj resident during the attention, pipelined, again", "TL_CUDA_O_EARLY=1 PIPE"},
     };
     const char *set = getenv("TL_BENCH_SET");
     const int use_exp = set && !strcmp(set, "exp");

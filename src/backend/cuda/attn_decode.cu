@@ -397,10 +397,9 @@ __global__ void __launch_bounds__(32 * AD_NW, 3) attn_decode_kernel(const ad_arg
 
 /* grid (n_tok, n_head), D threads: merges the n_split slices of one (token, head), in slice order. */
 __global__ void attn_decode_merge_kernel(const float *__restrict__ partial, float *__restrict__ out, int n_head, int D,
-                                         int n_split, unsigned long long *trace, int early) {
+                                         int n_split, unsigned long long *trace) {
     const int t = blockIdx.x, hq = blockIdx.y, d = threadIdx.x;
     if (d == 0) tl_cu_mark(trace, 0);
-    if (early) tl_cu_pdl_trigger(); /* (measurement: the dependent's blocks resident during the attention) */
     tl_cu_pdl_wait();
     if (d == 0) tl_cu_mark(trace, 1);
     tl_cu_pdl_trigger();
@@ -447,8 +446,7 @@ static int ad_launch(const tl_cu_attn_args *a, const tl_cu_rope_args *r, int n_s
     if (err != cudaSuccess) return tl_errf(e, "cuda: decode attention: %s", cudaGetErrorString(err));
     if (n_split == 1 || k.cnt || k.cluster) TL_CU_LAUNCHED(e, "decode attention");
     err = tl_cu_launch(attn_decode_merge_kernel, dim3((unsigned)a->n_tok, (unsigned)a->n_head), dim3(a->head_dim), 0, st,
-                       a->pdl, (const float *)a->partial, a->out, a->n_head, a->head_dim, n_split, a->trace_merge,
-                       a->merge_early);
+                       a->pdl, (const float *)a->partial, a->out, a->n_head, a->head_dim, n_split, a->trace_merge);
     if (err != cudaSuccess) return tl_errf(e, "cuda: decode attention merge: %s", cudaGetErrorString(err));
     TL_CU_LAUNCHED(e, "decode attention merge");
 }

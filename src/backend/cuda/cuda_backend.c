@@ -50,7 +50,7 @@ static const char *const p_name[P_N] = {"other", "matmul", "attention", "lm_head
                                    * PDL wait) measured 2.046-2.061 ms/token against 2.112-2.126 with 64 (32 blocks,
                                    * q/k/v on 100) and 2.126-2.144 with 256, H100, one run (TL_CUDA_SPLIT_KEYS); without
                                    * the room 64 was as fast as 128 (3765dec, 17d9798) and 128 is now 2.170-2.174 */
-#define CU_GKEY 25                /* graph key: the shape and switches a captured decode step depends on */
+#define CU_GKEY 24                /* graph key: the shape and switches a captured decode step depends on */
 #define CU_NBUF 2                 /* steps launched and not collected at most (cu_launch); host buffers per kind */
 #define CU_BIG_T 512              /* forwards of more tokens: bf16 activations into cuBLAS (layer_big) */
 #define CU_Q4GEMM_COPY_MAX 48     /* INT4 products of 17..CU_BIG_T rows take q4_gemm.cu's kernel up to this many rows */
@@ -174,8 +174,6 @@ typedef struct cu_impl {
     void *samp_scratch;         /* tl_cu_sample's row statistics over many blocks (zeroed once) */
     int samp_oneblock;          /* TL_CUDA_SAMPLE_ONEBLOCK=1: one block reads each row (as before; comparisons) */
     int samp_chunked;           /* sampled rows over many blocks (TL_CUDA_SAMPLE_CHUNKS=0: one block a row) */
-    int o_early;                /* TL_CUDA_O_EARLY=1 (measurement): the merge triggers o_proj at its start, o's
-                                 * producer waits for the merge before its first stage */
     int no_samp_graph;          /* TL_CUDA_SAMPLE_GRAPH=0: sampling after the graph, never inside (comparisons) */
     int sampling;               /* forward_body samples its chunks (in a captured graph: when every row is the device's) */
     size_t bf16w_bytes;         /* bf16 copies of the INT4 matrices (make_bf16_copies) */
@@ -950,7 +948,6 @@ static int forward_decode(cu_impl *ci, const tl_model *m, tl_kv *kv, int T, int 
         }
         tl_cu_gemv_args *g4[4] = {&qkv, &o, &gu, &down};
         for (int k = 0; k < 4; k++) g4[k]->impl = ci->probe, g4[k]->ring = ci->ring, g4[k]->dbg = ci->gemv_dbg;
-        if (ci->o_early) aa.merge_early = 1, o.dbg |= 2048; /* (measurement, TL_CUDA_O_EARLY) */
         if (ci->trace && 6 * l + 6 <= TL_CU_TRACE_ROWS) { /* rows: q/k/v, attention, merge, o, gate/up, down */
             unsigned long long *r = ci->trace_d + (size_t)6 * l * TL_CU_TRACE_ROW;
             qkv.trace = r, aa.trace = r + TL_CU_TRACE_ROW, aa.trace_merge = r + 2 * TL_CU_TRACE_ROW;
@@ -1073,7 +1070,7 @@ static int enqueue_work(cu_impl *ci, const tl_model *m, tl_kv *kv, const tl_batc
                                  kv->n_blocks, ci->gemv_old, ci->no_fuse, ci->no_pdl, ci->merge_last, ci->attn_dec,
                                  ci->ring, ci->dbg_skip, ci->probe, ci->att_fuse, ci->fuse_on, ci->gu_pair,
                                  ci->qkv_room, ci->gemv_dbg, ci->trace, (intptr_t)ci->sout_d, samp_in_graph,
-                                 ci->samp_oneblock, ci->samp_chunked, ci->o_early};
+                                 ci->samp_oneblock, ci->samp_chunked};
         if (!ci->gexec || memcmp(key, ci->gkey, sizeof key)) {
             graph_drop(ci); /* (an instance still queued or running is freed when it completes) */
             cudaGraph_t g;
@@ -1161,8 +1158,6 @@ static int enqueue_step(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_b
     ci->samp_oneblock = so && !strcmp(so, "1");
     const char *sc = getenv("TL_CUDA_SAMPLE_CHUNKS");
     ci->samp_chunked = !(sc && !strcmp(sc, "0"));
-    const char *oe = getenv("TL_CUDA_O_EARLY");
-    ci->o_early = oe && !strcmp(oe, "1");
     const char *sg = getenv("TL_CUDA_SAMPLE_GRAPH");
     ci->no_samp_graph = sg && !strcmp(sg, "0");
     const char *qg = getenv("TL_CUDA_Q4GEMM");

@@ -86,8 +86,7 @@ typedef struct tl_cu_gemv_args {
               * to 20480 columns, as before 72B's 29568 were covered (the same results), 128 at one token v4
               * instead of v5 (the same results), bits 12-14 (x first, q4_gemv.cu gs_xfirst) 7 the old
               * order (every ring stage issued before x), n < 7 n - 1 stages before x (the same results), 1024 every tile
-              * reads tile (its index % 64)'s weights (L2-resident after their first use: the consumers' speed), 2048 the
-              * producer waits for the previous kernel before its first stage (the same results) */
+              * reads tile (its index % 64)'s weights (L2-resident after their first use: the consumers' speed) */
     unsigned long long *trace; /* measurement: the launch's trace row (tl_cu_mark), or NULL */
 } tl_cu_gemv_args;
 enum { TL_CU_GEMV_V3 = 5, TL_CU_GEMV_RING = 6, TL_CU_GEMV_MATH = 7 };
@@ -203,7 +202,6 @@ typedef struct tl_cu_attn_args {
                                   * no merge kernel; over counters); attn.cu ignores it */
     int pdl;                     /* launch as a programmatic dependent (see cu_common.cuh) */
     unsigned long long *trace, *trace_merge; /* measurement: trace rows of the attention / merge launches, or NULL */
-    int merge_early;             /* measurement: attn_decode.cu's merge kernel triggers its dependent at its start */
 } tl_cu_attn_args;
 int tl_cu_attention(const tl_cu_attn_args *a, cudaStream_t st, tl_error *e);
 /* How many context slices tl_cu_attention will use for these arguments (a pure function of them). */

@@ -299,7 +299,6 @@ __global__ void __launch_bounds__(32 * (W + 2), 1) q4s_kernel(const q4g_params p
             unsigned ph = 0;
             const int xf = gs_xfirst(p.dbg); /* x first: xf - 1 stages, then wait for the x loads (0: off) */
             bool synced = !xf;
-            if (p.dbg & 2048) tl_cu_pdl_wait(); /* (measurement: launched early, no weights in flight before) */
             for (int un = blockIdx.x; un < p.nunits; un += gridDim.x)
                 for (int tile = un, k = 0; k < p.per; k++, tile += p.nunits)
                 for (int st = 0; st < nst; st++) {
