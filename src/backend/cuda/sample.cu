@@ -740,21 +740,21 @@ __global__ void __maxnreg__(128) sample_chunk_kernel(const float *__restrict__ l
     const int b = blockIdx.x, row = blockIdx.y, tid = threadIdx.x;
     const float *l = logits + (size_t)row * nv;
     const int chunk = (nv + SB_NB - 1) / SB_NB, c0 = min(nv, b * chunk), c1 = min(nv, c0 + chunk);
-    /* the chunk (element c0 + tid + u S_BS of thread tid), the parameters and the statistics: all loaded at once */
+    const tl_cu_samp P = prm[row];
+    const float mx = stats[row].mx; /* (loaded with P: no round trip for it after the test) */
+    const double lse = stats[row].lse;
+    if (P.skip) {
+        if (b == 0 && tid == 0) out[row] = tl_cu_samp_out{-1, 0.f};
+        return;
+    }
+    if (!(P.temperature > 0.0f)) return; /* greedy: answered by sample_stats_kernel (its row is not read again) */
+    /* the chunk: element c0 + tid + u S_BS of thread tid, all loaded at once */
     float v[SC_U];
 #pragma unroll
     for (int u = 0; u < SC_U; u++) {
         const int i = c0 + tid + u * S_BS;
         v[u] = i < c1 && chunk <= SC_U * S_BS ? l[i] : 0.f;
     }
-    const tl_cu_samp P = prm[row];
-    const float mx = stats[row].mx;
-    const double lse = stats[row].lse;
-    if (P.skip) {
-        if (b == 0 && tid == 0) out[row] = tl_cu_samp_out{-1, 0.f};
-        return;
-    }
-    if (!(P.temperature > 0.0f)) return; /* greedy: answered by sample_stats_kernel */
     const float inv_t = 1.0f / P.temperature;
     const bool top_p = P.top_p > 0.0f && P.top_p < 1.0f, top_k = P.top_k > 0 && P.top_k < nv, head = top_p || top_k;
     if (chunk > SC_U * S_BS || (top_k && P.top_k > TL_CU_SAMPLE_CAP)) { /* one block over the row */
