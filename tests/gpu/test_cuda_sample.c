@@ -86,6 +86,16 @@ static void test_kernel(int V, int R) {
         CU(cudaMemcpy(outs[pass], dout, (size_t)R * sizeof *dout, cudaMemcpyDeviceToHost));
     }
     CHECK(!memcmp(out, out2, (size_t)R * sizeof *out), "V %d: two launches differ", V);
+    { /* the statistics over many blocks change no one-block draw: the same tokens, logprobs to rounding */
+        int tok_diff = 0;
+        double lp_diff = 0;
+        for (int r = 0; r < R; r++) {
+            tok_diff += outs[1][r].token != outs[0][r].token;
+            lp_diff = fmax(lp_diff, fabs((double)outs[1][r].logprob - outs[0][r].logprob));
+        }
+        CHECK(tok_diff == 0 && lp_diff <= 1e-5, "V %d R %d: many-block statistics against one block: %d tokens differ, "
+              "logprob by %g", V, R, tok_diff, lp_diff);
+    }
     for (int pass = 0; pass < 2; pass++) { /* the single-block draws: as the default's, but for boundary cases */
         int tok_diff = 0;
         double lp_diff = 0;

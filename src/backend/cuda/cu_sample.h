@@ -9,10 +9,12 @@
  * Differences from the CPU: expf may differ by an ulp and fp64 sums are added in another order, so two
  * candidates at a boundary (top-k/top-p cut, draw) can swap; greedy is exact.
  * Top-k must lie in the TL_CU_SAMPLE_CAP most likely tokens: a row with top_k > CAP gets token -1 (the host
- * samples it). Top-p alone first sorts a head of the TL_CU_SAMPLE_HEAD_P most likely tokens; a row whose top-p
- * mass the head does not reach is sampled by mass searches over the whole row (integer masses of 2^-40: a
- * crossing may differ from sampler.c's fp64 sums at a boundary), so such rows never come back to the host (since
- * session 9: they can be pipelined). */
+ * samples it). Top-p alone first sorts a head of the TL_CU_SAMPLE_HEAD_P most likely tokens (chunked: then, if
+ * that head does not reach the cut, every token of the chunks' union, up to 4096, walked exactly the same way); a
+ * row whose top-p mass the head does not reach is sampled by mass searches over the whole row (integer masses of
+ * 2^-40: a crossing may differ from sampler.c's fp64 sums at a boundary), so such rows never come back to the host
+ * (since session 9: they can be pipelined). A NaN logit makes a row's p and sums NaN: the paths may then pick
+ * different tokens (never out of range). */
 #ifndef TL_CU_SAMPLE_H
 #define TL_CU_SAMPLE_H
 
