@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Compiles the CUDA backend, the GPU tests and the GPU benchmarks with -Werror, runs nothing (no GPU needed).
-# The CI machine has no CUDA: NVIDIA's CUDA 13.0 toolkit (the GPU machine's nvcc) comes from PyPI's wheels (nvcc,
-# nvvm, crt, runtime, cccl, cuBLAS: ~1.1 GB unpacked) into build-cuda/toolkit, once. On a machine with nvcc the
-# GPU path is built and tested by scripts/gpu.sh instead.
+# For a machine without nvcc: compiles the CUDA backend, the GPU tests and the GPU benchmarks with -Werror, runs
+# nothing (no GPU needed), with NVIDIA's CUDA 13.0 toolkit (the GPU machine's nvcc version) from PyPI's wheels
+# (nvcc, nvvm, crt, runtime, cccl, cuBLAS: ~500 MB download, ~1.1 GB unpacked) in build-cuda/toolkit, once.
+# Where nvcc is on PATH (the CI machine, the GPU machine) scripts/test.sh already compiles all of it, and .ci/run
+# calls this only when nvcc is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
