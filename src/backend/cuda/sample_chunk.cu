@@ -81,7 +81,7 @@ static __device__ void samp_top_m(unsigned long long *keys, int n, int M, samp_s
 #pragma unroll
     for (int j = 0; j < SC_KPT; j++) kr[j] = k0 + j < k1 ? keys[k0 + j] : 0ull;
     unsigned long long prefix = 0, mask = 0;
-    unsigned rem = (unsigned)M, above = 0; /* rem: how many of the keys matching prefix are still to take */
+    unsigned rem = (unsigned)M; /* how many of the keys matching prefix are still to take */
     for (int shift = 56; shift >= 0; shift -= 8) {
         for (int i = tid; i < 256; i += S_BS) sm.hist[i] = 0;
         __syncthreads();
@@ -98,10 +98,8 @@ static __device__ void samp_top_m(unsigned long long *keys, int n, int M, samp_s
         prefix |= (unsigned long long)(unsigned)sm.misc[0] << shift;
         mask |= 255ull << shift;
         rem -= (unsigned)sm.misc[1];
-        above += (unsigned)sm.misc[1];
         __syncthreads();
     }
-    (void)above;
     /* prefix is the M-th largest key: take keys >= prefix (exactly M: distinct) */
     int c = 0;
 #pragma unroll
