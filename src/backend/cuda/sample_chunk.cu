@@ -31,34 +31,6 @@ static __device__ int samp_cut(const unsigned *h, unsigned limit, unsigned base,
     return b;
 }
 
-/* exclusive prefix sums of one fp64 a thread, fixed tree (deterministic); *total: the block's sum */
-static __device__ double block_excl_scan_d(double v, double *buf, double *total) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    double x = v;
-#pragma unroll
-    for (int o = 1; o < 32; o <<= 1) {
-        const double y = __shfl_up_sync(0xffffffffu, x, o);
-        if (lane >= o) x += y;
-    }
-    const double ex = __shfl_up_sync(0xffffffffu, x, 1); /* the lanes before this one (lane 0: none) */
-    if (lane == 31) buf[warp] = x;
-    __syncthreads();
-    if (warp == 0) {
-        double w = lane < S_BS / 32 ? buf[lane] : 0.0;
-#pragma unroll
-        for (int o = 1; o < 32; o <<= 1) {
-            const double y = __shfl_up_sync(0xffffffffu, w, o);
-            if (lane >= o) w += y;
-        }
-        if (lane < S_BS / 32) buf[32 + lane] = w; /* inclusive over warps */
-    }
-    __syncthreads();
-    const double r = (warp ? buf[32 + warp - 1] : 0.0) + (lane ? ex : 0.0);
-    *total = buf[32 + S_BS / 32 - 1];
-    __syncthreads();
-    return r;
-}
-
 /* warp-aggregated slot: each lane with take gets the next free index of *ctr (one shared atomic a warp); every
  * lane of the warp calls it */
 static __device__ __forceinline__ int samp_slot(bool take, int *ctr) {
@@ -105,7 +77,7 @@ static __device__ void samp_top_m(unsigned long long *keys, int n, int M, samp_s
 #pragma unroll
     for (int j = 0; j < SC_KPT; j++) c += k0 + j < k1 && kr[j] >= prefix;
     int tot;
-    int o = block_excl_scan_i(c, sm.ibuf, &tot); /* (its barriers: every thread's keys are in registers) */
+    int o = block_excl_scan<int>(c, sm.ibuf, &tot); /* (its barriers: every thread's keys are in registers) */
 #pragma unroll
     for (int j = 0; j < SC_KPT; j++)
         if (k0 + j < k1 && kr[j] >= prefix) keys[o++] = kr[j];
@@ -329,7 +301,7 @@ __global__ void __maxnreg__(128) sample_chunk_kernel(const float *__restrict__ l
                 if (pv[j] >= thr) part += pv[j];
             }
             double tot;
-            double cum = sm.kept + block_excl_scan_d(part, sm.red, &tot);
+            double cum = sm.kept + block_excl_scan<double>(part, sm.red, &tot);
 #pragma unroll
             for (int j = 0; j < SC_U; j++) {
                 if (!(pv[j] >= thr)) continue;

@@ -52,31 +52,33 @@ static __device__ double block_sum_d(double v, double *red) {
     return r;
 }
 
-/* exclusive scan of one int per thread (thread 0 walks: S_BS values) */
-static __device__ int block_excl_scan_i(int v, int *buf, int *total) {
-    /* shuffles within a warp, then warp 0 over the warps' totals (integers: the same sums as thread 0's walk
-     * over S_BS values, which took ~3 us; buf: >= 2 S_BS / 32 ints) */
+/* exclusive prefix sums of one value a thread over the block (S_BS threads), and *total the block's sum: shuffles
+ * within a warp, then warp 0 over the warps' totals; a fixed order (deterministic; integers: the same sums as
+ * thread 0's walk over S_BS values, which took ~3 us). buf: >= 2 S_BS / 32 values. Every thread calls it. */
+template <typename T> static __device__ T block_excl_scan(T v, T *buf, T *total) {
+    constexpr int NW = S_BS / 32;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    int x = v;
+    T x = v;
 #pragma unroll
     for (int o = 1; o < 32; o <<= 1) {
-        const int y = __shfl_up_sync(0xffffffffu, x, o);
+        const T y = __shfl_up_sync(0xffffffffu, x, o);
         if (lane >= o) x += y;
     }
+    const T ex = __shfl_up_sync(0xffffffffu, x, 1); /* the lanes before this one (lane 0: none) */
     if (lane == 31) buf[warp] = x;
     __syncthreads();
     if (warp == 0) {
-        int w = lane < S_BS / 32 ? buf[lane] : 0;
+        T w = lane < NW ? buf[lane] : T(0);
 #pragma unroll
         for (int o = 1; o < 32; o <<= 1) {
-            const int y = __shfl_up_sync(0xffffffffu, w, o);
+            const T y = __shfl_up_sync(0xffffffffu, w, o);
             if (lane >= o) w += y;
         }
-        if (lane < S_BS / 32) buf[S_BS / 32 + lane] = w; /* inclusive over warps */
+        if (lane < NW) buf[NW + lane] = w; /* inclusive over warps */
     }
     __syncthreads();
-    const int r = (warp ? buf[S_BS / 32 + warp - 1] : 0) + x - v;
-    *total = buf[2 * (S_BS / 32) - 1];
+    const T r = (warp ? buf[NW + warp - 1] : T(0)) + (lane ? ex : T(0));
+    *total = buf[2 * NW - 1];
     __syncthreads();
     return r;
 }
@@ -172,7 +174,7 @@ static __device__ int samp_nth_key(const float *l, float mx, float inv_t, int c0
     int n = 0;
     samp_range(l, c0, c1, mx, inv_t, [&](int, float p) { n += __float_as_uint(p) == v; });
     int tot;
-    int o = block_excl_scan_i(n, ibuf, &tot);
+    int o = block_excl_scan<int>(n, ibuf, &tot);
     if (threadIdx.x == 0) *s_out = -1;
     __syncthreads();
     if (j >= o && j < o + n)
@@ -383,8 +385,8 @@ static __device__ int samp_row(const float *l, int nv, const tl_cu_samp &P, floa
             n_eq += k == prefix;
         });
         int tot_gt, tot_eq;
-        int o_gt = block_excl_scan_i(n_gt, sm.ibuf, &tot_gt);
-        int o_eq = block_excl_scan_i(n_eq, sm.ibuf, &tot_eq);
+        int o_gt = block_excl_scan<int>(n_gt, sm.ibuf, &tot_gt);
+        int o_eq = block_excl_scan<int>(n_eq, sm.ibuf, &tot_eq);
         samp_range(l, c0, c1, mx, inv_t, [&](int i, float p) {
             const unsigned k = __float_as_uint(p);
             const unsigned long long key = ((unsigned long long)k << 32) | (0xffffffffu - (unsigned)i);
