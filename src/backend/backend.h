@@ -54,7 +54,7 @@ struct tl_backend {
      *   forward_sample does. At most two steps are launched and not collected at any time; a collect that
      *   fails leaves the steps launched after it with undefined tokens (collect them, drop their results).
      * row_on_device: 1 when a row with these parameters is always sampled on the device (never tok -1; 0 for
- *   rs.host rows). */
+     *   rs.host rows). */
     int (*launch)(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *b, const tl_row_sampling *rs,
                   float *logits, tl_error *e);
     int (*collect)(tl_backend *be, int32_t *tok, float *logprob, tl_error *e);

@@ -203,7 +203,7 @@ __global__ void __maxnreg__(128) sample_chunk_kernel(const float *__restrict__ l
     __threadfence();
     __syncthreads();
     if (tid == 0) {
-        rec[(size_t)row * SB_NB + b] = samp_chunk{mass, head ? min(s_n, SC_CH) : 0, cut, head ? -1 : sm.misc[3], 0};
+        rec[(size_t)row * SB_NB + b] = samp_chunk{mass, head ? min(s_n, SC_CH) : 0, cut, head ? -1 : sm.misc[3]};
         __threadfence();
         s_last = atomicAdd(cnt + row, 1u) == SB_NB - 1;
     }

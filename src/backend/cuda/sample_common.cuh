@@ -476,7 +476,6 @@ typedef struct {
     int n;         /* keys handed over */
     unsigned cut;  /* their 16-bit prefix bound */
     int last;      /* id order: the chunk's last kept id, -1 */
-    int pad;
 } samp_chunk;
 
 /* sample_chunk.cu: sample_chunk_kernel over grid (SB_NB, n_rows) on st, after sample_stats_kernel */
