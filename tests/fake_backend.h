@@ -17,7 +17,7 @@ typedef struct fake_stats {
     int64_t forwards, tokens, logit_rows;
     int max_n_seq, max_n_tok;
     /* device sampling and launch / collect (fake_backend_async) */
-    int64_t launches, prev_tokens, device_rows;
+    int64_t launches, prev_tokens, device_rows, pen_rows; /* pen_rows: rows penalized here (be->penalties) */
     int64_t launch_calls, fail_launch; /* the fail_launch-th call of launch fails (0: none; tests) */
     int max_in_flight;
     int prev_n;                        /* rows of the last launched step (-1: none) */
@@ -133,6 +133,26 @@ static int32_t fake_sample_row(const float *l, int V, const tl_row_sampling *r, 
     return tok;
 }
 
+/* The penalties of a row (be->penalties) from its entries and its batch token, each distinct token once: an
+ * implementation of its own (the host sampler works from the whole history), the same arithmetic. */
+static float fake_pen1(const tl_row_sampling *r, float v, int count) {
+    if (r->repetition_penalty != 1.0f && r->repetition_penalty > 0.0f)
+        v = v > 0 ? v / r->repetition_penalty : v * r->repetition_penalty;
+    if (count > 0) v -= (float)count * r->frequency_penalty + r->presence_penalty;
+    return v;
+}
+static void fake_penalize(float *l, int V, const tl_row_sampling *r, int32_t last) {
+    int seen = 0;
+    for (int j = 0; j < r->pen_n; j++) {
+        const int32_t t = r->pen[2 * j];
+        const int c = r->pen[2 * j + 1] + (t == last && r->last_gen);
+        seen |= t == last;
+        if (t >= 0 && t < V) l[t] = fake_pen1(r, l[t], c);
+    }
+    const int rep = r->repetition_penalty != 1.0f && r->repetition_penalty > 0.0f;
+    if (!seen && last >= 0 && last < V && (rep || r->last_gen)) l[last] = fake_pen1(r, l[last], r->last_gen);
+}
+
 static int fake_forward_sample(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *b,
                                const tl_row_sampling *rs, int32_t *tok, float *logprob, float *logits, tl_error *e) {
     fake_stats *st = be->impl;
@@ -141,6 +161,14 @@ static int fake_forward_sample(tl_backend *be, const tl_model *m, tl_kv *kv, con
     float *l = malloc((size_t)(b->n_logits > 0 ? b->n_logits : 1) * V * sizeof *l);
     int rc = fake_forward(be, m, kv, b, l, e);
     for (int i = 0; i < b->n_logits && !rc; i++) {
+        if (fake_row_on_device(be, &rs[i], V) && tl_row_has_penalties(&rs[i])) {
+            if (!be->penalties) {
+                free(l);
+                return tl_errf(e, "fake: row %d has penalties, which this backend does not apply", i);
+            }
+            fake_penalize(l + (size_t)i * V, V, &rs[i], b->tokens[b->logit_rows[i]]);
+            st->pen_rows++;
+        }
         if (fake_row_on_device(be, &rs[i], V)) {
             tok[i] = fake_sample_row(l + (size_t)i * V, V, &rs[i], &logprob[i]);
             st->device_rows++;

@@ -21,7 +21,7 @@ static int g_mode;
 
 static void fake_init(tl_backend *be, fake_stats *fs) {
     fake_backend_init(be, fs);
-    if (g_mode) fake_backend_async(be);
+    if (g_mode) fake_backend_async(be), be->penalties = 1;
 }
 #define MAXR 24
 #define MAXP 96
@@ -525,6 +525,70 @@ static void test_launch_fail(tl_model *m) {
     CHECK(bad == 0, "%d requests wrong after a failed launch", bad);
 }
 
+/* Penalties applied by the backend (the fake's own implementation, from the engine's distinct-token lists and
+ * the row's batch token, which is a placeholder resolved "on the device" when pipelined) give the host sampler's
+ * tokens: the same requests on the host (mode 0), one step at a time (mode 1) and pipelined (mode 2), and with
+ * TL_ENGINE_HOST_PENALTIES=1. Logprobs are compared between modes 1 and 2 only (the backend's are of the
+ * penalized logits). */
+static void test_penalties(tl_model *m) {
+    static req r[4][MAXR];
+    int64_t pen_rows[4] = {0}, in_flight = 0;
+    int bad = 0, changed = 0;
+    for (unsigned long long seed = 1; seed <= 4; seed++) {
+        make_mix(r[0], MAXR, 500 + seed);
+        for (int i = 0; i < MAXR; i++) {
+            tl_sampling *p = &r[0][i].p.s;
+            r[0][i].max_tokens = r[0][i].p.max_tokens = 8 + i % 30;
+            p->seed = 5 + (uint64_t)i;
+            switch (i % 6) {
+            case 0: p->repetition_penalty = 1.6f; break;
+            case 1: p->presence_penalty = 0.9f, p->frequency_penalty = 0.45f; break;
+            case 2: p->repetition_penalty = 0.7f, p->frequency_penalty = -0.3f, p->temperature = 0.8f; break;
+            case 3: p->repetition_penalty = 1.4f, p->presence_penalty = 1.2f, p->frequency_penalty = 0.6f; break;
+            case 4: p->frequency_penalty = 2.0f, p->temperature = 1.1f; break;
+            default: break; /* none */
+            }
+            r[1][i] = r[2][i] = r[3][i] = r[0][i];
+        }
+        tl_engine_opts o;
+        tl_engine_opts_default(&o);
+        o.max_batch_tokens = 40 + 8 * (int)seed;
+        o.prefill_chunk = 11;
+        o.block_size = 4;
+        for (int k = 0; k < 4; k++) {
+            fake_stats fs;
+            g_mode = k == 3 ? 2 : k;
+            if (g_mode == 1) setenv("TL_ENGINE_ASYNC", "0", 1);
+            if (k == 3) setenv("TL_ENGINE_HOST_PENALTIES", "1", 1);
+            run(m, &o, r[k], MAXR, &fs);
+            unsetenv("TL_ENGINE_ASYNC");
+            unsetenv("TL_ENGINE_HOST_PENALTIES");
+            pen_rows[k] += fs.pen_rows;
+            in_flight += k == 2 && fs.max_in_flight == 2;
+        }
+        for (int i = 0; i < MAXR; i++) {
+        for (int k = 1; k < 4; k++) {
+            const bool ok = r[k][i].n_out == r[0][i].n_out && r[k][i].n_final == 1 && r[k][i].fin == r[0][i].fin &&
+                            !memcmp(r[k][i].out, r[0][i].out, sizeof(int32_t) * r[0][i].n_out) &&
+                            (k != 2 || !memcmp(r[2][i].lp, r[1][i].lp, sizeof(float) * r[1][i].n_out));
+            if (!ok && bad++ < 4)
+                fprintf(stderr, "penalties: request %d (case %d), run %d: %d tokens against %d on the host\n", i, i % 6,
+                        k, r[k][i].n_out, r[0][i].n_out);
+        }
+        int32_t ref[MAXO];
+        const int nr = fake_ref_greedy(r[0][i].prompt, r[0][i].n_prompt, NV, r[0][i].max_tokens, NULL, 0, ref);
+        changed += i % 6 != 5 && r[0][i].p.s.temperature == 0.0f &&
+                   (nr != r[0][i].n_out || memcmp(ref, r[0][i].out, sizeof(int32_t) * nr));
+        }
+    }
+    CHECK(bad == 0, "%d runs of penalized requests differ from the host sampler's tokens", bad);
+    CHECK(changed >= 3, "the penalties changed only %d greedy requests' tokens", changed);
+    CHECK(pen_rows[0] == 0 && pen_rows[1] > 300 && pen_rows[2] > 300 && pen_rows[3] == 0,
+          "rows penalized by the backend: host %lld, one step %lld, pipelined %lld, host penalties %lld",
+          (long long)pen_rows[0], (long long)pen_rows[1], (long long)pen_rows[2], (long long)pen_rows[3]);
+    CHECK(in_flight == 4, "two steps in flight in %lld of 4 pipelined runs", (long long)in_flight);
+}
+
 int main(void) {
     tl_log_set_level(TL_LOG_WARN);
     tl_model m;
@@ -547,5 +611,6 @@ int main(void) {
     g_mode = 2;
     test_pipelined(&m);
     test_launch_fail(&m);
+    test_penalties(&m);
     TL_TEST_END();
 }

@@ -17,8 +17,23 @@ typedef struct tl_row_sampling {
     float top_p;       /* 1: off */
     float min_p;       /* 0: off */
     double u;          /* the request's uniform draw in [0, 1) (its RNG, on the host): used when temperature > 0 */
-    int host;          /* 1: not sampled by the backend (penalties, top-n logprobs): copy its logits back */
+    int host;          /* 1: not sampled by the backend (top-n logprobs; penalties where be->penalties is 0): copy
+                        * its logits back */
+    /* Penalties (engine/sampler.c's, applied before the rest): repetition 1, presence 0, frequency 0: off. The
+     * row's history (prompt + generated) but its last token as distinct tokens: pen[2j] a token, pen[2j + 1] how
+     * often it occurs among the generated ones (with the repetition penalty off: only generated tokens); the last
+     * token is the row's own batch token (b->logit_rows[i], perhaps a TL_TOKEN_PREV placeholder resolved on the
+     * device), a generated one when last_gen. Only a backend with be->penalties reads these. */
+    float repetition_penalty, presence_penalty, frequency_penalty;
+    const int32_t *pen;
+    int pen_n, last_gen;
 } tl_row_sampling;
+
+/* 1 when the row has a penalty to apply */
+static inline int tl_row_has_penalties(const tl_row_sampling *rs) {
+    return (rs->repetition_penalty != 1.0f && rs->repetition_penalty > 0.0f) || rs->presence_penalty != 0.0f ||
+           rs->frequency_penalty != 0.0f;
+}
 
 typedef struct tl_backend tl_backend;
 struct tl_backend {
@@ -35,9 +50,11 @@ struct tl_backend {
     int (*forward)(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *b, float *logits, tl_error *e);
     void (*free)(tl_backend *be);
     void *impl;
+    int penalties; /* 1: forward_sample / launch apply rs[i]'s penalties on the device (else the engine sets host) */
     /* Optional (NULL: the caller samples host logits from forward). The same forward, then each logit row i
-     * is sampled on the device with rs[i] in the order and semantics of engine/sampler.c (no penalties):
-     * tok[i] and logprob[i] (log_softmax of the raw logits). Rows with rs[i].host set, and rows the device
+     * is sampled on the device with rs[i] in the order and semantics of engine/sampler.c (penalties only with
+     * be->penalties): tok[i] and logprob[i] (log_softmax of the raw logits; of the penalized ones on rows with
+     * penalties: the engine asks for logprobs on host rows only). Rows with rs[i].host set, and rows the device
      * could not sample exactly (tok[i] == -1 on return: e.g. top-p mass beyond its candidate head), get
      * their logits copied to logits + i * n_vocab (host); only those rows. */
     int (*forward_sample)(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *b, const tl_row_sampling *rs,

@@ -86,6 +86,9 @@ static uint64_t rng(uint64_t *s) {
     return z ^ (z >> 31);
 }
 
+/* every request's sampling (--temp, --top-k, ... as generate; default greedy); request i's seed is seed + i */
+static tl_sampling g_samp;
+
 static int run_one(tl_model *m, tl_backend *be, const tl_engine_opts *eo, int n, int32_t **prompts, breq *rs, int conc,
                    bres *out) {
     tl_error e = {{0}};
@@ -111,7 +114,8 @@ static int run_one(tl_model *m, tl_backend *be, const tl_engine_opts *eo, int n,
         while (inflight < conc && next < n) {
             tl_req_params p;
             memset(&p, 0, sizeof p);
-            tl_sampling_default(&p.s);
+            p.s = g_samp;
+            p.s.seed = g_samp.seed + (uint64_t)next;
             p.max_tokens = rs[next].n_out_target;
             p.ignore_eos = true;
             rs[next].t_add = tl_now();
@@ -218,7 +222,10 @@ static void usage(void) {
             "  --kv-cache-mem SIZE     KV pool, MiB or with K/M/G suffix (default: backend's)\n"
             "  --kv-dtype T            KV cache f32, f16 or bf16 (default: f32 on the CPU, bf16 on CUDA)\n"
             "  --no-prefix-cache       turn prefix caching off\n"
-            "  --json                  print JSON instead of text\n",
+            "  --json                  print JSON instead of text\n"
+            "  sampling (default greedy; --seed above seeds the draws too: request i gets S + i):\n"
+            "  --temp T --top-k K --top-p P --min-p M\n"
+            "  --repeat-penalty R --presence-penalty P --frequency-penalty F\n",
             cli_model_help);
 }
 
@@ -231,8 +238,10 @@ int cmd_bench(int argc, char **argv) {
     uint64_t seed = 0;
     const char *sweep = NULL, *png = "bench_sweep.png";
     int kv_dtype = -1; /* -1: by backend */
+    tl_sampling_default(&g_samp);
     for (int i = 1; i < argc; i++) {
         int r = cli_parse_model_opt(&mo, argc, argv, &i);
+        if (!r && strcmp(argv[i], "--seed")) r = cli_parse_sampling_opt(&g_samp, argc, argv, &i);
         if (r < 0) return 2;
         if (r) continue;
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -248,7 +257,7 @@ int cmd_bench(int argc, char **argv) {
         } else if (++i, !strcmp(a, "--num-prompts")) n = atoi(v);
         else if (!strcmp(a, "--input-len") && parse_range(v, &in_a, &in_b) == 0) {
         } else if (!strcmp(a, "--output-len") && parse_range(v, &out_a, &out_b) == 0) {
-        } else if (!strcmp(a, "--seed")) seed = strtoull(v, NULL, 10);
+        } else if (!strcmp(a, "--seed")) seed = g_samp.seed = strtoull(v, NULL, 10);
         else if (!strcmp(a, "--concurrency")) conc = atoi(v);
         else if (!strcmp(a, "--sweep")) sweep = v;
         else if (!strcmp(a, "--plot")) png = v;

@@ -56,6 +56,7 @@ tl_engine *tl_engine_new(tl_model *m, tl_backend *be, const tl_engine_opts *opts
     en->b_seqs = tl_calloc((size_t)o.max_seqs, sizeof *en->b_seqs);
     en->logits = tl_malloc((size_t)o.max_seqs * c->n_vocab * sizeof(float));
     en->b_rs = tl_calloc((size_t)o.max_seqs, sizeof *en->b_rs);
+    en->b_pen_off = tl_calloc((size_t)o.max_seqs, sizeof *en->b_pen_off);
     for (int i = 0; i < 2; i++) {
         tl_step *st = &en->stp[i];
         st->owner = tl_calloc((size_t)o.max_seqs, sizeof *st->owner);
@@ -67,6 +68,8 @@ tl_engine *tl_engine_new(tl_model *m, tl_backend *be, const tl_engine_opts *opts
     }
     const char *hs = getenv("TL_ENGINE_HOST_SAMPLE"), *as = getenv("TL_ENGINE_ASYNC");
     en->device_sample = be->forward_sample != NULL && !(hs && !strcmp(hs, "1"));
+    const char *hp = getenv("TL_ENGINE_HOST_PENALTIES");
+    en->dev_pen = en->device_sample && be->penalties && !(hp && !strcmp(hp, "1"));
     en->pipelined = en->device_sample && be->launch && be->collect && be->row_on_device && !(as && !strcmp(as, "0"));
     pthread_mutex_init(&en->mu, NULL);
     pthread_cond_init(&en->cv, NULL);
@@ -109,6 +112,8 @@ void tl_engine_free(tl_engine *en) {
     free(en->b_seqs);
     free(en->logits);
     free(en->b_rs);
+    free(en->b_pen_off);
+    free(en->b_pen);
     for (int i = 0; i < 2; i++) {
         tl_step *st = &en->stp[i];
         free(st->owner), free(st->upto), free(st->row), free(st->rng), free(st->tok), free(st->lp);

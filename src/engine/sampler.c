@@ -94,6 +94,32 @@ static void apply_penalties(tl_sampler *sp, const tl_sampling *s, const int32_t 
     }
 }
 
+int tl_sampler_pen_list(tl_sampler *sp, const tl_sampling *s, const int32_t *hist, int n_hist, int n_prompt,
+                        int32_t *out) {
+    const int nv = sp->n_vocab;
+    const bool rep = s->repetition_penalty != 1.0f && s->repetition_penalty > 0.0f;
+    const int from = rep ? 0 : TL_MAX(0, TL_MIN(n_prompt, n_hist));
+    for (int i = TL_MAX(n_prompt, 0); i < n_hist; i++)
+        if (hist[i] >= 0 && hist[i] < nv) sp->count[hist[i]]++;
+    uint32_t st = ++sp->stamp;
+    if (st == 0) { /* wrapped: as apply_penalties */
+        memset(sp->mark, 0, (size_t)nv * sizeof *sp->mark);
+        st = sp->stamp = 1;
+    }
+    int n = 0;
+    for (int i = from; i < n_hist; i++) {
+        const int t = hist[i];
+        if (t < 0 || t >= nv || sp->mark[t] == st) continue;
+        sp->mark[t] = st;
+        out[2 * n] = t;
+        out[2 * n + 1] = sp->count[t];
+        n++;
+    }
+    for (int i = TL_MAX(n_prompt, 0); i < n_hist; i++) /* leaves count all-zero */
+        if (hist[i] >= 0 && hist[i] < nv) sp->count[hist[i]] = 0;
+    return n;
+}
+
 static void fill_logprobs(const tl_sampling *s, const float *logits, int nv, int32_t tok, tl_token_event *ev) {
     float mx = -INFINITY;
     for (int i = 0; i < nv; i++) mx = logits[i] > mx ? logits[i] : mx;

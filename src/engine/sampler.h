@@ -41,4 +41,11 @@ double tl_rng_uniform(uint64_t *state); /* [0, 1) with 53 bits */
 int32_t tl_sampler_sample(tl_sampler *sp, const tl_sampling *s, const float *logits, const int32_t *hist, int n_hist,
                           int n_prompt, uint64_t *rng, tl_token_event *ev);
 
+/* The penalties' view of a history for a backend that applies them (backend.h tl_row_sampling.pen): the distinct
+ * tokens of hist[0..n_hist) in order of first occurrence, out[2j] the token and out[2j + 1] its count among the
+ * generated ones (hist[n_prompt..)); with the repetition penalty off only the generated tokens. out: room for
+ * 2 * n_hist int32. Returns the number of entries. Ids outside [0, n_vocab) are left out (as the sampler does). */
+int tl_sampler_pen_list(tl_sampler *sp, const tl_sampling *s, const int32_t *hist, int n_hist, int n_prompt,
+                        int32_t *out);
+
 #endif

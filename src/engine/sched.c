@@ -251,19 +251,31 @@ static int schedule(tl_engine *en, bool no_preempt) {
 }
 
 /* ---- 3. the flat batch and its launch ---- */
-/* The backend samples on the device unless the row needs what only the host sampler does. */
-static bool host_only(const tl_sampling *p) {
-    return p->n_logprobs > 0 || (p->repetition_penalty != 1.0f && p->repetition_penalty > 0.0f) ||
-           p->presence_penalty != 0.0f || p->frequency_penalty != 0.0f;
-}
-
 /* Parameters of logit row r for the backend's sampler; draws the request's uniform (one per sampled token,
- * as the host sampler would) and keeps the RNG state before it for a host fallback. */
+ * as the host sampler would) and keeps the RNG state before it for a host fallback. The backend samples on the
+ * device unless the row needs what only the host sampler does: top-n logprobs, penalties where the backend (or
+ * TL_ENGINE_HOST_PENALTIES=1) says so. A penalized row's history goes to en->b_pen (its entries from
+ * en->b_pen_off[r]; build_batch points rs.pen there once every row is in). Called with the sequence's last
+ * token (a placeholder when a step in flight samples it) at tokens[n_tokens - 1], the row's batch token. */
 static void row_sampling(tl_engine *en, tl_seq *s, tl_step *st, int r) {
     const tl_sampling *p = &s->p.s;
     tl_row_sampling *q = &en->b_rs[r];
     *q = (tl_row_sampling){.temperature = p->temperature, .top_k = p->top_k, .top_p = p->top_p, .min_p = p->min_p,
-                           .host = host_only(p)};
+                           .repetition_penalty = p->repetition_penalty, .presence_penalty = p->presence_penalty,
+                           .frequency_penalty = p->frequency_penalty};
+    const bool pen = tl_row_has_penalties(q);
+    q->host = p->n_logprobs > 0 || (pen && !en->dev_pen);
+    if (pen && !q->host) {
+        const int n_hist = s->n_tokens - 1; /* all confirmed tokens: only the last may be a placeholder */
+        if (en->b_pen_n + 2 * (size_t)n_hist > en->b_pen_cap) {
+            en->b_pen_cap = TL_MAX(2 * en->b_pen_cap, en->b_pen_n + 2 * (size_t)n_hist + 4096);
+            en->b_pen = tl_realloc(en->b_pen, en->b_pen_cap * sizeof *en->b_pen);
+        }
+        en->b_pen_off[r] = en->b_pen_n;
+        q->pen_n = tl_sampler_pen_list(&en->sp, p, s->tokens, n_hist, s->n_prompt, en->b_pen + en->b_pen_n);
+        q->last_gen = n_hist >= s->n_prompt;
+        en->b_pen_n += 2 * (size_t)q->pen_n;
+    }
     st->rng[r] = s->rng;
     if (!q->host && p->temperature > 0.0f) q->u = tl_rng_uniform(&s->rng);
 }
@@ -274,6 +286,7 @@ static void row_sampling(tl_engine *en, tl_seq *s, tl_step *st, int r) {
 static tl_batch build_batch(tl_engine *en, tl_step *st, int nb) {
     int n_tok = 0, n_rows = 0;
     st->nb = nb;
+    en->b_pen_n = 0;
     for (int j = 0; j < nb; j++) {
         tl_seq *s = st->owner[j];
         int k = s->sched_n;
@@ -299,6 +312,8 @@ static tl_batch build_batch(tl_engine *en, tl_step *st, int nb) {
         }
     }
     TL_ASSERT(n_tok <= en->o.max_batch_tokens && n_rows <= en->o.max_seqs);
+    for (int r = 0; r < n_rows && en->device_sample; r++)
+        en->b_rs[r].pen = en->b_rs[r].pen_n ? en->b_pen + en->b_pen_off[r] : NULL;
     st->n_rows = n_rows;
     return (tl_batch){.n_tok = n_tok, .tokens = en->b_tokens, .pos = en->b_pos, .n_seq = nb, .seqs = en->b_seqs,
                       .n_logits = n_rows, .logit_rows = en->b_rows};

@@ -1,7 +1,7 @@
 /* cu_sample.h: next-token sampling on the GPU (sample.cu): a row's passes spread over many blocks (scratch),
  * or one block per logit row.
  *
- * Same order and semantics as engine/sampler.c without penalties: greedy (first maximum) when
+ * Same order and semantics as engine/sampler.c (penalties: tl_cu_penalize first): greedy (first maximum) when
  * temperature <= 0, else p_i = expf((l_i - max) / T) -> top-k -> top-p -> min-p -> one draw with the
  * request's uniform u (drawn on the host from its per-request RNG, so CPU and GPU see the same number).
  * Candidates are ordered (p desc, id asc) as the CPU sorts them; with neither top-k nor top-p they stay in
@@ -37,7 +37,17 @@ typedef struct tl_cu_samp {
     double u;          /* uniform in [0, 1), used when temperature > 0 */
     int skip;          /* 1: not sampled here (token -1, logprob 0) */
     int head;          /* top-p alone: the head's size, 0: TL_CU_SAMPLE_HEAD_P (comparisons: up to the CAP) */
+    float rep, pres, freq; /* penalties (backend.h tl_row_sampling): 1, 0, 0 off; applied by tl_cu_penalize */
+    int pen_off, pen_n;    /* the row's entries in tl_cu_penalize's list: pairs (token, count among generated) */
+    int last_gen;          /* the row's batch token counts as generated */
 } tl_cu_samp;
+
+#ifdef __CUDACC__
+__host__ __device__
+#endif
+static inline int tl_cu_samp_has_pen(const tl_cu_samp *p) {
+    return (p->rep != 1.0f && p->rep > 0.0f) || p->pres != 0.0f || p->freq != 0.0f;
+}
 
 typedef struct tl_cu_samp_out {
     int32_t token; /* -1: not sampled here */
@@ -54,6 +64,14 @@ typedef struct tl_cu_samp_out {
 size_t tl_cu_sample_scratch_bytes(void);
 int tl_cu_sample(const float *logits, int n_rows, int n_vocab, const tl_cu_samp *p, tl_cu_samp_out *out,
                  void *scratch, int chunked, cudaStream_t st, tl_error *e);
+
+/* Penalties on logits [n_rows, n_vocab] in place, before tl_cu_sample (engine/sampler.c's arithmetic, each
+ * distinct token of a row once): rows with p[i] penalties and not skip take their entries pen[2 (pen_off + j)
+ * ..] (token, its count among the generated tokens) and their last token tokens[rows[i]] (the batch's ids after
+ * tl_cu_embed resolved them), counted as generated when last_gen. The sampler then draws from the penalized
+ * row, and its logprob is of the penalized logits. */
+int tl_cu_penalize(float *logits, int n_rows, int n_vocab, const tl_cu_samp *p, const int32_t *pen,
+                   const int32_t *tokens, const int32_t *rows, cudaStream_t st, tl_error *e);
 
 /* 1 when the kernel may answer -1 for a row with these parameters (the caller then checks). */
 static inline int tl_cu_sample_may_defer(const tl_cu_samp *p, int n_vocab) {

@@ -50,7 +50,7 @@ static const char *const p_name[P_N] = {"other", "matmul", "attention", "lm_head
                                    * PDL wait) measured 2.046-2.061 ms/token against 2.112-2.126 with 64 (32 blocks,
                                    * q/k/v on 100) and 2.126-2.144 with 256, H100, one run (TL_CUDA_SPLIT_KEYS); without
                                    * the room 64 was as fast as 128 (3765dec, 17d9798) and 128 is now 2.170-2.174 */
-#define CU_GKEY 24                /* graph key: the shape and switches a captured decode step depends on */
+#define CU_GKEY 26                /* graph key: the shape and switches a captured decode step depends on */
 #define CU_NBUF 2                 /* steps launched and not collected at most (cu_launch); host buffers per kind */
 #define CU_BIG_T 512              /* forwards of more tokens: bf16 activations into cuBLAS (layer_big) */
 #define CU_Q4GEMM_COPY_MAX 48     /* INT4 products of 17..CU_BIG_T rows take q4_gemm.cu's kernel up to this many rows */
@@ -156,6 +156,11 @@ typedef struct cu_impl {
     tl_cu_samp *samp_h[CU_NBUF], *samp_d;
     tl_cu_samp_out *sout_h[CU_NBUF], *sout_d;
     int samp_cap;
+    /* penalties (tl_cu_penalize): the step's entries (int32 pairs), pinned per launch buffer and on the device
+     * (single, as samp_d); pen_n[buf] pairs; any_pen: some row of the step being enqueued has penalties */
+    int32_t *pen_h[CU_NBUF], *pen_d;
+    size_t pen_cap, pen_n[CU_NBUF];
+    int any_pen;
     /* Launched steps (cu_launch / cu_collect). Host buffers written for an asynchronous copy (meta_h, samp_h) or
      * read back by one (sout_h) come in CU_NBUF: step t + 1's H2D copies may still be queued behind step t's work
      * when step t + 2 is built, so the buffer a launch writes, `cur` (next_buf, alternating), is the one of the
@@ -819,15 +824,17 @@ static int attention(cu_impl *ci, const tl_cu_attn_args *a, const int32_t *d_til
  * samples itself (rs.host), and rows the kernel deferred (token -1: checked only when a row's parameters
  * allow it, at the cost of one synchronization, here inside cu_launch), get their logits copied to the host.
  * Host buffers: this step's (cur). */
-static int sample_chunk(cu_impl *ci, int nv, int i0, int n, tl_error *e) {
+static int sample_chunk(cu_impl *ci, int nv, int i0, int n, const int32_t *d_lr, tl_error *e) {
     const tl_cu_samp *sh = ci->samp_h[ci->cur];
     tl_cu_samp_out *oh = ci->sout_h[ci->cur];
+    if (ci->any_pen && tl_cu_penalize(ci->logits, n, nv, ci->samp_d + i0, ci->pen_d, ci->meta_d, d_lr + i0, ci->st, e))
+        return -1;
     if (tl_cu_sample(ci->logits, n, nv, ci->samp_d + i0, ci->sout_d + i0, ci->samp_oneblock ? NULL : ci->samp_scratch,
                      ci->samp_chunked, ci->st, e))
         return -1;
     int check = 0;
     for (int i = i0; i < i0 + n; i++) {
-        if (ci->srs[i].host)
+        if (sh[i].skip) /* (rs.host, or penalties on a row the kernel might defer: raw logits to the host) */
             CUCHK(e, cudaMemcpyAsync(ci->slogits + (size_t)i * nv, ci->logits + (size_t)(i - i0) * nv, (size_t)nv * 4,
                                      cudaMemcpyDeviceToHost, ci->st));
         else check |= tl_cu_sample_may_defer(&sh[i], nv);
@@ -858,7 +865,7 @@ static int forward_tail(cu_impl *ci, const tl_config *c, int T, int n_logits, co
         ci->pmm = P_MATMUL;
         if (r) return -1;
         if (ci->sampling) {
-            if (sample_chunk(ci, c->n_vocab, i0, n, e) || pmark(ci, P_SAMPLE)) return -1;
+            if (sample_chunk(ci, c->n_vocab, i0, n, d_lr, e) || pmark(ci, P_SAMPLE)) return -1;
         } else if (logits) {
             CUCHK(e, cudaMemcpyAsync(logits + (size_t)i0 * c->n_vocab, ci->logits, (size_t)n * c->n_vocab * 4,
                                      cudaMemcpyDeviceToHost, ci->st));
@@ -915,7 +922,7 @@ static int forward_decode(cu_impl *ci, const tl_model *m, tl_kv *kv, int T, int 
         const int ab = T * tl_cu_attention_splits(&sp) * c->n_head_kv;
         if (ab <= ci->n_sm / 4) qkv_grid = ci->n_sm - ab;
     }
-    if (tl_cu_embed(ci->embd.is_q4 ? &ci->embd.q : NULL, ci->embd.bf16, c->n_vocab, E, d_tok, ci->sout_d, T, ci->x, st, e))
+    if (tl_cu_embed(ci->embd.is_q4 ? &ci->embd.q : NULL, ci->embd.bf16, c->n_vocab, E, ci->meta_d, ci->sout_d, T, ci->x, st, e))
         return -1;
     for (int l = 0; l < c->n_layer; l++) {
         const cu_layer *L = &ci->layers[l];
@@ -989,7 +996,7 @@ static int forward_body(cu_impl *ci, const tl_model *m, tl_kv *kv, int T, int n_
     for (int l = 0; big && l < c->n_layer; l++) big = !ci->layers[l].gu.bias; /* gate/up leave cuBLAS in bf16 */
     uint16_t *xb = ci->xbf;
 
-    if (tl_cu_embed(ci->embd.is_q4 ? &ci->embd.q : NULL, ci->embd.bf16, c->n_vocab, E, d_tok, ci->sout_d, T, ci->x, st, e))
+    if (tl_cu_embed(ci->embd.is_q4 ? &ci->embd.q : NULL, ci->embd.bf16, c->n_vocab, E, ci->meta_d, ci->sout_d, T, ci->x, st, e))
         return -1;
     for (int l = 0; l < c->n_layer; l++) {
         const cu_layer *L = &ci->layers[l];
@@ -1050,6 +1057,9 @@ static int enqueue_work(cu_impl *ci, const tl_model *m, tl_kv *kv, const tl_batc
     if (ci->srs)
         CUCHK(e, cudaMemcpyAsync(ci->samp_d, ci->samp_h[ci->cur], (size_t)b->n_logits * sizeof *ci->samp_d,
                                  cudaMemcpyHostToDevice, ci->st));
+    if (ci->srs && ci->any_pen && ci->pen_n[ci->cur])
+        CUCHK(e, cudaMemcpyAsync(ci->pen_d, ci->pen_h[ci->cur], ci->pen_n[ci->cur] * 2 * sizeof(int32_t),
+                                 cudaMemcpyHostToDevice, ci->st));
     /* decode-sized steps run as a CUDA graph (one launch instead of ~13 per layer), captured once per
      * shape: (T, n_logits, attention splits, KV pool, decode attention kernel); everything else the kernels
      * read lives in meta_d */
@@ -1070,7 +1080,7 @@ static int enqueue_work(cu_impl *ci, const tl_model *m, tl_kv *kv, const tl_batc
                                  kv->n_blocks, ci->gemv_old, ci->no_fuse, ci->no_pdl, ci->merge_last, ci->attn_dec,
                                  ci->ring, ci->dbg_skip, ci->probe, ci->att_fuse, ci->fuse_on, ci->gu_pair,
                                  ci->qkv_room, ci->gemv_dbg, ci->trace, (intptr_t)ci->sout_d, samp_in_graph,
-                                 ci->samp_oneblock, ci->samp_chunked};
+                                 ci->samp_oneblock, ci->samp_chunked, (intptr_t)ci->pen_d, ci->srs && ci->any_pen};
         if (!ci->gexec || memcmp(key, ci->gkey, sizeof key)) {
             graph_drop(ci); /* (an instance still queued or running is freed when it completes) */
             cudaGraph_t g;
@@ -1093,7 +1103,7 @@ static int enqueue_work(cu_impl *ci, const tl_model *m, tl_kv *kv, const tl_batc
         }
         CUCHK(e, cudaGraphLaunch(ci->gexec, ci->st));
         if (ci->srs) {
-            if (!samp_in_graph && sample_chunk(ci, c->n_vocab, 0, b->n_logits, e)) return -1;
+            if (!samp_in_graph && sample_chunk(ci, c->n_vocab, 0, b->n_logits, ci->meta_d + 5 * T, e)) return -1;
         } else {
             CUCHK(e, cudaMemcpyAsync(logits, ci->logits, (size_t)b->n_logits * c->n_vocab * 4, cudaMemcpyDeviceToHost,
                                      ci->st));
@@ -1262,9 +1272,54 @@ static int ensure_samp(cu_impl *ci, int n, tl_error *e) {
     return 0;
 }
 
-static tl_cu_samp samp_of(const tl_row_sampling *rs) {
-    return (tl_cu_samp){.temperature = rs->temperature, .top_k = rs->top_k, .top_p = rs->top_p, .min_p = rs->min_p,
-                        .u = rs->u, .skip = rs->host != 0};
+/* A row's parameters for the kernels. Penalties apply in place before the sampler, so a penalized row the
+ * sampler might leave to the host (tl_cu_sample_may_defer) goes to the host whole (skip: raw logits back). */
+static tl_cu_samp samp_of(const tl_row_sampling *rs, int n_vocab) {
+    tl_cu_samp p = {.temperature = rs->temperature, .top_k = rs->top_k, .top_p = rs->top_p, .min_p = rs->min_p,
+                    .u = rs->u, .skip = rs->host != 0, .rep = rs->repetition_penalty, .pres = rs->presence_penalty,
+                    .freq = rs->frequency_penalty, .pen_n = rs->pen_n, .last_gen = rs->last_gen};
+    if (tl_cu_samp_has_pen(&p) && tl_cu_sample_may_defer(&p, n_vocab)) p.skip = 1;
+    if (!tl_cu_samp_has_pen(&p) || p.skip) p.rep = 1.0f, p.pres = p.freq = 0.0f, p.pen_n = 0;
+    return p;
+}
+
+/* The penalty entries of the rows of launch buffer buf (samp_h[buf] filled) into pen_h[buf], each row's offset
+ * into its pen_off; sets any_pen. Growing waits for the launched steps (their copies read pen_h, kernels pen_d). */
+static int fill_pen(cu_impl *ci, int buf, const tl_row_sampling *rs, int n, tl_error *e) {
+    size_t need = 0;
+    ci->any_pen = 0;
+    for (int i = 0; i < n; i++) {
+        const tl_cu_samp *p = &ci->samp_h[buf][i];
+        ci->any_pen |= !p->skip && tl_cu_samp_has_pen(p);
+        need += (size_t)(p->pen_n > 0 ? p->pen_n : 0);
+    }
+    ci->pen_n[buf] = need;
+    if (!ci->any_pen) return 0;
+    if (need > ci->pen_cap || !ci->pen_d) {
+        CUCHK(e, cudaStreamSynchronize(ci->st));
+        for (int k = 0; k < CU_NBUF; k++)
+            if (ci->pen_h[k]) cudaFreeHost(ci->pen_h[k]), ci->pen_h[k] = NULL;
+        if (ci->pen_d) cudaFree(ci->pen_d), ci->pen_d = NULL;
+        ci->pen_cap = 0;
+        const size_t cap = TL_MAX(need * 2, (size_t)1 << 16);
+        int ok = cudaMalloc((void **)&ci->pen_d, cap * 2 * sizeof(int32_t)) == cudaSuccess;
+        for (int k = 0; k < CU_NBUF && ok; k++)
+            ok = cudaMallocHost((void **)&ci->pen_h[k], cap * 2 * sizeof(int32_t)) == cudaSuccess;
+        if (!ok) {
+            cudaGetLastError();
+            return tl_errf(e, "cuda: cannot allocate the penalty lists (%zu entries)", need);
+        }
+        ci->pen_cap = cap;
+    }
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        tl_cu_samp *p = &ci->samp_h[buf][i];
+        p->pen_off = (int)off;
+        if (p->pen_n <= 0) continue;
+        memcpy(ci->pen_h[buf] + 2 * off, rs[i].pen, (size_t)p->pen_n * 2 * sizeof(int32_t));
+        off += (size_t)p->pen_n;
+    }
+    return 0;
 }
 
 /* backend.h launch: the step enqueued with the host buffers of next_buf (see cu_impl.cur), its event recorded
@@ -1284,12 +1339,14 @@ static int cu_launch(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batc
     ci->cur = buf; /* the step launched two before used it: collected (n_launched < CU_NBUF) */
     const char *sh = getenv("TL_CUDA_SAMPLE_HEAD"); /* (comparisons: the top-p head's size, tl_cu_samp.head) */
     const int head = sh ? atoi(sh) : 0;
-    for (int i = 0; i < n; i++) ci->samp_h[buf][i] = samp_of(&rs[i]), ci->samp_h[buf][i].head = head;
+    for (int i = 0; i < n; i++) ci->samp_h[buf][i] = samp_of(&rs[i], m->cfg.n_vocab), ci->samp_h[buf][i].head = head;
+    if (fill_pen(ci, buf, rs, n, e)) return -1;
     ci->srs = n > 0 ? rs : NULL;
     ci->slogits = logits;
     int r = enqueue_step(be, m, kv, b, NULL, e);
     ci->srs = NULL;
     ci->slogits = NULL;
+    ci->any_pen = 0;
     if (r) return -1;
     cudaError_t err = cudaEventRecord(ci->step_done[buf], ci->st);
     if (err != cudaSuccess) { /* not launched after all: as enqueue_step's failures */
@@ -1330,8 +1387,8 @@ static int cu_collect(tl_backend *be, int32_t *tok, float *logprob, tl_error *e)
 
 static int cu_row_on_device(const tl_backend *be, const tl_row_sampling *rs, int n_vocab) {
     (void)be;
-    const tl_cu_samp p = samp_of(rs);
-    return !rs->host && !tl_cu_sample_may_defer(&p, n_vocab);
+    const tl_cu_samp p = samp_of(rs, n_vocab);
+    return !p.skip && !tl_cu_sample_may_defer(&p, n_vocab);
 }
 
 /* launch, then collect (nothing else launched: collect answers the oldest step) */
@@ -1370,9 +1427,11 @@ static void cu_free(tl_backend *be) {
         if (ci->samp_h[k]) cudaFreeHost(ci->samp_h[k]);
         if (ci->sout_h[k]) cudaFreeHost(ci->sout_h[k]);
         if (ci->meta_h[k]) cudaFreeHost(ci->meta_h[k]);
+        if (ci->pen_h[k]) cudaFreeHost(ci->pen_h[k]);
         if (ci->step_done[k]) cudaEventDestroy(ci->step_done[k]);
     }
     if (ci->samp_d) cudaFree(ci->samp_d);
+    if (ci->pen_d) cudaFree(ci->pen_d);
     if (ci->samp_scratch) cudaFree(ci->samp_scratch);
     if (ci->sout_d) cudaFree(ci->sout_d);
     graph_drop(ci);
@@ -1462,6 +1521,7 @@ tl_backend *tl_backend_cuda_new(float gpu_mem_util, tl_error *e) {
     be->launch = cu_launch;
     be->collect = cu_collect;
     be->row_on_device = cu_row_on_device;
+    be->penalties = 1;
     be->free = cu_free;
     be->impl = ci;
     return be;

@@ -151,9 +151,10 @@ int tl_cu_silu_mul(const float *gu, float *out, int n_tok, int n_ff, cudaStream_
 /* out[n_tok, n_embd] = rows ids[] of an INT4 (q4 != NULL) or bf16 ([n_vocab, n_embd]) embedding. An id
  * TL_TOKEN_PREV(r) (backend.h: -2 - r, any id < -1) stands for prev[r].token, the token the previous step sampled
  * for its logit row r (prev: its tl_cu_samp_out rows, cu_sample.h; the host checked every r; the previous step's
- * sampling comes before on `st`, this step's after); prev NULL: such ids give zeros. */
+ * sampling comes before on `st`, this step's after), written back to ids (resolved); prev NULL: such ids give
+ * zeros. */
 struct tl_cu_samp_out;
-int tl_cu_embed(const tl_cu_q4 *q4, const uint16_t *bf16, int64_t n_vocab, int n_embd, const int32_t *ids,
+int tl_cu_embed(const tl_cu_q4 *q4, const uint16_t *bf16, int64_t n_vocab, int n_embd, int32_t *ids,
                 const struct tl_cu_samp_out *prev, int n_tok, float *out, cudaStream_t st, tl_error *e);
 /* out[n, cols] = rows idx[n] of x[*, cols] */
 int tl_cu_gather_rows(const float *x, const int32_t *idx, int n, int cols, float *out, cudaStream_t st, tl_error *e);

@@ -73,14 +73,18 @@ extern "C" int tl_cu_silu_mul(const float *gu, float *out, int n_tok, int n_ff, 
 
 /* One block per token. Out-of-range ids write zeros (the host checks ids before upload). An id TL_TOKEN_PREV(r)
  * (< -1) is the token prev[r] that the previous step sampled (prev NULL: none, zeros): resolved here on the
- * device, so a step can be launched before the previous one's tokens reach the host. */
+ * device, so a step can be launched before the previous one's tokens reach the host, and written back to ids[t]
+ * (the step's penalties read a row's last token there, after this kernel; every thread reads the same id). */
 __global__ void embed_kernel(const uint32_t *__restrict__ codes, const uint32_t *__restrict__ sb, int sb_bf16,
                              int group, const uint16_t *__restrict__ bf16, int64_t n_vocab, int n_embd,
-                             const int32_t *__restrict__ ids, const tl_cu_samp_out *__restrict__ prev,
-                             float *__restrict__ out) {
+                             int32_t *ids, const tl_cu_samp_out *__restrict__ prev, float *__restrict__ out) {
     int t = blockIdx.x;
     int64_t id = ids[t];
-    if (id < -1 && prev) id = prev[TL_TOKEN_PREV_ROW(id)].token;
+    if (id < -1 && prev) {
+        id = prev[TL_TOKEN_PREV_ROW(id)].token;
+        __syncthreads(); /* every thread has read ids[t] */
+        if (threadIdx.x == 0) ids[t] = (int32_t)id;
+    }
     float *o = out + (size_t)t * n_embd;
     bool ok = id >= 0 && id < n_vocab;
     for (int i = threadIdx.x; i < n_embd; i += blockDim.x) {
@@ -104,7 +108,7 @@ __global__ void embed_kernel(const uint32_t *__restrict__ codes, const uint32_t 
     }
 }
 
-extern "C" int tl_cu_embed(const tl_cu_q4 *q4, const uint16_t *bf16, int64_t n_vocab, int n_embd, const int32_t *ids,
+extern "C" int tl_cu_embed(const tl_cu_q4 *q4, const uint16_t *bf16, int64_t n_vocab, int n_embd, int32_t *ids,
                            const tl_cu_samp_out *prev, int n_tok, float *out, cudaStream_t st, tl_error *e) {
     if (n_tok <= 0) return 0;
     embed_kernel<<<n_tok, 256, 0, st>>>(q4 ? q4->codes : NULL, q4 ? q4->sb : NULL, q4 ? q4->sb_bf16 : 0,

@@ -131,6 +131,47 @@ __global__ void __launch_bounds__(S_BS) sample_kernel(const float *__restrict__ 
     if (tid == 0) out[row] = tok < 0 ? tl_cu_samp_out{-1, 0.f} : tl_cu_samp_out{tok, (float)((double)l[tok] - lse)};
 }
 
+/* A penalized logit (sampler.c's apply_penalties, one token): repetition (HF), then count * frequency + presence
+ * for a token generated count > 0 times; explicit roundings, as the host's C (contraction off) */
+static __device__ __forceinline__ float pen_one(const tl_cu_samp &P, float v, int count) {
+    if (P.rep != 1.0f && P.rep > 0.0f) v = v > 0.f ? __fdiv_rn(v, P.rep) : __fmul_rn(v, P.rep);
+    if (count > 0) v = __fsub_rn(v, __fadd_rn(__fmul_rn((float)count, P.freq), P.pres));
+    return v;
+}
+
+/* grid (n_rows), PEN_BS threads: a row's distinct tokens one a thread (no two threads write one logit) */
+#define PEN_BS 256
+__global__ void __launch_bounds__(PEN_BS) penalize_kernel(float *logits, int nv, const tl_cu_samp *__restrict__ prm,
+                                                          const int32_t *__restrict__ pen,
+                                                          const int32_t *__restrict__ tokens,
+                                                          const int32_t *__restrict__ rows) {
+    __shared__ int found;
+    const int row = blockIdx.x;
+    const tl_cu_samp P = prm[row];
+    if (P.skip || !tl_cu_samp_has_pen(&P)) return;
+    float *l = logits + (size_t)row * nv;
+    const int32_t last = tokens[rows[row]], *ent = pen + 2 * (size_t)P.pen_off;
+    if (threadIdx.x == 0) found = 0;
+    __syncthreads();
+    for (int j = threadIdx.x; j < P.pen_n; j += PEN_BS) {
+        const int32_t t = ent[2 * j];
+        int count = ent[2 * j + 1];
+        if (t == last) count += P.last_gen, found = 1;
+        if (t >= 0 && t < nv) l[t] = pen_one(P, l[t], count);
+    }
+    __syncthreads();
+    const bool rep = P.rep != 1.0f && P.rep > 0.0f;
+    if (threadIdx.x == 0 && !found && last >= 0 && last < nv && (rep || P.last_gen))
+        l[last] = pen_one(P, l[last], P.last_gen);
+}
+
+extern "C" int tl_cu_penalize(float *logits, int n_rows, int n_vocab, const tl_cu_samp *p, const int32_t *pen,
+                              const int32_t *tokens, const int32_t *rows, cudaStream_t st, tl_error *e) {
+    if (n_rows <= 0) return 0;
+    penalize_kernel<<<n_rows, PEN_BS, 0, st>>>(logits, n_vocab, p, pen, tokens, rows);
+    TL_CU_LAUNCHED(e, "penalize");
+}
+
 /* scratch, for up to TL_CU_SAMPLE_SCRATCH_ROWS rows a launch: the two kernels' row counters (zero between
  * launches: each row's last block resets its own), statistics, chunk partials, chunk records, chunk keys */
 extern "C" size_t tl_cu_sample_scratch_bytes(void) {
