@@ -317,14 +317,19 @@ static int collect_cb(const tl_token_event *ev, void *user) {
 
 #define NREQ 9
 /* host_sample 1: every row on the host; 2: penalties on the host (TL_ENGINE_HOST_PENALTIES=1), the rest on the
- * device; 0: the device samples all but the logprobs row (penalties by tl_cu_penalize) */
-static void run_engine(tl_model *m, tl_backend *be, int host_sample, const int32_t *toks, int nt, collected *out) {
+ * device; 0: the device samples all but the logprobs row (penalties by tl_cu_penalize). max_seqs 4: 9 requests,
+ * five wait, rows of every kind share steps, one step at a time (TL_ENGINE_ASYNC=0: pipelined steps are
+ * scheduled otherwise, and another batch shape rounds the logits otherwise); max_seqs 1: pipelined (the same
+ * batches: one sequence each), the penalized rows' last tokens resolved on the device. */
+static void run_engine(tl_model *m, tl_backend *be, int host_sample, int max_seqs, const int32_t *toks, int nt,
+                       collected *out) {
     setenv("TL_ENGINE_HOST_SAMPLE", host_sample == 1 ? "1" : "0", 1);
     setenv("TL_ENGINE_HOST_PENALTIES", host_sample == 2 ? "1" : "0", 1);
+    setenv("TL_ENGINE_ASYNC", max_seqs > 1 ? "0" : "1", 1);
     tl_error e = {{0}};
     tl_engine_opts o;
     tl_engine_opts_default(&o);
-    o.max_seqs = 4; /* 6 requests: two wait, and rows of both kinds share steps */
+    o.max_seqs = max_seqs;
     o.kv_mem = (size_t)64 << 20;
     tl_engine *en = tl_engine_new(m, be, &o, &e);
     CHECK(en != NULL, "%s", e.msg);
@@ -351,6 +356,7 @@ static void run_engine(tl_model *m, tl_backend *be, int host_sample, const int32
     tl_engine_free(en);
     unsetenv("TL_ENGINE_HOST_SAMPLE");
     unsetenv("TL_ENGINE_HOST_PENALTIES");
+    unsetenv("TL_ENGINE_ASYNC");
 }
 
 static int rank_of(const float *l, int V, int tok) {
@@ -371,17 +377,21 @@ static void test_engine(const char *dir, int cpu_ref) {
     int32_t toks[32];
     unsigned long long s2 = 11;
     for (int i = 0; i < 32; i++) toks[i] = (int32_t)(tl_t_rng(&s2) % (unsigned)m->cfg.n_vocab);
-    static collected dev[NREQ], host[NREQ], hpen[NREQ], ref[NREQ];
-    run_engine(m, gpu, 0, toks, 32, dev);
-    run_engine(m, gpu, 1, toks, 32, host);
-    run_engine(m, gpu, 2, toks, 32, hpen);
-    if (cpu_ref) run_engine(m, cpu, 0, toks, 32, ref);
+    static collected dev[NREQ], host[NREQ], hpen[NREQ], ref[NREQ], dev1[NREQ], host1[NREQ];
+    run_engine(m, gpu, 0, 4, toks, 32, dev);
+    run_engine(m, gpu, 1, 4, toks, 32, host);
+    run_engine(m, gpu, 2, 4, toks, 32, hpen);
+    run_engine(m, gpu, 0, 1, toks, 32, dev1);
+    run_engine(m, gpu, 1, 1, toks, 32, host1);
+    if (cpu_ref) run_engine(m, cpu, 0, 4, toks, 32, ref);
     for (int r = 0; r < NREQ; r++) {
         CHECK(dev[r].n == 10 + r && host[r].n == 10 + r, "req %d: %d / %d tokens", r, dev[r].n, host[r].n);
         int same = dev[r].n == host[r].n && !memcmp(dev[r].tok, host[r].tok, (size_t)dev[r].n * 4);
         CHECK(same, "%s req %d: device sampling differs from host sampling on the same GPU logits", dir, r);
         same = hpen[r].n == host[r].n && !memcmp(hpen[r].tok, host[r].tok, (size_t)hpen[r].n * 4);
         CHECK(same, "%s req %d: with penalties on the host, device sampling differs from host sampling", dir, r);
+        same = dev1[r].n == 10 + r && dev1[r].n == host1[r].n && !memcmp(dev1[r].tok, host1[r].tok, (size_t)dev1[r].n * 4);
+        CHECK(same, "%s req %d: pipelined alone, device sampling differs from host sampling", dir, r);
         if (r == 0) /* greedy, device: logprobs are reported and are log-probabilities */
             for (int i = 0; i < dev[r].n; i++) CHECK(dev[r].lp[i] <= 1e-6f && dev[r].lp[i] > -50.f, "lp %g", dev[r].lp[i]);
         if (r == 4)
