@@ -18,8 +18,8 @@
  * tokens; a sequence whose pending token will surely be its last (max_tokens, context) is not scheduled again;
  * one that finishes while a later step holds it is retired when that step is collected (its extra token is
  * dropped); only confirmed tokens enter the prefix cache; no sequence is preempted while a step is in flight
- * (the step is collected first when the pool is short). Steps with rows sampled on the host (penalties,
- * logprobs, rows the device may not sample) are collected right after their launch. */
+ * (the step is collected first when the pool is short). Steps with rows sampled on the host (top-n logprobs,
+ * penalties on a backend without them, rows the device may not sample) are collected right after their launch. */
 #include "engine/engine_int.h"
 
 /* ---- waiting deque (ring buffer, amortized growth) ---- */
