@@ -5,7 +5,8 @@
  * logit -= count * frequency + (count > 0) * presence) -> greedy argmax when temperature == 0, else
  * logits / temperature -> softmax -> top-k -> top-p (smallest set of most likely tokens whose mass
  * reaches top_p) -> min-p (keep p >= min_p * p_max) -> one draw from the per-request RNG.
- * Log-probabilities are those of the unmodified model distribution (log_softmax of the raw logits). */
+ * Log-probabilities are those of the unmodified model distribution (log_softmax of the raw logits; a backend that
+ * applies the penalties itself reports its rows' under the penalized logits: engine.h tl_token_event). */
 #ifndef TL_SAMPLER_H
 #define TL_SAMPLER_H
 

@@ -267,7 +267,7 @@ static void row_sampling(tl_engine *en, tl_seq *s, tl_step *st, int r) {
     q->host = p->n_logprobs > 0 || (pen && !en->dev_pen);
     if (pen && !q->host) {
         const int n_hist = s->n_tokens - 1; /* all confirmed tokens: only the last may be a placeholder */
-        if (en->b_pen_n + 2 * (size_t)n_hist > en->b_pen_cap) {
+        if (!en->b_pen || en->b_pen_n + 2 * (size_t)n_hist > en->b_pen_cap) {
             en->b_pen_cap = TL_MAX(2 * en->b_pen_cap, en->b_pen_n + 2 * (size_t)n_hist + 4096);
             en->b_pen = tl_realloc(en->b_pen, en->b_pen_cap * sizeof *en->b_pen);
         }

@@ -315,7 +315,7 @@ static int collect_cb(const tl_token_event *ev, void *user) {
     return 0;
 }
 
-#define NREQ 9
+#define NREQ 10
 /* host_sample 1: every row on the host; 2: penalties on the host (TL_ENGINE_HOST_PENALTIES=1), the rest on the
  * device; 0: the device samples all but the logprobs row (penalties by tl_cu_penalize). max_seqs 4: 9 requests,
  * five wait, rows of every kind share steps, one step at a time (TL_ENGINE_ASYNC=0: pipelined steps are
@@ -348,6 +348,8 @@ static void run_engine(tl_model *m, tl_backend *be, int host_sample, int max_seq
         if (r == 8)
             p.s.repetition_penalty = 0.9f, p.s.frequency_penalty = -0.4f, p.s.temperature = 1.0f, p.s.top_p = 0.95f,
             p.s.seed = 8;
+        if (r == 9) /* top_k > TL_CU_SAMPLE_CAP (with V = 152K: the whole row to the host, penalized once there) */
+            p.s.repetition_penalty = 1.2f, p.s.temperature = 0.9f, p.s.top_k = 5000, p.s.seed = 4;
         p.ignore_eos = true;
         int np = 5 + 3 * r < nt ? 5 + 3 * r : nt;
         CHECK(tl_engine_add(en, toks + r % 3, np - r % 3, &p, collect_cb, &out[r], &e) > 0, "%s", e.msg);
@@ -363,6 +365,40 @@ static int rank_of(const float *l, int V, int tok) {
     int r = 0;
     for (int i = 0; i < V; i++) r += l[i] > l[tok];
     return r;
+}
+
+/* Pipelined with several penalized rows a step, their last tokens resolved on the device: 4 requests of equal
+ * prompt length and max_tokens, so every step has the same rows pipelined or not (the first prefills all four,
+ * every later one decodes all four), against host sampling on the same logits: the same tokens. */
+static void test_pen_pipelined(tl_model *m, tl_backend *gpu, const int32_t *toks, const char *dir) {
+    collected out[2][4];
+    for (int k = 0; k < 2; k++) {
+        setenv("TL_ENGINE_HOST_SAMPLE", k ? "1" : "0", 1);
+        tl_error e = {{0}};
+        tl_engine_opts o;
+        tl_engine_opts_default(&o);
+        o.max_seqs = 4;
+        o.kv_mem = (size_t)64 << 20;
+        tl_engine *en = tl_engine_new(m, gpu, &o, &e);
+        CHECK(en != NULL, "%s", e.msg);
+        if (!en) return;
+        memset(out[k], 0, sizeof out[k]);
+        for (int r = 0; r < 4; r++) {
+            tl_req_params p = {.max_tokens = 24, .ignore_eos = true};
+            tl_sampling_default(&p.s);
+            if (r == 0) p.s.repetition_penalty = 1.3f;
+            if (r == 1) p.s.presence_penalty = 0.8f, p.s.frequency_penalty = 0.5f;
+            if (r == 2) p.s.repetition_penalty = 1.05f, p.s.temperature = 0.7f, p.s.top_p = 0.8f, p.s.top_k = 20, p.s.seed = 5;
+            if (r == 3) p.s.repetition_penalty = 0.9f, p.s.frequency_penalty = -0.4f, p.s.temperature = 1.0f, p.s.seed = 8;
+            CHECK(tl_engine_add(en, toks + 3 * r, 12, &p, collect_cb, &out[k][r], &e) > 0, "%s", e.msg);
+        }
+        tl_engine_run_until_idle(en);
+        tl_engine_free(en);
+    }
+    unsetenv("TL_ENGINE_HOST_SAMPLE");
+    for (int r = 0; r < 4; r++)
+        CHECK(out[0][r].n == 24 && out[1][r].n == 24 && !memcmp(out[0][r].tok, out[1][r].tok, 24 * 4),
+              "%s req %d: pipelined penalized rows (4 a step) differ from host sampling", dir, r);
 }
 
 /* cpu_ref 0: no CPU engine reference (dummy models: too slow on the CPU for a test) */
@@ -384,6 +420,7 @@ static void test_engine(const char *dir, int cpu_ref) {
     run_engine(m, gpu, 0, 1, toks, 32, dev1);
     run_engine(m, gpu, 1, 1, toks, 32, host1);
     if (cpu_ref) run_engine(m, cpu, 0, 4, toks, 32, ref);
+    test_pen_pipelined(m, gpu, toks, dir);
     for (int r = 0; r < NREQ; r++) {
         CHECK(dev[r].n == 10 + r && host[r].n == 10 + r, "req %d: %d / %d tokens", r, dev[r].n, host[r].n);
         int same = dev[r].n == host[r].n && !memcmp(dev[r].tok, host[r].tok, (size_t)dev[r].n * 4);

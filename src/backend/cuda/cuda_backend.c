@@ -844,7 +844,7 @@ static int sample_chunk(cu_impl *ci, int nv, int i0, int n, const int32_t *d_lr,
     CUCHK(e, cudaMemcpyAsync(oh + i0, ci->sout_d + i0, (size_t)n * sizeof *oh, cudaMemcpyDeviceToHost, ci->st));
     CUCHK(e, cudaStreamSynchronize(ci->st));
     for (int i = i0; i < i0 + n; i++)
-        if (!ci->srs[i].host && oh[i].token < 0)
+        if (!sh[i].skip && oh[i].token < 0)
             CUCHK(e, cudaMemcpyAsync(ci->slogits + (size_t)i * nv, ci->logits + (size_t)(i - i0) * nv, (size_t)nv * 4,
                                      cudaMemcpyDeviceToHost, ci->st));
     ci->prof[3] += tl_now() - t0;
@@ -1080,7 +1080,8 @@ static int enqueue_work(cu_impl *ci, const tl_model *m, tl_kv *kv, const tl_batc
                                  kv->n_blocks, ci->gemv_old, ci->no_fuse, ci->no_pdl, ci->merge_last, ci->attn_dec,
                                  ci->ring, ci->dbg_skip, ci->probe, ci->att_fuse, ci->fuse_on, ci->gu_pair,
                                  ci->qkv_room, ci->gemv_dbg, ci->trace, (intptr_t)ci->sout_d, samp_in_graph,
-                                 ci->samp_oneblock, ci->samp_chunked, (intptr_t)ci->pen_d, ci->srs && ci->any_pen};
+                                 ci->samp_oneblock, ci->samp_chunked, samp_in_graph && ci->any_pen ? (intptr_t)ci->pen_d : 0,
+                                 samp_in_graph && ci->any_pen}; /* (the penalties in the graph only with the sampling) */
         if (!ci->gexec || memcmp(key, ci->gkey, sizeof key)) {
             graph_drop(ci); /* (an instance still queued or running is freed when it completes) */
             cudaGraph_t g;
@@ -1301,7 +1302,7 @@ static int fill_pen(cu_impl *ci, int buf, const tl_row_sampling *rs, int n, tl_e
             if (ci->pen_h[k]) cudaFreeHost(ci->pen_h[k]), ci->pen_h[k] = NULL;
         if (ci->pen_d) cudaFree(ci->pen_d), ci->pen_d = NULL;
         ci->pen_cap = 0;
-        const size_t cap = TL_MAX(need * 2, (size_t)1 << 16);
+        const size_t cap = TL_MAX(need * 2, (size_t)64); /* (small at first: the tests grow it) */
         int ok = cudaMalloc((void **)&ci->pen_d, cap * 2 * sizeof(int32_t)) == cudaSuccess;
         for (int k = 0; k < CU_NBUF && ok; k++)
             ok = cudaMallocHost((void **)&ci->pen_h[k], cap * 2 * sizeof(int32_t)) == cudaSuccess;
