@@ -529,12 +529,13 @@ static void test_launch_fail(tl_model *m) {
  * the row's batch token, which is a placeholder resolved "on the device" when pipelined) give the host sampler's
  * tokens: the same requests on the host (mode 0), one step at a time (mode 1) and pipelined (mode 2), and with
  * TL_ENGINE_HOST_PENALTIES=1. Logprobs are compared between modes 1 and 2 only (the backend's are of the
- * penalized logits). */
+ * penalized logits). Seeds 5-6 with a pool of 24 blocks: sequences are preempted and recomputed (their generated
+ * tokens prefilled again count as generated all the same). */
 static void test_penalties(tl_model *m) {
     static req r[4][MAXR];
-    int64_t pen_rows[4] = {0}, in_flight = 0;
+    int64_t pen_rows[4] = {0}, in_flight = 0, preempted = 0;
     int bad = 0, changed = 0;
-    for (unsigned long long seed = 1; seed <= 4; seed++) {
+    for (unsigned long long seed = 1; seed <= 6; seed++) {
         make_mix(r[0], MAXR, 500 + seed);
         for (int i = 0; i < MAXR; i++) {
             tl_sampling *p = &r[0][i].p.s;
@@ -555,12 +556,13 @@ static void test_penalties(tl_model *m) {
         o.max_batch_tokens = 40 + 8 * (int)seed;
         o.prefill_chunk = 11;
         o.block_size = 4;
+        if (seed > 4) o.kv_mem = (size_t)24 * tl_kv_block_bytes(&m->cfg, o.block_size, TL_F32);
         for (int k = 0; k < 4; k++) {
             fake_stats fs;
             g_mode = k == 3 ? 2 : k;
             if (g_mode == 1) setenv("TL_ENGINE_ASYNC", "0", 1);
             if (k == 3) setenv("TL_ENGINE_HOST_PENALTIES", "1", 1);
-            run(m, &o, r[k], MAXR, &fs);
+            preempted += run(m, &o, r[k], MAXR, &fs).n_preempted;
             unsetenv("TL_ENGINE_ASYNC");
             unsetenv("TL_ENGINE_HOST_PENALTIES");
             pen_rows[k] += fs.pen_rows;
@@ -586,7 +588,8 @@ static void test_penalties(tl_model *m) {
     CHECK(pen_rows[0] == 0 && pen_rows[1] > 300 && pen_rows[2] > 300 && pen_rows[3] == 0,
           "rows penalized by the backend: host %lld, one step %lld, pipelined %lld, host penalties %lld",
           (long long)pen_rows[0], (long long)pen_rows[1], (long long)pen_rows[2], (long long)pen_rows[3]);
-    CHECK(in_flight == 4, "two steps in flight in %lld of 4 pipelined runs", (long long)in_flight);
+    CHECK(in_flight == 6, "two steps in flight in %lld of 6 pipelined runs", (long long)in_flight);
+    CHECK(preempted > 0, "the small pool preempted no sequence");
 }
 
 int main(void) {
