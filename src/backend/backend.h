@@ -17,8 +17,9 @@ typedef struct tl_row_sampling {
     float top_p;       /* 1: off */
     float min_p;       /* 0: off */
     double u;          /* the request's uniform draw in [0, 1) (its RNG, on the host): used when temperature > 0 */
-    int host;          /* 1: not sampled by the backend (top-n logprobs; penalties where be->penalties is 0): copy
-                        * its logits back */
+    int host;          /* 1: not sampled by the backend (top-n logprobs without be->collected_top or with penalties;
+                        * penalties where be->penalties is 0): copy its logits back */
+    int n_logprobs;    /* > 0 (<= TL_MAX_LOGPROBS): the row's top-n logprobs too (be->collected_top) */
     /* Penalties (engine/sampler.c's, applied before the rest): repetition 1, presence 0, frequency 0: off. The
      * row's history (prompt + generated) but its last token as distinct tokens: pen[2j] a token, pen[2j + 1] how
      * often it occurs among the generated ones (with the repetition penalty off: only generated tokens); the last
@@ -76,6 +77,10 @@ struct tl_backend {
                   float *logits, tl_error *e);
     int (*collect)(tl_backend *be, int32_t *tok, float *logprob, tl_error *e);
     int (*row_on_device)(const tl_backend *be, const tl_row_sampling *rs, int n_vocab);
+    /* Optional (NULL: rows with n_logprobs go to the host): after collect (or forward_sample), the top-n logprobs
+     * of logit row `row` of the step collected last, as sampler.c's fill_logprobs (raw logits; ids and logprobs
+     * in order, logit desc, id asc): returns n (<= rs.n_logprobs; 0: the row had none or was not the device's). */
+    int (*collected_top)(tl_backend *be, int row, int32_t *ids, float *logprobs);
 };
 
 /* A batch token for launch: the token the previous launched step sampled for its logit row r (r >= 0). */

@@ -225,7 +225,8 @@ static void usage(void) {
             "  --json                  print JSON instead of text\n"
             "  sampling (default greedy; --seed above seeds the draws too: request i gets S + i):\n"
             "  --temp T --top-k K --top-p P --min-p M\n"
-            "  --repeat-penalty R --presence-penalty P --frequency-penalty F\n",
+            "  --repeat-penalty R --presence-penalty P --frequency-penalty F\n"
+            "  --logprobs N            every token's top-N logprobs too (N <= 20)\n",
             cli_model_help);
 }
 
@@ -263,6 +264,7 @@ int cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "--plot")) png = v;
         else if (!strcmp(a, "--max-batch-tokens")) eo.max_batch_tokens = atoi(v);
         else if (!strcmp(a, "--max-seqs")) eo.max_seqs = atoi(v);
+        else if (!strcmp(a, "--logprobs")) g_samp.n_logprobs = TL_MAX(0, TL_MIN(atoi(v), TL_MAX_LOGPROBS));
         else if (!strcmp(a, "--prefill-chunk")) eo.prefill_chunk = atoi(v);
         else if (!strcmp(a, "--block-size")) eo.block_size = atoi(v);
         else if (!strcmp(a, "--kv-cache-mem")) eo.kv_mem = parse_mem(v);

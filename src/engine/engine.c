@@ -70,6 +70,8 @@ tl_engine *tl_engine_new(tl_model *m, tl_backend *be, const tl_engine_opts *opts
     en->device_sample = be->forward_sample != NULL && !(hs && !strcmp(hs, "1"));
     const char *hp = getenv("TL_ENGINE_HOST_PENALTIES");
     en->dev_pen = en->device_sample && be->penalties && !(hp && !strcmp(hp, "1"));
+    const char *hl = getenv("TL_ENGINE_HOST_LOGPROBS");
+    en->dev_top = en->device_sample && be->collected_top && !(hl && !strcmp(hl, "1"));
     en->pipelined = en->device_sample && be->launch && be->collect && be->row_on_device && !(as && !strcmp(as, "0"));
     pthread_mutex_init(&en->mu, NULL);
     pthread_cond_init(&en->cv, NULL);

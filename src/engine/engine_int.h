@@ -77,6 +77,8 @@ struct tl_engine {
                               * TL_ENGINE_ASYNC=0 */
     tl_row_sampling *b_rs;   /* [max_seqs] per logit row: parameters for the backend's sampler */
     bool dev_pen;            /* penalized rows sampled by the backend (be->penalties, unless TL_ENGINE_HOST_PENALTIES=1) */
+    bool dev_top;            /* top-n logprobs rows sampled by the backend (be->collected_top, unless
+                              * TL_ENGINE_HOST_LOGPROBS=1) */
     int32_t *b_pen;          /* the step's penalty histories (tl_row_sampling.pen), grown on demand */
     size_t b_pen_n, b_pen_cap; /* int32 used / allocated */
     size_t *b_pen_off;       /* [max_seqs] per logit row: its entries' offset in b_pen */

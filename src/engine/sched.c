@@ -262,9 +262,11 @@ static void row_sampling(tl_engine *en, tl_seq *s, tl_step *st, int r) {
     tl_row_sampling *q = &en->b_rs[r];
     *q = (tl_row_sampling){.temperature = p->temperature, .top_k = p->top_k, .top_p = p->top_p, .min_p = p->min_p,
                            .repetition_penalty = p->repetition_penalty, .presence_penalty = p->presence_penalty,
-                           .frequency_penalty = p->frequency_penalty};
+                           .frequency_penalty = p->frequency_penalty,
+                           .n_logprobs = TL_MIN(TL_MAX(p->n_logprobs, 0), TL_MAX_LOGPROBS)};
     const bool pen = tl_row_has_penalties(q);
-    q->host = p->n_logprobs > 0 || (pen && !en->dev_pen);
+    /* (top-n logprobs are of the raw logits: a row that has both goes to the host whole) */
+    q->host = (q->n_logprobs > 0 && (!en->dev_top || pen)) || (pen && !en->dev_pen);
     if (pen && !q->host) {
         const int n_hist = s->n_tokens - 1; /* all confirmed tokens: only the last may be a placeholder */
         if (!en->b_pen || en->b_pen_n + 2 * (size_t)n_hist > en->b_pen_cap) {
@@ -419,6 +421,7 @@ static void finish_step(tl_engine *en, tl_step *st) {
             if (en->device_sample && st->tok[r] >= 0) {
                 tok = st->tok[r];
                 ev.logprob = st->lp[r];
+                if (s->p.s.n_logprobs > 0) ev.n_top = en->be->collected_top(en->be, r, ev.top_ids, ev.top_logprobs);
             } else { /* host sampler: the backend's logits row; the RNG as before the device path's draw */
                 if (en->device_sample) s->rng = st->rng[r];
                 tok = tl_sampler_sample(&en->sp, &s->p.s, en->logits + (size_t)r * en->n_vocab, s->tokens, idx,

@@ -62,8 +62,11 @@ static void test_kernel(int V, int R) {
         rng0[r] = tl_t_rng(&seed);
         uint64_t st = rng0[r];
         p[r] = (tl_cu_samp){.temperature = c->t, .top_k = c->k, .top_p = c->p, .min_p = c->minp,
-                            .u = c->t > 0 ? tl_rng_uniform(&st) : 0, .skip = r % 53 == 52};
+                            .u = c->t > 0 ? tl_rng_uniform(&st) : 0, .skip = r % 53 == 52,
+                            .n_top = r % 3 == 0 ? 1 + r % TL_CU_TOPN : 0};
     }
+    tl_cu_top *dtop, *top = tl_malloc((size_t)R * sizeof *top), *top2 = tl_malloc((size_t)R * sizeof *top2);
+    CU(cudaMalloc((void **)&dtop, (size_t)R * sizeof *dtop));
     float *dl;
     tl_cu_samp *dp;
     tl_cu_samp_out *dout, *out = tl_malloc((size_t)R * sizeof *out), *out2 = tl_malloc((size_t)R * sizeof *out2);
@@ -79,13 +82,49 @@ static void test_kernel(int V, int R) {
     /* passes: 0 one block a row; 1 the statistics over many blocks, one block a sampled row; 2, 3 every row
      * over many blocks (the default), twice */
     tl_cu_samp_out *outs[4] = {tl_malloc((size_t)R * sizeof *out), tl_malloc((size_t)R * sizeof *out), out, out2};
-    for (int pass = 0; pass < 4; pass++) {
+    for (int pass = 0; pass < 4; pass++) { /* (the top-n logprobs with the scratch: passes 1-3) */
         CU(cudaMemset(dout, 0xff, (size_t)R * sizeof *dout));
-        CHECK(tl_cu_sample(dl, R, V, dp, dout, pass ? scratch : NULL, pass >= 2, 0, &e) == 0, "%s", e.msg);
+        CU(cudaMemset(dtop, 0xff, (size_t)R * sizeof *dtop));
+        CHECK(tl_cu_sample(dl, R, V, dp, dout, pass ? scratch : NULL, pass >= 2, pass ? dtop : NULL, 0, &e) == 0, "%s",
+              e.msg);
         CU(cudaDeviceSynchronize());
         CU(cudaMemcpy(outs[pass], dout, (size_t)R * sizeof *dout, cudaMemcpyDeviceToHost));
+        if (pass >= 2) CU(cudaMemcpy(pass == 2 ? top : top2, dtop, (size_t)R * sizeof *dtop, cudaMemcpyDeviceToHost));
     }
     CHECK(!memcmp(out, out2, (size_t)R * sizeof *out), "V %d: two launches differ", V);
+    { /* top-n logprobs: sampler.c's fill_logprobs on the same logits, the same ids in order, logprobs to rounding;
+       * two launches bit-equal */
+        tl_sampler sp0;
+        tl_sampler_init(&sp0, V);
+        int id_bad = 0, n_rows = 0, n_bad = 0;
+        double lp_err = 0;
+        for (int r = 0; r < R; r++) {
+            if (p[r].skip || !p[r].n_top) continue;
+            n_rows++;
+            const int n = TL_MIN(p[r].n_top, V);
+            CHECK(top[r].n == top2[r].n && !memcmp(top[r].id, top2[r].id, (size_t)n * 4) &&
+                      !memcmp(top[r].lp, top2[r].lp, (size_t)n * 4),
+                  "V %d row %d: two launches' top-n differ", V, r);
+            tl_sampling s;
+            tl_sampling_default(&s);
+            s.n_logprobs = n;
+            tl_token_event ev;
+            memset(&ev, 0, sizeof ev);
+            uint64_t st0 = 1;
+            tl_sampler_sample(&sp0, &s, lg + (size_t)r * V, NULL, 0, 0, &st0, &ev);
+            n_bad += top[r].n != ev.n_top;
+            for (int k = 0; k < ev.n_top && k < top[r].n; k++) {
+                id_bad += top[r].id[k] != ev.top_ids[k];
+                lp_err = fmax(lp_err, fabs((double)top[r].lp[k] - ev.top_logprobs[k]));
+            }
+        }
+        printf("  top-n V %6d: %d rows, %d counts and %d ids differ from sampler.c, logprob err %.2e\n", V, n_rows, n_bad,
+               id_bad, lp_err);
+        CHECK(n_rows > 0 && n_bad == 0 && id_bad == 0 && lp_err <= 1e-4, "V %d: top-n logprobs: %d counts, %d ids off, "
+              "err %.2e", V, n_bad, id_bad, lp_err);
+        tl_sampler_free(&sp0);
+        cudaFree(dtop), free(top), free(top2);
+    }
     { /* the statistics over many blocks change no one-block draw: the same tokens, logprobs to rounding */
         int tok_diff = 0;
         double lp_diff = 0;
@@ -268,7 +307,7 @@ static void test_penalize(int V, int R) {
     CU(cudaMemcpy(drows, rows, (size_t)R * 4, cudaMemcpyHostToDevice));
     tl_error e = {{0}};
     CHECK(tl_cu_penalize(dl, R, V, dp, dpen, dtok, drows, 0, &e) == 0, "%s", e.msg);
-    CHECK(tl_cu_sample(dl, R, V, dp, dout, scratch, 1, 0, &e) == 0, "%s", e.msg);
+    CHECK(tl_cu_sample(dl, R, V, dp, dout, scratch, 1, NULL, 0, &e) == 0, "%s", e.msg);
     CU(cudaDeviceSynchronize());
     CU(cudaMemcpy(out, dout, (size_t)R * sizeof *dout, cudaMemcpyDeviceToHost));
     int greedy_bad = 0, mism = 0, n_greedy = 0, n_samp = 0, moved = 0;
@@ -305,13 +344,16 @@ static void test_penalize(int V, int R) {
 
 /* ---- engine: device sampling vs host sampling (same GPU logits) and vs the CPU engine ---- */
 typedef struct {
-    int32_t tok[64];
-    float lp[64];
-    int n;
+    int32_t tok[64], top_id[64][3];
+    float lp[64], top_lp[64][3];
+    int n, n_top[64];
 } collected;
 static int collect_cb(const tl_token_event *ev, void *user) {
     collected *c = user;
-    if (ev->token >= 0 && c->n < 64) c->lp[c->n] = ev->logprob, c->tok[c->n++] = ev->token;
+    if (ev->token < 0 || c->n >= 64) return 0;
+    c->n_top[c->n] = ev->n_top;
+    for (int k = 0; k < ev->n_top && k < 3; k++) c->top_id[c->n][k] = ev->top_ids[k], c->top_lp[c->n][k] = ev->top_logprobs[k];
+    c->lp[c->n] = ev->logprob, c->tok[c->n++] = ev->token;
     return 0;
 }
 
@@ -341,15 +383,16 @@ static void run_engine(tl_model *m, tl_backend *be, int host_sample, int max_seq
         if (r == 1) p.s.temperature = 0.8f, p.s.top_k = 20, p.s.seed = 7;
         if (r == 2) p.s.temperature = 1.0f, p.s.top_p = 0.9f, p.s.min_p = 0.02f, p.s.seed = 9;
         if (r == 3) p.s.repetition_penalty = 1.3f;                 /* penalized rows: 3, 6, 7, 8 */
-        if (r == 4) p.s.n_logprobs = 3, p.s.temperature = 0.7f, p.s.seed = 3; /* host row */
+        if (r == 4) p.s.n_logprobs = 3, p.s.temperature = 0.7f, p.s.seed = 3; /* top-n logprobs on the device */
         if (r == 6) p.s.presence_penalty = 0.8f, p.s.frequency_penalty = 0.5f;
         if (r == 7) /* Qwen2-Instruct's generation_config.json */
             p.s.repetition_penalty = 1.05f, p.s.temperature = 0.7f, p.s.top_p = 0.8f, p.s.top_k = 20, p.s.seed = 5;
         if (r == 8)
             p.s.repetition_penalty = 0.9f, p.s.frequency_penalty = -0.4f, p.s.temperature = 1.0f, p.s.top_p = 0.95f,
             p.s.seed = 8;
-        if (r == 9) /* top_k > TL_CU_SAMPLE_CAP (with V = 152K: the whole row to the host, penalized once there) */
-            p.s.repetition_penalty = 1.2f, p.s.temperature = 0.9f, p.s.top_k = 5000, p.s.seed = 4;
+        if (r == 9) /* top_k > TL_CU_SAMPLE_CAP (with V = 152K: the whole row to the host, penalized once there);
+                     * penalties with top-n logprobs: a host row */
+            p.s.repetition_penalty = 1.2f, p.s.temperature = 0.9f, p.s.top_k = 5000, p.s.seed = 4, p.s.n_logprobs = 2;
         p.ignore_eos = true;
         int np = 5 + 3 * r < nt ? 5 + 3 * r : nt;
         CHECK(tl_engine_add(en, toks + r % 3, np - r % 3, &p, collect_cb, &out[r], &e) > 0, "%s", e.msg);
@@ -431,8 +474,16 @@ static void test_engine(const char *dir, int cpu_ref) {
         CHECK(same, "%s req %d: pipelined alone, device sampling differs from host sampling", dir, r);
         if (r == 0) /* greedy, device: logprobs are reported and are log-probabilities */
             for (int i = 0; i < dev[r].n; i++) CHECK(dev[r].lp[i] <= 1e-6f && dev[r].lp[i] > -50.f, "lp %g", dev[r].lp[i]);
-        if (r == 4)
-            for (int i = 0; i < dev[r].n; i++) CHECK(dev[r].lp[i] == host[r].lp[i], "host-row logprob differs");
+        if (r == 4 || r == 9) /* top-n logprobs: device (r 4) against sampler.c's: the same ids, logprobs to rounding */
+            for (int i = 0; i < dev[r].n && i < host[r].n; i++) {
+                int ok = dev[r].n_top[i] == (r == 4 ? 3 : 2) && dev[r].n_top[i] == host[r].n_top[i] &&
+                         fabsf(dev[r].lp[i] - host[r].lp[i]) <= 2e-5f;
+                for (int k = 0; k < dev[r].n_top[i] && k < 3; k++)
+                    ok &= dev[r].top_id[i][k] == host[r].top_id[i][k] &&
+                          fabsf(dev[r].top_lp[i][k] - host[r].top_lp[i][k]) <= 2e-5f;
+                CHECK(ok, "%s req %d token %d: logprobs differ from the host's (%d / %d alternatives, lp %g / %g)", dir, r,
+                      i, dev[r].n_top[i], host[r].n_top[i], dev[r].lp[i], host[r].lp[i]);
+            }
     }
     /* greedy requests (0, 3: penalties on the host sampler too) against the CPU engine: equal, or at the first
      * difference the GPU's token is inside the CPU's top-5 (INT4 GEMV rounding) */

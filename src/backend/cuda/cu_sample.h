@@ -40,7 +40,17 @@ typedef struct tl_cu_samp {
     float rep, pres, freq; /* penalties (backend.h tl_row_sampling): 1, 0, 0 off; applied by tl_cu_penalize */
     int pen_off, pen_n;    /* the row's entries in tl_cu_penalize's list: pairs (token, count among generated) */
     int last_gen;          /* the row's batch token counts as generated */
+    int n_top;             /* 0..TL_CU_TOPN: the top-n logprobs of the raw logits (tl_cu_top), 0: none */
 } tl_cu_samp;
+
+/* A row's top-n logprobs (sampler.c's fill_logprobs): the n largest raw logits (logit desc, id asc; NaN never
+ * taken) as log_softmax values, lse as for the token's logprob */
+#define TL_CU_TOPN 20
+typedef struct tl_cu_top {
+    int n;
+    int32_t id[TL_CU_TOPN];
+    float lp[TL_CU_TOPN];
+} tl_cu_top;
 
 #ifdef __CUDACC__
 __host__ __device__
@@ -59,11 +69,12 @@ typedef struct tl_cu_samp_out {
  * log-sum-exp over many blocks first (batch 1: the step's sampling no longer one block's walk over the row);
  * the same tokens, logprobs within rounding (another fp64 summation order). chunked (with scratch): sampled rows
  * drawn over many blocks too (each chunk's largest p and mass once, the row's last block sorts their union and
- * walks it; rows whose head that union is not fall back to one block), else one block a sampled row. */
+ * walks it; rows whose head that union is not fall back to one block), else one block a sampled row. top (needs
+ * scratch; NULL: none): [n_rows], for rows with p[i].n_top > 0 and not skip the top-n logprobs (tl_cu_top). */
 #define TL_CU_SAMPLE_SCRATCH_ROWS 256
 size_t tl_cu_sample_scratch_bytes(void);
 int tl_cu_sample(const float *logits, int n_rows, int n_vocab, const tl_cu_samp *p, tl_cu_samp_out *out,
-                 void *scratch, int chunked, cudaStream_t st, tl_error *e);
+                 void *scratch, int chunked, tl_cu_top *top, cudaStream_t st, tl_error *e);
 
 /* Penalties on logits [n_rows, n_vocab] in place, before tl_cu_sample (engine/sampler.c's arithmetic, each
  * distinct token of a row once): rows with p[i] penalties and not skip take their entries pen[2 (pen_off + j)

@@ -50,7 +50,7 @@ static const char *const p_name[P_N] = {"other", "matmul", "attention", "lm_head
                                    * PDL wait) measured 2.046-2.061 ms/token against 2.112-2.126 with 64 (32 blocks,
                                    * q/k/v on 100) and 2.126-2.144 with 256, H100, one run (TL_CUDA_SPLIT_KEYS); without
                                    * the room 64 was as fast as 128 (3765dec, 17d9798) and 128 is now 2.170-2.174 */
-#define CU_GKEY 26                /* graph key: the shape and switches a captured decode step depends on */
+#define CU_GKEY 27                /* graph key: the shape and switches a captured decode step depends on */
 #define CU_NBUF 2                 /* steps launched and not collected at most (cu_launch); host buffers per kind */
 #define CU_BIG_T 512              /* forwards of more tokens: bf16 activations into cuBLAS (layer_big) */
 #define CU_Q4GEMM_COPY_MAX 48     /* INT4 products of 17..CU_BIG_T rows take q4_gemm.cu's kernel up to this many rows */
@@ -161,6 +161,11 @@ typedef struct cu_impl {
     int32_t *pen_h[CU_NBUF], *pen_d;
     size_t pen_cap, pen_n[CU_NBUF];
     int any_pen;
+    /* top-n logprobs (tl_cu_top, rows with n_top): pinned per launch buffer, device single (sized with samp_cap);
+     * top_on[buf]: the step of that buffer has such rows; any_top: the step being enqueued has;
+     * last_buf: the buffer of the step collected last (collected_top) */
+    tl_cu_top *top_h[CU_NBUF], *top_d;
+    int top_on[CU_NBUF], any_top, last_buf;
     /* Launched steps (cu_launch / cu_collect). Host buffers written for an asynchronous copy (meta_h, samp_h) or
      * read back by one (sout_h) come in CU_NBUF: step t + 1's H2D copies may still be queued behind step t's work
      * when step t + 2 is built, so the buffer a launch writes, `cur` (next_buf, alternating), is the one of the
@@ -829,8 +834,10 @@ static int sample_chunk(cu_impl *ci, int nv, int i0, int n, const int32_t *d_lr,
     tl_cu_samp_out *oh = ci->sout_h[ci->cur];
     if (ci->any_pen && tl_cu_penalize(ci->logits, n, nv, ci->samp_d + i0, ci->pen_d, ci->meta_d, d_lr + i0, ci->st, e))
         return -1;
+    if (ci->any_top && ci->samp_oneblock)
+        return tl_errf(e, "cuda: TL_CUDA_SAMPLE_ONEBLOCK=1 computes no top-n logprobs");
     if (tl_cu_sample(ci->logits, n, nv, ci->samp_d + i0, ci->sout_d + i0, ci->samp_oneblock ? NULL : ci->samp_scratch,
-                     ci->samp_chunked, ci->st, e))
+                     ci->samp_chunked, ci->any_top ? ci->top_d + i0 : NULL, ci->st, e))
         return -1;
     int check = 0;
     for (int i = i0; i < i0 + n; i++) {
@@ -1081,7 +1088,8 @@ static int enqueue_work(cu_impl *ci, const tl_model *m, tl_kv *kv, const tl_batc
                                  ci->ring, ci->dbg_skip, ci->probe, ci->att_fuse, ci->fuse_on, ci->gu_pair,
                                  ci->qkv_room, ci->gemv_dbg, ci->trace, (intptr_t)ci->sout_d, samp_in_graph,
                                  ci->samp_oneblock, ci->samp_chunked, samp_in_graph && ci->any_pen ? (intptr_t)ci->pen_d : 0,
-                                 samp_in_graph && ci->any_pen}; /* (the penalties in the graph only with the sampling) */
+                                 samp_in_graph && ci->any_pen, /* (penalties / top-n in the graph only with the sampling) */
+                                 samp_in_graph && ci->any_top};
         if (!ci->gexec || memcmp(key, ci->gkey, sizeof key)) {
             graph_drop(ci); /* (an instance still queued or running is freed when it completes) */
             cudaGraph_t g;
@@ -1117,6 +1125,9 @@ static int enqueue_work(cu_impl *ci, const tl_model *m, tl_kv *kv, const tl_batc
     }
     if (ci->srs)
         CUCHK(e, cudaMemcpyAsync(ci->sout_h[ci->cur], ci->sout_d, (size_t)b->n_logits * sizeof *ci->sout_d,
+                                 cudaMemcpyDeviceToHost, ci->st));
+    if (ci->srs && ci->any_top)
+        CUCHK(e, cudaMemcpyAsync(ci->top_h[ci->cur], ci->top_d, (size_t)b->n_logits * sizeof *ci->top_d,
                                  cudaMemcpyDeviceToHost, ci->st));
     return 0;
 }
@@ -1241,35 +1252,43 @@ static int ensure_samp(cu_impl *ci, int n, tl_error *e) {
     const int cap = TL_MAX(n, 256), old = ci->samp_cap;
     tl_cu_samp *sh[CU_NBUF] = {0}, *sd = NULL;
     tl_cu_samp_out *oh[CU_NBUF] = {0}, *od = NULL;
+    tl_cu_top *th[CU_NBUF] = {0}, *td = NULL;
     int ok = cudaMalloc((void **)&sd, (size_t)cap * sizeof *sd) == cudaSuccess &&
-             cudaMalloc((void **)&od, (size_t)cap * sizeof *od) == cudaSuccess;
+             cudaMalloc((void **)&od, (size_t)cap * sizeof *od) == cudaSuccess &&
+             cudaMalloc((void **)&td, (size_t)cap * sizeof *td) == cudaSuccess;
     for (int k = 0; k < CU_NBUF && ok; k++)
         ok = cudaMallocHost((void **)&sh[k], (size_t)cap * sizeof *sh[k]) == cudaSuccess &&
-             cudaMallocHost((void **)&oh[k], (size_t)cap * sizeof *oh[k]) == cudaSuccess;
+             cudaMallocHost((void **)&oh[k], (size_t)cap * sizeof *oh[k]) == cudaSuccess &&
+             cudaMallocHost((void **)&th[k], (size_t)cap * sizeof *th[k]) == cudaSuccess;
     if (ok && old)
         ok = cudaMemcpyAsync(od, ci->sout_d, (size_t)old * sizeof *od, cudaMemcpyDeviceToDevice, ci->st) ==
                  cudaSuccess &&
              cudaStreamSynchronize(ci->st) == cudaSuccess;
     tl_cu_samp *fsd = ok ? ci->samp_d : sd;
     tl_cu_samp_out *fod = ok ? ci->sout_d : od;
+    tl_cu_top *ftd = ok ? ci->top_d : td;
     for (int k = 0; k < CU_NBUF; k++) { /* carry the rows over, then free the old (or, failed, the new) buffers */
         if (ok && old) {
             memcpy(sh[k], ci->samp_h[k], (size_t)old * sizeof *sh[k]);
             memcpy(oh[k], ci->sout_h[k], (size_t)old * sizeof *oh[k]);
+            memcpy(th[k], ci->top_h[k], (size_t)old * sizeof *th[k]);
         }
         tl_cu_samp *fs = ok ? ci->samp_h[k] : sh[k];
         tl_cu_samp_out *fo = ok ? ci->sout_h[k] : oh[k];
+        tl_cu_top *ft = ok ? ci->top_h[k] : th[k];
         if (fs) cudaFreeHost(fs);
         if (fo) cudaFreeHost(fo);
-        if (ok) ci->samp_h[k] = sh[k], ci->sout_h[k] = oh[k];
+        if (ft) cudaFreeHost(ft);
+        if (ok) ci->samp_h[k] = sh[k], ci->sout_h[k] = oh[k], ci->top_h[k] = th[k];
     }
     if (fsd) cudaFree(fsd);
     if (fod) cudaFree(fod);
+    if (ftd) cudaFree(ftd);
     if (!ok) {
         cudaGetLastError();
         return tl_errf(e, "cuda: cannot allocate sampling buffers for %d rows", n);
     }
-    ci->samp_d = sd, ci->sout_d = od, ci->samp_cap = cap;
+    ci->samp_d = sd, ci->sout_d = od, ci->top_d = td, ci->samp_cap = cap;
     return 0;
 }
 
@@ -1278,8 +1297,11 @@ static int ensure_samp(cu_impl *ci, int n, tl_error *e) {
 static tl_cu_samp samp_of(const tl_row_sampling *rs, int n_vocab) {
     tl_cu_samp p = {.temperature = rs->temperature, .top_k = rs->top_k, .top_p = rs->top_p, .min_p = rs->min_p,
                     .u = rs->u, .skip = rs->host != 0, .rep = rs->repetition_penalty, .pres = rs->presence_penalty,
-                    .freq = rs->frequency_penalty, .pen_n = rs->pen_n, .last_gen = rs->last_gen};
-    if (tl_cu_samp_has_pen(&p) && tl_cu_sample_may_defer(&p, n_vocab)) p.skip = 1;
+                    .freq = rs->frequency_penalty, .pen_n = rs->pen_n, .last_gen = rs->last_gen,
+                    .n_top = TL_MIN(TL_MAX(rs->n_logprobs, 0), TL_CU_TOPN)};
+    if ((tl_cu_samp_has_pen(&p) || p.n_top) && tl_cu_sample_may_defer(&p, n_vocab)) p.skip = 1;
+    if (tl_cu_samp_has_pen(&p) && p.n_top) p.skip = 1; /* (top-n of the raw logits: the host does both) */
+    if (p.skip) p.n_top = 0;
     if (!tl_cu_samp_has_pen(&p) || p.skip) p.rep = 1.0f, p.pres = p.freq = 0.0f, p.pen_n = 0;
     return p;
 }
@@ -1340,14 +1362,19 @@ static int cu_launch(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batc
     ci->cur = buf; /* the step launched two before used it: collected (n_launched < CU_NBUF) */
     const char *sh = getenv("TL_CUDA_SAMPLE_HEAD"); /* (comparisons: the top-p head's size, tl_cu_samp.head) */
     const int head = sh ? atoi(sh) : 0;
-    for (int i = 0; i < n; i++) ci->samp_h[buf][i] = samp_of(&rs[i], m->cfg.n_vocab), ci->samp_h[buf][i].head = head;
+    ci->any_top = 0;
+    for (int i = 0; i < n; i++) {
+        ci->samp_h[buf][i] = samp_of(&rs[i], m->cfg.n_vocab), ci->samp_h[buf][i].head = head;
+        ci->any_top |= ci->samp_h[buf][i].n_top > 0;
+    }
+    ci->top_on[buf] = ci->any_top;
     if (fill_pen(ci, buf, rs, n, e)) return -1;
     ci->srs = n > 0 ? rs : NULL;
     ci->slogits = logits;
     int r = enqueue_step(be, m, kv, b, NULL, e);
     ci->srs = NULL;
     ci->slogits = NULL;
-    ci->any_pen = 0;
+    ci->any_pen = ci->any_top = 0;
     if (r) return -1;
     cudaError_t err = cudaEventRecord(ci->step_done[buf], ci->st);
     if (err != cudaSuccess) { /* not launched after all: as enqueue_step's failures */
@@ -1379,6 +1406,7 @@ static int cu_collect(tl_backend *be, int32_t *tok, float *logprob, tl_error *e)
     ci->prof[2] += tl_now() - t0;
     const tl_cu_samp *sh = ci->samp_h[buf];
     const tl_cu_samp_out *oh = ci->sout_h[buf];
+    ci->last_buf = buf;
     for (int i = 0; i < ci->step_n[buf]; i++) {
         tok[i] = sh[i].skip ? -1 : oh[i].token;
         logprob[i] = oh[i].logprob;
@@ -1390,6 +1418,20 @@ static int cu_row_on_device(const tl_backend *be, const tl_row_sampling *rs, int
     (void)be;
     const tl_cu_samp p = samp_of(rs, n_vocab);
     return !p.skip && !tl_cu_sample_may_defer(&p, n_vocab);
+}
+
+/* backend.h collected_top: row `row`'s top-n of the step collected last (its buffer's top_h, copied with sout_h) */
+static int cu_collected_top(tl_backend *be, int row, int32_t *ids, float *logprobs) {
+    cu_impl *ci = be->impl;
+    const int buf = ci->last_buf;
+    if (!ci->top_on[buf] || row < 0 || row >= ci->step_n[buf] || ci->samp_h[buf][row].skip ||
+        ci->samp_h[buf][row].n_top <= 0)
+        return 0;
+    const tl_cu_top *t = &ci->top_h[buf][row];
+    const int n = TL_MAX(0, TL_MIN(t->n, ci->samp_h[buf][row].n_top));
+    memcpy(ids, t->id, (size_t)n * sizeof *ids);
+    memcpy(logprobs, t->lp, (size_t)n * sizeof *logprobs);
+    return n;
 }
 
 /* launch, then collect (nothing else launched: collect answers the oldest step) */
@@ -1427,12 +1469,14 @@ static void cu_free(tl_backend *be) {
     for (int k = 0; k < CU_NBUF; k++) {
         if (ci->samp_h[k]) cudaFreeHost(ci->samp_h[k]);
         if (ci->sout_h[k]) cudaFreeHost(ci->sout_h[k]);
+        if (ci->top_h[k]) cudaFreeHost(ci->top_h[k]);
         if (ci->meta_h[k]) cudaFreeHost(ci->meta_h[k]);
         if (ci->pen_h[k]) cudaFreeHost(ci->pen_h[k]);
         if (ci->step_done[k]) cudaEventDestroy(ci->step_done[k]);
     }
     if (ci->samp_d) cudaFree(ci->samp_d);
     if (ci->pen_d) cudaFree(ci->pen_d);
+    if (ci->top_d) cudaFree(ci->top_d);
     if (ci->samp_scratch) cudaFree(ci->samp_scratch);
     if (ci->sout_d) cudaFree(ci->sout_d);
     graph_drop(ci);
@@ -1523,6 +1567,7 @@ tl_backend *tl_backend_cuda_new(float gpu_mem_util, tl_error *e) {
     be->collect = cu_collect;
     be->row_on_device = cu_row_on_device;
     be->penalties = 1;
+    be->collected_top = cu_collected_top;
     be->free = cu_free;
     be->impl = ci;
     return be;

@@ -172,26 +172,29 @@ extern "C" int tl_cu_penalize(float *logits, int n_rows, int n_vocab, const tl_c
     TL_CU_LAUNCHED(e, "penalize");
 }
 
-/* scratch, for up to TL_CU_SAMPLE_SCRATCH_ROWS rows a launch: the two kernels' row counters (zero between
- * launches: each row's last block resets its own), statistics, chunk partials, chunk records, chunk keys */
+/* scratch, for up to TL_CU_SAMPLE_SCRATCH_ROWS rows a launch: the three kernels' row counters (zero between
+ * launches: each row's last block resets its own), statistics, chunk partials, chunk records, chunk keys, the
+ * chunks' top-n candidates */
 extern "C" size_t tl_cu_sample_scratch_bytes(void) {
-    return SB_ROWS * (2 * sizeof(unsigned) + sizeof(samp_stats) + SB_NB * (sizeof(samp_part) + sizeof(samp_chunk)) +
-                      (size_t)SB_NB * SC_CH * sizeof(unsigned long long));
+    return SB_ROWS * (3 * sizeof(unsigned) + sizeof(samp_stats) + SB_NB * (sizeof(samp_part) + sizeof(samp_chunk)) +
+                      (size_t)SB_NB * SC_CH * sizeof(unsigned long long) + (size_t)SB_NB * TL_CU_TOPN * sizeof(samp_cand));
 }
 
 extern "C" int tl_cu_sample(const float *logits, int n_rows, int n_vocab, const tl_cu_samp *p, tl_cu_samp_out *out,
-                            void *scratch, int chunked, cudaStream_t st, tl_error *e) {
+                            void *scratch, int chunked, tl_cu_top *top, cudaStream_t st, tl_error *e) {
     if (n_rows <= 0) return 0;
     if (n_vocab <= 0) return tl_errf(e, "cuda sample: n_vocab %d", n_vocab);
+    if (top && !scratch) return tl_errf(e, "cuda sample: the top-n logprobs need the scratch");
     if (!scratch) {
         sample_kernel<<<n_rows, S_BS, 0, st>>>(logits, n_vocab, p, out, NULL);
         TL_CU_LAUNCHED(e, "sample");
     }
-    unsigned *cnt = (unsigned *)scratch, *cnt2 = cnt + SB_ROWS;
-    samp_stats *stats = (samp_stats *)(cnt2 + SB_ROWS);
+    unsigned *cnt = (unsigned *)scratch, *cnt2 = cnt + SB_ROWS, *cnt3 = cnt2 + SB_ROWS;
+    samp_stats *stats = (samp_stats *)(cnt3 + SB_ROWS); /* (3 SB_ROWS counters: 8-byte aligned) */
     samp_part *part = (samp_part *)(stats + SB_ROWS);
     samp_chunk *rec = (samp_chunk *)(part + SB_ROWS * SB_NB);
     unsigned long long *cand = (unsigned long long *)(rec + SB_ROWS * SB_NB);
+    samp_cand *tcand = (samp_cand *)(cand + (size_t)SB_ROWS * SB_NB * SC_CH);
     for (int r0 = 0; r0 < n_rows; r0 += SB_ROWS) {
         const int n = n_rows - r0 < SB_ROWS ? n_rows - r0 : SB_ROWS;
         const float *lg = logits + (size_t)r0 * n_vocab;
@@ -201,6 +204,9 @@ extern "C" int tl_cu_sample(const float *logits, int n_rows, int n_vocab, const 
             if (chunked) err = tl_cu_sample_chunk_launch(lg, n, n_vocab, p + r0, out + r0, stats, rec, cand, cnt2, st);
             else sample_kernel<<<n, S_BS, 0, st>>>(lg, n_vocab, p + r0, out + r0, stats);
         }
+        if (err == cudaSuccess) err = cudaGetLastError();
+        if (err == cudaSuccess && top)
+            err = tl_cu_sample_top_launch(lg, n, n_vocab, p + r0, stats, tcand, cnt3, top + r0, st);
         if (err == cudaSuccess) err = cudaGetLastError();
         if (err != cudaSuccess) return tl_errf(e, "cuda sample: %s", cudaGetErrorString(err));
     }

@@ -478,6 +478,16 @@ typedef struct {
     int last;      /* id order: the chunk's last kept id, -1 */
 } samp_chunk;
 
+/* sample_top.cu: the top-n logprobs of rows with n_top > 0 over grid (SB_NB, n_rows) on st, after
+ * sample_stats_kernel (its lse); part: SB_ROWS * SB_NB * TL_CU_TOPN candidates, cnt: SB_ROWS counters (zero) */
+typedef struct {
+    float v;
+    int id;
+} samp_cand;
+cudaError_t tl_cu_sample_top_launch(const float *logits, int n_rows, int nv, const tl_cu_samp *p,
+                                    const samp_stats *stats, samp_cand *part, unsigned *cnt, tl_cu_top *out,
+                                    cudaStream_t st);
+
 /* sample_chunk.cu: sample_chunk_kernel over grid (SB_NB, n_rows) on st, after sample_stats_kernel */
 cudaError_t tl_cu_sample_chunk_launch(const float *logits, int n_rows, int nv, const tl_cu_samp *p,
                                       tl_cu_samp_out *out, const samp_stats *stats, samp_chunk *rec,
