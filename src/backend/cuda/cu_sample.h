@@ -1,6 +1,7 @@
 /* cu_sample.h: next-token sampling on the GPU (sample.cu): a row's passes spread over many blocks (scratch),
  * or one block per logit row.
  *
+ * Top-n logprobs (rows with n_top, sample_top.cu): the n largest raw logits as fill_logprobs gives them.
  * Same order and semantics as engine/sampler.c (penalties: tl_cu_penalize first): greedy (first maximum) when
  * temperature <= 0, else p_i = expf((l_i - max) / T) -> top-k -> top-p -> min-p -> one draw with the
  * request's uniform u (drawn on the host from its per-request RNG, so CPU and GPU see the same number).
