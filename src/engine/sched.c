@@ -18,8 +18,9 @@
  * tokens; a sequence whose pending token will surely be its last (max_tokens, context) is not scheduled again;
  * one that finishes while a later step holds it is retired when that step is collected (its extra token is
  * dropped); only confirmed tokens enter the prefix cache; no sequence is preempted while a step is in flight
- * (the step is collected first when the pool is short). Steps with rows sampled on the host (top-n logprobs,
- * penalties on a backend without them, rows the device may not sample) are collected right after their launch. */
+ * (the step is collected first when the pool is short). Steps with rows sampled on the host (penalties or top-n
+ * logprobs on a backend without them, both together, rows the device may not sample) are collected right after
+ * their launch. */
 #include "engine/engine_int.h"
 
 /* ---- waiting deque (ring buffer, amortized growth) ---- */
@@ -421,7 +422,8 @@ static void finish_step(tl_engine *en, tl_step *st) {
             if (en->device_sample && st->tok[r] >= 0) {
                 tok = st->tok[r];
                 ev.logprob = st->lp[r];
-                if (s->p.s.n_logprobs > 0) ev.n_top = en->be->collected_top(en->be, r, ev.top_ids, ev.top_logprobs);
+                if (s->p.s.n_logprobs > 0 && en->dev_top)
+                    ev.n_top = en->be->collected_top(en->be, r, ev.top_ids, ev.top_logprobs);
             } else { /* host sampler: the backend's logits row; the RNG as before the device path's draw */
                 if (en->device_sample) s->rng = st->rng[r];
                 tok = tl_sampler_sample(&en->sp, &s->p.s, en->logits + (size_t)r * en->n_vocab, s->tokens, idx,

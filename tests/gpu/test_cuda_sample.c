@@ -59,6 +59,8 @@ static void test_kernel(int V, int R) {
     for (int r = 0; r < R; r++) {
         const rowcase *c = &cases[r % NCASE];
         fill_row(lg + (size_t)r * V, V, c);
+        if (V <= 100) /* masked tokens (-inf), a chunk (of 4) holding fewer than n candidates */
+            for (int i = 3; i < V; i += 7) lg[(size_t)r * V + i] = -INFINITY;
         rng0[r] = tl_t_rng(&seed);
         uint64_t st = rng0[r];
         p[r] = (tl_cu_samp){.temperature = c->t, .top_k = c->k, .top_p = c->p, .min_p = c->minp,
@@ -66,6 +68,7 @@ static void test_kernel(int V, int R) {
                             .n_top = r % 3 == 0 ? 1 + r % TL_CU_TOPN : 0};
     }
     tl_cu_top *dtop, *top = tl_malloc((size_t)R * sizeof *top), *top2 = tl_malloc((size_t)R * sizeof *top2);
+    tl_cu_top *top1 = tl_malloc((size_t)R * sizeof *top1); /* (pass 1: one block a sampled row, the same top-n) */
     CU(cudaMalloc((void **)&dtop, (size_t)R * sizeof *dtop));
     float *dl;
     tl_cu_samp *dp;
@@ -89,7 +92,8 @@ static void test_kernel(int V, int R) {
               e.msg);
         CU(cudaDeviceSynchronize());
         CU(cudaMemcpy(outs[pass], dout, (size_t)R * sizeof *dout, cudaMemcpyDeviceToHost));
-        if (pass >= 2) CU(cudaMemcpy(pass == 2 ? top : top2, dtop, (size_t)R * sizeof *dtop, cudaMemcpyDeviceToHost));
+        if (pass >= 1) CU(cudaMemcpy(pass == 2 ? top : top2, dtop, (size_t)R * sizeof *dtop, cudaMemcpyDeviceToHost));
+        if (pass == 1) memcpy(top1, top2, (size_t)R * sizeof *top1);
     }
     CHECK(!memcmp(out, out2, (size_t)R * sizeof *out), "V %d: two launches differ", V);
     { /* top-n logprobs: sampler.c's fill_logprobs on the same logits, the same ids in order, logprobs to rounding;
@@ -103,8 +107,9 @@ static void test_kernel(int V, int R) {
             n_rows++;
             const int n = TL_MIN(p[r].n_top, V);
             CHECK(top[r].n == top2[r].n && !memcmp(top[r].id, top2[r].id, (size_t)n * 4) &&
-                      !memcmp(top[r].lp, top2[r].lp, (size_t)n * 4),
-                  "V %d row %d: two launches' top-n differ", V, r);
+                      !memcmp(top[r].lp, top2[r].lp, (size_t)n * 4) && top1[r].n == top[r].n &&
+                      !memcmp(top1[r].id, top[r].id, (size_t)n * 4) && !memcmp(top1[r].lp, top[r].lp, (size_t)n * 4),
+                  "V %d row %d: three launches' top-n differ", V, r);
             tl_sampling s;
             tl_sampling_default(&s);
             s.n_logprobs = n;
@@ -123,7 +128,7 @@ static void test_kernel(int V, int R) {
         CHECK(n_rows > 0 && n_bad == 0 && id_bad == 0 && lp_err <= 1e-4, "V %d: top-n logprobs: %d counts, %d ids off, "
               "err %.2e", V, n_bad, id_bad, lp_err);
         tl_sampler_free(&sp0);
-        cudaFree(dtop), free(top), free(top2);
+        cudaFree(dtop), free(top), free(top1), free(top2);
     }
     { /* the statistics over many blocks change no one-block draw: the same tokens, logprobs to rounding */
         int tok_diff = 0;
@@ -357,10 +362,10 @@ static int collect_cb(const tl_token_event *ev, void *user) {
     return 0;
 }
 
-#define NREQ 10
+#define NREQ 11
 /* host_sample 1: every row on the host; 2: penalties on the host (TL_ENGINE_HOST_PENALTIES=1), the rest on the
- * device; 0: the device samples all but the logprobs row (penalties by tl_cu_penalize). max_seqs 4: 9 requests,
- * five wait, rows of every kind share steps, one step at a time (TL_ENGINE_ASYNC=0: pipelined steps are
+ * device; 0: the device samples all but request 10 (top-n logprobs with penalties; penalties by tl_cu_penalize,
+ * top-n by sample_top.cu). max_seqs 4: 11 requests, seven wait, rows of every kind share steps, one step at a time (TL_ENGINE_ASYNC=0: pipelined steps are
  * scheduled otherwise, and another batch shape rounds the logits otherwise); max_seqs 1: pipelined (the same
  * batches: one sequence each), the penalized rows' last tokens resolved on the device. */
 static void run_engine(tl_model *m, tl_backend *be, int host_sample, int max_seqs, const int32_t *toks, int nt,
@@ -390,9 +395,10 @@ static void run_engine(tl_model *m, tl_backend *be, int host_sample, int max_seq
         if (r == 8)
             p.s.repetition_penalty = 0.9f, p.s.frequency_penalty = -0.4f, p.s.temperature = 1.0f, p.s.top_p = 0.95f,
             p.s.seed = 8;
-        if (r == 9) /* top_k > TL_CU_SAMPLE_CAP (with V = 152K: the whole row to the host, penalized once there);
-                     * penalties with top-n logprobs: a host row */
-            p.s.repetition_penalty = 1.2f, p.s.temperature = 0.9f, p.s.top_k = 5000, p.s.seed = 4, p.s.n_logprobs = 2;
+        if (r == 9) /* top_k > TL_CU_SAMPLE_CAP (with V = 152K: the whole row to the host, penalized once there) */
+            p.s.repetition_penalty = 1.2f, p.s.temperature = 0.9f, p.s.top_k = 5000, p.s.seed = 4;
+        if (r == 10) /* penalties with top-n logprobs: a host row */
+            p.s.repetition_penalty = 1.2f, p.s.temperature = 0.8f, p.s.seed = 6, p.s.n_logprobs = 2;
         p.ignore_eos = true;
         int np = 5 + 3 * r < nt ? 5 + 3 * r : nt;
         CHECK(tl_engine_add(en, toks + r % 3, np - r % 3, &p, collect_cb, &out[r], &e) > 0, "%s", e.msg);
@@ -474,16 +480,18 @@ static void test_engine(const char *dir, int cpu_ref) {
         CHECK(same, "%s req %d: pipelined alone, device sampling differs from host sampling", dir, r);
         if (r == 0) /* greedy, device: logprobs are reported and are log-probabilities */
             for (int i = 0; i < dev[r].n; i++) CHECK(dev[r].lp[i] <= 1e-6f && dev[r].lp[i] > -50.f, "lp %g", dev[r].lp[i]);
-        if (r == 4 || r == 9) /* top-n logprobs: device (r 4) against sampler.c's: the same ids, logprobs to rounding */
-            for (int i = 0; i < dev[r].n && i < host[r].n; i++) {
-                int ok = dev[r].n_top[i] == (r == 4 ? 3 : 2) && dev[r].n_top[i] == host[r].n_top[i] &&
-                         fabsf(dev[r].lp[i] - host[r].lp[i]) <= 2e-5f;
-                for (int k = 0; k < dev[r].n_top[i] && k < 3; k++)
-                    ok &= dev[r].top_id[i][k] == host[r].top_id[i][k] &&
-                          fabsf(dev[r].top_lp[i][k] - host[r].top_lp[i][k]) <= 2e-5f;
-                CHECK(ok, "%s req %d token %d: logprobs differ from the host's (%d / %d alternatives, lp %g / %g)", dir, r,
-                      i, dev[r].n_top[i], host[r].n_top[i], dev[r].lp[i], host[r].lp[i]);
+        for (int pass = 0; pass < 2 && (r == 4 || r == 10); pass++) {
+            /* top-n logprobs (device for r 4, one step at a time and pipelined alone) against sampler.c's: the same
+             * ids, logprobs to rounding */
+            const collected *d = pass ? &dev1[r] : &dev[r], *h = pass ? &host1[r] : &host[r];
+            for (int i = 0; i < d->n && i < h->n; i++) {
+                int ok = d->n_top[i] == (r == 4 ? 3 : 2) && d->n_top[i] == h->n_top[i] && fabsf(d->lp[i] - h->lp[i]) <= 2e-5f;
+                for (int k = 0; k < d->n_top[i] && k < 3; k++)
+                    ok &= d->top_id[i][k] == h->top_id[i][k] && fabsf(d->top_lp[i][k] - h->top_lp[i][k]) <= 2e-5f;
+                CHECK(ok, "%s req %d token %d (%s): logprobs differ from the host's (%d / %d alternatives, lp %g / %g)",
+                      dir, r, i, pass ? "pipelined" : "one step at a time", d->n_top[i], h->n_top[i], d->lp[i], h->lp[i]);
             }
+        }
     }
     /* greedy requests (0, 3: penalties on the host sampler too) against the CPU engine: equal, or at the first
      * difference the GPU's token is inside the CPU's top-5 (INT4 GEMV rounding) */
@@ -707,6 +715,7 @@ int main(void) {
         printf("no CUDA device: skipped\n");
         return 0;
     }
+    test_kernel(100, 2 * NCASE);
     test_kernel(1000, 2 * NCASE + 7);
     test_kernel(5000, 3 * NCASE);
     test_kernel(152064, 520);

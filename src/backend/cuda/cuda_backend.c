@@ -834,8 +834,6 @@ static int sample_chunk(cu_impl *ci, int nv, int i0, int n, const int32_t *d_lr,
     tl_cu_samp_out *oh = ci->sout_h[ci->cur];
     if (ci->any_pen && tl_cu_penalize(ci->logits, n, nv, ci->samp_d + i0, ci->pen_d, ci->meta_d, d_lr + i0, ci->st, e))
         return -1;
-    if (ci->any_top && ci->samp_oneblock)
-        return tl_errf(e, "cuda: TL_CUDA_SAMPLE_ONEBLOCK=1 computes no top-n logprobs");
     if (tl_cu_sample(ci->logits, n, nv, ci->samp_d + i0, ci->sout_d + i0, ci->samp_oneblock ? NULL : ci->samp_scratch,
                      ci->samp_chunked, ci->any_top ? ci->top_d + i0 : NULL, ci->st, e))
         return -1;
@@ -1362,10 +1360,14 @@ static int cu_launch(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batc
     ci->cur = buf; /* the step launched two before used it: collected (n_launched < CU_NBUF) */
     const char *sh = getenv("TL_CUDA_SAMPLE_HEAD"); /* (comparisons: the top-p head's size, tl_cu_samp.head) */
     const int head = sh ? atoi(sh) : 0;
+    const char *so = getenv("TL_CUDA_SAMPLE_ONEBLOCK"); /* (a comparison switch; enqueue_step reads it too) */
+    ci->samp_oneblock = so && !strcmp(so, "1");
     ci->any_top = 0;
     for (int i = 0; i < n; i++) {
-        ci->samp_h[buf][i] = samp_of(&rs[i], m->cfg.n_vocab), ci->samp_h[buf][i].head = head;
-        ci->any_top |= ci->samp_h[buf][i].n_top > 0;
+        tl_cu_samp *p = &ci->samp_h[buf][i];
+        *p = samp_of(&rs[i], m->cfg.n_vocab), p->head = head;
+        if (p->n_top && ci->samp_oneblock) p->skip = 1, p->n_top = 0, p->pen_n = 0, p->rep = 1.0f, p->pres = p->freq = 0.0f;
+        ci->any_top |= p->n_top > 0;
     }
     ci->top_on[buf] = ci->any_top;
     if (fill_pen(ci, buf, rs, n, e)) return -1;
@@ -1415,12 +1417,13 @@ static int cu_collect(tl_backend *be, int32_t *tok, float *logprob, tl_error *e)
 }
 
 static int cu_row_on_device(const tl_backend *be, const tl_row_sampling *rs, int n_vocab) {
-    (void)be;
+    const cu_impl *ci = be->impl;
     const tl_cu_samp p = samp_of(rs, n_vocab);
-    return !p.skip && !tl_cu_sample_may_defer(&p, n_vocab);
+    return !p.skip && !tl_cu_sample_may_defer(&p, n_vocab) && !(p.n_top && ci->samp_oneblock);
 }
 
-/* backend.h collected_top: row `row`'s top-n of the step collected last (its buffer's top_h, copied with sout_h) */
+/* backend.h collected_top: row `row`'s top-n of the step collected last (its buffer's top_h, copied with sout_h);
+ * n <= n_top = min(rs.n_logprobs, TL_CU_TOPN), so it fits the caller's rs.n_logprobs */
 static int cu_collected_top(tl_backend *be, int row, int32_t *ids, float *logprobs) {
     cu_impl *ci = be->impl;
     const int buf = ci->last_buf;
