@@ -202,15 +202,8 @@ __global__ void __maxnreg__(128) sample_chunk_kernel(const float *__restrict__ l
     if (!head && last >= 0) atomicMax(&sm.misc[3], last);
     __threadfence();
     __syncthreads();
-    if (tid == 0) {
-        rec[(size_t)row * SB_NB + b] = samp_chunk{mass, head ? min(s_n, SC_CH) : 0, cut, head ? -1 : sm.misc[3]};
-        __threadfence();
-        s_last = atomicAdd(cnt + row, 1u) == SB_NB - 1;
-    }
-    __syncthreads();
-    if (!s_last) return;
-    __threadfence();
-    if (tid == 0) cnt[row] = 0; /* for the next launch */
+    if (tid == 0) rec[(size_t)row * SB_NB + b] = samp_chunk{mass, head ? min(s_n, SC_CH) : 0, cut, head ? -1 : sm.misc[3]};
+    if (!samp_last_block(cnt, row, &s_last)) return;
     const samp_chunk *rr = rec + (size_t)row * SB_NB;
     if (tid < SB_NB) {
         s_mass[tid] = __ldcg(&rr[tid].mass), s_cn[tid] = __ldcg(&rr[tid].n);

@@ -106,6 +106,21 @@ typedef struct {
 
 #define SB_ROWS TL_CU_SAMPLE_SCRATCH_ROWS
 
+/* The SB_NB blocks of a row meet here after writing their chunk's results: true in the row's last block to
+ * arrive (thread 0's stores fenced before its block is counted, the others' before it reads them), which resets
+ * the counter for the next launch. Every thread calls it; s_last: a shared int. */
+static __device__ __forceinline__ bool samp_last_block(unsigned *cnt, int row, int *s_last) {
+    if (threadIdx.x == 0) {
+        __threadfence();
+        *s_last = atomicAdd(cnt + row, 1u) == SB_NB - 1;
+    }
+    __syncthreads();
+    if (!*s_last) return false;
+    __threadfence();
+    if (threadIdx.x == 0) cnt[row] = 0;
+    return true;
+}
+
 /* ---- Top-p beyond the candidate head (session 9): exact on the device, so no row needs the host ----
  * p as an integer of 2^-40 (p <= 1; sums of 2^23 of them fit 64 bits; integer sums are exact and deterministic,
  * while sampler.c adds fp64 in sorted order: a crossing can differ at a boundary, as documented in cu_sample.h). */

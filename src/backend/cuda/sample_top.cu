@@ -61,14 +61,7 @@ __global__ void __launch_bounds__(SB_BS) sample_top_kernel(const float *__restri
         pv = bv, pi = bi;
         if (bi < 0) break; /* (the chunk has fewer than n: -1 marks the end) */
     }
-    if (tid == 0) {
-        __threadfence();
-        s_last = atomicAdd(cnt + row, 1u) == SB_NB - 1;
-    }
-    __syncthreads();
-    if (!s_last) return;
-    __threadfence();
-    if (tid == 0) cnt[row] = 0; /* for the next launch */
+    if (!samp_last_block(cnt, row, &s_last)) return;
     for (int j = tid; j < SB_NB * n; j += SB_BS) { /* every chunk's picks, -1 past a short chunk's end */
         const int cb = j / n, k = j % n;
         samp_cand c = {__ldcg(&pr[cb * TL_CU_TOPN + k].v), __ldcg(&pr[cb * TL_CU_TOPN + k].id)};
