@@ -45,7 +45,8 @@ int32_t tl_sampler_sample(tl_sampler *sp, const tl_sampling *s, const float *log
 /* The penalties' view of a history for a backend that applies them (backend.h tl_row_sampling.pen): the distinct
  * tokens of hist[0..n_hist) in order of first occurrence, out[2j] the token and out[2j + 1] its count among the
  * generated ones (hist[n_prompt..)); with the repetition penalty off only the generated tokens. out: room for
- * 2 * n_hist int32. Returns the number of entries. Ids outside [0, n_vocab) are left out (as the sampler does). */
+ * 2 * n_hist int32. Returns the number of entries. Ids outside [0, n_vocab) are left out (as the sampler does).
+ * tl_sampler_sample keeps its own walk over the history (apply_penalties): the reference the lists are tested against. */
 int tl_sampler_pen_list(tl_sampler *sp, const tl_sampling *s, const int32_t *hist, int n_hist, int n_prompt,
                         int32_t *out);
 

@@ -1174,8 +1174,6 @@ static int enqueue_step(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_b
     }
     if (ci->trace) CUCHK(e, cudaMemsetAsync(ci->trace_d, 0, (size_t)TL_CU_TRACE_ROWS * TL_CU_TRACE_ROW * 8, ci->st));
     ci->probe = gp && !strcmp(gp, "ring") ? TL_CU_GEMV_RING : gp && !strcmp(gp, "math") ? TL_CU_GEMV_MATH : 0;
-    const char *so = getenv("TL_CUDA_SAMPLE_ONEBLOCK");
-    ci->samp_oneblock = so && !strcmp(so, "1");
     const char *sc = getenv("TL_CUDA_SAMPLE_CHUNKS");
     ci->samp_chunked = !(sc && !strcmp(sc, "0"));
     const char *sg = getenv("TL_CUDA_SAMPLE_GRAPH");
@@ -1290,15 +1288,16 @@ static int ensure_samp(cu_impl *ci, int n, tl_error *e) {
     return 0;
 }
 
-/* A row's parameters for the kernels. Penalties apply in place before the sampler, so a penalized row the
- * sampler might leave to the host (tl_cu_sample_may_defer) goes to the host whole (skip: raw logits back). */
-static tl_cu_samp samp_of(const tl_row_sampling *rs, int n_vocab) {
+/* A row's parameters for the kernels. Rows that go to the host whole (skip: raw logits back): penalties or top-n
+ * on a row the sampler might leave to the host (tl_cu_sample_may_defer; the penalties rewrite the logits in place),
+ * top-n with penalties (it is of the raw logits), top-n with one block a row (oneblock: no statistics scratch). */
+static tl_cu_samp samp_of(const tl_row_sampling *rs, int n_vocab, int oneblock) {
     tl_cu_samp p = {.temperature = rs->temperature, .top_k = rs->top_k, .top_p = rs->top_p, .min_p = rs->min_p,
                     .u = rs->u, .skip = rs->host != 0, .rep = rs->repetition_penalty, .pres = rs->presence_penalty,
                     .freq = rs->frequency_penalty, .pen_n = rs->pen_n, .last_gen = rs->last_gen,
                     .n_top = TL_MIN(TL_MAX(rs->n_logprobs, 0), TL_CU_TOPN)};
     if ((tl_cu_samp_has_pen(&p) || p.n_top) && tl_cu_sample_may_defer(&p, n_vocab)) p.skip = 1;
-    if (tl_cu_samp_has_pen(&p) && p.n_top) p.skip = 1; /* (top-n of the raw logits: the host does both) */
+    if (p.n_top && (tl_cu_samp_has_pen(&p) || oneblock)) p.skip = 1;
     if (p.skip) p.n_top = 0;
     if (!tl_cu_samp_has_pen(&p) || p.skip) p.rep = 1.0f, p.pres = p.freq = 0.0f, p.pen_n = 0;
     return p;
@@ -1360,13 +1359,12 @@ static int cu_launch(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batc
     ci->cur = buf; /* the step launched two before used it: collected (n_launched < CU_NBUF) */
     const char *sh = getenv("TL_CUDA_SAMPLE_HEAD"); /* (comparisons: the top-p head's size, tl_cu_samp.head) */
     const int head = sh ? atoi(sh) : 0;
-    const char *so = getenv("TL_CUDA_SAMPLE_ONEBLOCK"); /* (a comparison switch; enqueue_step reads it too) */
+    const char *so = getenv("TL_CUDA_SAMPLE_ONEBLOCK"); /* (a comparison switch, read a launch) */
     ci->samp_oneblock = so && !strcmp(so, "1");
     ci->any_top = 0;
     for (int i = 0; i < n; i++) {
         tl_cu_samp *p = &ci->samp_h[buf][i];
-        *p = samp_of(&rs[i], m->cfg.n_vocab), p->head = head;
-        if (p->n_top && ci->samp_oneblock) p->skip = 1, p->n_top = 0, p->pen_n = 0, p->rep = 1.0f, p->pres = p->freq = 0.0f;
+        *p = samp_of(&rs[i], m->cfg.n_vocab, ci->samp_oneblock), p->head = head;
         ci->any_top |= p->n_top > 0;
     }
     ci->top_on[buf] = ci->any_top;
@@ -1418,8 +1416,8 @@ static int cu_collect(tl_backend *be, int32_t *tok, float *logprob, tl_error *e)
 
 static int cu_row_on_device(const tl_backend *be, const tl_row_sampling *rs, int n_vocab) {
     const cu_impl *ci = be->impl;
-    const tl_cu_samp p = samp_of(rs, n_vocab);
-    return !p.skip && !tl_cu_sample_may_defer(&p, n_vocab) && !(p.n_top && ci->samp_oneblock);
+    const tl_cu_samp p = samp_of(rs, n_vocab, ci->samp_oneblock);
+    return !p.skip && !tl_cu_sample_may_defer(&p, n_vocab);
 }
 
 /* backend.h collected_top: row `row`'s top-n of the step collected last (its buffer's top_h, copied with sout_h);

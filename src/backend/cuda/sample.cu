@@ -160,9 +160,8 @@ __global__ void __launch_bounds__(PEN_BS) penalize_kernel(float *logits, int nv,
         if (t >= 0 && t < nv) l[t] = pen_one(P, l[t], count);
     }
     __syncthreads();
-    const bool rep = P.rep != 1.0f && P.rep > 0.0f;
-    if (threadIdx.x == 0 && !found && last >= 0 && last < nv && (rep || P.last_gen))
-        l[last] = pen_one(P, l[last], P.last_gen);
+    /* (a prompt token with the repetition penalty off: pen_one returns it unchanged) */
+    if (threadIdx.x == 0 && !found && last >= 0 && last < nv) l[last] = pen_one(P, l[last], P.last_gen);
 }
 
 extern "C" int tl_cu_penalize(float *logits, int n_rows, int n_vocab, const tl_cu_samp *p, const int32_t *pen,
