@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # gpu.sh: one command that builds, tests and benchmarks the CUDA path on a machine with an NVIDIA GPU.
-#   scripts/gpu.sh [all|test|bench|bench72|engine|full|prefill|decode|attn]   (all = test + bench on dummy:qwen2-7b;
+#   scripts/gpu.sh [all|test|bench|bench72|engine|full|prefill|decode|attn|gemm|serve]   (all = test + bench on dummy:qwen2-7b;
 #   full = all + 72b; prefill = test + the 7B prefill breakdown (gpu_bench_prefill) + bench's prefill rows alone;
 #   decode = kernel tests, GEMV / decode variants old vs new on 7B, model tests; TL_NCU=1: + Nsight Compute
 #   (TL_NCU=steps: only the kernel durations of two decode steps);
 #   attn = test + decode attention alone, attn.cu vs tensor cores (gpu_bench_attn) + engine;
 #   gemm = kernel tests, the INT4 GEMM alone vs dequant/bf16-copy + cuBLAS and batched decode steps (7B), model tests:
-#   builds only those targets, and keeps the whole under ~450 s)
+#   builds only those targets, and keeps the whole under ~450 s;
+#   serve = `tinyllm serve` (7B INT4, CUDA) under tools/loadtest.py, clients hanging up included; the tokenizer
+#   from $TL_SHARED/assets (default ../shared))
 # Logs go to $OUT (or ./out). If the machine lacks the -dev libraries (jansson, pcre2, utf8proc,
 # microhttpd) or pkg-config, .deb files in $TL_DEBS (default .gpu-debs) are unpacked into a private
 # prefix (never into /). Benchmarks print the card, the commit and the card's measured ceilings.
@@ -28,6 +30,7 @@ cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DTL_GPU_TESTS=ON "${EXTRA[@]
 grep 'tinyllm:' "$OUT/cmake.log"
 TARGETS="gpu_test_cuda_ops gpu_test_cuda_model gpu_test_cuda_sample gpu_bench_cuda gpu_bench_prefill gpu_bench_attn tinyllm_cli"
 [ "$WHAT" = gemm ] && TARGETS="gpu_test_cuda_ops gpu_test_cuda_model gpu_bench_cuda"
+[ "$WHAT" = serve ] && TARGETS="tinyllm_cli"
 cmake --build build-gpu -j"$J" --target $TARGETS >"$OUT/build.log" 2>&1 ||
   { grep -E 'error|Error' "$OUT/build.log" | head -40; exit 1; }
 echo "gpu.sh: built"
@@ -98,6 +101,29 @@ fi
 if [ "$WHAT" = engine ] || [ "$WHAT" = full ] || [ "$WHAT" = attn ]; then
   echo "== engine throughput dummy:qwen2-7b"
   timeout 300 ./build-gpu/gpu_bench_cuda dummy:qwen2-7b "$COMMIT" engine ${TL_ENGINE_REQS:-512} 2>&1 | tee "$OUT/engine_7b.log" || rc=1
+fi
+if [ "$WHAT" = serve ]; then  # `tinyllm serve` end to end on the GPU: tools/loadtest.py against a 7B INT4 server
+  TOK=${TL_SHARED:-../shared}/assets/qwen2.5-tokenizer
+  PORT=${TL_SERVE_PORT:-18000}
+  ./build-gpu/tinyllm serve -m dummy:qwen2-7b --quant int4 --backend cuda --tokenizer "$TOK" --port "$PORT" \
+    --max-seqs 256 --max-queue 1024 >"$OUT/serve.log" 2>&1 &
+  SP=$!
+  for _ in $(seq 1 180); do  # the load takes ~20 s; /health answers 503 until then
+    python3 -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$PORT/health', timeout=2)" 2>/dev/null && break
+    kill -0 $SP 2>/dev/null || break
+    sleep 1
+  done
+  grep -E "cuda:|engine:|listening" "$OUT/serve.log"
+  echo "== loadtest: 400 requests, 64 clients, 20% hanging up early ($SECONDS s)"
+  timeout 240 python3 tools/loadtest.py --url "http://127.0.0.1:$PORT" -n 400 -c 64 --disconnect 0.2 --max-tokens 128 \
+    2>&1 | tee "$OUT/loadtest1.log" | tail -10
+  [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
+  echo "== loadtest: 256 requests, 128 clients, 128-512 tokens each, EOS ignored ($SECONDS s)"
+  timeout 240 python3 tools/loadtest.py --url "http://127.0.0.1:$PORT" -n 256 -c 128 --disconnect 0 --min-tokens 128 \
+    --max-tokens 512 --ignore-eos 2>&1 | tee "$OUT/loadtest2.log" | tail -10
+  [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
+  kill -TERM $SP; wait $SP || rc=1
+  tail -2 "$OUT/serve.log"
 fi
 if [ "$WHAT" = bench72 ] || [ "$WHAT" = full ]; then
   echo "== bench dummy:qwen2-72b"
