@@ -114,6 +114,7 @@ if [ "$WHAT" = serve ]; then  # `tinyllm serve` end to end on the GPU: tools/loa
     sleep 1
   done
   grep -E "cuda:|engine:|listening" "$OUT/serve.log"
+  if ! kill -0 $SP 2>/dev/null; then echo "gpu.sh: the server exited:"; tail -5 "$OUT/serve.log"; echo "gpu.sh: exit 1"; exit 1; fi
   echo "== loadtest: 400 requests, 64 clients, 20% hanging up early ($SECONDS s)"
   timeout 240 python3 tools/loadtest.py --url "http://127.0.0.1:$PORT" -n 400 -c 64 --disconnect 0.2 --max-tokens 128 \
     2>&1 | tee "$OUT/loadtest1.log" | tail -10
