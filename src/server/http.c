@@ -192,10 +192,12 @@ static enum MHD_Result do_detokenize(srv *s, struct MHD_Connection *c, const con
         ids[i] = (int32_t)json_integer_value(x);
     }
     json_decref(root);
-    char *text = tl_tokenizer_decode(s->tok, ids, (int)n, false);
+    /* with its length: a token may decode to a NUL byte, which would end a C string there */
+    size_t len = 0;
+    char *text = tl_tokenizer_decode_n(s->tok, ids, (int)n, false, &len);
     free(ids);
     json_t *o = json_object();
-    json_object_set_new(o, "prompt", json_string(text ? text : ""));
+    json_object_set_new(o, "prompt", json_stringn(text ? text : "", text ? len : 0));
     free(text);
     *status = 200;
     return tl_srv_send_json(c, 200, dumps(o));

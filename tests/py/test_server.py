@@ -161,6 +161,10 @@ def test_tokenize(url):
         check(st == 200 and json.loads(body)["tokens"] == want, "/tokenize %r: %s want %s" % (text, body, want))
         st, body = lt.post(url, "/detokenize", {"tokens": want}, AUTH)
         check(st == 200 and json.loads(body)["prompt"] == text, "/detokenize %r: %s" % (text, body))
+    # a NUL byte inside the text (its own token) must not cut the rest of it off
+    want = tok.encode("a\x00b", add_special_tokens=False).ids
+    st, body = lt.post(url, "/detokenize", {"tokens": want}, AUTH)
+    check(st == 200 and json.loads(body)["prompt"] == "a\x00b", "/detokenize with a NUL byte: %s" % body)
     st, _ = lt.post(url, "/detokenize", {"tokens": [1, -1]}, AUTH)
     check(st == 400, "detokenize bad id")
     st, _ = lt.post(url, "/tokenize", {"nope": 1}, AUTH)
