@@ -267,6 +267,13 @@ static json_t *load(const char *s) {
     return o;
 }
 
+/* Every token is "é" (2 bytes, 1 character). */
+static const char *e_acute(const void *tok, int32_t id, size_t *len) {
+    (void)tok, (void)id;
+    *len = 2;
+    return "\xc3\xa9";
+}
+
 static void test_responses(void) {
     char *s = tl_api_error_json("bad thing", NULL, "temperature", NULL);
     json_t *o = load(s);
@@ -335,9 +342,28 @@ static void test_responses(void) {
     CHECK(!strcmp(json_string_value(json_object_get(ch, "text")), "ab"));
     CHECK(!strcmp(json_string_value(json_object_get(ch, "finish_reason")), "length"));
     json_t *offs = json_object_get(json_object_get(ch, "logprobs"), "text_offset");
-    CHECK(json_integer_value(json_array_get(offs, 1)) == 3); /* "<7>" is 3 bytes */
+    CHECK(json_integer_value(json_array_get(offs, 1)) == 3); /* "<7>" is 3 characters */
     CHECK(!json_object_get(o, "usage"));
     json_decref(o);
+
+    /* The next chunk goes on from there, as OpenAI's offsets index the whole completion text; and they
+     * count characters (what a client indexes its string by), not UTF-8 bytes: "é" is one. */
+    b.len = 0;
+    tl_api_sse_chunk(&b, &rc, false, "", 0, lp, 2, NULL, false);
+    o = load(b.p + 6);
+    offs = json_object_get(json_object_get(json_array_get(json_object_get(o, "choices"), 0), "logprobs"), "text_offset");
+    CHECK(json_integer_value(json_array_get(offs, 0)) == 6 && json_integer_value(json_array_get(offs, 1)) == 9,
+          "second chunk's offsets %lld %lld", (long long)json_integer_value(json_array_get(offs, 0)),
+          (long long)json_integer_value(json_array_get(offs, 1)));
+    json_decref(o);
+    tl_api_resp ru = {.kind = TL_API_COMPLETION, .id = "cmpl-2", .model = "m", .logprobs = true, .piece = e_acute};
+    s = tl_api_response_json(&ru, "\xc3\xa9\xc3\xa9", 4, lp, 2, "length");
+    o = load(s);
+    offs = json_object_get(json_object_get(json_array_get(json_object_get(o, "choices"), 0), "logprobs"), "text_offset");
+    CHECK(json_integer_value(json_array_get(offs, 1)) == 1, "offset after \"\xc3\xa9\": %lld",
+          (long long)json_integer_value(json_array_get(offs, 1)));
+    json_decref(o);
+    free(s);
     tl_strbuf_free(&b);
 }
 

@@ -432,14 +432,22 @@ static json_t *chat_logprobs(const tl_api_resp *r, const tl_api_logprob *lp, int
     return o;
 }
 
-/* Completions: {"tokens", "token_logprobs", "top_logprobs": [{tok: lp}], "text_offset"}. */
-static json_t *cmpl_logprobs(const tl_api_resp *r, const tl_api_logprob *lp, int n_lp, size_t text_base) {
+/* Characters (code points) of a UTF-8 string: what a client's string index counts. */
+static size_t utf8_chars(const char *s, size_t n) {
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) k += ((unsigned char)s[i] & 0xC0) != 0x80;
+    return k;
+}
+
+/* Completions: {"tokens", "token_logprobs", "top_logprobs": [{tok: lp}], "text_offset"}; the offsets
+ * start at *text_off (the completion's characters before these tokens) and *text_off moves past them. */
+static json_t *cmpl_logprobs(const tl_api_resp *r, const tl_api_logprob *lp, int n_lp, size_t *text_off) {
     json_t *toks = json_array(), *lps = json_array(), *tops = json_array(), *offs = json_array();
-    size_t off = text_base;
+    size_t off = *text_off;
     for (int i = 0; i < n_lp; i++) {
         json_t *s = token_str(r, lp[i].token, NULL);
         json_array_append_new(offs, json_integer((json_int_t)off));
-        off += json_string_length(s);
+        off += utf8_chars(json_string_value(s), json_string_length(s));
         json_array_append_new(toks, s);
         json_array_append_new(lps, json_real(lp[i].logprob));
         json_t *t = json_object();
@@ -450,6 +458,7 @@ static json_t *cmpl_logprobs(const tl_api_resp *r, const tl_api_logprob *lp, int
         }
         json_array_append_new(tops, t);
     }
+    *text_off = off;
     json_t *o = json_object();
     json_object_set_new(o, "tokens", toks);
     json_object_set_new(o, "token_logprobs", lps);
@@ -499,8 +508,9 @@ char *tl_api_response_json(const tl_api_resp *r, const char *text, size_t len, c
     } else {
         json_object_set_new(ch, "text", text_json(text, len));
     }
+    size_t off = 0;
     json_object_set_new(ch, "logprobs",
-                        !r->logprobs ? json_null() : chat ? chat_logprobs(r, lp, n_lp) : cmpl_logprobs(r, lp, n_lp, 0));
+                        !r->logprobs ? json_null() : chat ? chat_logprobs(r, lp, n_lp) : cmpl_logprobs(r, lp, n_lp, &off));
     json_object_set_new(ch, "finish_reason", str_or_null(finish_reason));
     json_t *choices = json_array();
     json_array_append_new(choices, ch);
@@ -517,7 +527,7 @@ static void sse_event(tl_strbuf *out, json_t *o) {
     free(s);
 }
 
-void tl_api_sse_chunk(tl_strbuf *out, const tl_api_resp *r, bool first, const char *text, size_t len,
+void tl_api_sse_chunk(tl_strbuf *out, tl_api_resp *r, bool first, const char *text, size_t len,
                       const tl_api_logprob *lp, int n_lp, const char *finish_reason, bool usage_null) {
     bool chat = r->kind == TL_API_CHAT;
     json_t *o = envelope(r, chat ? "chat.completion.chunk" : "text_completion");
@@ -533,7 +543,7 @@ void tl_api_sse_chunk(tl_strbuf *out, const tl_api_resp *r, bool first, const ch
     }
     json_object_set_new(ch, "logprobs", !r->logprobs || n_lp == 0 ? json_null()
                                         : chat                    ? chat_logprobs(r, lp, n_lp)
-                                                                  : cmpl_logprobs(r, lp, n_lp, 0));
+                                                                  : cmpl_logprobs(r, lp, n_lp, &r->text_offset));
     json_object_set_new(ch, "finish_reason", str_or_null(finish_reason));
     json_t *choices = json_array();
     json_array_append_new(choices, ch);

@@ -68,6 +68,7 @@ typedef struct tl_api_resp {
     const void *tok;
     bool logprobs;            /* include a logprobs object */
     int n_prompt, n_completion, n_cached;
+    size_t text_offset;       /* completions stream: characters of token text in earlier chunks' logprobs */
 } tl_api_resp;
 
 /* "stop", "length" or NULL for TL_FINISH_NONE (cancelled/error map to "stop" / NULL by caller). */
@@ -84,7 +85,8 @@ typedef struct tl_strbuf {
 } tl_strbuf;
 void tl_strbuf_append(tl_strbuf *b, const char *s, size_t n);
 void tl_strbuf_free(tl_strbuf *b);
-void tl_api_sse_chunk(tl_strbuf *out, const tl_api_resp *r, bool first, const char *text, size_t len,
+/* A completions chunk with logprobs advances r->text_offset, where the next chunk's text_offset starts. */
+void tl_api_sse_chunk(tl_strbuf *out, tl_api_resp *r, bool first, const char *text, size_t len,
                       const tl_api_logprob *lp, int n_lp, const char *finish_reason, bool usage_null);
 /* The include_usage chunk: "choices": [] and usage. */
 void tl_api_sse_usage(tl_strbuf *out, const tl_api_resp *r);

@@ -150,6 +150,15 @@ def test_logprobs(client):
     l2 = c.choices[0].logprobs
     check(len(l2.tokens) == c.usage.completion_tokens and len(l2.token_logprobs) == len(l2.tokens) and
           all(len(t) <= 2 for t in l2.top_logprobs), "completions logprobs shape")
+    # text_offset: where each token starts in the completion, in characters, over the whole stream
+    want = [sum(len(t) for t in l2.tokens[:i]) for i in range(len(l2.tokens))]
+    check(l2.text_offset == want, "completions text_offset %s, token lengths give %s" % (l2.text_offset, want))
+    offs = []
+    for ch in client.completions.create(model=MODEL, prompt="Hello", max_tokens=5, temperature=0, logprobs=2,
+                                        stream=True):
+        if ch.choices and ch.choices[0].logprobs:
+            offs += ch.choices[0].logprobs.text_offset
+    check(offs == want, "streamed text_offset %s, want %s" % (offs, want))
 
 
 def test_tokenize(url):
