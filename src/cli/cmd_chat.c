@@ -54,6 +54,10 @@ int cmd_chat(int argc, char **argv) {
         cli_no_model_hint("chat");
         return 2;
     }
+    if (max_tokens <= 0) { /* the library would quietly take 256 for it */
+        fprintf(stderr, "tinyllm chat: -n must be a positive number of tokens\n");
+        return 2;
+    }
     tinyllm_params p;
     cli_to_params(&mo, &p);
     p.n_ctx = 8192;

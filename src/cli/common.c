@@ -2,6 +2,8 @@
 #include "cli/common.h"
 
 #include <ctype.h>
+#include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -43,6 +45,20 @@ static int parse_num(const char *s, double lo, double hi, double *out, const cha
         return -1;
     }
     *out = v;
+    return 0;
+}
+
+/* A seed is a whole decimal number, all 64 bits of it (a double would round large ones); "1e5" or
+ * "0x10" are refused rather than read up to their first odd character. */
+static int parse_seed(const char *s, uint64_t *out) {
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (!isdigit((unsigned char)*s) || *end || errno) {
+        fprintf(stderr, "tinyllm: bad value '%s' for --seed (expected an integer in [0, %llu])\n", s, ULLONG_MAX);
+        return -1;
+    }
+    *out = (uint64_t)v;
     return 0;
 }
 
@@ -97,8 +113,9 @@ int cli_parse_sampling_opt(tl_sampling *s, int argc, char **argv, int *i) {
                 {"--frequency-penalty", -2, 2}, {"--seed", 0, 1.8e19}};
     for (int k = 0; k < 8; k++) {
         if (strcmp(a, opts[k].name)) continue;
-        double v;
-        if (!need(argc, argv, *i) || parse_num(argv[++*i], opts[k].lo, opts[k].hi, &v, a)) return -1;
+        double v = 0;
+        if (!need(argc, argv, *i)) return -1;
+        if (k == 7 ? parse_seed(argv[++*i], &s->seed) : parse_num(argv[++*i], opts[k].lo, opts[k].hi, &v, a)) return -1;
         switch (k) {
         case 0: s->temperature = (float)v; break;
         case 1: s->top_k = (int)v; break;
@@ -107,7 +124,7 @@ int cli_parse_sampling_opt(tl_sampling *s, int argc, char **argv, int *i) {
         case 4: s->repetition_penalty = (float)v; break;
         case 5: s->presence_penalty = (float)v; break;
         case 6: s->frequency_penalty = (float)v; break;
-        case 7: s->seed = (uint64_t)strtoull(argv[*i], NULL, 10); break;
+        case 7: break; /* parse_seed set it */
         }
         return 1;
     }

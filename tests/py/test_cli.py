@@ -54,6 +54,19 @@ c = run("generate", "-m", M, "--tokens", "5,6,7", "-n", "16", "--temp", "1.0", "
 check(a == b and a.strip(), "same seed, same output")
 check(a != c, "different seed, different output")
 
+# a seed that is not a whole decimal number is refused, not read up to its first odd character
+# ("1e5" used to run with seed 1, "0x10" with seed 0)
+for bad in ("1e5", "0x10", "2.5"):
+    rc, out, err = run("generate", "-m", M, "--tokens", "5,6,7", "-n", "4", "--temp", "1.0", "--seed", bad)
+    check(rc == 2 and "bad value" in err and "--seed" in err, f"--seed {bad}: rc {rc} {err}")
+big = run("generate", "-m", M, "--tokens", "5,6,7", "-n", "8", "--temp", "1.0", "--seed", "18446744073709551615")
+check(big[0] == 0 and len(big[1].split()) == 8, f"largest seed: {big}")
+
+# chat: -n must be a positive count (0 or junk used to mean 256 tokens without a word)
+for bad in ("0", "-3", "abc"):
+    rc, out, err = run("chat", "-m", M, "-n", bad)
+    check(rc == 2 and "-n" in err, f"chat -n {bad}: rc {rc} {err}")
+
 rc, out, err = run("info", "-m", "dummy:tiny")
 check(rc == 0 and "n_embd       64" in out, f"info dummy:tiny {out} {err}")
 
