@@ -312,6 +312,17 @@ void tl_srv_gen_abort_all(srv *s) {
 
 static const char *piece_fn(const void *tok, int32_t id, size_t *len) { return tl_tokenizer_piece(tok, id, len); }
 
+int tl_srv_add_bos(const tl_tokenizer *tok, int32_t **ids, int n) {
+    int bos = tl_tokenizer_bos(tok);
+    if (tl_tokenizer_add_bos(tok) && bos >= 0 && (n == 0 || (*ids)[0] != bos)) {
+        *ids = tl_realloc(*ids, (size_t)(n + 1) * sizeof(int32_t));
+        memmove(*ids + 1, *ids, (size_t)n * sizeof(int32_t));
+        (*ids)[0] = bos;
+        n++;
+    }
+    return n;
+}
+
 /* Prompt token ids of a parsed request, or -1 with e filled. */
 static int prompt_ids(srv *s, tl_api_req *r, int32_t **ids, tl_error *e) {
     int n;
@@ -322,13 +333,7 @@ static int prompt_ids(srv *s, tl_api_req *r, int32_t **ids, tl_error *e) {
         n = tl_tokenizer_encode(s->tok, src, strlen(src), true, ids, e);
         free(text);
         if (n < 0) return -1;
-        int bos = tl_tokenizer_bos(s->tok);
-        if (tl_tokenizer_add_bos(s->tok) && bos >= 0 && (n == 0 || (*ids)[0] != bos)) {
-            *ids = tl_realloc(*ids, (size_t)(n + 1) * sizeof(int32_t));
-            memmove(*ids + 1, *ids, (size_t)n * sizeof(int32_t));
-            (*ids)[0] = bos;
-            n++;
-        }
+        n = tl_srv_add_bos(s->tok, ids, n);
     } else {
         int nv = s->m->cfg.n_vocab;
         for (int i = 0; i < r->n_prompt_ids; i++)

@@ -129,13 +129,6 @@ static enum MHD_Result do_tokenize(srv *s, struct MHD_Connection *c, const conn 
     } else if (json_is_string(json_object_get(root, "prompt"))) {
         json_t *p = json_object_get(root, "prompt");
         n = tl_tokenizer_encode(s->tok, json_string_value(p), json_string_length(p), true, &ids, &e);
-        int bos = tl_tokenizer_bos(s->tok);
-        if (n >= 0 && !json_is_false(add) && tl_tokenizer_add_bos(s->tok) && bos >= 0) {
-            ids = tl_realloc(ids, (size_t)(n + 1) * sizeof(int32_t));
-            memmove(ids + 1, ids, (size_t)n * sizeof(int32_t));
-            ids[0] = bos;
-            n++;
-        }
     } else if (json_object_get(root, "messages")) {
         tl_api_req r;
         char *body = dumps(json_incref(root));
@@ -151,6 +144,8 @@ static enum MHD_Result do_tokenize(srv *s, struct MHD_Connection *c, const conn 
         tl_errf(&e, "'prompt' (a string) or 'messages' is required");
         param = "prompt";
     }
+    /* the ids a generation request would feed the model (bos too), so that "count" is its prompt_tokens */
+    if (n >= 0 && !json_is_false(add)) n = tl_srv_add_bos(s->tok, &ids, n);
     json_decref(root);
     if (n < 0) {
         free(ids);

@@ -83,6 +83,9 @@ bool tl_srv_gen_conn_done(srv_gen *g, bool completed_ok);
 void tl_srv_gen_abort_all(srv *s);
 /* Watcher: cancels requests whose client hung up while their connection was suspended. */
 void tl_srv_gen_watch(srv *s);
+/* Puts bos in front of the n ids of an encoded prompt when the vocabulary asks for it and they do not
+ * start with it already: the prompt the engine is given, which /tokenize reports too. Returns n. */
+int tl_srv_add_bos(const tl_tokenizer *tok, int32_t **ids, int n);
 
 /* http.c */
 enum MHD_Result tl_srv_send_json(struct MHD_Connection *c, int status, char *json); /* takes json */

@@ -358,6 +358,16 @@ def test_real_model():
         st, body = lt.post(srv.url, "/tokenize", {"prompt": "Lily"})
         ids = json.loads(body)["tokens"]
         check(st == 200 and len(ids) >= 2 and ids[0] == 1, "llama GGUF prompt gets BOS; words span tokens: %s" % ids)
+        # /tokenize counts what a generation request feeds the model (usage.prompt_tokens), BOS included:
+        # the chat template gets one too, and a prompt that starts with "<s>" does not get a second
+        msgs = [{"role": "user", "content": "Hi"}]
+        for path, body, key in (("/v1/chat/completions", {"messages": msgs}, "messages"),
+                                ("/v1/completions", {"prompt": "<s>Lily"}, "prompt")):
+            st, tb = lt.post(srv.url, "/tokenize", {key: body[key]})
+            st2, gb = lt.post(srv.url, path, dict(body, max_tokens=1))
+            toks, used = json.loads(tb)["tokens"], json.loads(gb)["usage"]["prompt_tokens"]
+            check(st == st2 == 200 and len(toks) == used and toks[0] == 1 and toks[1] != 1,
+                  "/tokenize %s: %s, the request used %d tokens" % (key, toks[:4], used))
         check(srv.stop() == 0, "stories server exits cleanly")
     finally:
         srv.kill()
