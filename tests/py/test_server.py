@@ -232,6 +232,17 @@ def test_errors(client, url):
     check(st == 404 and err_of(resp), "unknown path -> 404")
     st, resp = lt.get(url, "/v1/chat/completions", AUTH)
     check(st == 405 and err_of(resp), "GET on a POST route -> 405")
+    # HEAD on a GET route answers as GET without the body (RFC 9110 requires HEAD wherever GET works)
+    for path in ("/health", "/v1/models"):
+        c = lt.conn_for(url, 10)
+        try:
+            c.request("HEAD", path, headers=AUTH)
+            r = c.getresponse()
+            check(r.status == 200 and r.read() == b"", "HEAD %s -> %d" % (path, r.status))
+        finally:
+            c.close()
+    st, resp = lt.get(url, "/v1/models")
+    check(st == 401, "no key on /v1/models -> 401 (HEAD is not a way around it either)")
     st, resp = lt.post(url, "/v1/chat/completions", b'{"x": "' + b"a" * (80 * 1024) + b'"}', AUTH)
     check(st == 413 and err_of(resp), "body over --max-body -> 413")
 
