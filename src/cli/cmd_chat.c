@@ -87,11 +87,12 @@ int cmd_chat(int argc, char **argv) {
     }
     int n_fixed = n;
     fprintf(stderr, "chatting with %s (/reset, /quit)\n", tinyllm_model_name(t));
-    char line[65536];
+    char *line = NULL; /* getline: a long pasted line stays one message (a fixed buffer split it into turns) */
+    size_t line_cap = 0;
     for (;;) {
         fprintf(stdout, "\n> ");
         fflush(stdout);
-        if (!fgets(line, sizeof line, stdin)) break;
+        if (getline(&line, &line_cap, stdin) < 0) break;
         size_t L = strlen(line);
         while (L && (line[L - 1] == '\n' || line[L - 1] == '\r')) line[--L] = 0;
         if (!L) continue;
@@ -127,6 +128,7 @@ int cmd_chat(int argc, char **argv) {
         roles[n] = "assistant";
         contents[n++] = r.buf ? r.buf : tl_strdup("");
     }
+    free(line);
     while (n > 0) free(contents[--n]);
     free(roles);
     free(contents);

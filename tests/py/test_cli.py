@@ -67,6 +67,13 @@ for bad in ("0", "-3", "abc"):
     rc, out, err = run("chat", "-m", M, "-n", bad)
     check(rc == 2 and "-n" in err, f"chat -n {bad}: rc {rc} {err}")
 
+# chat reads a whole stdin line as one message, however long (it was cut every 64 KiB into turns)
+stories = os.path.join(os.environ.get("TL_SHARED", "../shared"), "assets/stories260K/stories260K.gguf")
+p = subprocess.run([BIN, "chat", "-m", stories, "-n", "2", "--temp", "0"], input="ab " * 30000 + "\n",
+                   capture_output=True, text=True, timeout=120)
+turns = p.stderr.count("prompt tokens") + p.stderr.count("does not fit")
+check(p.returncode == 0 and turns == 1, f"one long line is one turn: {turns} turns, rc {p.returncode} {p.stderr[-300:]}")
+
 rc, out, err = run("info", "-m", "dummy:tiny")
 check(rc == 0 and "n_embd       64" in out, f"info dummy:tiny {out} {err}")
 
