@@ -40,14 +40,18 @@ int cmd_chat(int argc, char **argv) {
         if (!r) r = cli_parse_sampling_opt(&sp, argc, argv, &i);
         if (r < 0) return 2;
         if (r) continue;
+        static const char *const valued[] = {"--system", "-n", "--max-tokens", NULL};
+        if (cli_missing_value(argc, argv, i, valued)) return 2;
         if (!strcmp(argv[i], "--system") && i + 1 < argc) system = argv[++i];
         else if ((!strcmp(argv[i], "-n") || !strcmp(argv[i], "--max-tokens")) && i + 1 < argc) max_tokens = atoi(argv[++i]);
         else {
+            bool help = !strcmp(argv[i], "--help") || !strcmp(argv[i], "-h");
+            if (!help) fprintf(stderr, "tinyllm chat: unknown option '%s'\n", argv[i]);
             fprintf(stderr,
                     "usage: tinyllm chat -m MODEL [--system TEXT] [-n MAX_TOKENS] [options]\n\n%s%s"
                     "Defaults: --temp 0.7 --top-p 0.8 --repeat-penalty 1.05. Type /reset to start over, /quit to leave.\n",
                     cli_model_help, cli_sampling_help);
-            return strcmp(argv[i], "--help") && strcmp(argv[i], "-h") ? 2 : 0;
+            return help ? 0 : 2;
         }
     }
     if (!mo.model) {

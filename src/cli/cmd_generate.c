@@ -45,6 +45,8 @@ int cmd_generate(int argc, char **argv) {
         if (r < 0) return 2;
         if (r) continue;
         const char *a = argv[i];
+        static const char *const valued[] = {"-p", "--prompt", "--system", "--tokens", "-n", "--max-tokens", "--ctx", NULL};
+        if (cli_missing_value(argc, argv, i, valued)) return 2;
         if ((!strcmp(a, "-p") || !strcmp(a, "--prompt")) && i + 1 < argc) prompt = argv[++i];
         else if (!strcmp(a, "--system") && i + 1 < argc) system = argv[++i];
         else if (!strcmp(a, "--tokens") && i + 1 < argc) tokens = argv[++i];

@@ -21,12 +21,16 @@ int cmd_score(int argc, char **argv) {
         int r = cli_parse_model_opt(&mo, argc, argv, &i);
         if (r < 0) return 2;
         if (r) continue;
+        static const char *const valued[] = {"--tokens", "-p", "--text", "--top", NULL};
+        if (cli_missing_value(argc, argv, i, valued)) return 2;
         if (!strcmp(argv[i], "--tokens") && i + 1 < argc) tokens = argv[++i];
         else if ((!strcmp(argv[i], "-p") || !strcmp(argv[i], "--text")) && i + 1 < argc) text = argv[++i];
         else if (!strcmp(argv[i], "--top") && i + 1 < argc) top = atoi(argv[++i]);
         else {
+            bool help = !strcmp(argv[i], "--help") || !strcmp(argv[i], "-h");
+            if (!help) fprintf(stderr, "tinyllm score: unknown option '%s'\n", argv[i]);
             fprintf(stderr, "usage: tinyllm score -m MODEL (--tokens 1,2,3 | -p TEXT) [--top K]\n\n%s", cli_model_help);
-            return strcmp(argv[i], "--help") && strcmp(argv[i], "-h") ? 2 : 0;
+            return help ? 0 : 2;
         }
     }
     if (!mo.model) {

@@ -142,6 +142,13 @@ void cli_no_model_hint(const char *cmd) {
             cmd, cmd);
 }
 
+int cli_missing_value(int argc, char **argv, int i, const char *const *names) {
+    if (i + 1 < argc) return 0;
+    for (; *names; names++)
+        if (!strcmp(argv[i], *names)) return !need(argc, argv, i);
+    return 0;
+}
+
 tl_model *cli_load(const cli_model_opts *o, tl_backend **be, double *load_s) {
     double t0 = tl_now();
     tl_error e = {{0}};

@@ -31,6 +31,9 @@ void cli_to_params(const cli_model_opts *o, tinyllm_params *p);
 void cli_to_sampling(const tl_sampling *sp, tinyllm_sampling *s);
 /* Prints how to get a model when -m is missing. */
 void cli_no_model_hint(const char *cmd);
+/* For a command's own options: argv[i] is one of names (NULL-terminated) given last, without its
+ * value; says so on stderr and returns 1 (the caller exits 2), else 0. */
+int cli_missing_value(int argc, char **argv, int i, const char *const *names);
 /* Parses "1,2,3" or "[1, 2, 3]" into ids (malloc'd). Returns count or -1. */
 int cli_parse_ids(const char *s, int32_t **ids);
 

@@ -74,6 +74,15 @@ p = subprocess.run([BIN, "chat", "-m", stories, "-n", "2", "--temp", "0"], input
 turns = p.stderr.count("prompt tokens") + p.stderr.count("does not fit")
 check(p.returncode == 0 and turns == 1, f"one long line is one turn: {turns} turns, rc {p.returncode} {p.stderr[-300:]}")
 
+# an option given last without its value is named as such (it was reported as an unknown option, or
+# only the usage was printed); an unknown option is named too
+for cmd, opt in (("generate", "-p"), ("generate", "-n"), ("chat", "--system"), ("score", "--top")):
+    rc, out, err = run(cmd, "-m", M, opt)
+    check(rc == 2 and f"option {opt} needs a value" in err, f"{cmd} {opt} without a value: rc {rc} {err[:200]}")
+for cmd in ("chat", "score"):
+    rc, out, err = run(cmd, "-m", M, "--frobnicate")
+    check(rc == 2 and "unknown option '--frobnicate'" in err, f"{cmd} --frobnicate: rc {rc} {err[:200]}")
+
 rc, out, err = run("info", "-m", "dummy:tiny")
 check(rc == 0 and "n_embd       64" in out, f"info dummy:tiny {out} {err}")
 
