@@ -33,6 +33,8 @@ int cmd_chat(int argc, char **argv) {
     sp.temperature = 0.7f;
     sp.top_p = 0.8f;
     sp.repetition_penalty = 1.05f;
+    sp.seed = cli_random_seed(); /* without --seed each session samples differently, as llama.cpp */
+    const uint64_t drawn_seed = sp.seed;
     const char *system = NULL;
     int max_tokens = 512;
     for (int i = 1; i < argc; i++) {
@@ -91,6 +93,8 @@ int cmd_chat(int argc, char **argv) {
     }
     int n_fixed = n;
     fprintf(stderr, "chatting with %s (/reset, /quit)\n", tinyllm_model_name(t));
+    if (sp.temperature > 0 && sp.seed == drawn_seed)
+        fprintf(stderr, "sampling with a random seed (--seed %llu repeats this session)\n", (unsigned long long)sp.seed);
     char *line = NULL; /* getline: a long pasted line stays one message (a fixed buffer split it into turns) */
     size_t line_cap = 0;
     for (;;) {

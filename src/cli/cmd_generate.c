@@ -37,6 +37,8 @@ int cmd_generate(int argc, char **argv) {
     cli_model_opts_default(&mo);
     tl_sampling sp;
     tl_sampling_default(&sp);
+    sp.seed = cli_random_seed(); /* without --seed each run samples differently, as llama.cpp and the server */
+    const uint64_t drawn_seed = sp.seed;
     const char *prompt = NULL, *system = NULL, *tokens = NULL;
     int raw = 0, max_tokens = 128, ignore_eos = 0, n_ctx = 4096;
     for (int i = 1; i < argc; i++) {
@@ -116,6 +118,8 @@ int cmd_generate(int argc, char **argv) {
             return 1;
         }
     }
+    if (sp.temperature > 0 && sp.seed == drawn_seed)
+        fprintf(stderr, "sampling with a random seed (--seed %llu repeats this run)\n", (unsigned long long)sp.seed);
     tinyllm_sampling s;
     cli_to_sampling(&sp, &s);
     s.max_tokens = max_tokens;

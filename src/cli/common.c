@@ -6,6 +6,7 @@
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include "tokenizer/tokenizer.h"
@@ -21,7 +22,7 @@ const char *cli_sampling_help =
     "  --temp T                temperature (0 = greedy; default 0)\n"
     "  --top-k K --top-p P --min-p P\n"
     "  --repeat-penalty R --presence-penalty P --frequency-penalty F\n"
-    "  --seed S                random seed (same seed, same output)\n";
+    "  --seed S                random seed (same seed, same output; default: a fresh one, printed)\n";
 
 void cli_model_opts_default(cli_model_opts *o) {
     memset(o, 0, sizeof *o);
@@ -140,6 +141,12 @@ void cli_no_model_hint(const char *cmd) {
             "Or a dry run without a download (random weights of the real shape; shows the speed):\n"
             "  tinyllm generate -m dummy:qwen2-0.5b -n 64\n",
             cmd, cmd);
+}
+
+uint64_t cli_random_seed(void) {
+    uint64_t v;
+    if (getrandom(&v, sizeof v, 0) == (ssize_t)sizeof v) return v;
+    return (uint64_t)(tl_now() * 1e9) ^ ((uint64_t)getpid() << 32);
 }
 
 int cli_missing_value(int argc, char **argv, int i, const char *const *names) {

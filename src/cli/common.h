@@ -31,6 +31,8 @@ void cli_to_params(const cli_model_opts *o, tinyllm_params *p);
 void cli_to_sampling(const tl_sampling *sp, tinyllm_sampling *s);
 /* Prints how to get a model when -m is missing. */
 void cli_no_model_hint(const char *cmd);
+/* A fresh seed for a run without --seed (from the OS's random source; the clock if that fails). */
+uint64_t cli_random_seed(void);
 /* For a command's own options: argv[i] is one of names (NULL-terminated) given last, without its
  * value; says so on stderr and returns 1 (the caller exits 2), else 0. */
 int cli_missing_value(int argc, char **argv, int i, const char *const *names);

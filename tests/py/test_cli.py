@@ -83,6 +83,19 @@ for cmd in ("chat", "score"):
     rc, out, err = run(cmd, "-m", M, "--frobnicate")
     check(rc == 2 and "unknown option '--frobnicate'" in err, f"{cmd} --frobnicate: rc {rc} {err[:200]}")
 
+# sampling without --seed: each run draws its own seed (as llama.cpp, vLLM and our server do) and
+# names it on stderr, and that seed repeats the run (every run used to sample with seed 0)
+import re
+runs = [run("generate", "-m", M, "--tokens", "5,6,7", "-n", "16", "--temp", "1.0") for _ in range(3)]
+seeds = [re.search(r"--seed (\d+) repeats", r[2]) for r in runs]
+check(all(r[0] == 0 for r in runs) and all(seeds), f"unseeded runs name their seed: {[r[2][-200:] for r in runs]}")
+check(len({r[1] for r in runs}) > 1, f"unseeded runs differ: {[r[1] for r in runs]}")
+if seeds[0]:
+    again = run("generate", "-m", M, "--tokens", "5,6,7", "-n", "16", "--temp", "1.0", "--seed", seeds[0].group(1))
+    check(again[1] == runs[0][1] and "repeats" not in again[2], "the named seed repeats the run")
+greedy = run("generate", "-m", M, "--tokens", "5,6,7", "-n", "4")
+check("repeats" not in greedy[2], "greedy: no seed to name")
+
 rc, out, err = run("info", "-m", "dummy:tiny")
 check(rc == 0 and "n_embd       64" in out, f"info dummy:tiny {out} {err}")
 
