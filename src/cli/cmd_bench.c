@@ -70,13 +70,15 @@ static int parse_range(const char *s, int *a, int *b) {
     return 0;
 }
 
-static size_t parse_mem(const char *s) { /* "512" = MiB, or with a K/M/G suffix */
+/* "512" = MiB, or with a K/M/G suffix; 0 on anything else (junk used to mean the backend's default) */
+static size_t parse_mem(const char *s) {
     char *end;
     double v = strtod(s, &end);
     double mul = (double)(1 << 20);
-    if (*end == 'G' || *end == 'g') mul = (double)(1 << 30);
-    else if (*end == 'K' || *end == 'k') mul = 1024;
-    return v > 0 ? (size_t)(v * mul) : 0;
+    if (*end == 'G' || *end == 'g') mul = (double)(1 << 30), end++;
+    else if (*end == 'M' || *end == 'm') end++;
+    else if (*end == 'K' || *end == 'k') mul = 1024, end++;
+    return end > s && !*end && v > 0 ? (size_t)(v * mul) : 0;
 }
 
 static uint64_t rng(uint64_t *s) {
@@ -236,13 +238,14 @@ int cmd_bench(int argc, char **argv) {
     tl_engine_opts eo;
     tl_engine_opts_default(&eo);
     int n = 64, in_a = 128, in_b = 128, out_a = 128, out_b = 128, conc = 0, json = 0;
-    uint64_t seed = 0;
     const char *sweep = NULL, *png = "bench_sweep.png";
     int kv_dtype = -1; /* -1: by backend */
     tl_sampling_default(&g_samp);
     for (int i = 1; i < argc; i++) {
+        /* --seed through the shared parser (a whole number; '1e5' ran with seed 1): it seeds the draws and,
+         * read back below, the workload */
         int r = cli_parse_model_opt(&mo, argc, argv, &i);
-        if (!r && strcmp(argv[i], "--seed")) r = cli_parse_sampling_opt(&g_samp, argc, argv, &i);
+        if (!r) r = cli_parse_sampling_opt(&g_samp, argc, argv, &i);
         if (r < 0) return 2;
         if (r) continue;
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -255,33 +258,38 @@ int cmd_bench(int argc, char **argv) {
             fprintf(stderr, "tinyllm bench: unknown option or missing value: '%s'\n", a);
             usage();
             return 2;
-        } else if (++i, !strcmp(a, "--num-prompts")) n = atoi(v);
-        else if (!strcmp(a, "--input-len") && parse_range(v, &in_a, &in_b) == 0) {
-        } else if (!strcmp(a, "--output-len") && parse_range(v, &out_a, &out_b) == 0) {
-        } else if (!strcmp(a, "--seed")) seed = g_samp.seed = strtoull(v, NULL, 10);
-        else if (!strcmp(a, "--concurrency")) conc = atoi(v);
-        else if (!strcmp(a, "--sweep")) sweep = v;
-        else if (!strcmp(a, "--plot")) png = v;
-        else if (!strcmp(a, "--max-batch-tokens")) eo.max_batch_tokens = atoi(v);
-        else if (!strcmp(a, "--max-seqs")) eo.max_seqs = atoi(v);
-        else if (!strcmp(a, "--logprobs")) g_samp.n_logprobs = TL_MAX(0, TL_MIN(atoi(v), TL_MAX_LOGPROBS));
-        else if (!strcmp(a, "--prefill-chunk")) eo.prefill_chunk = atoi(v);
-        else if (!strcmp(a, "--block-size")) eo.block_size = atoi(v);
-        else if (!strcmp(a, "--kv-cache-mem")) eo.kv_mem = parse_mem(v);
-        else if (!strcmp(a, "--kv-dtype") && (!strcmp(v, "f32") || !strcmp(v, "f16") || !strcmp(v, "bf16")))
-            kv_dtype = !strcmp(v, "f32") ? TL_F32 : !strcmp(v, "f16") ? TL_F16 : TL_BF16;
-        else {
-            fprintf(stderr, "tinyllm bench: bad option '%s %s'\n", a, v);
-            usage();
-            return 2;
+        } else {
+            /* numbers strictly, as serve: atoi took '0' or 'abc' as 0, which the engine quietly made its default */
+            int bad = 0;
+            ++i;
+            if (!strcmp(a, "--num-prompts")) bad = cli_parse_int(v, 1, 1000000, &n);
+            else if (!strcmp(a, "--input-len")) bad = parse_range(v, &in_a, &in_b);
+            else if (!strcmp(a, "--output-len")) bad = parse_range(v, &out_a, &out_b);
+            else if (!strcmp(a, "--concurrency")) bad = cli_parse_int(v, 0, 1000000, &conc);
+            else if (!strcmp(a, "--sweep")) sweep = v;
+            else if (!strcmp(a, "--plot")) png = v;
+            else if (!strcmp(a, "--max-batch-tokens")) bad = cli_parse_int(v, 1, 1 << 20, &eo.max_batch_tokens);
+            else if (!strcmp(a, "--max-seqs")) bad = cli_parse_int(v, 1, 1 << 16, &eo.max_seqs);
+            else if (!strcmp(a, "--logprobs")) bad = cli_parse_int(v, 0, TL_MAX_LOGPROBS, &g_samp.n_logprobs);
+            else if (!strcmp(a, "--prefill-chunk")) bad = cli_parse_int(v, 1, 1 << 20, &eo.prefill_chunk);
+            else if (!strcmp(a, "--block-size")) bad = cli_parse_int(v, 1, 4096, &eo.block_size);
+            else if (!strcmp(a, "--kv-cache-mem")) bad = (eo.kv_mem = parse_mem(v)) == 0;
+            else if (!strcmp(a, "--kv-dtype") && (!strcmp(v, "f32") || !strcmp(v, "f16") || !strcmp(v, "bf16")))
+                kv_dtype = !strcmp(v, "f32") ? TL_F32 : !strcmp(v, "f16") ? TL_F16 : TL_BF16;
+            else {
+                fprintf(stderr, "tinyllm bench: bad option '%s %s'\n", a, v);
+                usage();
+                return 2;
+            }
+            if (bad) {
+                fprintf(stderr, "tinyllm bench: bad value for %s: '%s'\n", a, v);
+                return 2;
+            }
         }
     }
+    const uint64_t seed = g_samp.seed; /* 0 unless --seed */
     if (!mo.model) {
         cli_no_model_hint("bench");
-        return 2;
-    }
-    if (n <= 0 || n > 1000000 || conc < 0) {
-        fprintf(stderr, "tinyllm bench: --num-prompts must be in 1..1000000, --concurrency >= 0\n");
         return 2;
     }
     int sweep_c[32], n_sweep = 0;

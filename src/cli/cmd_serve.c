@@ -45,15 +45,6 @@ static size_t parse_size(const char *s) {
     return *end ? 0 : (size_t)v;
 }
 
-static int parse_int(const char *s, int lo, int hi, int *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) return -1;
-    *out = (int)v;
-    return 0;
-}
-
 int cmd_serve(int argc, char **argv) {
     tl_server_opts o;
     tl_server_opts_default(&o);
@@ -79,20 +70,20 @@ int cmd_serve(int argc, char **argv) {
         const char *v = argv[++i];
         int bad = 0, x = 0;
         if (!strcmp(a, "--host")) o.host = v;
-        else if (!strcmp(a, "--port")) bad = parse_int(v, 0, 65535, &o.port);
+        else if (!strcmp(a, "--port")) bad = cli_parse_int(v, 0, 65535, &o.port);
         else if (!strcmp(a, "--api-key")) o.api_key = *v ? v : NULL;
         else if (!strcmp(a, "--served-model-name")) o.served_name = v;
-        else if (!strcmp(a, "--max-queue")) bad = parse_int(v, 1, 1 << 20, &o.eng.max_queue);
-        else if (!strcmp(a, "--max-batch-tokens")) bad = parse_int(v, 1, 1 << 20, &o.eng.max_batch_tokens);
-        else if (!strcmp(a, "--max-seqs")) bad = parse_int(v, 1, 1 << 16, &o.eng.max_seqs);
-        else if (!strcmp(a, "--prefill-chunk")) bad = parse_int(v, 1, 1 << 20, &o.eng.prefill_chunk);
+        else if (!strcmp(a, "--max-queue")) bad = cli_parse_int(v, 1, 1 << 20, &o.eng.max_queue);
+        else if (!strcmp(a, "--max-batch-tokens")) bad = cli_parse_int(v, 1, 1 << 20, &o.eng.max_batch_tokens);
+        else if (!strcmp(a, "--max-seqs")) bad = cli_parse_int(v, 1, 1 << 16, &o.eng.max_seqs);
+        else if (!strcmp(a, "--prefill-chunk")) bad = cli_parse_int(v, 1, 1 << 20, &o.eng.prefill_chunk);
         else if (!strcmp(a, "--kv-cache-mem")) bad = (o.eng.kv_mem = parse_size(v)) == 0;
         else if (!strcmp(a, "--max-body")) bad = (o.max_body = parse_size(v)) == 0;
-        else if (!strcmp(a, "--max-connections")) bad = parse_int(v, 1, 1 << 16, &o.max_connections);
-        else if (!strcmp(a, "--http-threads")) bad = parse_int(v, 1, 256, &o.http_threads);
-        else if (!strcmp(a, "--timeout")) bad = parse_int(v, 1, 86400, &o.conn_timeout_s);
+        else if (!strcmp(a, "--max-connections")) bad = cli_parse_int(v, 1, 1 << 16, &o.max_connections);
+        else if (!strcmp(a, "--http-threads")) bad = cli_parse_int(v, 1, 256, &o.http_threads);
+        else if (!strcmp(a, "--timeout")) bad = cli_parse_int(v, 1, 86400, &o.conn_timeout_s);
         else if (!strcmp(a, "--shutdown-grace")) {
-            bad = parse_int(v, 0, 86400, &x);
+            bad = cli_parse_int(v, 0, 86400, &x);
             o.shutdown_grace_s = x;
         }
         else {

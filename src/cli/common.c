@@ -63,6 +63,15 @@ static int parse_seed(const char *s, uint64_t *out) {
     return 0;
 }
 
+int cli_parse_int(const char *s, int lo, int hi, int *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) return -1;
+    *out = (int)v;
+    return 0;
+}
+
 int cli_parse_model_opt(cli_model_opts *o, int argc, char **argv, int *i) {
     const char *a = argv[*i];
     double v;

@@ -36,6 +36,9 @@ uint64_t cli_random_seed(void);
 /* For a command's own options: argv[i] is one of names (NULL-terminated) given last, without its
  * value; says so on stderr and returns 1 (the caller exits 2), else 0. */
 int cli_missing_value(int argc, char **argv, int i, const char *const *names);
+/* A whole decimal number in [lo, hi] ("2.5", "1e5", "12abc" are refused, not read up to their first
+ * odd character): 0, or -1 without a word (the caller names the option). */
+int cli_parse_int(const char *s, int lo, int hi, int *out);
 /* Parses "1,2,3" or "[1, 2, 3]" into ids (malloc'd). Returns count or -1. */
 int cli_parse_ids(const char *s, int32_t **ids);
 

@@ -96,6 +96,18 @@ if seeds[0]:
 greedy = run("generate", "-m", M, "--tokens", "5,6,7", "-n", "4")
 check("repeats" not in greedy[2], "greedy: no seed to name")
 
+# bench parses its numbers strictly too: '--seed 1e5' ran with seed 1 and '--max-seqs 0' or
+# '--block-size abc' quietly meant the default (bench has its own option loop)
+BENCH = ("bench", "-m", "dummy:tiny", "--num-prompts", "2", "--input-len", "4", "--output-len", "2",
+         "--kv-cache-mem", "16")
+for opt, bad in (("--seed", "1e5"), ("--seed", "0x10"), ("--max-seqs", "0"), ("--block-size", "abc"),
+                 ("--num-prompts", "5x"), ("--concurrency", "-1"), ("--max-batch-tokens", "2.5"),
+                 ("--prefill-chunk", "x"), ("--kv-cache-mem", "lots"), ("--logprobs", "99")):
+    rc, out, err = run(*BENCH, opt, bad)
+    check(rc == 2 and opt in err and bad in err, f"bench {opt} {bad}: rc {rc} {err[-300:]}")
+rc, out, err = run(*BENCH, "--seed", "100000", "--max-seqs", "1", "--block-size", "8")
+check(rc == 0 and "seed 100000," in out and "max-seqs 1" in out, f"bench with good values: rc {rc} {out} {err[-300:]}")
+
 rc, out, err = run("info", "-m", "dummy:tiny")
 check(rc == 0 and "n_embd       64" in out, f"info dummy:tiny {out} {err}")
 
