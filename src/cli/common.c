@@ -125,10 +125,16 @@ int cli_parse_sampling_opt(tl_sampling *s, int argc, char **argv, int *i) {
         if (strcmp(a, opts[k].name)) continue;
         double v = 0;
         if (!need(argc, argv, *i)) return -1;
+        if (k == 1) { /* a count, read as a whole number: '2.5' was truncated to 2 without a word */
+            if (!cli_parse_int(argv[++*i], 0, (int)opts[k].hi, &s->top_k)) return 1;
+            fprintf(stderr, "tinyllm: bad value '%s' for %s (expected an integer in [0, %d])\n", argv[*i], a,
+                    (int)opts[k].hi);
+            return -1;
+        }
         if (k == 7 ? parse_seed(argv[++*i], &s->seed) : parse_num(argv[++*i], opts[k].lo, opts[k].hi, &v, a)) return -1;
         switch (k) {
         case 0: s->temperature = (float)v; break;
-        case 1: s->top_k = (int)v; break;
+        case 1: break; /* set above */
         case 2: s->top_p = (float)v; break;
         case 3: s->min_p = (float)v; break;
         case 4: s->repetition_penalty = (float)v; break;

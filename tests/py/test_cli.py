@@ -62,6 +62,13 @@ for bad in ("1e5", "0x10", "2.5"):
 big = run("generate", "-m", M, "--tokens", "5,6,7", "-n", "8", "--temp", "1.0", "--seed", "18446744073709551615")
 check(big[0] == 0 and len(big[1].split()) == 8, f"largest seed: {big}")
 
+# --top-k is a count: '2.5' was truncated to 2 (and '1e1' read as 10) without a word
+for bad in ("2.5", "1e1", "-1"):
+    rc, out, err = run("generate", "-m", M, "--tokens", "5,6,7", "-n", "4", "--temp", "1.0", "--top-k", bad)
+    check(rc == 2 and "bad value" in err and "--top-k" in err, f"--top-k {bad}: rc {rc} {err}")
+rc, out, err = run("generate", "-m", M, "--tokens", "5,6,7", "-n", "4", "--temp", "1.0", "--top-k", "40", "--seed", "1")
+check(rc == 0 and len(out.split()) == 4, f"--top-k 40: rc {rc} {err}")
+
 # chat: -n must be a positive count (0 or junk used to mean 256 tokens without a word)
 for bad in ("0", "-3", "abc"):
     rc, out, err = run("chat", "-m", M, "-n", bad)
