@@ -285,7 +285,7 @@ static void test_responses(void) {
     json_decref(o);
     free(s);
 
-    s = tl_api_context_error_json(100, 128, 50);
+    s = tl_api_context_error_json(100, 128, 50, "messages");
     o = load(s);
     err = json_object_get(o, "error");
     const char *msg = json_string_value(json_object_get(err, "message"));
@@ -293,8 +293,25 @@ static void test_responses(void) {
     CHECK(!strcmp(json_string_value(json_object_get(err, "code")), "context_length_exceeded"));
     CHECK(json_integer_value(json_object_get(err, "prompt_tokens")) == 100);
     CHECK(json_integer_value(json_object_get(err, "requested_tokens")) == 150);
+    CHECK(!strcmp(json_string_value(json_object_get(err, "param")), "max_tokens")); /* the prompt fits */
     json_decref(o);
     free(s);
+    /* the prompt alone is over the context: it is what to shorten, whatever max_tokens says (the error named
+     * max_tokens whenever one was given, and 'messages' for a completions prompt) */
+    static const struct {
+        int n_prompt, max_tokens;
+        const char *where, *param;
+    } cases[] = {{200, 50, "messages", "messages"}, {200, 50, "prompt", "prompt"}, {128, 1, "prompt", "prompt"},
+                 {200, -1, "prompt", "prompt"},     {200, -1, "messages", "messages"}, {127, 5, "prompt", "max_tokens"}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        s = tl_api_context_error_json(cases[i].n_prompt, 128, cases[i].max_tokens, cases[i].where);
+        o = load(s);
+        const char *param = json_string_value(json_object_get(json_object_get(o, "error"), "param"));
+        CHECK(param && !strcmp(param, cases[i].param), "case %zu: param %s, want %s", i, param ? param : "(null)",
+              cases[i].param);
+        json_decref(o);
+        free(s);
+    }
 
     tl_api_resp r = {.kind = TL_API_CHAT, .id = "chatcmpl-1", .model = "m", .created = 5, .logprobs = true,
                      .n_prompt = 3, .n_completion = 2};

@@ -345,7 +345,7 @@ char *tl_api_error_json(const char *message, const char *type, const char *param
     return dump(o);
 }
 
-char *tl_api_context_error_json(int n_prompt, int n_ctx, int max_tokens) {
+char *tl_api_context_error_json(int n_prompt, int n_ctx, int max_tokens, const char *prompt_param) {
     char msg[400];
     if (max_tokens > 0)
         snprintf(msg, sizeof msg,
@@ -357,8 +357,9 @@ char *tl_api_context_error_json(int n_prompt, int n_ctx, int max_tokens) {
                  "This model's maximum context length is %d tokens. However, your prompt has %d tokens, which "
                  "leaves no room for a completion. Please reduce the length of the prompt.",
                  n_ctx, n_prompt);
-    json_t *err = error_obj(msg, "invalid_request_error", max_tokens > 0 ? "max_tokens" : "messages",
-                            "context_length_exceeded");
+    /* the prompt alone leaves no room for a token: shortening it is the fix, whatever max_tokens says */
+    const char *param = n_prompt >= n_ctx || max_tokens <= 0 ? prompt_param : "max_tokens";
+    json_t *err = error_obj(msg, "invalid_request_error", param, "context_length_exceeded");
     json_object_set_new(err, "prompt_tokens", json_integer(n_prompt));
     json_object_set_new(err, "max_context_length", json_integer(n_ctx));
     json_object_set_new(err, "requested_tokens", json_integer(n_prompt + (max_tokens > 0 ? max_tokens : 0)));

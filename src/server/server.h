@@ -45,8 +45,9 @@ void tl_api_req_free(tl_api_req *r);
 
 /* {"error": {"message", "type", "param", "code"}} as a malloc'd string. param, code may be NULL. */
 char *tl_api_error_json(const char *message, const char *type, const char *param, const char *code);
-/* Context overflow error (400): names prompt tokens, the limit and the requested tokens. */
-char *tl_api_context_error_json(int n_prompt, int n_ctx, int max_tokens);
+/* Context overflow error (400): names prompt tokens, the limit and the requested tokens. Its param is
+ * prompt_param ("messages" or "prompt") when the prompt alone fills the context, else "max_tokens". */
+char *tl_api_context_error_json(int n_prompt, int n_ctx, int max_tokens, const char *prompt_param);
 
 /* One token's log-probability with its alternatives (text is the token's raw bytes). */
 typedef struct tl_api_logprob {
