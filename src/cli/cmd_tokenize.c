@@ -148,6 +148,20 @@ static int parse_ids(const char *s, int32_t **ids) {
     return n;
 }
 
+/* The index of the first id outside [0, n_vocab) after saying so on stderr, or -1. The decoder drops
+ * such ids without a word (as HF does), so '999999999' printed nothing; /detokenize refuses them with a 400. */
+static int bad_id(const tl_tokenizer *t, const int32_t *ids, int n, long line) {
+    int nv = tl_tokenizer_n_vocab(t);
+    for (int i = 0; i < n; i++) {
+        if (ids[i] >= 0 && ids[i] < nv) continue;
+        if (line) fprintf(stderr, "tinyllm: stdin line %ld: ", line);
+        else fprintf(stderr, "tinyllm: ");
+        fprintf(stderr, "token id %d is outside the vocabulary [0, %d)\n", (int)ids[i], nv);
+        return i;
+    }
+    return -1;
+}
+
 int cmd_detokenize(int argc, char **argv) {
     opts o;
     int rc = parse(argc, argv, &o);
@@ -159,6 +173,9 @@ int cmd_detokenize(int argc, char **argv) {
         int n = parse_ids(o.arg, &ids);
         if (n < 0) {
             fprintf(stderr, "tinyllm: IDS must be like 1,2,3 or [1, 2, 3]: '%s'\n", o.arg);
+            rc = 2;
+        } else if (bad_id(t, ids, n, 0) >= 0) {
+            free(ids);
             rc = 2;
         } else {
             size_t len;
@@ -175,6 +192,11 @@ int cmd_detokenize(int argc, char **argv) {
             int n = parse_ids(line, &ids);
             if (n < 0) {
                 fprintf(stderr, "tinyllm: stdin line %ld: expected a JSON array of ids\n", ln);
+                rc = 1;
+                break;
+            }
+            if (bad_id(t, ids, n, ln) >= 0) {
+                free(ids);
                 rc = 1;
                 break;
             }

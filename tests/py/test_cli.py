@@ -115,6 +115,19 @@ for opt, bad in (("--seed", "1e5"), ("--seed", "0x10"), ("--max-seqs", "0"), ("-
 rc, out, err = run(*BENCH, "--seed", "100000", "--max-seqs", "1", "--block-size", "8")
 check(rc == 0 and "seed 100000," in out and "max-seqs 1" in out, f"bench with good values: rc {rc} {out} {err[-300:]}")
 
+# detokenize refuses ids outside the vocabulary, as the server's /detokenize does with a 400 (they were
+# dropped: '999999999' printed nothing, exit 0)
+QTOK = os.path.join(os.environ.get("TL_SHARED", "../shared"), "assets/qwen2-tokenizer")
+rc, out, err = run("detokenize", "-m", QTOK, "9707")
+check(rc == 0 and out == "Hello", f"detokenize 9707: rc {rc} {out!r} {err}")
+for ids in ("999999999", "[9707, 151936]", "[-1, 9707]"):
+    rc, out, err = run("detokenize", "-m", QTOK, ids)
+    check(rc == 2 and "outside the vocabulary" in err and out == "", f"detokenize {ids}: rc {rc} {out!r} {err}")
+p = subprocess.run([BIN, "detokenize", "-m", QTOK, "--lines"], input="[9707]\n[9707, 999999]\n",
+                   capture_output=True, text=True, timeout=60)
+check(p.returncode != 0 and p.stdout == '"Hello"\n' and "line 2" in p.stderr and "outside the vocabulary" in p.stderr,
+      f"detokenize --lines with a bad id: rc {p.returncode} {p.stdout!r} {p.stderr}")
+
 rc, out, err = run("info", "-m", "dummy:tiny")
 check(rc == 0 and "n_embd       64" in out, f"info dummy:tiny {out} {err}")
 
