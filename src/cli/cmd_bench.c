@@ -308,7 +308,7 @@ int cmd_bench(int argc, char **argv) {
         sweep_c[n_sweep++] = conc;
     }
     tl_backend *be = NULL;
-    tl_model *m = cli_load(&mo, &be, NULL);
+    tl_model *m = cli_load("bench", &mo, &be, NULL);
     if (!m) return 1;
     eo.kv_dtype = kv_dtype >= 0 ? (tl_dtype)kv_dtype : !strcmp(be->name, "cuda") ? TL_BF16 : TL_F32;
     if (in_b >= m->cfg.n_ctx) {

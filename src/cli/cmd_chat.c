@@ -71,7 +71,7 @@ int cmd_chat(int argc, char **argv) {
     tinyllm *t = tinyllm_load(&p, err, sizeof err);
     if (!t) {
         fprintf(stderr, "tinyllm: %s\n", err);
-        if (strncmp(mo.model, "dummy:", 6) && access(mo.model, F_OK) != 0) cli_no_model_hint("chat");
+        cli_model_not_found_hint("chat", mo.model);
         return 1;
     }
     if (!tinyllm_has_tokenizer(t)) {

@@ -81,7 +81,7 @@ int cmd_generate(int argc, char **argv) {
     tinyllm *t = tinyllm_load(&p, err, sizeof err);
     if (!t) {
         fprintf(stderr, "tinyllm: %s\n", err);
-        if (strncmp(mo.model, "dummy:", 6) && access(mo.model, F_OK) != 0) cli_no_model_hint("generate");
+        cli_model_not_found_hint("generate", mo.model);
         return 1;
     }
     fprintf(stderr, "loaded %s in %.2f s\n", tinyllm_model_name(t), tl_now() - t0);

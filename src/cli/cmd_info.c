@@ -22,7 +22,7 @@ int cmd_info(int argc, char **argv) {
         return 2;
     }
     tl_backend *be;
-    tl_model *m = cli_load(&mo, &be, NULL);
+    tl_model *m = cli_load("info", &mo, &be, NULL);
     if (!m) return 1;
     const tl_config *c = &m->cfg;
     printf("model        %s\narch         %s\nlayers       %d\nn_embd       %d\nheads        %d (kv %d, head_dim %d)\n"

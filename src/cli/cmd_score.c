@@ -42,7 +42,7 @@ int cmd_score(int argc, char **argv) {
         return 2;
     }
     tl_backend *be;
-    tl_model *m = cli_load(&mo, &be, NULL);
+    tl_model *m = cli_load("score", &mo, &be, NULL);
     if (!m) return 1;
     int32_t *ids = NULL;
     int n;

@@ -147,15 +147,25 @@ int cli_parse_sampling_opt(tl_sampling *s, int argc, char **argv, int *i) {
     return 0;
 }
 
-void cli_no_model_hint(const char *cmd) {
+static void how_to_get_a_model(const char *cmd) {
     fprintf(stderr,
-            "tinyllm %s: needs a model (-m PATH).\n\n"
             "Get a model folder from Hugging Face, for example:\n"
             "  huggingface-cli download Qwen/Qwen2-0.5B-Instruct --local-dir Qwen2-0.5B-Instruct\n"
             "  tinyllm %s -m Qwen2-0.5B-Instruct\n\n"
             "Or a dry run without a download (random weights of the real shape; shows the speed):\n"
             "  tinyllm generate -m dummy:qwen2-0.5b -n 64\n",
-            cmd, cmd);
+            cmd);
+}
+
+void cli_no_model_hint(const char *cmd) {
+    fprintf(stderr, "tinyllm %s: needs a model (-m PATH).\n\n", cmd);
+    how_to_get_a_model(cmd);
+}
+
+void cli_model_not_found_hint(const char *cmd, const char *path) {
+    if (!strncmp(path, "dummy:", 6) || access(path, F_OK) == 0) return; /* there: the load error says what is wrong */
+    fprintf(stderr, "tinyllm %s: %s was not found.\n\n", cmd, path);
+    how_to_get_a_model(cmd);
 }
 
 uint64_t cli_random_seed(void) {
@@ -171,14 +181,14 @@ int cli_missing_value(int argc, char **argv, int i, const char *const *names) {
     return 0;
 }
 
-tl_model *cli_load(const cli_model_opts *o, tl_backend **be, double *load_s) {
+tl_model *cli_load(const char *cmd, const cli_model_opts *o, tl_backend **be, double *load_s) {
     double t0 = tl_now();
     tl_error e = {{0}};
     tl_load_opts lo = {.quant_bits = o->quant_bits, .group_size = o->group, .tokenizer_path = o->tokenizer};
     tl_model *m = tl_model_load(o->model, &lo, &e);
     if (!m) {
         fprintf(stderr, "tinyllm: %s\n", e.msg);
-        if (strncmp(o->model, "dummy:", 6) && access(o->model, F_OK) != 0) cli_no_model_hint("chat");
+        cli_model_not_found_hint(cmd, o->model);
         return NULL;
     }
     *be = tl_backend_new(o->backend, o->threads, o->gpu_util, &e);

@@ -24,13 +24,16 @@ int cli_parse_model_opt(cli_model_opts *o, int argc, char **argv, int *i);
 int cli_parse_sampling_opt(tl_sampling *s, int argc, char **argv, int *i);
 extern const char *cli_model_help;
 extern const char *cli_sampling_help;
-/* Loads the model and creates the backend; prints what it did to stderr. NULL + message on failure. */
-tl_model *cli_load(const cli_model_opts *o, tl_backend **be, double *load_s);
+/* Loads the model and creates the backend; prints what it did to stderr. NULL + message on failure
+ * (naming cmd, the command, when the path is not there). */
+tl_model *cli_load(const char *cmd, const cli_model_opts *o, tl_backend **be, double *load_s);
 /* The parsed options as the public API's load parameters / sampling settings. */
 void cli_to_params(const cli_model_opts *o, tinyllm_params *p);
 void cli_to_sampling(const tl_sampling *sp, tinyllm_sampling *s);
 /* Prints how to get a model when -m is missing. */
 void cli_no_model_hint(const char *cmd);
+/* After a failed load: when path is not there, says so and how to get a model; else nothing. */
+void cli_model_not_found_hint(const char *cmd, const char *path);
 /* A fresh seed for a run without --seed (from the OS's random source; the clock if that fails). */
 uint64_t cli_random_seed(void);
 /* For a command's own options: argv[i] is one of names (NULL-terminated) given last, without its

@@ -28,6 +28,15 @@ rc, out, err = run("frobnicate")
 check(rc == 2 and "unknown command" in err, "unknown command")
 rc, out, err = run("generate", "-m", "/nonexistent/dir", "-n", "4")
 check(rc == 1 and "no such file" in err and "huggingface-cli download" in err, f"missing model: {err}")
+# a -m path that does not exist is named as not found (it said 'needs a model (-m PATH)' although -m
+# was given, and info / bench / score said 'tinyllm chat'); the download hint stays
+for cmd, extra in (("chat", ()), ("generate", ()), ("score", ("--tokens", "1,2")), ("info", ()), ("bench", ())):
+    rc, out, err = run(cmd, "-m", "/nonexistent/dir", *extra)
+    check(rc == 1 and f"tinyllm {cmd}: /nonexistent/dir was not found" in err and "needs a model" not in err
+          and "huggingface-cli download" in err and "tinyllm chat" not in err.replace(f"tinyllm {cmd}", ""),
+          f"{cmd} -m /nonexistent/dir: rc {rc} {err}")
+rc, out, err = run("chat")
+check(rc == 2 and "needs a model (-m PATH)" in err, f"chat without -m: rc {rc} {err}")
 rc, out, err = run("generate", "-m", M, "--temp", "abc")
 check(rc == 2 and "bad value" in err, "bad option value")
 rc, out, err = run("generate", "-m", M, "--tokens", ",".join(["5"] * 20), "--ctx", "8")
