@@ -40,6 +40,8 @@ void tinyllm_free(tinyllm *t);
 const char *tinyllm_model_name(const tinyllm *t);
 int tinyllm_has_tokenizer(const tinyllm *t);
 int tinyllm_n_vocab(const tinyllm *t);
+/* Tokens of context reserved (n_ctx, capped by the model): prompt + generated tokens fit in it. */
+int tinyllm_n_ctx(const tinyllm *t);
 
 /* Text -> ids (malloc'd, caller frees). chat: wrap text as one user message with the model's chat
  * template (default system prompt included). Returns the count or -1. */

@@ -58,6 +58,7 @@ void tinyllm_free(tinyllm *t) {
 const char *tinyllm_model_name(const tinyllm *t) { return t->m->name; }
 int tinyllm_has_tokenizer(const tinyllm *t) { return t->m->tok != NULL; }
 int tinyllm_n_vocab(const tinyllm *t) { return t->m->cfg.n_vocab; }
+int tinyllm_n_ctx(const tinyllm *t) { return t->cap; }
 
 char *tinyllm_chat_prompt(tinyllm *t, const char *const *roles, const char *const *contents, int n) {
     if (!t->m->tok) return NULL;

@@ -127,6 +127,8 @@ int cmd_chat(int argc, char **argv) {
         free(ids);
         if (g < 0) {
             fprintf(stderr, "\ntinyllm: %s\n", tinyllm_last_error(t));
+            if (ni >= tinyllm_n_ctx(t)) /* the history only grows: every later turn would fail the same way */
+                fprintf(stderr, "(the conversation is over the context: type /reset to start a new conversation)\n");
             free(contents[--n]);
             free(r.buf);
             continue;

@@ -90,6 +90,13 @@ p = subprocess.run([BIN, "chat", "-m", stories, "-n", "2", "--temp", "0"], input
 turns = p.stderr.count("prompt tokens") + p.stderr.count("does not fit")
 check(p.returncode == 0 and turns == 1, f"one long line is one turn: {turns} turns, rc {p.returncode} {p.stderr[-300:]}")
 
+# chat over its context: the error says how to get out of it (every later turn failed the same way and
+# nothing pointed at /reset)
+p = subprocess.run([BIN, "chat", "-m", stories, "-n", "2", "--temp", "0"],
+                   input="ab " * 600 + "\n" + "ab " * 500 + "\n/reset\nhi\n", capture_output=True, text=True, timeout=120)
+check(p.returncode == 0 and "does not fit the context" in p.stderr and "type /reset to start a new conversation" in p.stderr
+      and p.stderr.count("prompt tokens") == 2, f"chat over the context hints /reset: rc {p.returncode} {p.stderr[-600:]}")
+
 # an option given last without its value is named as such (it was reported as an unknown option, or
 # only the usage was printed); an unknown option is named too
 for cmd, opt in (("generate", "-p"), ("generate", "-n"), ("chat", "--system"), ("score", "--top")):
