@@ -133,6 +133,13 @@ int cmd_generate(int argc, char **argv) {
         tinyllm_free(t);
         return 1;
     }
+    /* The library caps -n at the context reserved and ends such a run as one that reached -n; a run that
+     * stopped at EOS instead spent that slot on the EOS, which is not counted, so it never fills the context. */
+    const int n_ctx_used = tinyllm_n_ctx(t);
+    if (st.n_generated < max_tokens && st.n_prompt + st.n_generated >= n_ctx_used)
+        fprintf(stderr, "stopped: the context of %d tokens is full (%d prompt + %d generated, short of -n %d); %s\n",
+                n_ctx_used, st.n_prompt, st.n_generated, max_tokens,
+                n_ctx_used < n_ctx ? "that is the model's limit" : "raise --ctx");
     fprintf(stderr, "prompt: %d tokens in %.3f s (%.1f tok/s); generated: %d tokens in %.3f s (%.2f tok/s)\n", st.n_prompt,
             st.prefill_s, st.prefill_s > 0 ? st.n_prompt / st.prefill_s : 0, st.n_generated, st.decode_s,
             st.decode_s > 0 && st.n_generated > 1 ? (st.n_generated - 1) / st.decode_s : 0);

@@ -49,6 +49,14 @@ ids = [int(x) for x in out.split()]
 check(rc == 0 and len(ids) == 6, f"generate 6 greedy ids: {out!r} {err}")
 check("tok/s" in err, "timings on stderr")
 
+# generation that ends because the context is full says so (it stopped short of -n without a word)
+rc, out, err = run("generate", "-m", M, "--tokens", "5,6,7", "--ctx", "8", "-n", "10", "--ignore-eos")
+check(rc == 0 and len(out.split()) == 5 and "stopped: the context of 8 tokens is full" in err,
+      f"generate stopped by the context: rc {rc} {out!r} {err}")
+for n in ("5", "4"):  # -n reached (at or before the context's end): no note
+    rc, out, err = run("generate", "-m", M, "--tokens", "5,6,7", "--ctx", "8", "-n", n, "--ignore-eos")
+    check(rc == 0 and len(out.split()) == int(n) and "is full" not in err, f"generate -n {n} --ctx 8: rc {rc} {err}")
+
 # score: the greedy next token after 5,6,7 is the top-1 of position 2
 rc, out, err = run("score", "-m", M, "--tokens", "5,6,7," + str(ids[0]), "--top", "3")
 lines = [json.loads(l) for l in out.strip().splitlines()]
