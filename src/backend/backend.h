@@ -17,8 +17,8 @@ typedef struct tl_row_sampling {
     float top_p;       /* 1: off */
     float min_p;       /* 0: off */
     double u;          /* the request's uniform draw in [0, 1) (its RNG, on the host): used when temperature > 0 */
-    int host;          /* 1: not sampled by the backend (top-n logprobs without be->collected_top or with penalties;
-                        * penalties where be->penalties is 0): copy its logits back */
+    int host;          /* 1: not sampled by the backend (top-n logprobs without be->collected_top, or with penalties
+                        * without be->penalties_top; penalties where be->penalties is 0): copy its logits back */
     int n_logprobs;    /* > 0 (<= TL_MAX_LOGPROBS): the row's top-n logprobs too (be->collected_top) */
     /* Penalties (engine/sampler.c's, applied before the rest): repetition 1, presence 0, frequency 0: off. The
      * row's history (prompt + generated) but its last token as distinct tokens: pen[2j] a token, pen[2j + 1] how
@@ -52,10 +52,12 @@ struct tl_backend {
     void (*free)(tl_backend *be);
     void *impl;
     int penalties; /* 1: forward_sample / launch apply rs[i]'s penalties on the device (else the engine sets host) */
+    int penalties_top; /* 1: also on rows with top-n logprobs, whose logprob and top-n are then of the raw logits
+                        * (else the engine sends such rows to the host) */
     /* Optional (NULL: the caller samples host logits from forward). The same forward, then each logit row i
      * is sampled on the device with rs[i] in the order and semantics of engine/sampler.c (penalties only with
      * be->penalties): tok[i] and logprob[i] (log_softmax of the raw logits; of the penalized ones on rows with
-     * penalties: the engine sends rows that want top-n logprobs and have penalties to the host). Rows with rs[i].host set, and rows the device
+     * penalties and no top-n; rows with both: raw with be->penalties_top, else the engine sends them to the host). Rows with rs[i].host set, and rows the device
      * could not sample exactly (tok[i] == -1 on return: e.g. top-p mass beyond its candidate head), get
      * their logits copied to logits + i * n_vocab (host); only those rows. */
     int (*forward_sample)(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *b, const tl_row_sampling *rs,

@@ -72,6 +72,7 @@ tl_engine *tl_engine_new(tl_model *m, tl_backend *be, const tl_engine_opts *opts
     en->dev_pen = en->device_sample && be->penalties && !(hp && !strcmp(hp, "1"));
     const char *hl = getenv("TL_ENGINE_HOST_LOGPROBS");
     en->dev_top = en->device_sample && be->collected_top && !(hl && !strcmp(hl, "1"));
+    en->dev_pen_top = en->dev_pen && en->dev_top && be->penalties_top;
     en->pipelined = en->device_sample && be->launch && be->collect && be->row_on_device && !(as && !strcmp(as, "0"));
     pthread_mutex_init(&en->mu, NULL);
     pthread_cond_init(&en->cv, NULL);

@@ -47,8 +47,8 @@ typedef struct tl_token_event {
     int32_t token;            /* the new token, or -1 on a final event that carries no token */
     float logprob;            /* log-probability of token under the (unmodified) model distribution;
                                  computed when s.n_logprobs > 0, and always when the backend samples on the
-                                 device (CUDA: there, with penalties, under the penalized logits; a request with
-                                 n_logprobs > 0 and penalties is sampled on the host); 0 otherwise (on the host it
+                                 device (CUDA: there, with penalties and n_logprobs == 0, under the penalized
+                                 logits; with n_logprobs > 0 always of the raw ones); 0 otherwise (on the host it
                                  costs a pass over n_vocab) */
     int n_top;                /* top-n alternatives when requested */
     int32_t top_ids[TL_MAX_LOGPROBS];

@@ -79,6 +79,7 @@ struct tl_engine {
     bool dev_pen;            /* penalized rows sampled by the backend (be->penalties, unless TL_ENGINE_HOST_PENALTIES=1) */
     bool dev_top;            /* top-n logprobs rows sampled by the backend (be->collected_top, unless
                               * TL_ENGINE_HOST_LOGPROBS=1) */
+    bool dev_pen_top;        /* rows with both sampled by the backend (be->penalties_top; their logprobs raw) */
     int32_t *b_pen;          /* the step's penalty histories (tl_row_sampling.pen), grown on demand */
     size_t b_pen_n, b_pen_cap; /* int32 used / allocated */
     size_t *b_pen_off;       /* [max_seqs] per logit row: its entries' offset in b_pen */

@@ -266,8 +266,9 @@ static void row_sampling(tl_engine *en, tl_seq *s, tl_step *st, int r) {
                            .frequency_penalty = p->frequency_penalty,
                            .n_logprobs = TL_MIN(TL_MAX(p->n_logprobs, 0), TL_MAX_LOGPROBS)};
     const bool pen = tl_row_has_penalties(q);
-    /* (top-n logprobs are of the raw logits: a row that has both goes to the host whole) */
-    q->host = (q->n_logprobs > 0 && (!en->dev_top || pen)) || (pen && !en->dev_pen);
+    /* (top-n logprobs are of the raw logits: a row that has both goes to the host whole unless the backend keeps
+     * them raw, be->penalties_top) */
+    q->host = (q->n_logprobs > 0 && (!en->dev_top || (pen && !en->dev_pen_top))) || (pen && !en->dev_pen);
     if (pen && !q->host) {
         const int n_hist = s->n_tokens - 1; /* all confirmed tokens: only the last may be a placeholder */
         if (!en->b_pen || en->b_pen_n + 2 * (size_t)n_hist > en->b_pen_cap) {

@@ -242,7 +242,10 @@ static void test_kernel(int V, int R) {
  * R rows of V logits, histories of 0..400 tokens (half drawn from the row's 40 largest logits, so the penalties
  * move the argmax), a prompt part of random length, the last token given as the row's batch token; per row one
  * of 8 penalty / sampling settings. Greedy rows must give sampler.c's token exactly, sampled rows at most one
- * boundary mismatch in 500; at least a tenth of the greedy rows must change token under the penalties. */
+ * boundary mismatch in 500; at least a tenth of the greedy rows must change token under the penalties. Every other
+ * row also asks for 5 top logprobs, which are of the raw logits (cu_sample.h's four steps): its top-n and the drawn
+ * token's logprob against fill_logprobs' (the same ids, values to rounding), a tenth of them at least for a token
+ * whose logit the penalties rewrote (its raw value from penalize_kernel's saves). */
 static void test_penalize(int V, int R) {
     static const struct { float rep, pres, freq, t; int k; float p; } pc[] = {
         {1.3f, 0, 0, 0, 0, 1},       {1, 0.8f, 0.4f, 0, 0, 1},   {0.8f, 0, -0.5f, 0, 0, 1}, {1.05f, 0, 0, 0.7f, 20, 0.8f},
@@ -285,7 +288,8 @@ static void test_penalize(int V, int R) {
         uint64_t st = rng0[r];
         p[r] = (tl_cu_samp){.temperature = pc[c].t, .top_k = pc[c].k, .top_p = pc[c].p,
                             .u = pc[c].t > 0 ? tl_rng_uniform(&st) : 0, .rep = pc[c].rep, .pres = pc[c].pres,
-                            .freq = pc[c].freq, .pen_off = (int)off, .pen_n = n, .last_gen = nh[r] - 1 >= npr[r]};
+                            .freq = pc[c].freq, .pen_off = (int)off, .pen_n = n, .last_gen = nh[r] - 1 >= npr[r],
+                            .n_top = r % 2 ? 0 : 5};
         off += (size_t)n;
         last[r] = h[nh[r] - 1];
         rows[r] = R - 1 - r; /* the batch token of row r (reversed: rows[] is followed) */
@@ -297,6 +301,9 @@ static void test_penalize(int V, int R) {
     tl_cu_samp_out *dout, *out = tl_malloc((size_t)R * sizeof *out);
     int32_t *dpen, *dtok, *drows;
     void *scratch;
+    float *draw;
+    tl_cu_lraw *dlr;
+    tl_cu_top *dtop, *top_out = tl_malloc((size_t)R * sizeof *top_out);
     CU(cudaMalloc((void **)&dl, (size_t)R * V * 4));
     CU(cudaMalloc((void **)&dp, (size_t)R * sizeof *dp));
     CU(cudaMalloc((void **)&dout, (size_t)R * sizeof *dout));
@@ -305,17 +312,25 @@ static void test_penalize(int V, int R) {
     CU(cudaMalloc((void **)&drows, (size_t)R * 4));
     CU(cudaMalloc(&scratch, tl_cu_sample_scratch_bytes()));
     CU(cudaMemset(scratch, 0, tl_cu_sample_scratch_bytes()));
+    CU(cudaMalloc((void **)&draw, (off ? off : 1) * 4));
+    CU(cudaMalloc((void **)&dlr, (size_t)R * sizeof *dlr));
+    CU(cudaMalloc((void **)&dtop, (size_t)R * sizeof *dtop));
+    CU(cudaMemset(draw, 0xff, (off ? off : 1) * 4)); /* NaN: a raw value never saved would show */
+    CU(cudaMemset(dlr, 0xff, (size_t)R * sizeof *dlr));
     CU(cudaMemcpy(dl, lg, (size_t)R * V * 4, cudaMemcpyHostToDevice));
     CU(cudaMemcpy(dp, p, (size_t)R * sizeof *dp, cudaMemcpyHostToDevice));
     CU(cudaMemcpy(dpen, pen, off * 8, cudaMemcpyHostToDevice));
     CU(cudaMemcpy(dtok, tokv, (size_t)R * 4, cudaMemcpyHostToDevice));
     CU(cudaMemcpy(drows, rows, (size_t)R * 4, cudaMemcpyHostToDevice));
     tl_error e = {{0}};
-    CHECK(tl_cu_penalize(dl, R, V, dp, dpen, dtok, drows, 0, &e) == 0, "%s", e.msg);
+    CHECK(tl_cu_sample_top_raw(dl, R, V, dp, scratch, dtop, dlr, 0, &e) == 0, "%s", e.msg);
+    CHECK(tl_cu_penalize(dl, R, V, dp, dpen, dtok, drows, draw, dlr, 0, &e) == 0, "%s", e.msg);
     CHECK(tl_cu_sample(dl, R, V, dp, dout, scratch, 1, NULL, 0, &e) == 0, "%s", e.msg);
+    CHECK(tl_cu_logprob_raw(dl, R, V, dp, dpen, dtok, drows, draw, dlr, dout, 0, &e) == 0, "%s", e.msg);
     CU(cudaDeviceSynchronize());
     CU(cudaMemcpy(out, dout, (size_t)R * sizeof *dout, cudaMemcpyDeviceToHost));
-    int greedy_bad = 0, mism = 0, n_greedy = 0, n_samp = 0, moved = 0;
+    CU(cudaMemcpy(top_out, dtop, (size_t)R * sizeof *dtop, cudaMemcpyDeviceToHost));
+    int greedy_bad = 0, mism = 0, n_greedy = 0, n_samp = 0, moved = 0, n_lp = 0, lp_bad = 0, lp_saved = 0;
     for (int r = 0; r < R; r++) {
         const float *l = lg + (size_t)r * V;
         const int c = r % NPC;
@@ -323,8 +338,24 @@ static void test_penalize(int V, int R) {
         tl_sampling_default(&s);
         s.temperature = pc[c].t, s.top_k = pc[c].k, s.top_p = pc[c].p;
         s.repetition_penalty = pc[c].rep, s.presence_penalty = pc[c].pres, s.frequency_penalty = pc[c].freq;
+        s.n_logprobs = p[r].n_top;
         uint64_t st = rng0[r];
-        const int32_t ct = tl_sampler_sample(&sp, &s, l, hist + (size_t)r * HMAX, nh[r], npr[r], &st, NULL);
+        tl_token_event ev = {0};
+        const int32_t ct = tl_sampler_sample(&sp, &s, l, hist + (size_t)r * HMAX, nh[r], npr[r], &st, &ev);
+        if (p[r].n_top && ct == out[r].token) { /* raw logprobs: fill_logprobs' */
+            n_lp++;
+            const tl_cu_top *t = &top_out[r];
+            int ok = t->n == ev.n_top && fabsf(out[r].logprob - ev.logprob) <= 2e-5f;
+            for (int k = 0; k < t->n && ok; k++)
+                ok = t->id[k] == ev.top_ids[k] && fabsf(t->lp[k] - ev.top_logprobs[k]) <= 2e-5f;
+            lp_bad += !ok;
+            if (!ok && lp_bad <= 3)
+                printf("  row %d: token %d logprob %g / host %g, top %d / %d\n", r, ct, out[r].logprob, ev.logprob, t->n,
+                       ev.n_top);
+            bool rewritten = ct == last[r]; /* (the last token is always rewritten when it has a penalty) */
+            for (int j = 0; j < p[r].pen_n && !rewritten; j++) rewritten = pen[2 * (p[r].pen_off + j)] == ct;
+            lp_saved += rewritten;
+        }
         if (pc[c].t > 0) {
             n_samp++;
             mism += ct != out[r].token;
@@ -341,10 +372,16 @@ static void test_penalize(int V, int R) {
     CHECK(greedy_bad == 0, "V %d: %d penalized greedy rows differ from sampler.c", V, greedy_bad);
     CHECK(mism * 500 <= n_samp || mism <= 1, "V %d: %d of %d penalized sampled rows differ", V, mism, n_samp);
     CHECK(moved * 10 >= n_greedy, "V %d: the penalties moved only %d of %d greedy rows", V, moved, n_greedy);
+    printf("  penalties V %6d: %d rows with top-5 raw logprobs (%d drew a rewritten logit), %d differ from "
+           "fill_logprobs\n", V, n_lp, lp_saved, lp_bad);
+    CHECK(lp_bad == 0, "V %d: %d rows' raw logprobs differ from sampler.c's", V, lp_bad);
+    CHECK(n_lp * 3 >= R && lp_saved * 10 >= n_lp, "V %d: %d rows with logprobs, %d drew a rewritten logit", V, n_lp,
+          lp_saved);
     tl_sampler_free(&sp);
     cudaFree(dl), cudaFree(dp), cudaFree(dout), cudaFree(dpen), cudaFree(dtok), cudaFree(drows), cudaFree(scratch);
+    cudaFree(draw), cudaFree(dlr), cudaFree(dtop);
     free(lg), free(p), free(hist), free(pen), free(last), free(rows), free(nh), free(npr), free(rng0), free(top);
-    free(tokv), free(out);
+    free(tokv), free(out), free(top_out);
 }
 
 /* ---- engine: device sampling vs host sampling (same GPU logits) and vs the CPU engine ---- */
@@ -364,8 +401,8 @@ static int collect_cb(const tl_token_event *ev, void *user) {
 
 #define NREQ 11
 /* host_sample 1: every row on the host; 2: penalties on the host (TL_ENGINE_HOST_PENALTIES=1), the rest on the
- * device; 0: the device samples all but request 10 (top-n logprobs with penalties; penalties by tl_cu_penalize,
- * top-n by sample_top.cu). max_seqs 4: 11 requests, seven wait, rows of every kind share steps, one step at a time (TL_ENGINE_ASYNC=0: pipelined steps are
+ * device (request 10, top-n logprobs with penalties, on the host too); 0: the device samples all (penalties by
+ * tl_cu_penalize, top-n by sample_top.cu, request 10's of the raw logits: cu_sample.h's four steps). max_seqs 4: 11 requests, seven wait, rows of every kind share steps, one step at a time (TL_ENGINE_ASYNC=0: pipelined steps are
  * scheduled otherwise, and another batch shape rounds the logits otherwise); max_seqs 1: pipelined (the same
  * batches: one sequence each), the penalized rows' last tokens resolved on the device. */
 static void run_engine(tl_model *m, tl_backend *be, int host_sample, int max_seqs, const int32_t *toks, int nt,
@@ -397,7 +434,7 @@ static void run_engine(tl_model *m, tl_backend *be, int host_sample, int max_seq
             p.s.seed = 8;
         if (r == 9) /* top_k > TL_CU_SAMPLE_CAP (with V = 152K: the whole row to the host, penalized once there) */
             p.s.repetition_penalty = 1.2f, p.s.temperature = 0.9f, p.s.top_k = 5000, p.s.seed = 4;
-        if (r == 10) /* penalties with top-n logprobs: a host row */
+        if (r == 10) /* penalties with top-n logprobs: raw logprobs */
             p.s.repetition_penalty = 1.2f, p.s.temperature = 0.8f, p.s.seed = 6, p.s.n_logprobs = 2;
         p.ignore_eos = true;
         int np = 5 + 3 * r < nt ? 5 + 3 * r : nt;
@@ -481,8 +518,8 @@ static void test_engine(const char *dir, int cpu_ref) {
         if (r == 0) /* greedy, device: logprobs are reported and are log-probabilities */
             for (int i = 0; i < dev[r].n; i++) CHECK(dev[r].lp[i] <= 1e-6f && dev[r].lp[i] > -50.f, "lp %g", dev[r].lp[i]);
         for (int pass = 0; pass < 2 && (r == 4 || r == 10); pass++) {
-            /* top-n logprobs (device for r 4, one step at a time and pipelined alone) against sampler.c's: the same
-             * ids, logprobs to rounding */
+            /* top-n logprobs (device, one step at a time and pipelined alone; r 10 with penalties: of the raw
+             * logits) against sampler.c's: the same ids, logprobs to rounding */
             const collected *d = pass ? &dev1[r] : &dev[r], *h = pass ? &host1[r] : &host[r];
             for (int i = 0; i < d->n && i < h->n; i++) {
                 int ok = d->n_top[i] == (r == 4 ? 3 : 2) && d->n_top[i] == h->n_top[i] && fabsf(d->lp[i] - h->lp[i]) <= 2e-5f;

@@ -60,6 +60,13 @@ static inline int tl_cu_samp_has_pen(const tl_cu_samp *p) {
     return (p->rep != 1.0f && p->rep > 0.0f) || p->pres != 0.0f || p->freq != 0.0f;
 }
 
+/* A penalized row's raw log-sum-exp and its last token's raw logit (tl_cu_sample_top_raw / tl_cu_penalize) */
+typedef struct tl_cu_lraw {
+    double lse;
+    float last;
+    int pad;
+} tl_cu_lraw;
+
 typedef struct tl_cu_samp_out {
     int32_t token; /* -1: not sampled here */
     float logprob;
@@ -81,9 +88,24 @@ int tl_cu_sample(const float *logits, int n_rows, int n_vocab, const tl_cu_samp 
  * distinct token of a row once): rows with p[i] penalties and not skip take their entries pen[2 (pen_off + j)
  * ..] (token, its count among the generated tokens) and their last token tokens[rows[i]] (the batch's ids after
  * tl_cu_embed resolved them), counted as generated when last_gen. The sampler then draws from the penalized
- * row, and its logprob is of the penalized logits. */
+ * row, and its logprob is of the penalized logits (raw ones on rows with top-n: below). raw, lr: NULL, or the
+ * raw values of the logits rewritten on rows with n_top > 0 (raw: one float an entry, indexed as pen's). */
 int tl_cu_penalize(float *logits, int n_rows, int n_vocab, const tl_cu_samp *p, const int32_t *pen,
-                   const int32_t *tokens, const int32_t *rows, cudaStream_t st, tl_error *e);
+                   const int32_t *tokens, const int32_t *rows, float *raw, tl_cu_lraw *lr, cudaStream_t st,
+                   tl_error *e);
+
+/* Rows with penalties *and* top-n logprobs (their logprobs are of the raw logits, as sampler.c's fill_logprobs):
+ * 1. tl_cu_sample_top_raw before tl_cu_penalize: the top-n of the raw logits into top[i] and the raw row's
+ *    log-sum-exp into lr[i].lse, for rows with p[i].n_top > 0 (others untouched; needs the scratch);
+ * 2. tl_cu_penalize with raw / lr: each rewritten logit's raw value saved first (raw[pen_off + j] for entry j,
+ *    lr[i].last for the last token outside the entries), on rows with n_top > 0;
+ * 3. tl_cu_sample without top (the token drawn from the penalized row);
+ * 4. tl_cu_logprob_raw: out[i].logprob = raw logit of out[i].token - lr[i].lse on those rows. */
+int tl_cu_sample_top_raw(const float *logits, int n_rows, int n_vocab, const tl_cu_samp *p, void *scratch,
+                         tl_cu_top *top, tl_cu_lraw *lr, cudaStream_t st, tl_error *e);
+int tl_cu_logprob_raw(const float *logits, int n_rows, int n_vocab, const tl_cu_samp *p, const int32_t *pen,
+                      const int32_t *tokens, const int32_t *rows, const float *raw, const tl_cu_lraw *lr,
+                      tl_cu_samp_out *out, cudaStream_t st, tl_error *e);
 
 /* 1 when the kernel may answer -1 for a row with these parameters (the caller then checks). */
 static inline int tl_cu_sample_may_defer(const tl_cu_samp *p, int n_vocab) {

@@ -50,7 +50,7 @@ static const char *const p_name[P_N] = {"other", "matmul", "attention", "lm_head
                                    * PDL wait) measured 2.046-2.061 ms/token against 2.112-2.126 with 64 (32 blocks,
                                    * q/k/v on 100) and 2.126-2.144 with 256, H100, one run (TL_CUDA_SPLIT_KEYS); without
                                    * the room 64 was as fast as 128 (3765dec, 17d9798) and 128 is now 2.170-2.174 */
-#define CU_GKEY 27                /* graph key: the shape and switches a captured decode step depends on */
+#define CU_GKEY 28                /* graph key: the shape and switches a captured decode step depends on */
 #define CU_NBUF 2                 /* steps launched and not collected at most (cu_launch); host buffers per kind */
 #define CU_BIG_T 512              /* forwards of more tokens: bf16 activations into cuBLAS (layer_big) */
 #define CU_Q4GEMM_COPY_MAX 48     /* INT4 products of 17..CU_BIG_T rows take q4_gemm.cu's kernel up to this many rows */
@@ -161,6 +161,10 @@ typedef struct cu_impl {
     int32_t *pen_h[CU_NBUF], *pen_d;
     size_t pen_cap, pen_n[CU_NBUF];
     int any_pen;
+    /* rows with penalties and top-n (logprobs of the raw logits, cu_sample.h): the rewritten logits' raw values
+     * (pen_cap floats, indexed as pen_d's entries), each row's raw log-sum-exp and last-token logit (samp_cap) */
+    float *penraw_d;
+    tl_cu_lraw *lraw_d;
     /* top-n logprobs (tl_cu_top, rows with n_top): pinned per launch buffer, device single (sized with samp_cap);
      * top_on[buf]: the step of that buffer has such rows; any_top: the step being enqueued has;
      * last_buf: the buffer of the step collected last (collected_top) */
@@ -832,10 +836,20 @@ static int attention(cu_impl *ci, const tl_cu_attn_args *a, const int32_t *d_til
 static int sample_chunk(cu_impl *ci, int nv, int i0, int n, const int32_t *d_lr, tl_error *e) {
     const tl_cu_samp *sh = ci->samp_h[ci->cur];
     tl_cu_samp_out *oh = ci->sout_h[ci->cur];
-    if (ci->any_pen && tl_cu_penalize(ci->logits, n, nv, ci->samp_d + i0, ci->pen_d, ci->meta_d, d_lr + i0, ci->st, e))
+    /* rows with penalties and top-n: their logprobs of the raw logits (cu_sample.h), so the top-n before the
+     * penalties rewrite the row, the drawn token's raw logprob after the draw */
+    const int raw = ci->any_pen && ci->any_top;
+    if (raw && tl_cu_sample_top_raw(ci->logits, n, nv, ci->samp_d + i0, ci->samp_scratch, ci->top_d + i0,
+                                    ci->lraw_d + i0, ci->st, e))
+        return -1;
+    if (ci->any_pen && tl_cu_penalize(ci->logits, n, nv, ci->samp_d + i0, ci->pen_d, ci->meta_d, d_lr + i0,
+                                      raw ? ci->penraw_d : NULL, raw ? ci->lraw_d + i0 : NULL, ci->st, e))
         return -1;
     if (tl_cu_sample(ci->logits, n, nv, ci->samp_d + i0, ci->sout_d + i0, ci->samp_oneblock ? NULL : ci->samp_scratch,
-                     ci->samp_chunked, ci->any_top ? ci->top_d + i0 : NULL, ci->st, e))
+                     ci->samp_chunked, ci->any_top && !raw ? ci->top_d + i0 : NULL, ci->st, e))
+        return -1;
+    if (raw && tl_cu_logprob_raw(ci->logits, n, nv, ci->samp_d + i0, ci->pen_d, ci->meta_d, d_lr + i0, ci->penraw_d,
+                                 ci->lraw_d + i0, ci->sout_d + i0, ci->st, e))
         return -1;
     int check = 0;
     for (int i = i0; i < i0 + n; i++) {
@@ -1087,7 +1101,8 @@ static int enqueue_work(cu_impl *ci, const tl_model *m, tl_kv *kv, const tl_batc
                                  ci->qkv_room, ci->gemv_dbg, ci->trace, (intptr_t)ci->sout_d, samp_in_graph,
                                  ci->samp_oneblock, ci->samp_chunked, samp_in_graph && ci->any_pen ? (intptr_t)ci->pen_d : 0,
                                  samp_in_graph && ci->any_pen, /* (penalties / top-n in the graph only with the sampling) */
-                                 samp_in_graph && ci->any_top};
+                                 samp_in_graph && ci->any_top,
+                                 samp_in_graph && ci->any_pen && ci->any_top ? (intptr_t)ci->penraw_d : 0};
         if (!ci->gexec || memcmp(key, ci->gkey, sizeof key)) {
             graph_drop(ci); /* (an instance still queued or running is freed when it completes) */
             cudaGraph_t g;
@@ -1249,9 +1264,11 @@ static int ensure_samp(cu_impl *ci, int n, tl_error *e) {
     tl_cu_samp *sh[CU_NBUF] = {0}, *sd = NULL;
     tl_cu_samp_out *oh[CU_NBUF] = {0}, *od = NULL;
     tl_cu_top *th[CU_NBUF] = {0}, *td = NULL;
+    tl_cu_lraw *ld = NULL;
     int ok = cudaMalloc((void **)&sd, (size_t)cap * sizeof *sd) == cudaSuccess &&
              cudaMalloc((void **)&od, (size_t)cap * sizeof *od) == cudaSuccess &&
-             cudaMalloc((void **)&td, (size_t)cap * sizeof *td) == cudaSuccess;
+             cudaMalloc((void **)&td, (size_t)cap * sizeof *td) == cudaSuccess &&
+             cudaMalloc((void **)&ld, (size_t)cap * sizeof *ld) == cudaSuccess;
     for (int k = 0; k < CU_NBUF && ok; k++)
         ok = cudaMallocHost((void **)&sh[k], (size_t)cap * sizeof *sh[k]) == cudaSuccess &&
              cudaMallocHost((void **)&oh[k], (size_t)cap * sizeof *oh[k]) == cudaSuccess &&
@@ -1263,6 +1280,7 @@ static int ensure_samp(cu_impl *ci, int n, tl_error *e) {
     tl_cu_samp *fsd = ok ? ci->samp_d : sd;
     tl_cu_samp_out *fod = ok ? ci->sout_d : od;
     tl_cu_top *ftd = ok ? ci->top_d : td;
+    tl_cu_lraw *fld = ok ? ci->lraw_d : ld;
     for (int k = 0; k < CU_NBUF; k++) { /* carry the rows over, then free the old (or, failed, the new) buffers */
         if (ok && old) {
             memcpy(sh[k], ci->samp_h[k], (size_t)old * sizeof *sh[k]);
@@ -1280,24 +1298,26 @@ static int ensure_samp(cu_impl *ci, int n, tl_error *e) {
     if (fsd) cudaFree(fsd);
     if (fod) cudaFree(fod);
     if (ftd) cudaFree(ftd);
+    if (fld) cudaFree(fld);
     if (!ok) {
         cudaGetLastError();
         return tl_errf(e, "cuda: cannot allocate sampling buffers for %d rows", n);
     }
-    ci->samp_d = sd, ci->sout_d = od, ci->top_d = td, ci->samp_cap = cap;
+    ci->samp_d = sd, ci->sout_d = od, ci->top_d = td, ci->lraw_d = ld, ci->samp_cap = cap;
     return 0;
 }
 
 /* A row's parameters for the kernels. Rows that go to the host whole (skip: raw logits back): penalties or top-n
  * on a row the sampler might leave to the host (tl_cu_sample_may_defer; the penalties rewrite the logits in place),
- * top-n with penalties (it is of the raw logits), top-n with one block a row (oneblock: no statistics scratch). */
+ * top-n with one block a row (oneblock: no statistics scratch). Top-n with penalties stays here (its logprobs of
+ * the raw logits: sample_chunk). */
 static tl_cu_samp samp_of(const tl_row_sampling *rs, int n_vocab, int oneblock) {
     tl_cu_samp p = {.temperature = rs->temperature, .top_k = rs->top_k, .top_p = rs->top_p, .min_p = rs->min_p,
                     .u = rs->u, .skip = rs->host != 0, .rep = rs->repetition_penalty, .pres = rs->presence_penalty,
                     .freq = rs->frequency_penalty, .pen_n = rs->pen_n, .last_gen = rs->last_gen,
                     .n_top = TL_MIN(TL_MAX(rs->n_logprobs, 0), TL_CU_TOPN)};
     if ((tl_cu_samp_has_pen(&p) || p.n_top) && tl_cu_sample_may_defer(&p, n_vocab)) p.skip = 1;
-    if (p.n_top && (tl_cu_samp_has_pen(&p) || oneblock)) p.skip = 1;
+    if (p.n_top && oneblock) p.skip = 1;
     if (p.skip) p.n_top = 0;
     if (!tl_cu_samp_has_pen(&p) || p.skip) p.rep = 1.0f, p.pres = p.freq = 0.0f, p.pen_n = 0;
     return p;
@@ -1320,9 +1340,11 @@ static int fill_pen(cu_impl *ci, int buf, const tl_row_sampling *rs, int n, tl_e
         for (int k = 0; k < CU_NBUF; k++)
             if (ci->pen_h[k]) cudaFreeHost(ci->pen_h[k]), ci->pen_h[k] = NULL;
         if (ci->pen_d) cudaFree(ci->pen_d), ci->pen_d = NULL;
+        if (ci->penraw_d) cudaFree(ci->penraw_d), ci->penraw_d = NULL;
         ci->pen_cap = 0;
         const size_t cap = TL_MAX(need * 2, (size_t)64); /* (small at first: the tests grow it) */
-        int ok = cudaMalloc((void **)&ci->pen_d, cap * 2 * sizeof(int32_t)) == cudaSuccess;
+        int ok = cudaMalloc((void **)&ci->pen_d, cap * 2 * sizeof(int32_t)) == cudaSuccess &&
+                 cudaMalloc((void **)&ci->penraw_d, cap * sizeof(float)) == cudaSuccess;
         for (int k = 0; k < CU_NBUF && ok; k++)
             ok = cudaMallocHost((void **)&ci->pen_h[k], cap * 2 * sizeof(int32_t)) == cudaSuccess;
         if (!ok) {
@@ -1477,7 +1499,9 @@ static void cu_free(tl_backend *be) {
     }
     if (ci->samp_d) cudaFree(ci->samp_d);
     if (ci->pen_d) cudaFree(ci->pen_d);
+    if (ci->penraw_d) cudaFree(ci->penraw_d);
     if (ci->top_d) cudaFree(ci->top_d);
+    if (ci->lraw_d) cudaFree(ci->lraw_d);
     if (ci->samp_scratch) cudaFree(ci->samp_scratch);
     if (ci->sout_d) cudaFree(ci->sout_d);
     graph_drop(ci);
@@ -1568,6 +1592,7 @@ tl_backend *tl_backend_cuda_new(float gpu_mem_util, tl_error *e) {
     be->collect = cu_collect;
     be->row_on_device = cu_row_on_device;
     be->penalties = 1;
+    be->penalties_top = 1;
     be->collected_top = cu_collected_top;
     be->free = cu_free;
     be->impl = ci;

@@ -40,7 +40,7 @@ static __device__ void block_argmax(float *bv, int *bi, float *sv, int *si) {
 __global__ void __launch_bounds__(SB_BS) sample_stats_kernel(const float *__restrict__ logits, int nv,
                                                              const tl_cu_samp *__restrict__ prm, samp_part *part,
                                                              samp_stats *stats, unsigned *cnt,
-                                                             tl_cu_samp_out *__restrict__ out) {
+                                                             tl_cu_samp_out *__restrict__ out, tl_cu_lraw *lr) {
     __shared__ float sv[SB_BS / 32];
     __shared__ int si[SB_BS / 32];
     __shared__ double red[SB_BS];
@@ -48,6 +48,7 @@ __global__ void __launch_bounds__(SB_BS) sample_stats_kernel(const float *__rest
     const int b = blockIdx.x, row = blockIdx.y, tid = threadIdx.x;
     const tl_cu_samp P = prm[row];
     if (P.skip) return; /* (sample_kernel answers -1) */
+    if (lr && P.n_top <= 0) return; /* (lr: the raw rows' pass before the penalties, rows with top-n only) */
     const float *l = logits + (size_t)row * nv;
     const int chunk = (nv + SB_NB - 1) / SB_NB, c0 = min(nv, b * chunk), c1 = min(nv, c0 + chunk);
     float bv = -INFINITY;
@@ -91,7 +92,8 @@ __global__ void __launch_bounds__(SB_BS) sample_stats_kernel(const float *__rest
     if (arg == INT_MAX) arg = 0;
     const double lse = (double)M + log(S);
     stats[row] = samp_stats{M, arg, lse};
-    if (!(P.temperature > 0.0f)) out[row] = tl_cu_samp_out{arg, (float)((double)l[arg] - lse)};
+    if (lr) lr[row].lse = lse;
+    else if (!(P.temperature > 0.0f)) out[row] = tl_cu_samp_out{arg, (float)((double)l[arg] - lse)};
 }
 
 /* grid (n_rows), S_BS threads: one block a row (stats NULL: the row's max and log-sum-exp too) */
@@ -144,30 +146,79 @@ static __device__ __forceinline__ float pen_one(const tl_cu_samp &P, float v, in
 __global__ void __launch_bounds__(PEN_BS) penalize_kernel(float *logits, int nv, const tl_cu_samp *__restrict__ prm,
                                                           const int32_t *__restrict__ pen,
                                                           const int32_t *__restrict__ tokens,
-                                                          const int32_t *__restrict__ rows) {
+                                                          const int32_t *__restrict__ rows, float *raw,
+                                                          tl_cu_lraw *lr) {
     __shared__ int found;
     const int row = blockIdx.x;
     const tl_cu_samp P = prm[row];
     if (P.skip || !tl_cu_samp_has_pen(&P)) return;
     float *l = logits + (size_t)row * nv;
     const int32_t last = tokens[rows[row]], *ent = pen + 2 * (size_t)P.pen_off;
+    const bool save = raw && P.n_top > 0; /* (the row's logprobs are of the raw logits: tl_cu_logprob_raw) */
     if (threadIdx.x == 0) found = 0;
     __syncthreads();
     for (int j = threadIdx.x; j < P.pen_n; j += PEN_BS) {
         const int32_t t = ent[2 * j];
         int count = ent[2 * j + 1];
         if (t == last) count += P.last_gen, found = 1;
-        if (t >= 0 && t < nv) l[t] = pen_one(P, l[t], count);
+        if (t >= 0 && t < nv) {
+            if (save) raw[P.pen_off + j] = l[t];
+            l[t] = pen_one(P, l[t], count);
+        }
     }
     __syncthreads();
     /* (a prompt token with the repetition penalty off: pen_one returns it unchanged) */
-    if (threadIdx.x == 0 && !found && last >= 0 && last < nv) l[last] = pen_one(P, l[last], P.last_gen);
+    if (threadIdx.x == 0 && !found && last >= 0 && last < nv) {
+        if (save) lr[row].last = l[last];
+        l[last] = pen_one(P, l[last], P.last_gen);
+    }
+}
+
+/* grid (n_rows), 32 threads: on rows with penalties and top-n, the drawn token's logprob of the raw logits (its
+ * raw value saved by penalize_kernel where that rewrote it: an entry's, or the last token's outside them) */
+__global__ void __launch_bounds__(32) logprob_raw_kernel(const float *__restrict__ logits, int nv,
+                                                         const tl_cu_samp *__restrict__ prm,
+                                                         const int32_t *__restrict__ pen,
+                                                         const int32_t *__restrict__ tokens,
+                                                         const int32_t *__restrict__ rows, const float *__restrict__ raw,
+                                                         const tl_cu_lraw *__restrict__ lr, tl_cu_samp_out *out) {
+    const int row = blockIdx.x, lane = threadIdx.x;
+    const tl_cu_samp P = prm[row];
+    if (P.skip || P.n_top <= 0 || !tl_cu_samp_has_pen(&P)) return;
+    const int tok = out[row].token;
+    if (tok < 0 || tok >= nv) return;
+    const int32_t last = tokens[rows[row]], *ent = pen + 2 * (size_t)P.pen_off;
+    int hit = -1; /* the entry of tok (distinct tokens: at most one) */
+    bool last_in = false;
+    for (int j = lane; j < P.pen_n; j += 32) {
+        const int32_t t = ent[2 * j];
+        if (t == tok) hit = j;
+        last_in |= t == last;
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) hit = max(hit, __shfl_xor_sync(0xffffffffu, hit, o));
+    last_in = __any_sync(0xffffffffu, last_in);
+    if (lane) return;
+    float v = logits[(size_t)row * nv + tok];
+    if (hit >= 0) v = raw[P.pen_off + hit];
+    else if (tok == last && !last_in) v = lr[row].last;
+    out[row].logprob = (float)((double)v - lr[row].lse);
+}
+
+extern "C" int tl_cu_logprob_raw(const float *logits, int n_rows, int n_vocab, const tl_cu_samp *p,
+                                 const int32_t *pen, const int32_t *tokens, const int32_t *rows, const float *raw,
+                                 const tl_cu_lraw *lr, tl_cu_samp_out *out, cudaStream_t st, tl_error *e) {
+    if (n_rows <= 0) return 0;
+    logprob_raw_kernel<<<n_rows, 32, 0, st>>>(logits, n_vocab, p, pen, tokens, rows, raw, lr, out);
+    TL_CU_LAUNCHED(e, "logprob_raw");
 }
 
 extern "C" int tl_cu_penalize(float *logits, int n_rows, int n_vocab, const tl_cu_samp *p, const int32_t *pen,
-                              const int32_t *tokens, const int32_t *rows, cudaStream_t st, tl_error *e) {
+                              const int32_t *tokens, const int32_t *rows, float *raw, tl_cu_lraw *lr,
+                              cudaStream_t st, tl_error *e) {
     if (n_rows <= 0) return 0;
-    penalize_kernel<<<n_rows, PEN_BS, 0, st>>>(logits, n_vocab, p, pen, tokens, rows);
+    if (!raw != !lr) return tl_errf(e, "cuda penalize: raw and lr go together");
+    penalize_kernel<<<n_rows, PEN_BS, 0, st>>>(logits, n_vocab, p, pen, tokens, rows, raw, lr);
     TL_CU_LAUNCHED(e, "penalize");
 }
 
@@ -179,6 +230,26 @@ extern "C" size_t tl_cu_sample_scratch_bytes(void) {
                       (size_t)SB_NB * SC_CH * sizeof(unsigned long long) + (size_t)SB_NB * TL_CU_TOPN * sizeof(samp_cand));
 }
 
+/* the scratch's parts (tl_cu_sample_scratch_bytes' order) */
+typedef struct samp_scr {
+    unsigned *cnt, *cnt2, *cnt3; /* the three kernels' row counters */
+    samp_stats *stats;
+    samp_part *part;
+    samp_chunk *rec;
+    unsigned long long *cand;
+    samp_cand *tcand;
+} samp_scr;
+static samp_scr scr_of(void *scratch) {
+    samp_scr S;
+    S.cnt = (unsigned *)scratch, S.cnt2 = S.cnt + SB_ROWS, S.cnt3 = S.cnt2 + SB_ROWS;
+    S.stats = (samp_stats *)(S.cnt3 + SB_ROWS); /* (3 SB_ROWS counters: 8-byte aligned) */
+    S.part = (samp_part *)(S.stats + SB_ROWS);
+    S.rec = (samp_chunk *)(S.part + SB_ROWS * SB_NB);
+    S.cand = (unsigned long long *)(S.rec + SB_ROWS * SB_NB);
+    S.tcand = (samp_cand *)(S.cand + (size_t)SB_ROWS * SB_NB * SC_CH);
+    return S;
+}
+
 extern "C" int tl_cu_sample(const float *logits, int n_rows, int n_vocab, const tl_cu_samp *p, tl_cu_samp_out *out,
                             void *scratch, int chunked, tl_cu_top *top, cudaStream_t st, tl_error *e) {
     if (n_rows <= 0) return 0;
@@ -188,24 +259,40 @@ extern "C" int tl_cu_sample(const float *logits, int n_rows, int n_vocab, const 
         sample_kernel<<<n_rows, S_BS, 0, st>>>(logits, n_vocab, p, out, NULL);
         TL_CU_LAUNCHED(e, "sample");
     }
-    unsigned *cnt = (unsigned *)scratch, *cnt2 = cnt + SB_ROWS, *cnt3 = cnt2 + SB_ROWS;
-    samp_stats *stats = (samp_stats *)(cnt3 + SB_ROWS); /* (3 SB_ROWS counters: 8-byte aligned) */
-    samp_part *part = (samp_part *)(stats + SB_ROWS);
-    samp_chunk *rec = (samp_chunk *)(part + SB_ROWS * SB_NB);
-    unsigned long long *cand = (unsigned long long *)(rec + SB_ROWS * SB_NB);
-    samp_cand *tcand = (samp_cand *)(cand + (size_t)SB_ROWS * SB_NB * SC_CH);
+    const samp_scr S = scr_of(scratch);
     for (int r0 = 0; r0 < n_rows; r0 += SB_ROWS) {
         const int n = n_rows - r0 < SB_ROWS ? n_rows - r0 : SB_ROWS;
         const float *lg = logits + (size_t)r0 * n_vocab;
-        sample_stats_kernel<<<dim3(SB_NB, (unsigned)n), SB_BS, 0, st>>>(lg, n_vocab, p + r0, part, stats, cnt, out + r0);
+        sample_stats_kernel<<<dim3(SB_NB, (unsigned)n), SB_BS, 0, st>>>(lg, n_vocab, p + r0, S.part, S.stats, S.cnt,
+                                                                         out + r0, NULL);
         cudaError_t err = cudaGetLastError();
         if (err == cudaSuccess) {
-            if (chunked) err = tl_cu_sample_chunk_launch(lg, n, n_vocab, p + r0, out + r0, stats, rec, cand, cnt2, st);
-            else sample_kernel<<<n, S_BS, 0, st>>>(lg, n_vocab, p + r0, out + r0, stats);
+            if (chunked) err = tl_cu_sample_chunk_launch(lg, n, n_vocab, p + r0, out + r0, S.stats, S.rec, S.cand, S.cnt2, st);
+            else sample_kernel<<<n, S_BS, 0, st>>>(lg, n_vocab, p + r0, out + r0, S.stats);
         }
         if (err == cudaSuccess) err = cudaGetLastError();
         if (err == cudaSuccess && top)
-            err = tl_cu_sample_top_launch(lg, n, n_vocab, p + r0, stats, tcand, cnt3, top + r0, st);
+            err = tl_cu_sample_top_launch(lg, n, n_vocab, p + r0, S.stats, S.tcand, S.cnt3, top + r0, st);
+        if (err == cudaSuccess) err = cudaGetLastError();
+        if (err != cudaSuccess) return tl_errf(e, "cuda sample: %s", cudaGetErrorString(err));
+    }
+    return 0;
+}
+
+/* the raw rows' pass (cu_sample.h): statistics and top-n of rows with n_top > 0 before the penalties */
+extern "C" int tl_cu_sample_top_raw(const float *logits, int n_rows, int n_vocab, const tl_cu_samp *p, void *scratch,
+                                    tl_cu_top *top, tl_cu_lraw *lr, cudaStream_t st, tl_error *e) {
+    if (n_rows <= 0) return 0;
+    if (!scratch || !top || !lr) return tl_errf(e, "cuda sample: the raw top-n pass needs scratch, top and lr");
+    const samp_scr S = scr_of(scratch);
+    for (int r0 = 0; r0 < n_rows; r0 += SB_ROWS) {
+        const int n = n_rows - r0 < SB_ROWS ? n_rows - r0 : SB_ROWS;
+        const float *lg = logits + (size_t)r0 * n_vocab;
+        sample_stats_kernel<<<dim3(SB_NB, (unsigned)n), SB_BS, 0, st>>>(lg, n_vocab, p + r0, S.part, S.stats, S.cnt,
+                                                                         NULL, lr + r0);
+        cudaError_t err = cudaGetLastError();
+        if (err == cudaSuccess)
+            err = tl_cu_sample_top_launch(lg, n, n_vocab, p + r0, S.stats, S.tcand, S.cnt3, top + r0, st);
         if (err == cudaSuccess) err = cudaGetLastError();
         if (err != cudaSuccess) return tl_errf(e, "cuda sample: %s", cudaGetErrorString(err));
     }
