@@ -533,7 +533,7 @@ static void test_launch_fail(tl_model *m) {
  * tokens prefilled again count as generated all the same). */
 static void test_penalties(tl_model *m) {
     static req r[4][MAXR];
-    int64_t pen_rows[4] = {0}, in_flight = 0, preempted = 0;
+    int64_t pen_rows[4] = {0}, host_rows[4] = {0}, in_flight = 0, preempted = 0;
     int bad = 0, changed = 0;
     for (unsigned long long seed = 1; seed <= 6; seed++) {
         make_mix(r[0], MAXR, 500 + seed);
@@ -562,7 +562,9 @@ static void test_penalties(tl_model *m) {
             g_mode = k == 3 ? 2 : k;
             if (g_mode == 1) setenv("TL_ENGINE_ASYNC", "0", 1);
             if (k == 3) setenv("TL_ENGINE_HOST_PENALTIES", "1", 1);
-            preempted += run(m, &o, r[k], MAXR, &fs).n_preempted;
+            const tl_engine_stats es = run(m, &o, r[k], MAXR, &fs);
+            preempted += es.n_preempted;
+            host_rows[k] += es.host_rows;
             unsetenv("TL_ENGINE_ASYNC");
             unsetenv("TL_ENGINE_HOST_PENALTIES");
             pen_rows[k] += fs.pen_rows;
@@ -588,6 +590,10 @@ static void test_penalties(tl_model *m) {
     CHECK(pen_rows[0] == 0 && pen_rows[1] > 300 && pen_rows[2] > 300 && pen_rows[3] == 0,
           "rows penalized by the backend: host %lld, one step %lld, pipelined %lld, host penalties %lld",
           (long long)pen_rows[0], (long long)pen_rows[1], (long long)pen_rows[2], (long long)pen_rows[3]);
+    CHECK(host_rows[0] == 0 && host_rows[1] == 0 && host_rows[2] == 0 && host_rows[3] == pen_rows[1],
+          "rows the engine sent to the host sampler: host %lld, one step %lld, pipelined %lld, host penalties %lld "
+          "(the backend penalized %lld)", (long long)host_rows[0], (long long)host_rows[1], (long long)host_rows[2],
+          (long long)host_rows[3], (long long)pen_rows[1]);
     CHECK(in_flight == 6, "two steps in flight in %lld of 6 pipelined runs", (long long)in_flight);
     CHECK(preempted > 0, "the small pool preempted no sequence");
 }

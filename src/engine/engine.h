@@ -103,6 +103,8 @@ typedef struct tl_engine_stats {
     int64_t n_preempted;
     int64_t prompt_tokens, generated_tokens; /* totals */
     int64_t steps;
+    int64_t host_rows; /* logit rows the engine sent to the host sampler (a device-sampling backend without their
+                        * penalties / top-n logprobs; the rows a backend defers itself are not counted) */
     double t_schedule, t_batch, t_forward, t_post; /* seconds summed over steps: intake + schedule, batch
                                                       building, backend forward (incl. GPU wait), sampling + events */
 } tl_engine_stats;

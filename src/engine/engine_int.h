@@ -88,7 +88,7 @@ struct tl_engine {
     tl_step *flight;         /* the launched step not yet collected (pipelined), or NULL */
     double t_sched, t_batch, t_forward, t_post; /* host seconds per phase, summed over steps */
     double t_collect;        /* seconds waiting in collect during the current step (part of t_forward) */
-    int64_t n_preempted, prompt_tokens, generated_tokens, steps;
+    int64_t n_preempted, prompt_tokens, generated_tokens, steps, host_rows;
     int64_t *cancel_local;   /* [cap_cancel] copy of the cancel requests taken this step */
 
     /* shared, under mu */

@@ -6,7 +6,8 @@
  * logits / temperature -> softmax -> top-k -> top-p (smallest set of most likely tokens whose mass
  * reaches top_p) -> min-p (keep p >= min_p * p_max) -> one draw from the per-request RNG.
  * Log-probabilities are those of the unmodified model distribution (log_softmax of the raw logits; a backend that
- * applies the penalties itself reports its rows' under the penalized logits: engine.h tl_token_event). */
+ * applies the penalties itself reports those of its rows without top-n logprobs under the penalized logits:
+ * engine.h tl_token_event). */
 #ifndef TL_SAMPLER_H
 #define TL_SAMPLER_H
 

@@ -19,8 +19,8 @@
  * one that finishes while a later step holds it is retired when that step is collected (its extra token is
  * dropped); only confirmed tokens enter the prefix cache; no sequence is preempted while a step is in flight
  * (the step is collected first when the pool is short). Steps with rows sampled on the host (penalties or top-n
- * logprobs on a backend without them, both together, rows the device may not sample) are collected right after
- * their launch. */
+ * logprobs on a backend without them, both together without be->penalties_top, rows the device may not sample)
+ * are collected right after their launch. */
 #include "engine/engine_int.h"
 
 /* ---- waiting deque (ring buffer, amortized growth) ---- */
@@ -254,8 +254,9 @@ static int schedule(tl_engine *en, bool no_preempt) {
 /* ---- 3. the flat batch and its launch ---- */
 /* Parameters of logit row r for the backend's sampler; draws the request's uniform (one per sampled token,
  * as the host sampler would) and keeps the RNG state before it for a host fallback. The backend samples on the
- * device unless the row needs what only the host sampler does: top-n logprobs, penalties where the backend (or
- * TL_ENGINE_HOST_PENALTIES=1) says so. A penalized row's history goes to en->b_pen (its entries from
+ * device unless the row needs what only the host sampler does: top-n logprobs, penalties, or both together where
+ * the backend lacks them (be->collected_top, be->penalties, be->penalties_top; TL_ENGINE_HOST_LOGPROBS=1 /
+ * TL_ENGINE_HOST_PENALTIES=1 for comparisons); each such row counts in en->host_rows. A penalized row's history goes to en->b_pen (its entries from
  * en->b_pen_off[r]; build_batch points rs.pen there once every row is in). Called with the sequence's last
  * token (a placeholder when a step in flight samples it) at tokens[n_tokens - 1], the row's batch token. */
 static void row_sampling(tl_engine *en, tl_seq *s, tl_step *st, int r) {
@@ -269,6 +270,7 @@ static void row_sampling(tl_engine *en, tl_seq *s, tl_step *st, int r) {
     /* (top-n logprobs are of the raw logits: a row that has both goes to the host whole unless the backend keeps
      * them raw, be->penalties_top) */
     q->host = (q->n_logprobs > 0 && (!en->dev_top || (pen && !en->dev_pen_top))) || (pen && !en->dev_pen);
+    en->host_rows += q->host;
     if (pen && !q->host) {
         const int n_hist = s->n_tokens - 1; /* all confirmed tokens: only the last may be a placeholder */
         if (!en->b_pen || en->b_pen_n + 2 * (size_t)n_hist > en->b_pen_cap) {
@@ -478,6 +480,7 @@ void tl_engine_publish(tl_engine *en) {
     st->prompt_tokens = en->prompt_tokens;
     st->generated_tokens = en->generated_tokens;
     st->steps = en->steps;
+    st->host_rows = en->host_rows;
     st->t_schedule = en->t_sched;
     st->t_batch = en->t_batch;
     st->t_forward = en->t_forward;

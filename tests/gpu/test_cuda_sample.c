@@ -289,7 +289,7 @@ static void test_penalize(int V, int R) {
         p[r] = (tl_cu_samp){.temperature = pc[c].t, .top_k = pc[c].k, .top_p = pc[c].p,
                             .u = pc[c].t > 0 ? tl_rng_uniform(&st) : 0, .rep = pc[c].rep, .pres = pc[c].pres,
                             .freq = pc[c].freq, .pen_off = (int)off, .pen_n = n, .last_gen = nh[r] - 1 >= npr[r],
-                            .n_top = r % 2 ? 0 : 5};
+                            .n_top = (r / NPC) % 2 ? 0 : 5}; /* (every setting, with and without) */
         off += (size_t)n;
         last[r] = h[nh[r] - 1];
         rows[r] = R - 1 - r; /* the batch token of row r (reversed: rows[] is followed) */
@@ -441,6 +441,13 @@ static void run_engine(tl_model *m, tl_backend *be, int host_sample, int max_seq
         CHECK(tl_engine_add(en, toks + r % 3, np - r % 3, &p, collect_cb, &out[r], &e) > 0, "%s", e.msg);
     }
     tl_engine_run_until_idle(en);
+    tl_engine_stats es;
+    tl_engine_stats_get(en, &es);
+    /* every row on the device (0; request 9's top_k > 4096 rows the backend defers itself, not counted), or
+     * the penalized ones on the host (2: requests 3, 6-10) */
+    if (host_sample != 1)
+        CHECK(host_sample ? es.host_rows > 0 : es.host_rows == 0, "mode %d: %lld rows sent to the host sampler",
+              host_sample, (long long)es.host_rows);
     tl_engine_free(en);
     unsetenv("TL_ENGINE_HOST_SAMPLE");
     unsetenv("TL_ENGINE_HOST_PENALTIES");

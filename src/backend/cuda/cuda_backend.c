@@ -1335,7 +1335,7 @@ static int fill_pen(cu_impl *ci, int buf, const tl_row_sampling *rs, int n, tl_e
     }
     ci->pen_n[buf] = need;
     if (!ci->any_pen) return 0;
-    if (need > ci->pen_cap || !ci->pen_d) {
+    if (need > ci->pen_cap || !ci->pen_d || !ci->penraw_d) { /* (both: a failed growth may have left one) */
         CUCHK(e, cudaStreamSynchronize(ci->st));
         for (int k = 0; k < CU_NBUF; k++)
             if (ci->pen_h[k]) cudaFreeHost(ci->pen_h[k]), ci->pen_h[k] = NULL;

@@ -250,23 +250,19 @@ static samp_scr scr_of(void *scratch) {
     return S;
 }
 
-extern "C" int tl_cu_sample(const float *logits, int n_rows, int n_vocab, const tl_cu_samp *p, tl_cu_samp_out *out,
-                            void *scratch, int chunked, tl_cu_top *top, cudaStream_t st, tl_error *e) {
-    if (n_rows <= 0) return 0;
-    if (n_vocab <= 0) return tl_errf(e, "cuda sample: n_vocab %d", n_vocab);
-    if (top && !scratch) return tl_errf(e, "cuda sample: the top-n logprobs need the scratch");
-    if (!scratch) {
-        sample_kernel<<<n_rows, S_BS, 0, st>>>(logits, n_vocab, p, out, NULL);
-        TL_CU_LAUNCHED(e, "sample");
-    }
+/* The scratch passes over rows in groups of SB_ROWS: statistics, then the draw (out) and the top-n (top, NULL:
+ * none); with lr (the raw rows' pass before the penalties, cu_sample.h) only rows with top-n, no draw, and each
+ * row's raw log-sum-exp into lr. */
+static int sample_passes(const float *logits, int n_rows, int n_vocab, const tl_cu_samp *p, tl_cu_samp_out *out,
+                         void *scratch, int chunked, tl_cu_top *top, tl_cu_lraw *lr, cudaStream_t st, tl_error *e) {
     const samp_scr S = scr_of(scratch);
     for (int r0 = 0; r0 < n_rows; r0 += SB_ROWS) {
         const int n = n_rows - r0 < SB_ROWS ? n_rows - r0 : SB_ROWS;
         const float *lg = logits + (size_t)r0 * n_vocab;
         sample_stats_kernel<<<dim3(SB_NB, (unsigned)n), SB_BS, 0, st>>>(lg, n_vocab, p + r0, S.part, S.stats, S.cnt,
-                                                                         out + r0, NULL);
+                                                                         lr ? NULL : out + r0, lr ? lr + r0 : NULL);
         cudaError_t err = cudaGetLastError();
-        if (err == cudaSuccess) {
+        if (err == cudaSuccess && !lr) {
             if (chunked) err = tl_cu_sample_chunk_launch(lg, n, n_vocab, p + r0, out + r0, S.stats, S.rec, S.cand, S.cnt2, st);
             else sample_kernel<<<n, S_BS, 0, st>>>(lg, n_vocab, p + r0, out + r0, S.stats);
         }
@@ -279,22 +275,23 @@ extern "C" int tl_cu_sample(const float *logits, int n_rows, int n_vocab, const 
     return 0;
 }
 
+extern "C" int tl_cu_sample(const float *logits, int n_rows, int n_vocab, const tl_cu_samp *p, tl_cu_samp_out *out,
+                            void *scratch, int chunked, tl_cu_top *top, cudaStream_t st, tl_error *e) {
+    if (n_rows <= 0) return 0;
+    if (n_vocab <= 0) return tl_errf(e, "cuda sample: n_vocab %d", n_vocab);
+    if (top && !scratch) return tl_errf(e, "cuda sample: the top-n logprobs need the scratch");
+    if (!scratch) {
+        sample_kernel<<<n_rows, S_BS, 0, st>>>(logits, n_vocab, p, out, NULL);
+        TL_CU_LAUNCHED(e, "sample");
+    }
+    return sample_passes(logits, n_rows, n_vocab, p, out, scratch, chunked, top, NULL, st, e);
+}
+
 /* the raw rows' pass (cu_sample.h): statistics and top-n of rows with n_top > 0 before the penalties */
 extern "C" int tl_cu_sample_top_raw(const float *logits, int n_rows, int n_vocab, const tl_cu_samp *p, void *scratch,
                                     tl_cu_top *top, tl_cu_lraw *lr, cudaStream_t st, tl_error *e) {
     if (n_rows <= 0) return 0;
+    if (n_vocab <= 0) return tl_errf(e, "cuda sample: n_vocab %d", n_vocab);
     if (!scratch || !top || !lr) return tl_errf(e, "cuda sample: the raw top-n pass needs scratch, top and lr");
-    const samp_scr S = scr_of(scratch);
-    for (int r0 = 0; r0 < n_rows; r0 += SB_ROWS) {
-        const int n = n_rows - r0 < SB_ROWS ? n_rows - r0 : SB_ROWS;
-        const float *lg = logits + (size_t)r0 * n_vocab;
-        sample_stats_kernel<<<dim3(SB_NB, (unsigned)n), SB_BS, 0, st>>>(lg, n_vocab, p + r0, S.part, S.stats, S.cnt,
-                                                                         NULL, lr + r0);
-        cudaError_t err = cudaGetLastError();
-        if (err == cudaSuccess)
-            err = tl_cu_sample_top_launch(lg, n, n_vocab, p + r0, S.stats, S.tcand, S.cnt3, top + r0, st);
-        if (err == cudaSuccess) err = cudaGetLastError();
-        if (err != cudaSuccess) return tl_errf(e, "cuda sample: %s", cudaGetErrorString(err));
-    }
-    return 0;
+    return sample_passes(logits, n_rows, n_vocab, p, NULL, scratch, 0, top, lr, st, e);
 }
