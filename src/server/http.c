@@ -9,6 +9,8 @@
 #include <jansson.h>
 #include <netdb.h>
 #include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -392,6 +394,23 @@ static void wait_gens(srv *s, double secs, const sigset_t *sigs) {
     }
 }
 
+/* libmicrohttpd's own messages. A client that hangs up mid-response, or sends a malformed request, is routine
+ * for a server (the access log and /metrics count it: 499, 400), so those lines go to debug (TL_LOG=3); the rest
+ * (e.g. the connection limit reached) stay warnings, named as the library's. */
+static void mhd_log(void *cls, const char *fmt, va_list ap) {
+    (void)cls;
+    static const char *const routine[] = {"Failed to send", "forcibly closed", "reset by peer", "Broken pipe",
+                                          "Failed to parse", "no longer available"};
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r')) msg[--n] = 0;
+    int level = TL_LOG_WARN;
+    for (size_t i = 0; i < sizeof routine / sizeof *routine; i++)
+        if (strstr(msg, routine[i])) level = TL_LOG_DEBUG;
+    tl_log(level, "libmicrohttpd: %s", msg);
+}
+
 static struct MHD_Daemon *start_daemon(srv *s, tl_error *e) {
     const tl_server_opts *o = &s->o;
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
@@ -410,7 +429,7 @@ static struct MHD_Daemon *start_daemon(srv *s, tl_error *e) {
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)TL_MAX(o->http_threads, 1), MHD_OPTION_CONNECTION_LIMIT,
         (unsigned)o->max_connections, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)o->conn_timeout_s,
         MHD_OPTION_NOTIFY_COMPLETED, completed, s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
-        MHD_OPTION_END);
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!d) tl_errf(e, "cannot listen on %s:%d (in use, or not an address of this machine?)", o->host, o->port);
     return d;
