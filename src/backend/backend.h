@@ -57,8 +57,8 @@ struct tl_backend {
     /* Optional (NULL: the caller samples host logits from forward). The same forward, then each logit row i
      * is sampled on the device with rs[i] in the order and semantics of engine/sampler.c (penalties only with
      * be->penalties): tok[i] and logprob[i] (log_softmax of the raw logits; of the penalized ones on rows with
-     * penalties and no top-n; rows with both: raw with be->penalties_top, else the engine sends them to the host). Rows with rs[i].host set, and rows the device
-     * could not sample exactly (tok[i] == -1 on return: e.g. top-p mass beyond its candidate head), get
+     * penalties and no top-n; rows with both: raw with be->penalties_top, else the engine sends them to the
+     * host). Rows with rs[i].host set, and rows the device could not sample exactly (tok[i] == -1 on return: e.g. top-p mass beyond its candidate head), get
      * their logits copied to logits + i * n_vocab (host); only those rows. */
     int (*forward_sample)(tl_backend *be, const tl_model *m, tl_kv *kv, const tl_batch *b, const tl_row_sampling *rs,
                           int32_t *tok, float *logprob, float *logits, tl_error *e);

@@ -93,8 +93,7 @@ int cmd_chat(int argc, char **argv) {
     }
     int n_fixed = n;
     fprintf(stderr, "chatting with %s (/reset, /quit)\n", tinyllm_model_name(t));
-    if (sp.temperature > 0 && sp.seed == drawn_seed)
-        fprintf(stderr, "sampling with a random seed (--seed %llu repeats this session)\n", (unsigned long long)sp.seed);
+    cli_note_random_seed(&sp, drawn_seed, "session");
     char *line = NULL; /* getline: a long pasted line stays one message (a fixed buffer split it into turns) */
     size_t line_cap = 0;
     for (;;) {

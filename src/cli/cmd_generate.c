@@ -47,7 +47,8 @@ int cmd_generate(int argc, char **argv) {
         if (r < 0) return 2;
         if (r) continue;
         const char *a = argv[i];
-        static const char *const valued[] = {"-p", "--prompt", "--system", "--tokens", "-n", "--max-tokens", "--ctx", NULL};
+        static const char *const valued[] = {"-p",         "--prompt", "--system", "--tokens", "-n",
+                                             "--max-tokens", "--ctx",    NULL};
         if (cli_missing_value(argc, argv, i, valued)) return 2;
         if ((!strcmp(a, "-p") || !strcmp(a, "--prompt")) && i + 1 < argc) prompt = argv[++i];
         else if (!strcmp(a, "--system") && i + 1 < argc) system = argv[++i];
@@ -118,8 +119,7 @@ int cmd_generate(int argc, char **argv) {
             return 1;
         }
     }
-    if (sp.temperature > 0 && sp.seed == drawn_seed)
-        fprintf(stderr, "sampling with a random seed (--seed %llu repeats this run)\n", (unsigned long long)sp.seed);
+    cli_note_random_seed(&sp, drawn_seed, "run");
     tinyllm_sampling s;
     cli_to_sampling(&sp, &s);
     s.max_tokens = max_tokens;

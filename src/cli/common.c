@@ -174,6 +174,11 @@ uint64_t cli_random_seed(void) {
     return (uint64_t)(tl_now() * 1e9) ^ ((uint64_t)getpid() << 32);
 }
 
+void cli_note_random_seed(const tl_sampling *sp, uint64_t drawn, const char *what) {
+    if (sp->temperature > 0 && sp->seed == drawn)
+        fprintf(stderr, "sampling with a random seed (--seed %llu repeats this %s)\n", (unsigned long long)sp->seed, what);
+}
+
 int cli_missing_value(int argc, char **argv, int i, const char *const *names) {
     if (i + 1 < argc) return 0;
     for (; *names; names++)

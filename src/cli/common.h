@@ -36,6 +36,9 @@ void cli_no_model_hint(const char *cmd);
 void cli_model_not_found_hint(const char *cmd, const char *path);
 /* A fresh seed for a run without --seed (from the OS's random source; the clock if that fails). */
 uint64_t cli_random_seed(void);
+/* Names the seed on stderr when a sampled run (temperature > 0) still has the one drawn before the options were
+ * read, so that `--seed N` repeats it; what: "run", "session". */
+void cli_note_random_seed(const tl_sampling *sp, uint64_t drawn, const char *what);
 /* For a command's own options: argv[i] is one of names (NULL-terminated) given last, without its
  * value; says so on stderr and returns 1 (the caller exits 2), else 0. */
 int cli_missing_value(int argc, char **argv, int i, const char *const *names);

@@ -256,8 +256,8 @@ static int schedule(tl_engine *en, bool no_preempt) {
  * as the host sampler would) and keeps the RNG state before it for a host fallback. The backend samples on the
  * device unless the row needs what only the host sampler does: top-n logprobs, penalties, or both together where
  * the backend lacks them (be->collected_top, be->penalties, be->penalties_top; TL_ENGINE_HOST_LOGPROBS=1 /
- * TL_ENGINE_HOST_PENALTIES=1 for comparisons); each such row counts in en->host_rows. A penalized row's history goes to en->b_pen (its entries from
- * en->b_pen_off[r]; build_batch points rs.pen there once every row is in). Called with the sequence's last
+ * TL_ENGINE_HOST_PENALTIES=1 for comparisons); each such row counts in en->host_rows. A penalized row's history
+ * goes to en->b_pen (its entries from en->b_pen_off[r]; build_batch points rs.pen there once every row is in). Called with the sequence's last
  * token (a placeholder when a step in flight samples it) at tokens[n_tokens - 1], the row's batch token. */
 static void row_sampling(tl_engine *en, tl_seq *s, tl_step *st, int r) {
     const tl_sampling *p = &s->p.s;

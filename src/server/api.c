@@ -510,8 +510,9 @@ char *tl_api_response_json(const tl_api_resp *r, const char *text, size_t len, c
         json_object_set_new(ch, "text", text_json(text, len));
     }
     size_t off = 0;
-    json_object_set_new(ch, "logprobs",
-                        !r->logprobs ? json_null() : chat ? chat_logprobs(r, lp, n_lp) : cmpl_logprobs(r, lp, n_lp, &off));
+    json_object_set_new(ch, "logprobs", !r->logprobs ? json_null()
+                                        : chat       ? chat_logprobs(r, lp, n_lp)
+                                                     : cmpl_logprobs(r, lp, n_lp, &off));
     json_object_set_new(ch, "finish_reason", str_or_null(finish_reason));
     json_t *choices = json_array();
     json_array_append_new(choices, ch);

@@ -381,7 +381,8 @@ enum MHD_Result tl_srv_gen_start(srv *s, struct MHD_Connection *c, tl_api_kind k
         free(ids);
         tl_api_req_free(&req);
         *status = 400;
-        return tl_srv_send_json(c, 400, tl_api_context_error_json(n, s->n_ctx, max_tokens, kind == TL_API_CHAT ? "messages" : "prompt"));
+        return tl_srv_send_json(c, 400, tl_api_context_error_json(n, s->n_ctx, max_tokens,
+                                                                  kind == TL_API_CHAT ? "messages" : "prompt"));
     }
     if (max_tokens < 0) max_tokens = s->n_ctx - n;
 
